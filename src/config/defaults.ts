@@ -1,0 +1,54 @@
+import os from 'node:os'
+import path from 'node:path'
+
+export const ROLES = ['node', 'resource', 'scheduler'] as const
+export type Role = typeof ROLES[number]
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+
+/** The daemon's settings after merging flags > ASTRAD_* env > config file > defaults. */
+export interface DaemonConfig {
+  /** Roles this process runs. @default ['node', 'resource', 'scheduler'] (a one-host cluster) */
+  roles: Role[]
+  /** Human-readable name shown by `astrad status`. @default the host name */
+  name: string
+  /** Where the identity key, the cluster log and pieces live. @default ~/.astrad */
+  dataDir: string
+  /** libp2p listen multiaddrs. @default ['/ip4/0.0.0.0/tcp/7071'] */
+  listen: string[]
+  /** Peers to join through (multiaddr with or without /p2p, or host:port). @default [] */
+  bootstrap: string[]
+  /** Local RPC port (HTTP). @default 127.0.0.1:7070 */
+  rpc: { host: string, port: number }
+  /** Bearer token for the RPC port; required when it binds a non-loopback address. */
+  rpcToken?: string
+  /** Placement label: a Kubernetes cluster, a VM pool. @default 'default' */
+  cell: string
+  /** CPU cores this node offers. @default os.availableParallelism() */
+  cores: number
+  /** Accelerator cards this node offers. @default 0 */
+  gpus: number
+  /** Path of a libp2p pre-shared key file ("/key/swarm/psk/1.0.0/" format); joins a private network. */
+  swarmKey?: string
+  /** @default 'info' */
+  logLevel: typeof LOG_LEVELS[number]
+}
+
+export const DEFAULT_RPC_PORT = 7070
+/** libp2p TCP port; 7071 sits next to the RPC port so one firewall rule pair covers astrad. */
+export const DEFAULT_P2P_PORT = 7071
+
+export function defaultConfig (): DaemonConfig {
+  return {
+    roles: [...ROLES],
+    name: os.hostname(),
+    dataDir: path.join(os.homedir(), '.astrad'),
+    listen: [`/ip4/0.0.0.0/tcp/${DEFAULT_P2P_PORT}`],
+    bootstrap: [],
+    rpc: { host: '127.0.0.1', port: DEFAULT_RPC_PORT },
+    cell: 'default',
+    cores: os.availableParallelism(),
+    gpus: 0,
+    logLevel: 'info'
+  }
+}

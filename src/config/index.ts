@@ -1,0 +1,122 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { ConfigError, errorMessage } from '../util/errors.ts'
+import { defaultConfig, type DaemonConfig } from './defaults.ts'
+import {
+  parseRoles, parseName, parsePositiveInt, parseNonNegativeInt, parseMultiaddr, parseList,
+  parseHostPort, parseBootstrap, parseLogLevel, parseToken, isLoopbackHost
+} from './parse.ts'
+
+export { defaultConfig, ROLES, DEFAULT_RPC_PORT, DEFAULT_P2P_PORT } from './defaults.ts'
+export type { DaemonConfig, Role } from './defaults.ts'
+export { parseHostPort, parseBootstrap, isLoopbackHost } from './parse.ts'
+
+/**
+ * One row per setting: how it is spelt as a flag (commander's camelCase option name), as an
+ * environment variable and in the config file, and how a raw value becomes a typed one.
+ */
+interface Setting {
+  key: keyof DaemonConfig
+  flag: string
+  env: string
+  parse: (raw: unknown) => unknown
+}
+
+const SETTINGS: Setting[] = [
+  { key: 'roles', flag: 'role', env: 'ASTRAD_ROLE', parse: parseRoles },
+  { key: 'name', flag: 'name', env: 'ASTRAD_NAME', parse: parseName },
+  { key: 'dataDir', flag: 'dataDir', env: 'ASTRAD_DATA_DIR', parse: v => path.resolve(String(v)) },
+  { key: 'listen', flag: 'listen', env: 'ASTRAD_LISTEN', parse: v => nonEmpty(parseList(v).map(parseMultiaddr)) },
+  { key: 'bootstrap', flag: 'bootstrap', env: 'ASTRAD_BOOTSTRAP', parse: v => parseList(v).map(parseBootstrap) },
+  { key: 'rpc', flag: 'rpc', env: 'ASTRAD_RPC', parse: parseHostPort },
+  { key: 'rpcToken', flag: 'rpcToken', env: 'ASTRAD_RPC_TOKEN', parse: parseToken },
+  { key: 'cell', flag: 'cell', env: 'ASTRAD_CELL', parse: parseName },
+  { key: 'cores', flag: 'cores', env: 'ASTRAD_CORES', parse: v => parsePositiveInt(v, 4096) },
+  { key: 'gpus', flag: 'gpus', env: 'ASTRAD_GPUS', parse: v => parseNonNegativeInt(v, 256) },
+  { key: 'swarmKey', flag: 'swarmKey', env: 'ASTRAD_SWARM_KEY', parse: v => path.resolve(String(v)) },
+  { key: 'logLevel', flag: 'logLevel', env: 'ASTRAD_LOG_LEVEL', parse: parseLogLevel }
+]
+
+function nonEmpty<T> (list: T[]): T[] {
+  if (list.length === 0) throw new Error('expected at least one value')
+  return list
+}
+
+/** Config file keys: the DaemonConfig names, with `role` accepted for `roles`. */
+const FILE_ALIASES: Record<string, keyof DaemonConfig> = { role: 'roles' }
+
+function kebab (camel: string): string {
+  return camel.replace(/[A-Z]/g, c => `-${c.toLowerCase()}`)
+}
+
+export interface ConfigSources {
+  /** Parsed command-line options (commander's camelCase names); undefined = not given. */
+  flags: Record<string, unknown>
+  env: NodeJS.ProcessEnv
+}
+
+/** Reads a JSON config file; every problem is a ConfigError naming the file. */
+export function readConfigFile (file: string): Record<string, unknown> {
+  let text: string
+  try {
+    text = fs.readFileSync(file, 'utf8')
+  } catch (err) {
+    throw new ConfigError('--config', `cannot read ${file}: ${errorMessage(err)}`)
+  }
+  let data: unknown
+  try {
+    data = JSON.parse(text)
+  } catch (err) {
+    throw new ConfigError('--config', `${file} is not valid JSON: ${errorMessage(err)}`)
+  }
+  if (data == null || typeof data !== 'object' || Array.isArray(data)) {
+    throw new ConfigError('--config', `${file} must hold a JSON object`)
+  }
+  return data as Record<string, unknown>
+}
+
+/**
+ * The one place where settings are merged and validated: flags > ASTRAD_* env > config file >
+ * defaults. A bad value throws a ConfigError that names the flag, variable or file key.
+ */
+export function resolveConfig (sources: ConfigSources): DaemonConfig {
+  const { flags, env } = sources
+  const configPath = (flags.config as string | undefined) ?? env.ASTRAD_CONFIG
+  const file = configPath != null && configPath !== '' ? readConfigFile(configPath) : {}
+
+  const fileValues = new Map<keyof DaemonConfig, unknown>()
+  const known = new Set<string>(SETTINGS.map(s => s.key))
+  for (const [k, v] of Object.entries(file)) {
+    const key = FILE_ALIASES[k] ?? k
+    if (!known.has(key)) throw new ConfigError(`${k} (in ${configPath})`, `unknown key; known keys: ${[...known].join(', ')}`)
+    fileValues.set(key as keyof DaemonConfig, v)
+  }
+
+  const config = defaultConfig() as unknown as Record<string, unknown>
+  for (const s of SETTINGS) {
+    let raw: unknown
+    let where: string
+    if (flags[s.flag] !== undefined) {
+      raw = flags[s.flag]
+      where = `--${kebab(s.flag)}`
+    } else if (env[s.env] !== undefined && env[s.env] !== '') {
+      raw = env[s.env]
+      where = s.env
+    } else if (fileValues.has(s.key)) {
+      raw = fileValues.get(s.key)
+      where = `${s.key} (in ${configPath})`
+    } else {
+      continue
+    }
+    try {
+      config[s.key] = s.parse(raw)
+    } catch (err) {
+      throw new ConfigError(where, errorMessage(err))
+    }
+  }
+  const result = config as unknown as DaemonConfig
+  if (!isLoopbackHost(result.rpc.host) && result.rpcToken == null) {
+    throw new ConfigError('--rpc', `refusing to expose the RPC port on ${result.rpc.host} without --rpc-token`)
+  }
+  return result
+}

@@ -1,0 +1,6 @@
+export { createHost, type Host, type HostInit, type HostServices } from './host.ts'
+export { loadOrCreateIdentity } from './identity.ts'
+export { readSwarmKey, newSwarmKey } from './swarm-key.ts'
+export { Bootstrapper } from './bootstrap.ts'
+export { request, handleRequests, type RequestHandler, type HandlerOptions, type RequestOptions } from './request.ts'
+export { ProtocolPeers } from './protocol-peers.ts'

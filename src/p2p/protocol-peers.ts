@@ -1,0 +1,46 @@
+import type { PeerId } from '@libp2p/interface'
+import type { Host } from './host.ts'
+
+/**
+ * The connected peers that serve a protocol (learnt through identify), e.g. the resources a
+ * scheduler can pull the online list from. Backed by a libp2p topology.
+ */
+export class ProtocolPeers {
+  private readonly peers = new Map<string, PeerId>()
+  private topologyId?: string
+
+  private readonly libp2p: Host
+  readonly protocol: string
+
+  constructor (libp2p: Host, protocol: string) {
+    this.libp2p = libp2p
+    this.protocol = protocol
+  }
+
+  async start (): Promise<void> {
+    this.topologyId = await this.libp2p.register(this.protocol, {
+      onConnect: (peer) => { this.peers.set(peer.toString(), peer) },
+      onDisconnect: (peer) => { this.peers.delete(peer.toString()) }
+    })
+  }
+
+  stop (): void {
+    if (this.topologyId != null) this.libp2p.unregister(this.topologyId)
+    this.topologyId = undefined
+    this.peers.clear()
+  }
+
+  list (): PeerId[] {
+    return [...this.peers.values()]
+  }
+
+  /** The peers in random order, for spreading load and failing over. */
+  shuffled (): PeerId[] {
+    const list = this.list()
+    for (let i = list.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1))
+      ;[list[i], list[j]] = [list[j] as PeerId, list[i] as PeerId]
+    }
+    return list
+  }
+}
