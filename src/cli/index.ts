@@ -1,6 +1,10 @@
 import { Command, CommanderError } from 'commander'
 import { VERSION } from '../version.ts'
 import { AstradError, ConfigError } from '../util/errors.ts'
+import { startCommand } from './commands/start.ts'
+import { statusCommand } from './commands/status.ts'
+import { drainCommand } from './commands/drain.ts'
+import { swarmKeyCommand } from './commands/swarm-key.ts'
 
 /** Exit codes of every command: ok / failed / usage. */
 export const EXIT_OK = 0
@@ -25,6 +29,9 @@ export function createCli (io: CliIo = defaultIo): Command {
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
     .exitOverride()
     .showSuggestionAfterError()
+  for (const cmd of [startCommand(io), statusCommand(io), drainCommand(io), swarmKeyCommand(io)]) {
+    program.addCommand(cmd.exitOverride().configureOutput({ writeOut: io.stdout, writeErr: io.stderr }))
+  }
   return program
 }
 
@@ -40,6 +47,10 @@ export async function runCli (argv: string[], io: CliIo = defaultIo): Promise<nu
       return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE
     }
     if (err instanceof ConfigError) {
+      io.stderr(`astrad: ${err.message}\n`)
+      return EXIT_USAGE
+    }
+    if (err instanceof AstradError && err.code === 'ERR_USAGE') {
       io.stderr(`astrad: ${err.message}\n`)
       return EXIT_USAGE
     }

@@ -141,6 +141,14 @@ export class OnlineList {
     return changed
   }
 
+  /** Forgets dead and left nodes older than forgetAfterMs without judging silences (schedulers). */
+  forget (): void {
+    const now = this.clock.now()
+    for (const rec of this.records.values()) {
+      if ((rec.state === 'dead' || rec.state === 'left') && now - rec.changedAt >= this.thresholds.forgetAfterMs) this.records.delete(rec.hb.peerId)
+    }
+  }
+
   private tickOne (rec: NodeRecord, now: number): NodeRecord | undefined {
     if (rec.state === 'dead' || rec.state === 'left') return undefined
     const t = this.thresholds

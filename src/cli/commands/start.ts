@@ -1,0 +1,29 @@
+import { Command, Option } from 'commander'
+import type { CliIo } from '../index.ts'
+
+function collect (value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value]
+}
+
+export function startCommand (io: CliIo): Command {
+  return new Command('start')
+    .description('run the daemon (all roles by default: a one-host cluster)')
+    .option('--role <roles>', 'comma-separated roles: node,resource,scheduler (default: all)')
+    .option('--name <name>', 'name shown in status (default: host name)')
+    .option('--data-dir <dir>', 'identity key, cluster log and model pieces (default: ~/.astrad)')
+    .option('--listen <multiaddr>', 'libp2p listen address, repeatable (default: /ip4/0.0.0.0/tcp/7071)', collect)
+    .option('--bootstrap <addr>', 'peer to join through: multiaddr (with or without /p2p/…) or HOST:PORT, repeatable', collect)
+    .option('--rpc <host:port>', 'local RPC port (default: 127.0.0.1:7070)')
+    .option('--rpc-token <token>', 'bearer token for the RPC port (required to bind a non-loopback address)')
+    .option('--cell <name>', 'placement cell label (default: default)')
+    .option('--cores <n>', 'CPU cores this node offers (default: all available)')
+    .option('--gpus <n>', 'accelerator cards this node offers (default: 0)')
+    .option('--config <file>', 'JSON config file (flags > ASTRAD_* env > config file > defaults)')
+    .option('--swarm-key <file>', 'private network key; peers without it cannot connect (see: astrad swarm-key)')
+    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .action(async (flags: Record<string, unknown>) => {
+      // Loaded here, not at the top: `--version` and `status` stay fast without libp2p.
+      const { runDaemon } = await import('../run-daemon.ts')
+      await runDaemon(flags, io)
+    })
+}

@@ -1,0 +1,42 @@
+import { Command } from 'commander'
+import type { CliIo } from '../index.ts'
+import { withRpcOptions, rpcClient } from '../rpc-options.ts'
+import { table, ago } from '../format.ts'
+import type { StatusDocument } from '../../daemon/status.ts'
+
+export function renderStatus (s: StatusDocument): string {
+  const self = s.self
+  let out = `${self.name} (${self.peerId}) astrad ${self.version}, roles ${self.roles.join(',')}, ${self.state}\n`
+  out += `view: ${s.view.source}${s.view.stalenessMs > 0 ? `, ${ago(s.view.stalenessMs)} old` : ''}${s.view.error != null ? ` (${s.view.error})` : ''}\n\n`
+  const counts = new Map<string, number>()
+  for (const n of s.nodes) counts.set(n.state, (counts.get(n.state) ?? 0) + 1)
+  out += table(
+    ['NAME', 'CELL', 'STATE', 'ROLES', 'CORES', 'GPUS', 'CPU', 'INFLIGHT', 'LAST SEEN', 'PEER'],
+    s.nodes.map(n => [
+      n.name, n.cell, n.state, n.roles.join(','), String(n.cores), String(n.gpus),
+      `${Math.round(n.cpuUtil * 100)}%`, String(n.inflight), ago(n.lastSeenMs), `…${n.peerId.slice(-8)}`
+    ])
+  )
+  out += `\n${s.nodes.length} daemons: ${[...counts].map(([k, v]) => `${v} ${k}`).join(', ') || 'none'}\n`
+  return out
+}
+
+export function statusCommand (io: CliIo): Command {
+  return withRpcOptions(new Command('status'))
+    .description('show the cluster as the daemon at --rpc sees it')
+    .option('--json', 'print one JSON object')
+    .option('--watch', 'refresh every second until interrupted')
+    .action(async (flags: { rpc?: string, rpcToken?: string, json?: boolean, watch?: boolean }) => {
+      const client = rpcClient(flags)
+      const once = async (): Promise<void> => {
+        const s = await client.call<StatusDocument>('GET', '/v1/status')
+        if (flags.json === true) io.stdout(JSON.stringify(s) + '\n')
+        else io.stdout((flags.watch === true && process.stdout.isTTY ? '\x1b[2J\x1b[H' : '') + renderStatus(s))
+      }
+      await once()
+      while (flags.watch === true) {
+        await new Promise(resolve => setTimeout(resolve, 1000))
+        await once()
+      }
+    })
+}

@@ -1,0 +1,42 @@
+import { resolveConfig } from '../config/index.ts'
+import { createLogger } from '../util/logger.ts'
+import { errorMessage } from '../util/errors.ts'
+import { Daemon } from '../daemon/index.ts'
+import type { CliIo } from './index.ts'
+
+/**
+ * `astrad start`: runs until drained. First SIGTERM/SIGINT drains (the Kubernetes preStop
+ * path); a second one forces exit.
+ */
+export async function runDaemon (flags: Record<string, unknown>, io: CliIo): Promise<void> {
+  const config = resolveConfig({ flags, env: process.env })
+  const logger = createLogger({ level: config.logLevel, base: { name: config.name } })
+  const daemon = new Daemon({ config, logger, processMetrics: true })
+
+  let signals = 0
+  const onSignal = (sig: NodeJS.Signals): void => {
+    signals++
+    if (signals === 1) {
+      logger.info({ signal: sig }, 'signal received: draining (send again to force exit)')
+      void daemon.drain()
+    } else {
+      logger.warn({ signal: sig }, 'second signal: forcing exit')
+      process.exit(1)
+    }
+  }
+  process.on('SIGTERM', onSignal)
+  process.on('SIGINT', onSignal)
+  // A stray rejection from a network library must not take the daemon down; it is logged.
+  process.on('unhandledRejection', (err) => {
+    logger.error({ err: errorMessage(err) }, 'unhandled rejection')
+  })
+
+  await daemon.start()
+  const rpc = daemon.rpcAddress
+  if (rpc != null && process.stdout.isTTY) {
+    io.stderr(`astrad ${daemon.host.peerId.toString()} running; try: astrad status --rpc ${rpc.host}:${rpc.port}\n`)
+  }
+  await daemon.done
+  process.off('SIGTERM', onSignal)
+  process.off('SIGINT', onSignal)
+}

@@ -1,0 +1,247 @@
+import type { Logger } from '../util/logger.ts'
+import { componentLogger } from '../util/logger.ts'
+import { systemClock, type Clock } from '../util/time.ts'
+import { LifecycleError, errorMessage } from '../util/errors.ts'
+import type { DaemonConfig } from '../config/index.ts'
+import { createMetrics, gaugeFn, type Metrics } from '../metrics/index.ts'
+import { createHost, loadOrCreateIdentity, readSwarmKey, Bootstrapper, ProtocolPeers, type Host } from '../p2p/index.ts'
+import {
+  Heartbeater, ResourceMembership, SchedulerMembership, CpuSampler, InflightCounter, pullOnlineList,
+  membershipConstants, type MembershipView, type Thresholds, type WireRecord
+} from '../membership/index.ts'
+import { RpcServer } from '../rpc/index.ts'
+import { lockDataDir } from './lock.ts'
+import { registerRoutes } from './routes.ts'
+import { DRAIN_TIMEOUT_MS, DRAIN_POLL_MS, LEAVE_FLUSH_MS } from './constants.ts'
+
+export type DaemonState = 'created' | 'starting' | 'running' | 'draining' | 'stopping' | 'stopped' | 'failed'
+
+export interface DaemonOptions {
+  config: DaemonConfig
+  logger: Logger
+  clock?: Clock
+  /** Membership thresholds (tests shorten them). */
+  thresholds?: Partial<Thresholds>
+  /** Export Node's process metrics on /metrics (on for real daemons). */
+  processMetrics?: boolean
+  /** How long a drain waits for in-flight requests. */
+  drainTimeoutMs?: number
+}
+
+/**
+ * The composition root: builds the roles that were asked for and runs them in order.
+ * Stop order: stop accepting RPC → drain in-flight → announce leave → stop membership →
+ * stop libp2p → release the data dir.
+ */
+export class Daemon {
+  state: DaemonState = 'created'
+  readonly config: DaemonConfig
+  readonly inflight = new InflightCounter()
+  private readonly options: DaemonOptions
+  private readonly logger: Logger
+  private readonly clock: Clock
+  private readonly stopped = Promise.withResolvers<void>()
+  private stopping?: Promise<void>
+  private releaseLock?: () => void
+  private libp2p?: Host
+  private metricsValue?: Metrics
+  private heartbeater?: Heartbeater
+  private resource?: ResourceMembership
+  private scheduler?: SchedulerMembership
+  private resourcePeers?: ProtocolPeers
+  private bootstrapper?: Bootstrapper
+  private rpc?: RpcServer
+
+  constructor (options: DaemonOptions) {
+    this.options = options
+    this.config = options.config
+    this.logger = options.logger
+    this.clock = options.clock ?? systemClock
+  }
+
+  /** Resolves once the daemon has stopped (after a drain, `astrad drain`, or stop()). */
+  get done (): Promise<void> { return this.stopped.promise }
+
+  get host (): Host {
+    if (this.libp2p == null) throw new LifecycleError('daemon not started')
+    return this.libp2p
+  }
+
+  get metrics (): Metrics {
+    if (this.metricsValue == null) throw new LifecycleError('daemon not started')
+    return this.metricsValue
+  }
+
+  /** The membership view held in this process: the resource's own list, else the scheduler's. */
+  get view (): MembershipView | undefined {
+    return this.resource ?? this.scheduler
+  }
+
+  get rpcAddress (): { host: string, port: number } | undefined {
+    return this.rpc?.address
+  }
+
+  get ready (): boolean {
+    return this.state === 'running' && (this.bootstrapper?.connected ?? true)
+  }
+
+  async start (): Promise<void> {
+    if (this.state !== 'created') throw new LifecycleError(`cannot start a daemon that is ${this.state}`)
+    this.state = 'starting'
+    const { config } = this
+    try {
+      this.releaseLock = lockDataDir(config.dataDir)
+      const privateKey = await loadOrCreateIdentity(config.dataDir)
+      const swarmKey = config.swarmKey != null ? readSwarmKey(config.swarmKey) : undefined
+      const libp2p = this.libp2p = await createHost({ privateKey, listen: config.listen, swarmKey })
+      const metrics = this.metricsValue = createMetrics({ processMetrics: this.options.processMetrics })
+      const base = { libp2p, metrics, clock: this.clock }
+      const roles = new Set(config.roles)
+
+      if (roles.has('resource')) {
+        this.resource = new ResourceMembership({ ...base, logger: componentLogger(this.logger, 'membership') }, { thresholds: this.options.thresholds })
+      } else if (roles.has('scheduler')) {
+        this.scheduler = new SchedulerMembership({ ...base, logger: componentLogger(this.logger, 'membership') })
+      }
+      if (this.view == null) this.resourcePeers = new ProtocolPeers(libp2p, membershipConstants.ONLINE_PROTOCOL)
+
+      const cpu = new CpuSampler()
+      const resource = this.resource
+      this.heartbeater = new Heartbeater({
+        ...base,
+        logger: componentLogger(this.logger, 'heartbeat'),
+        local: resource != null ? hb => { resource.ingestLocal(hb) } : undefined
+      }, {
+        report: {
+          roles: config.roles,
+          name: config.name,
+          cell: config.cell,
+          cores: config.cores,
+          gpus: config.gpus,
+          gpuPerf: 1,
+          cpuUtil: () => cpu.sample(),
+          gpuUtil: () => 0,
+          inflight: () => this.inflight.value,
+          ledgerVersion: () => 0,
+          readyReplicas: () => 0,
+          modelsDigest: () => 0,
+          mailboxCursor: () => 0
+        }
+      })
+      this.bootstrapper = new Bootstrapper({ libp2p, logger: componentLogger(this.logger, 'bootstrap') }, config.bootstrap)
+
+      gaugeFn(metrics.registry, 'astrad_p2p_connections', 'Open libp2p connections', () => libp2p.getConnections().length)
+      gaugeFn(metrics.registry, 'astrad_p2p_gossip_peers', 'Peers speaking gossipsub with us', () => libp2p.services.pubsub.getPeers().length)
+      if (this.view != null) {
+        const view = this.view
+        new (await import('prom-client')).Gauge({
+          name: 'astrad_membership_nodes',
+          help: 'Daemons in this view, by state',
+          labelNames: ['state'],
+          registers: [metrics.registry],
+          collect () {
+            for (const [state, n] of Object.entries(view.list.countByState())) this.set({ state }, n)
+          }
+        })
+      }
+
+      this.rpc = new RpcServer({ logger: componentLogger(this.logger, 'rpc'), metrics }, { host: config.rpc.host, port: config.rpc.port, token: config.rpcToken })
+      registerRoutes(this.rpc, this)
+
+      await libp2p.start()
+      await this.resource?.start()
+      await this.scheduler?.start()
+      await this.resourcePeers?.start()
+      await this.rpc.listen()
+      this.heartbeater.start()
+      this.bootstrapper.start()
+      this.state = 'running'
+      this.logger.info({
+        peerId: libp2p.peerId.toString(),
+        roles: config.roles,
+        addrs: libp2p.getMultiaddrs().map(String),
+        rpc: this.rpc.address
+      }, 'astrad running')
+    } catch (err) {
+      this.state = 'failed'
+      await this.teardown()
+      this.stopped.resolve()
+      throw err
+    }
+  }
+
+  /**
+   * Graceful leave (SIGTERM, `astrad drain`, the Kubernetes preStop hook): announce
+   * `draining` at once so routers drop this node, finish in-flight requests, leave.
+   */
+  async drain (): Promise<void> {
+    if (this.state !== 'running') return await (this.stopping ?? Promise.resolve())
+    this.state = 'draining'
+    this.logger.info({ inflight: this.inflight.value }, 'draining')
+    await this.heartbeater?.announce('draining')
+    const deadline = Date.now() + (this.options.drainTimeoutMs ?? DRAIN_TIMEOUT_MS)
+    while (this.inflight.value > 0 && Date.now() < deadline) {
+      await new Promise(resolve => setTimeout(resolve, DRAIN_POLL_MS))
+    }
+    if (this.inflight.value > 0) this.logger.warn({ inflight: this.inflight.value }, 'drain timed out; leaving with requests in flight')
+    await this.stop()
+  }
+
+  /** Stops everything in order; safe to call more than once and before start. */
+  async stop (): Promise<void> {
+    if (this.state === 'created') {
+      this.state = 'stopped'
+      this.stopped.resolve()
+      return
+    }
+    this.stopping ??= this.doStop()
+    await this.stopping
+  }
+
+  private async doStop (): Promise<void> {
+    if (this.state === 'stopped' || this.state === 'failed') return
+    this.state = 'stopping'
+    await this.teardown()
+    this.state = 'stopped'
+    this.logger.info('astrad stopped')
+    this.stopped.resolve()
+  }
+
+  private async teardown (): Promise<void> {
+    const step = async (what: string, fn: () => unknown): Promise<void> => {
+      try { await fn() } catch (err) { this.logger.warn({ err: errorMessage(err) }, `stop: ${what} failed`) }
+    }
+    await step('rpc', async () => { await this.rpc?.close() })
+    if (this.libp2p?.status === 'started' && this.heartbeater != null) {
+      await step('leave', async () => {
+        await this.heartbeater?.announce('left')
+        await new Promise(resolve => setTimeout(resolve, LEAVE_FLUSH_MS))
+      })
+    }
+    this.heartbeater?.stop()
+    this.bootstrapper?.stop()
+    await step('membership', async () => {
+      await this.resource?.stop()
+      await this.scheduler?.stop()
+      this.resourcePeers?.stop()
+    })
+    await step('libp2p', async () => { await this.libp2p?.stop() })
+    this.releaseLock?.()
+    this.releaseLock = undefined
+  }
+
+  /** The online list as this daemon can see it: its own view, or pulled from a resource. */
+  async onlineList (signal?: AbortSignal): Promise<{ records: WireRecord[], source: string, stalenessMs: number }> {
+    const now = this.clock.now()
+    const view = this.view
+    if (view != null) {
+      return {
+        records: view.list.all().map(r => ({ hb: r.hb, state: r.state, ageMs: Math.max(0, now - r.lastSeen) })),
+        source: this.resource != null ? 'resource' : 'scheduler',
+        stalenessMs: Number.isFinite(view.stalenessMs()) ? view.stalenessMs() : -1
+      }
+    }
+    const records = await pullOnlineList(this.host, this.resourcePeers?.shuffled() ?? [], signal)
+    return { records, source: 'pulled', stalenessMs: 0 }
+  }
+}

@@ -1,0 +1,2 @@
+export { RpcServer, HttpError, type RouteHandler, type RpcRequest, type RpcResponse } from './server.ts'
+export { RpcClient } from './client.ts'

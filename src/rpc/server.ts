@@ -1,0 +1,183 @@
+import http from 'node:http'
+import { timingSafeEqual } from 'node:crypto'
+import type { Logger } from '../util/logger.ts'
+import type { Metrics } from '../metrics/index.ts'
+import { AstradError, errorMessage } from '../util/errors.ts'
+import { HEADERS_TIMEOUT_MS, REQUEST_TIMEOUT_MS, KEEP_ALIVE_TIMEOUT_MS, MAX_ADMIN_BODY_BYTES } from './constants.ts'
+
+export interface RpcRequest {
+  method: string
+  path: string
+  params: Record<string, string>
+  query: URLSearchParams
+  headers: http.IncomingHttpHeaders
+  /** Reads the body as JSON, capped at `maxBytes`; bad JSON is a 400. */
+  json: (maxBytes?: number) => Promise<unknown>
+  raw: http.IncomingMessage
+}
+
+export interface RpcResponse {
+  status: number
+  body?: unknown
+  /** Pre-encoded body (metrics text); sent as is. */
+  text?: string
+  headers?: Record<string, string>
+}
+
+export type RouteHandler = (req: RpcRequest) => Promise<RpcResponse> | RpcResponse
+
+interface Route {
+  method: string
+  pattern: RegExp
+  keys: string[]
+  name: string
+  open: boolean
+  handler: RouteHandler
+}
+
+/** An error that maps to an HTTP status with `{"error": "..."}`. */
+export class HttpError extends AstradError {
+  readonly status: number
+  constructor (status: number, message: string, code = 'ERR_HTTP') {
+    super(message, code)
+    this.name = 'HttpError'
+    this.status = status
+  }
+}
+
+export interface RpcServerComponents {
+  logger: Logger
+  metrics: Metrics
+}
+
+export interface RpcServerInit {
+  host: string
+  port: number
+  /** When set, every route not marked open needs `Authorization: Bearer <token>`. */
+  token?: string
+}
+
+/**
+ * The daemon's local RPC port: a small router on node:http with JSON errors, body caps and
+ * timeouts. Features register routes; `/v2/health/*` stay open so probes need no token.
+ */
+export class RpcServer {
+  private readonly routes: Route[] = []
+  private readonly server: http.Server
+  private readonly components: RpcServerComponents
+  private readonly init: RpcServerInit
+
+  constructor (components: RpcServerComponents, init: RpcServerInit) {
+    this.components = components
+    this.init = init
+    this.server = http.createServer({
+      headersTimeout: HEADERS_TIMEOUT_MS,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS
+    }, (req, res) => { void this.dispatch(req, res) })
+  }
+
+  /** Registers a route; `:name` segments become params. */
+  route (method: string, path: string, handler: RouteHandler, options: { open?: boolean } = {}): void {
+    const keys: string[] = []
+    const pattern = new RegExp('^' + path.replace(/\/:([a-zA-Z]+)/g, (_, k: string) => { keys.push(k); return '/([^/]+)' }) + '/?$')
+    this.routes.push({ method, pattern, keys, name: path, open: options.open === true, handler })
+  }
+
+  async listen (): Promise<{ host: string, port: number }> {
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: Error): void => { reject(new AstradError(`cannot listen on ${this.init.host}:${this.init.port}: ${err.message}`, 'ERR_RPC_LISTEN')) }
+      this.server.once('error', onError)
+      this.server.listen(this.init.port, this.init.host, () => {
+        this.server.off('error', onError)
+        resolve()
+      })
+    })
+    const addr = this.server.address()
+    if (addr == null || typeof addr === 'string') throw new AstradError('RPC server has no address', 'ERR_RPC_LISTEN')
+    return { host: addr.address, port: addr.port }
+  }
+
+  get address (): { host: string, port: number } | undefined {
+    const addr = this.server.address()
+    return addr != null && typeof addr !== 'string' ? { host: addr.address, port: addr.port } : undefined
+  }
+
+  /** Stops accepting connections; waits for requests in progress (bounded by the caller). */
+  async close (): Promise<void> {
+    if (!this.server.listening) return
+    const closed = new Promise<void>(resolve => { this.server.close(() => { resolve() }) })
+    this.server.closeIdleConnections()
+    await closed
+  }
+
+  private authorized (req: http.IncomingMessage): boolean {
+    if (this.init.token == null) return true
+    const header = req.headers.authorization ?? ''
+    const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '')
+    const want = Buffer.from(this.init.token)
+    return given.length === want.length && timingSafeEqual(given, want)
+  }
+
+  private async dispatch (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://localhost')
+    let routeName = 'unknown'
+    let out: RpcResponse
+    try {
+      const matches = this.routes.filter(r => r.pattern.test(url.pathname))
+      if (matches.length === 0) throw new HttpError(404, `no route ${url.pathname}`)
+      const route = matches.find(r => r.method === req.method)
+      if (route == null) throw new HttpError(405, `${req.method ?? '?'} not allowed on ${url.pathname} (allowed: ${matches.map(m => m.method).join(', ')})`)
+      routeName = route.name
+      if (!route.open && !this.authorized(req)) throw new HttpError(401, 'missing or wrong bearer token')
+      const m = route.pattern.exec(url.pathname) as RegExpExecArray
+      const params: Record<string, string> = {}
+      route.keys.forEach((k, i) => { params[k] = decodeURIComponent(m[i + 1] ?? '') })
+      out = await route.handler({
+        method: req.method ?? 'GET',
+        path: url.pathname,
+        params,
+        query: url.searchParams,
+        headers: req.headers,
+        json: async (max = MAX_ADMIN_BODY_BYTES) => await readJson(req, max),
+        raw: req
+      })
+    } catch (err) {
+      const status = err instanceof HttpError ? err.status : 500
+      if (status >= 500) this.components.logger.error({ err: errorMessage(err), path: url.pathname }, 'rpc handler failed')
+      out = { status, body: { error: errorMessage(err) } }
+    }
+    this.components.metrics.rpcRequests.inc({ route: routeName, code: String(out.status) })
+    if (res.headersSent) return
+    const headers: Record<string, string> = { ...out.headers }
+    let payload: string | undefined
+    if (out.text != null) {
+      payload = out.text
+      headers['content-type'] ??= 'text/plain; charset=utf-8'
+    } else if (out.body !== undefined) {
+      payload = JSON.stringify(out.body)
+      headers['content-type'] ??= 'application/json'
+    }
+    res.writeHead(out.status, headers)
+    res.end(payload)
+  }
+}
+
+async function readJson (req: http.IncomingMessage, maxBytes: number): Promise<unknown> {
+  const declared = Number(req.headers['content-length'] ?? '0')
+  if (declared > maxBytes) throw new HttpError(413, `body of ${declared} bytes exceeds ${maxBytes}`)
+  const chunks: Buffer[] = []
+  let size = 0
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length
+    if (size > maxBytes) throw new HttpError(413, `body exceeds ${maxBytes} bytes`)
+    chunks.push(chunk as Buffer)
+  }
+  const text = Buffer.concat(chunks).toString('utf8')
+  if (text === '') return undefined
+  try {
+    return JSON.parse(text)
+  } catch (err) {
+    throw new HttpError(400, `body is not valid JSON: ${errorMessage(err)}`)
+  }
+}
