@@ -1,0 +1,71 @@
+/** Cluster-log protocol ids, limits and defaults, each with its reason. */
+
+/** Replication among resources: request = my version vector, response = a batch I lack. */
+export const SYNC_PROTOCOL = '/astra/log/sync/1.0.0'
+/** put/delete/get/list for daemons without the resource role, served by every resource. */
+export const ACCESS_PROTOCOL = '/astra/log/1.0.0'
+/** Push hint `{origin, seq}` after a local write; receivers lacking it pull at once. */
+export const LOG_TOPIC = 'astra/log/1'
+
+/** The database file inside the data dir. */
+export const DB_FILE = 'cluster-log.sqlite'
+/** Schema of the database file; a file with a newer version is refused, not guessed at. */
+export const SCHEMA_VERSION = 1
+
+/**
+ * Furthest a remote clock may pull ours ahead. Entries stamped further in the future are bad
+ * input (a broken clock): accepting them would make every later local write lose to them.
+ */
+export const MAX_CLOCK_DRIFT_MS = 60_000
+/** HLC logical counter ceiling (5 decimal digits in the version string); overflow ticks the wall part. */
+export const MAX_HLC_COUNTER = 0xffff
+/** Wall part of a version: 13 decimal digits (ms), valid until the year 2286. */
+export const MAX_HLC_WALL = 9_999_999_999_999
+
+/** Kind names: short lowercase identifiers (`app`, `model-manifest`, `notice`). */
+export const KIND_PATTERN = /^[a-z][a-z0-9-]{0,31}$/
+/** Keys are app names, manifest ids, notice ids: short; the cap keeps indexes and requests small. */
+export const MAX_KEY_BYTES = 256
+/**
+ * One object's JSON. A model manifest of 100 GB in 64 MiB pieces lists ~1,600 SHA-256 hashes
+ * (~120 KiB); 512 KiB leaves room while keeping one entry well inside a sync batch.
+ */
+export const MAX_VALUE_BYTES = 512 * 1024
+
+/** Anti-entropy with one random resource peer this often (jittered ±25 %); hints make it rarely needed. */
+export const SYNC_INTERVAL_MS = 5_000
+/** Entries per sync response; the requester asks again while `more` is set. */
+export const SYNC_BATCH_ENTRIES = 1_000
+/** Soft byte budget of one sync response (one entry may exceed it alone, up to MAX_VALUE_BYTES). */
+export const SYNC_BATCH_BYTES = 1024 * 1024
+/** Hard cap of a sync response: the budget plus one maximal entry plus envelope slack. */
+export const MAX_SYNC_RESPONSE_BYTES = SYNC_BATCH_BYTES + MAX_VALUE_BYTES + 64 * 1024
+/**
+ * Origins (resource × database incarnation) in a version vector. A resource tier has tens of
+ * members; a new origin appears only when a resource loses its disk. ~90 B each on the wire.
+ */
+export const MAX_ORIGINS = 1_024
+/** Cap of a sync request: MAX_ORIGINS entries of the version vector fit. */
+export const MAX_SYNC_REQUEST_BYTES = 128 * 1024
+/** Rounds of one sync session (each ≤ one batch); anti-entropy resumes anything left. */
+export const MAX_SYNC_ROUNDS = 1_000
+/** Concurrent inbound sync streams per connection: a peer runs one session with us at a time. */
+export const SYNC_MAX_INBOUND_STREAMS = 4
+
+/** Access requests carry at most one value. */
+export const MAX_ACCESS_REQUEST_BYTES = MAX_VALUE_BYTES + 4 * 1024
+/** Access responses: one page of a list (budget below) plus one maximal entry. */
+export const MAX_ACCESS_RESPONSE_BYTES = MAX_SYNC_RESPONSE_BYTES
+/** Soft byte budget of one list page. */
+export const LIST_PAGE_BYTES = SYNC_BATCH_BYTES
+/** Objects per list page. */
+export const LIST_PAGE_ENTRIES = 1_000
+/** Concurrent access streams per connection (admin commands, node-side readers). */
+export const ACCESS_MAX_INBOUND_STREAMS = 32
+
+/** A push hint is two small fields; anything bigger is not ours. */
+export const MAX_HINT_BYTES = 256
+
+/** Default and ceiling of changesSince() results, so one call never reads the whole store. */
+export const DEFAULT_CHANGES_LIMIT = 1_000
+export const MAX_CHANGES_LIMIT = 10_000

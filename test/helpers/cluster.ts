@@ -1,0 +1,67 @@
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { Daemon, type DaemonOptions } from '../../src/daemon/index.ts'
+import { defaultConfig, type DaemonConfig } from '../../src/config/index.ts'
+import { silentLogger } from '../../src/util/logger.ts'
+
+/** Creates daemons in this process on 127.0.0.1 with temp data dirs; `cleanup()` stops all. */
+export class TestCluster {
+  readonly daemons: Daemon[] = []
+  readonly dirs: string[] = []
+
+  async start (config: Partial<DaemonConfig> & { roles: DaemonConfig['roles'] }, options: Partial<DaemonOptions> = {}): Promise<Daemon> {
+    const dataDir = config.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'astrad-it-'))
+    if (config.dataDir == null) this.dirs.push(dataDir)
+    const daemon = new Daemon({
+      config: {
+        ...defaultConfig(),
+        name: `d${this.daemons.length}`,
+        listen: ['/ip4/127.0.0.1/tcp/0'],
+        rpc: { host: '127.0.0.1', port: 0 },
+        cores: 2,
+        ...config,
+        dataDir
+      },
+      logger: silentLogger(),
+      drainTimeoutMs: 2_000,
+      ...options
+    })
+    this.daemons.push(daemon)
+    await daemon.start()
+    return daemon
+  }
+
+  /** The first TCP multiaddr (with /p2p/) of a daemon, for --bootstrap. */
+  addr (d: Daemon): string {
+    const a = d.host.getMultiaddrs().map(String).find(s => s.includes('/tcp/'))
+    if (a == null) throw new Error('daemon has no TCP address')
+    return a
+  }
+
+  async cleanup (): Promise<void> {
+    await Promise.allSettled(this.daemons.map(async d => { await d.stop() }))
+    for (const dir of this.dirs) fs.rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/** Polls `check` until it returns a truthy value or the time is up. */
+export async function waitFor<T> (what: string, check: () => T | Promise<T>, timeoutMs = 10_000, intervalMs = 25): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  while (Date.now() < deadline) {
+    try {
+      const v = await check()
+      if (v) return v
+    } catch (err) {
+      last = err
+    }
+    await new Promise(resolve => setTimeout(resolve, intervalMs))
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last != null ? ` (last error: ${String(last)})` : ''}`)
+}
+
+/** State of `peerId` in a daemon's view (undefined if not listed). */
+export function stateIn (d: Daemon, peerId: string): string | undefined {
+  return d.view?.list.get(peerId)?.state
+}

@@ -1,0 +1,88 @@
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createHost, newSwarmKey, request, type Host } from '../../src/p2p/index.ts'
+import { encodeHeartbeat } from '../../src/membership/heartbeat.ts'
+import { ONLINE_PROTOCOL, ONLINE_TOPIC } from '../../src/membership/constants.ts'
+import { TestCluster, waitFor, stateIn } from '../helpers/cluster.ts'
+import { heartbeat } from '../helpers/heartbeat.ts'
+
+const cluster = new TestCluster()
+const hosts: Host[] = []
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'astrad-bad-'))
+after(async () => {
+  await Promise.allSettled(hosts.map(async h => { await h.stop() }))
+  await cluster.cleanup()
+  fs.rmSync(tmp, { recursive: true, force: true })
+})
+
+async function rogueHost (): Promise<Host> {
+  const h = await createHost({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'] })
+  hosts.push(h)
+  await h.start()
+  return h
+}
+
+async function dropped (counterGet: () => Promise<{ values: Array<{ labels: Record<string, unknown>, value: number }> }>, reason: string): Promise<number> {
+  return (await counterGet()).values.find(v => v.labels.reason === reason)?.value ?? 0
+}
+
+test('forged, malformed and oversized gossip is dropped and counted; the resource keeps working', async () => {
+  const res = await cluster.start({ roles: ['resource', 'scheduler'] })
+  const node = await cluster.start({ roles: ['node'], bootstrap: [cluster.addr(res)] })
+  const rogue = await rogueHost()
+  await rogue.dial(multiaddr(cluster.addr(res)))
+  await waitFor('rogue sees the resource subscribed', () => rogue.services.pubsub.getSubscribers('astra/hb/1/0').length > 0)
+
+  const victimId = node.host.peerId.toString()
+  const pub = async (topic: string, data: Uint8Array): Promise<void> => { await rogue.services.pubsub.publish(topic, data) }
+  // A heartbeat claiming to be another peer: signed by the rogue, so the signer check fails.
+  await pub('astra/hb/1/0', encodeHeartbeat(heartbeat({ peerId: victimId, seq: 1_000_000, state: 'left' })))
+  await pub('astra/hb/1/0', new Uint8Array([1, 2, 3]))
+  await pub('astra/hb/1/0', new Uint8Array(4096))
+  await pub(ONLINE_TOPIC, new Uint8Array([7, 7, 7]))
+
+  const m = res.metrics
+  await waitFor('drops counted', async () =>
+    await dropped(async () => await m.heartbeatsDropped.get(), 'signer') === 1 &&
+    await dropped(async () => await m.heartbeatsDropped.get(), 'decode') === 1 &&
+    await dropped(async () => await m.heartbeatsDropped.get(), 'oversize') === 1 &&
+    await dropped(async () => await m.digestsDropped.get(), 'decode') === 1)
+  await new Promise(resolve => setTimeout(resolve, 1200))
+  assert.equal(stateIn(res, victimId), 'alive', 'the forged `left` did not take the real node out')
+  assert.equal(stateIn(res, rogue.peerId.toString()), undefined, 'the rogue never heartbeat validly')
+
+  // A malformed snapshot request gets an answer or a refusal, never a crash.
+  await request(rogue, res.host.peerId, ONLINE_PROTOCOL, new Uint8Array(100_000)).then(
+    () => assert.fail('oversized request accepted'),
+    (err: Error) => { assert.equal(err.name, 'RequestError') })
+  assert.equal(res.state, 'running')
+  assert.equal(stateIn(res, victimId), 'alive')
+})
+
+test('with a swarm key, only daemons holding the same key can join', async () => {
+  const keyA = path.join(tmp, 'a.key')
+  const keyB = path.join(tmp, 'b.key')
+  fs.writeFileSync(keyA, newSwarmKey())
+  fs.writeFileSync(keyB, newSwarmKey())
+  const res = await cluster.start({ roles: ['resource', 'scheduler'], swarmKey: keyA })
+  const member = await cluster.start({ roles: ['node'], swarmKey: keyA, bootstrap: [cluster.addr(res)] })
+  const outsider = await cluster.start({ roles: ['node'], swarmKey: keyB, bootstrap: [cluster.addr(res)] })
+  const open = await cluster.start({ roles: ['node'], bootstrap: [cluster.addr(res)] })
+  await waitFor('member joined', () => stateIn(res, member.host.peerId.toString()) === 'alive')
+  await new Promise(resolve => setTimeout(resolve, 2000))
+  assert.equal(stateIn(res, outsider.host.peerId.toString()), undefined)
+  assert.equal(stateIn(res, open.host.peerId.toString()), undefined)
+  assert.equal(res.host.getConnections(outsider.host.peerId).length, 0)
+  assert.equal(res.host.getConnections(open.host.peerId).length, 0)
+})
+
+test('a corrupt swarm key file is a clear configuration error', async () => {
+  const bad = path.join(tmp, 'bad.key')
+  fs.writeFileSync(bad, 'not a key\n')
+  await assert.rejects(cluster.start({ roles: ['node'], swarmKey: bad }), (err: Error & { key?: string }) => err.name === 'ConfigError' && err.key === '--swarm-key')
+})

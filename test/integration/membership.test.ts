@@ -1,0 +1,67 @@
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { TestCluster, waitFor, stateIn } from '../helpers/cluster.ts'
+
+const cluster = new TestCluster()
+after(async () => { await cluster.cleanup() })
+
+test('nodes join through a resource; a scheduler-only daemon sees them all alive', async () => {
+  const res = await cluster.start({ roles: ['resource'] })
+  const sched = await cluster.start({ roles: ['scheduler'], bootstrap: [cluster.addr(res)] })
+  const nodes = await Promise.all([1, 2, 3].map(async () => await cluster.start({ roles: ['node'], bootstrap: [cluster.addr(res)] })))
+  const ids = [res, sched, ...nodes].map(d => d.host.peerId.toString())
+  await waitFor('all alive at the resource', () => ids.every(id => stateIn(res, id) === 'alive'))
+  await waitFor('all alive at the scheduler', () => ids.every(id => stateIn(sched, id) === 'alive'))
+  const rec = res.view?.list.get(nodes[0]!.host.peerId.toString())
+  assert.deepEqual(rec?.hb.roles, ['node'])
+  assert.equal(rec?.hb.cores, 2)
+  assert.ok(rec != null && rec.hb.cpuUtil >= 0 && rec.hb.cpuUtil <= 1)
+
+  // A drained node leaves the scheduler's view as alive within a second (pushed digest).
+  const target = nodes[0]!
+  const id = target.host.peerId.toString()
+  const t0 = Date.now()
+  const draining = target.drain()
+  await waitFor('drained node not alive at the scheduler', () => stateIn(sched, id) !== 'alive', 1_000, 5)
+  const removedMs = Date.now() - t0
+  await draining
+  await waitFor('drained node left', () => stateIn(sched, id) === 'left')
+  assert.ok(removedMs <= 1_000, `removed after ${removedMs} ms`)
+
+  // A node whose process stops without announcing (its connections close) is dead within 3 s.
+  const victim = nodes[1]!
+  const vid = victim.host.peerId.toString()
+  const t1 = Date.now()
+  await victim.host.stop() // no `left`: what the cluster sees of a crash is silence and closed sockets
+  await waitFor('crashed node dead at the scheduler', () => stateIn(sched, vid) === 'dead', 4_000, 10)
+  const deadMs = Date.now() - t1
+  assert.ok(deadMs <= 3_000, `dead after ${deadMs} ms`)
+  assert.equal(stateIn(sched, nodes[2]!.host.peerId.toString()), 'alive', 'the healthy node stays alive')
+})
+
+test('two resources converge to the same view; a late resource catches up', async () => {
+  const a = await cluster.start({ roles: ['resource'] })
+  const b = await cluster.start({ roles: ['resource'], bootstrap: [cluster.addr(a)] })
+  // Each node knows only one resource.
+  const n1 = await cluster.start({ roles: ['node'], bootstrap: [cluster.addr(a)] })
+  const n2 = await cluster.start({ roles: ['node'], bootstrap: [cluster.addr(b)] })
+  const ids = [a, b, n1, n2].map(d => d.host.peerId.toString())
+  const view = (d: typeof a): string => ids.map(id => `${id}=${stateIn(d, id) ?? '-'}`).join(',')
+  await waitFor('both resources see everyone alive', () => ids.every(id => stateIn(a, id) === 'alive' && stateIn(b, id) === 'alive'))
+  await n2.drain()
+  await waitFor('the drain reached both resources', () => stateIn(a, n2.host.peerId.toString()) === 'left' && stateIn(b, n2.host.peerId.toString()) === 'left')
+  assert.equal(view(a), view(b))
+
+  const late = await cluster.start({ roles: ['resource'], bootstrap: [cluster.addr(b)] })
+  await waitFor('late resource caught up', () => view(late) === view(a), 8_000)
+})
+
+test('a node-only daemon answers status by pulling the list from a resource', async () => {
+  const res = await cluster.start({ roles: ['resource', 'scheduler'] })
+  const node = await cluster.start({ roles: ['node'], bootstrap: [cluster.addr(res)] })
+  const list = await waitFor('pulled list has both', async () => {
+    const l = await node.onlineList()
+    return l.records.length >= 2 ? l : undefined
+  })
+  assert.equal(list.source, 'pulled')
+})
