@@ -63,5 +63,5 @@ test('a node-only daemon answers status by pulling the list from a resource', as
     const l = await node.onlineList()
     return l.records.length >= 2 ? l : undefined
   })
-  assert.equal(list.source, 'pulled')
+  assert.equal(list?.source, 'pulled')
 })
