@@ -1,0 +1,126 @@
+import { test, after, before } from 'node:test'
+import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import path from 'node:path'
+import { ProcessCluster, requireBinary, runBinary, type DaemonProcess } from '../helpers/process.ts'
+import { waitFor } from '../helpers/cluster.ts'
+
+const cluster = new ProcessCluster()
+before(() => { requireBinary() })
+after(async () => { await cluster.cleanup() })
+
+function stateOf (status: any, peerId: string): string | undefined {
+  return status.nodes.find((n: any) => n.peerId === peerId)?.state
+}
+
+test('dist/astrad runs with no Node.js on PATH', async () => {
+  const r = await runBinary(['--version'])
+  assert.equal(r.code, 0)
+  assert.match(r.stdout.trim(), /^\d+\.\d+\.\d+/)
+})
+
+test('a cluster of real processes: status, drain by SIGTERM and by `astrad drain`, kill -9, restart keeps the identity', async () => {
+  const res = await cluster.start('res', ['--role', 'resource,scheduler'])
+  const boot = await cluster.addr(res)
+  const nodes: DaemonProcess[] = []
+  for (const name of ['n1', 'n2', 'n3', 'n4']) {
+    // Mixed bootstrap spellings: full multiaddr, without /p2p, host:port.
+    const spelled = name === 'n2' ? boot.replace(/\/p2p\/.*$/, '') : name === 'n3' ? boot.replace(/^\/ip4\/([^/]+)\/tcp\/(\d+).*$/, '$1:$2') : boot
+    nodes.push(await cluster.start(name, ['--role', 'node', '--bootstrap', spelled, '--cell', name === 'n4' ? 'b' : 'a', '--cores', '3']))
+  }
+  const ids = await Promise.all(nodes.map(async n => (await n.status()).self.peerId as string))
+  await waitFor('all four nodes alive at the scheduler', async () => {
+    const s = await res.status()
+    return ids.every(id => stateOf(s, id) === 'alive')
+  }, 15_000)
+
+  // The admin view through the CLI, JSON and table.
+  const json = await runBinary(['status', '--json', '--rpc', res.rpc])
+  assert.equal(json.code, 0, json.stderr)
+  const doc = JSON.parse(json.stdout)
+  assert.deepEqual(Object.keys(doc.self).sort(), ['addrs', 'cell', 'name', 'peerId', 'roles', 'rpc', 'state', 'version'])
+  const n4 = doc.nodes.find((n: any) => n.name === 'n4')
+  assert.equal(n4.cell, 'b')
+  assert.equal(n4.cores, 3)
+  for (const key of ['peerId', 'name', 'cell', 'state', 'cores', 'gpus', 'cpuUtil', 'inflight', 'lastSeenMs']) assert.ok(key in n4, key)
+  const tableOut = await runBinary(['status', '--rpc', res.rpc])
+  assert.match(tableOut.stdout, /NAME\s+CELL\s+STATE/)
+  assert.match(tableOut.stdout, /n4\s+b\s+alive/)
+  // A node-only daemon answers status too (pulled from the resource).
+  const fromNode = JSON.parse((await runBinary(['status', '--json', '--rpc', nodes[0]!.rpc])).stdout)
+  assert.equal(fromNode.view.source, 'pulled')
+  assert.ok(fromNode.nodes.length >= 5)
+
+  // SIGTERM: out of the scheduler's view as alive within 1 s, exits 0, then `left`.
+  let t0 = Date.now()
+  nodes[0]!.child.kill('SIGTERM')
+  await waitFor('SIGTERM\'d node not alive', async () => stateOf(await res.status(), ids[0]!) !== 'alive', 1_000, 10)
+  const drainMs = Date.now() - t0
+  assert.equal(await nodes[0]!.exited, 0)
+  await waitFor('left', async () => stateOf(await res.status(), ids[0]!) === 'left')
+
+  // `astrad drain` (the preStop hook) returns once the daemon is gone.
+  const d = await runBinary(['drain', '--rpc', nodes[1]!.rpc])
+  assert.equal(d.code, 0, d.stderr)
+  assert.equal(await nodes[1]!.exited, 0)
+  await waitFor('drained via CLI is left', async () => stateOf(await res.status(), ids[1]!) === 'left', 2_000)
+
+  // kill -9: dead within 3 s.
+  t0 = Date.now()
+  nodes[2]!.child.kill('SIGKILL')
+  await waitFor('killed node dead', async () => stateOf(await res.status(), ids[2]!) === 'dead', 4_000, 10)
+  const deadMs = Date.now() - t0
+  assert.equal(stateOf(await res.status(), ids[3]!), 'alive', 'the healthy node stayed alive')
+  assert.ok(drainMs <= 1_000, `drain removal took ${drainMs} ms`)
+  assert.ok(deadMs <= 3_000, `crash detection took ${deadMs} ms`)
+
+  // Restarting on the same data dir keeps the peer id and comes back alive.
+  const again = await cluster.start('n3', ['--role', 'node', '--bootstrap', boot], { dataDir: nodes[2]!.dataDir })
+  assert.equal((await again.status()).self.peerId, ids[2])
+  await waitFor('restarted node alive', async () => stateOf(await res.status(), ids[2]!) === 'alive', 5_000)
+})
+
+test('a daemon with another swarm key is never listed', async () => {
+  const keyA = path.join(cluster.root, 'a.key')
+  const keyB = path.join(cluster.root, 'b.key')
+  assert.equal((await runBinary(['swarm-key', keyA])).code, 0)
+  assert.equal((await runBinary(['swarm-key', keyB])).code, 0)
+  assert.equal(fs.statSync(keyA).mode & 0o777, 0o600)
+  const res = await cluster.start('pres', ['--role', 'resource,scheduler', '--swarm-key', keyA])
+  const boot = await cluster.addr(res)
+  const member = await cluster.start('pmember', ['--role', 'node', '--swarm-key', keyA, '--bootstrap', boot])
+  const outsider = await cluster.start('poutsider', ['--role', 'node', '--swarm-key', keyB, '--bootstrap', boot])
+  const memberId = (await member.status()).self.peerId
+  const outsiderId = (await outsider.status()).self.peerId
+  await waitFor('member listed', async () => stateOf(await res.status(), memberId) === 'alive')
+  await new Promise(resolve => setTimeout(resolve, 1500))
+  assert.equal(stateOf(await res.status(), outsiderId), undefined)
+})
+
+test('bad flags, env and config files exit 2 with a message naming the key', async () => {
+  const cfg = path.join(cluster.root, 'bad.json')
+  fs.writeFileSync(cfg, '{"cores": "lots"}')
+  for (const [args, env, key] of [
+    [['start', '--cores', '0'], {}, '--cores'],
+    [['start', '--role', 'worker'], {}, '--role'],
+    [['start', '--rpc', '0.0.0.0:7070'], {}, '--rpc'],
+    [['start', '--config', cfg], {}, 'cores'],
+    [['start'], { ASTRAD_LISTEN: '/nonsense' }, 'ASTRAD_LISTEN'],
+    [['start', '--swarm-key', '/nonexistent/key'], {}, '--swarm-key']
+  ] as Array<[string[], NodeJS.ProcessEnv, string]>) {
+    const r = await runBinary([...args, '--data-dir', path.join(cluster.root, 'bad')], env)
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`)
+    assert.ok(r.stderr.includes(key), `${args.join(' ')} should name ${key}: ${r.stderr}`)
+    assert.doesNotMatch(r.stderr, /\n\s+at /)
+  }
+})
+
+test('a second daemon on the same data dir is refused; a taken RPC port is a clear error', async () => {
+  const first = await cluster.start('lock1', ['--role', 'node'])
+  const dup = await runBinary(['start', '--data-dir', first.dataDir, '--rpc', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0'])
+  assert.equal(dup.code, 1)
+  assert.match(dup.stderr, /in use by astrad process/)
+  const port = await runBinary(['start', '--data-dir', path.join(cluster.root, 'lock2'), '--rpc', first.rpc, '--listen', '/ip4/127.0.0.1/tcp/0'])
+  assert.equal(port.code, 1)
+  assert.match(port.stderr, /cannot listen on 127\.0\.0\.1/)
+})
