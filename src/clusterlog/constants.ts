@@ -60,6 +60,8 @@ export const MAX_ACCESS_RESPONSE_BYTES = MAX_SYNC_RESPONSE_BYTES
 export const LIST_PAGE_BYTES = SYNC_BATCH_BYTES
 /** Objects per list page. */
 export const LIST_PAGE_ENTRIES = 1_000
+/** A client stops paging after this many pages (10 M objects): a resource that never ends a list is broken. */
+export const MAX_LIST_PAGES = 10_000
 /** Concurrent access streams per connection (admin commands, node-side readers). */
 export const ACCESS_MAX_INBOUND_STREAMS = 32
 

@@ -1,0 +1,468 @@
+import path from 'node:path'
+import type { Message } from '@libp2p/gossipsub'
+import { TopicValidatorResult } from '@libp2p/gossipsub'
+import type { PeerId } from '@libp2p/interface'
+import type { Registry } from 'prom-client'
+import { type Host, ProtocolPeers, handleRequests, request } from '../p2p/index.ts'
+import type { Logger } from '../util/logger.ts'
+import { DecodeError, LifecycleError, errorMessage } from '../util/errors.ts'
+import { LogStore } from './store.ts'
+import { checkKey, checkKindName, encodeValue, typed, InvalidEntryError, type Entry, type Kind } from './kind.ts'
+import {
+  checkValue, decodeAccessRequest, decodeHint, decodeSyncRequest, decodeSyncResponse, encodeEntryResponse,
+  encodeHint, encodeListResponse, encodeLogEntry, encodeObject, encodeSyncRequest, encodeSyncResponse
+} from './wire.ts'
+import { clientErrorReason, createClusterLogMetrics, serverErrorReason, type ClusterLogMetrics, type SyncErrorReason } from './metrics.ts'
+import {
+  ACCESS_MAX_INBOUND_STREAMS, ACCESS_PROTOCOL, DB_FILE, DEFAULT_CHANGES_LIMIT, LIST_PAGE_BYTES, LOG_TOPIC,
+  MAX_ACCESS_REQUEST_BYTES, MAX_ACCESS_RESPONSE_BYTES, MAX_CHANGES_LIMIT, MAX_HINT_BYTES, MAX_SYNC_REQUEST_BYTES,
+  MAX_SYNC_RESPONSE_BYTES, MAX_SYNC_ROUNDS, SYNC_BATCH_BYTES, SYNC_BATCH_ENTRIES, SYNC_INTERVAL_MS,
+  SYNC_MAX_INBOUND_STREAMS, SYNC_PROTOCOL
+} from './constants.ts'
+
+export interface ClusterLogComponents {
+  libp2p: Host
+  logger: Logger
+  /** prom-client registry for astrad_clusterlog_* metrics; omitted = not exported. */
+  registry?: Registry
+}
+
+export interface ClusterLogInit {
+  /** The daemon's data dir; the log lives in `<dataDir>/cluster-log.sqlite`. */
+  dataDir: string
+  /** Anti-entropy period with a random resource peer. @default SYNC_INTERVAL_MS (5 s) */
+  syncIntervalMs?: number
+}
+
+/**
+ * The replicated cluster log of the resource tier: (kind, key) → JSON value, last-writer-wins
+ * by hybrid logical clock, deletes as tombstones, durable before a write resolves, replicated
+ * to every resource (push hint + pull, periodic anti-entropy, catch-up on connect).
+ */
+export interface ClusterLog {
+  start(): Promise<void>
+  stop(): Promise<void>
+  /** Writes locally (fsynced) and announces it; resolves with the new current entry. */
+  put<T>(kind: Kind<T>, key: string, value: T, options?: { signal?: AbortSignal }): Promise<Entry<T>>
+  /** Writes a tombstone. */
+  delete<T>(kind: Kind<T>, key: string, options?: { signal?: AbortSignal }): Promise<Entry<T>>
+  /** The current entry (a tombstone when deleted), or undefined if never written. */
+  get<T>(kind: Kind<T>, key: string): Entry<T> | undefined
+  /** Objects of a kind in key order; values that do not match the kind's schema are skipped (logged). */
+  list<T>(kind: Kind<T>, options?: { includeDeleted?: boolean }): Array<Entry<T>>
+  /** Local change feed: the rev of the newest change. */
+  readonly revision: number
+  /** Objects changed after `rev`, oldest first, each once at its latest state (a compacted feed). */
+  changesSince(rev: number, limit?: number): Array<Entry<unknown>>
+  /** Called after every committed change (local or replicated), in rev order. Returns an unsubscribe. */
+  onChange(listener: (entry: Entry<unknown>) => void): () => void
+}
+
+export function clusterLog (init: ClusterLogInit): (components: ClusterLogComponents) => ClusterLog {
+  return (components) => new ClusterLogService(components, init)
+}
+
+type Status = 'stopped' | 'starting' | 'started' | 'stopping'
+
+interface Session {
+  again: boolean
+  done: Promise<void>
+}
+
+class ClusterLogService implements ClusterLog {
+  private readonly components: ClusterLogComponents
+  private readonly dataDir: string
+  private readonly syncIntervalMs: number
+  private readonly metrics: ClusterLogMetrics
+  private readonly listeners = new Set<(entry: Entry<unknown>) => void>()
+  private readonly sessions = new Map<string, Session>()
+  private status: Status = 'stopped'
+  private starting?: Promise<void>
+  private store?: LogStore
+  private resources?: ProtocolPeers
+  private controller = new AbortController()
+  private timer?: NodeJS.Timeout
+  private announcing = false
+
+  constructor (components: ClusterLogComponents, init: ClusterLogInit) {
+    this.components = components
+    this.dataDir = init.dataDir
+    this.syncIntervalMs = init.syncIntervalMs ?? SYNC_INTERVAL_MS
+    this.metrics = createClusterLogMetrics(components.registry, {
+      entries: () => this.store?.entryCount ?? 0,
+      revision: () => this.store?.revision ?? 0
+    })
+  }
+
+  // ---- lifecycle -----------------------------------------------------------------------------
+
+  async start (): Promise<void> {
+    if (this.status === 'started') return
+    if (this.status === 'starting') return await this.starting
+    if (this.status === 'stopping') throw new LifecycleError('cluster log is stopping')
+    this.status = 'starting'
+    this.starting = this.open().then(
+      () => { this.status = 'started' },
+      (err: unknown) => { this.status = 'stopped'; throw err }
+    )
+    return await this.starting
+  }
+
+  private async open (): Promise<void> {
+    const { libp2p, logger } = this.components
+    // Gossip subscriptions need a running host; handlers are registered before any dial the
+    // daemon makes, so peers learn through identify that we serve the log.
+    if (libp2p.status !== 'started') throw new LifecycleError('start libp2p before the cluster log')
+    // Opening may fail (corrupt, locked): nothing else is set up yet.
+    this.store = LogStore.open({ file: path.join(this.dataDir, DB_FILE), peerId: libp2p.peerId.toString() })
+    this.controller = new AbortController()
+    try {
+      await handleRequests(libp2p, SYNC_PROTOCOL, this.serveSync, {
+        maxRequestBytes: MAX_SYNC_REQUEST_BYTES,
+        maxResponseBytes: MAX_SYNC_RESPONSE_BYTES,
+        maxInboundStreams: SYNC_MAX_INBOUND_STREAMS,
+        onError: (err, peer) => {
+          const reason = serverErrorReason(err)
+          this.countSync(reason)
+          logger.debug({ peer: peer.toString(), reason, err: errorMessage(err) }, 'sync request refused')
+        }
+      })
+      await handleRequests(libp2p, ACCESS_PROTOCOL, this.serveAccess, {
+        maxRequestBytes: MAX_ACCESS_REQUEST_BYTES,
+        maxResponseBytes: MAX_ACCESS_RESPONSE_BYTES,
+        maxInboundStreams: ACCESS_MAX_INBOUND_STREAMS,
+        onError: (err, peer) => {
+          const reason = serverErrorReason(err)
+          this.metrics.accessErrors.inc({ reason })
+          logger.debug({ peer: peer.toString(), reason, err: errorMessage(err) }, 'cluster-log request refused')
+        }
+      })
+      const pubsub = libp2p.services.pubsub
+      pubsub.topicValidators.set(LOG_TOPIC, this.validateHint)
+      pubsub.subscribe(LOG_TOPIC)
+      pubsub.addEventListener('message', this.onMessage)
+      const resources = new ProtocolPeers(libp2p, SYNC_PROTOCOL)
+      // A resource that (re)connects may hold writes we missed, and we may hold some of its.
+      resources.onConnect(peer => { void this.syncWith(peer) })
+      await resources.start()
+      this.resources = resources
+      this.scheduleAntiEntropy()
+      void this.syncWithConnected()
+      logger.info({ origin: this.store.origin, revision: this.store.revision, entries: this.store.entryCount }, 'cluster log open')
+    } catch (err) {
+      await this.teardown()
+      throw err
+    }
+  }
+
+  async stop (): Promise<void> {
+    if (this.status === 'starting') await this.starting?.catch(() => {})
+    if (this.status !== 'started') return
+    this.status = 'stopping'
+    try {
+      await this.teardown()
+    } finally {
+      this.status = 'stopped'
+    }
+  }
+
+  private async teardown (): Promise<void> {
+    const { libp2p } = this.components
+    clearTimeout(this.timer)
+    this.timer = undefined
+    this.controller.abort()
+    const pubsub = libp2p.services.pubsub
+    pubsub.removeEventListener('message', this.onMessage)
+    if (pubsub.topicValidators.get(LOG_TOPIC) === this.validateHint) pubsub.topicValidators.delete(LOG_TOPIC)
+    // Throws when libp2p is already stopped (the daemon may stop it first): nothing to undo then.
+    try { pubsub.unsubscribe(LOG_TOPIC) } catch {}
+    this.resources?.stop()
+    this.resources = undefined
+    for (const protocol of [SYNC_PROTOCOL, ACCESS_PROTOCOL]) {
+      try { await libp2p.unhandle(protocol) } catch {}
+    }
+    await Promise.allSettled([...this.sessions.values()].map(async s => { await s.done }))
+    this.store?.close()
+    this.store = undefined
+  }
+
+  private openStore (): LogStore {
+    if (this.status !== 'started' || this.store == null || !this.store.isOpen) {
+      throw new LifecycleError(`cluster log is ${this.status === 'started' ? 'closed' : this.status}`)
+    }
+    return this.store
+  }
+
+  // ---- local API -----------------------------------------------------------------------------
+
+  async put<T> (kind: Kind<T>, key: string, value: T, options: { signal?: AbortSignal } = {}): Promise<Entry<T>> {
+    options.signal?.throwIfAborted()
+    this.openStore()
+    checkKindName(kind.name)
+    checkKey(key)
+    const encoded = encodeValue(kind, value)
+    const entry = this.commit(kind.name, key, encoded.text)
+    return { ...entry, value: encoded.value }
+  }
+
+  async delete<T> (kind: Kind<T>, key: string, options: { signal?: AbortSignal } = {}): Promise<Entry<T>> {
+    options.signal?.throwIfAborted()
+    this.openStore()
+    checkKindName(kind.name)
+    checkKey(key)
+    return this.commit(kind.name, key, undefined) as Entry<T>
+  }
+
+  get<T> (kind: Kind<T>, key: string): Entry<T> | undefined {
+    const store = this.openStore()
+    checkKey(key)
+    const entry = store.get(kind.name, key)
+    return entry != null ? typed(kind, entry) : undefined
+  }
+
+  list<T> (kind: Kind<T>, options: { includeDeleted?: boolean } = {}): Array<Entry<T>> {
+    const store = this.openStore()
+    const out: Array<Entry<T>> = []
+    for (const entry of store.list(kind.name, { includeDeleted: options.includeDeleted })) {
+      try {
+        out.push(typed(kind, entry))
+      } catch (err) {
+        if (!(err instanceof DecodeError)) throw err
+        this.components.logger.warn({ kind: kind.name, key: entry.key, version: entry.version, err: errorMessage(err) }, 'skipping cluster object that does not match its kind')
+      }
+    }
+    return out
+  }
+
+  get revision (): number {
+    return this.openStore().revision
+  }
+
+  changesSince (rev: number, limit = DEFAULT_CHANGES_LIMIT): Array<Entry<unknown>> {
+    const store = this.openStore()
+    if (!Number.isSafeInteger(rev) || rev < 0) throw new InvalidEntryError(`rev must be a non-negative integer, got ${rev}`)
+    if (!Number.isSafeInteger(limit) || limit < 1) throw new InvalidEntryError(`limit must be a positive integer, got ${limit}`)
+    return store.changesSince(rev, Math.min(limit, MAX_CHANGES_LIMIT))
+  }
+
+  onChange (listener: (entry: Entry<unknown>) => void): () => void {
+    this.listeners.add(listener)
+    return () => { this.listeners.delete(listener) }
+  }
+
+  /** A local write: durable on return, then announced to listeners and peer resources. */
+  private commit (kind: string, key: string, text: string | undefined): Entry<unknown> {
+    const store = this.openStore()
+    const entry = store.write(kind, key, text)
+    this.emit([entry])
+    this.announce()
+    return entry
+  }
+
+  /**
+   * Publishes one hint with our newest seq once the current burst of writes is done (a loop of
+   * awaited puts runs in microtasks, before the immediate): the newest seq covers the others.
+   */
+  private announce (): void {
+    if (this.announcing) return
+    this.announcing = true
+    setImmediate(() => {
+      this.announcing = false
+      const store = this.store
+      if (store == null || !store.isOpen) return
+      const seq = store.highWater(store.origin)
+      this.components.libp2p.services.pubsub.publish(LOG_TOPIC, encodeHint(store.origin, seq)).catch((err: unknown) => {
+        // No resource peer subscribed yet: anti-entropy delivers the write when one appears.
+        this.components.logger.debug({ err: errorMessage(err) }, 'log hint not published')
+      })
+    })
+  }
+
+  private emit (changed: Array<Entry<unknown>>): void {
+    for (const entry of changed) {
+      for (const listener of this.listeners) {
+        try {
+          listener(entry)
+        } catch (err) {
+          this.components.logger.error({ kind: entry.kind, key: entry.key, err: errorMessage(err) }, 'cluster-log change listener failed')
+        }
+      }
+    }
+  }
+
+  // ---- replication ---------------------------------------------------------------------------
+
+  private countSync (reason: SyncErrorReason): void {
+    this.metrics.syncErrors.inc({ reason })
+  }
+
+  /** Serves a peer's pull: what we hold beyond its version vector, one bounded batch. */
+  private readonly serveSync = (bytes: Uint8Array): Uint8Array => {
+    const store = this.openStore()
+    const have = decodeSyncRequest(bytes)
+    const parts: string[] = []
+    let size = 0
+    let more = false
+    for (const entry of store.missing(have)) {
+      const text = encodeLogEntry(entry)
+      const n = Buffer.byteLength(text) + 1
+      if (parts.length >= SYNC_BATCH_ENTRIES || (parts.length > 0 && size + n > SYNC_BATCH_BYTES)) {
+        more = true
+        break
+      }
+      parts.push(text)
+      size += n
+    }
+    return encodeSyncResponse(parts, more)
+  }
+
+  /**
+   * One pull session with a peer at a time; a request for a session already running makes it
+   * go round once more when it ends (a hint that arrived meanwhile is not lost).
+   */
+  private async syncWith (peer: PeerId): Promise<void> {
+    const id = peer.toString()
+    const running = this.sessions.get(id)
+    if (running != null) {
+      running.again = true
+      return await running.done
+    }
+    const session: Session = { again: true, done: Promise.resolve() }
+    this.sessions.set(id, session)
+    session.done = (async () => {
+      try {
+        while (session.again && !this.controller.signal.aborted) {
+          session.again = false
+          await this.pull(peer)
+        }
+      } finally {
+        this.sessions.delete(id)
+      }
+    })()
+    return await session.done
+  }
+
+  /** Pulls batches from a peer until it has nothing more for us (bounded rounds). */
+  private async pull (peer: PeerId): Promise<void> {
+    const { libp2p, logger } = this.components
+    const signal = this.controller.signal
+    for (let round = 0; round < MAX_SYNC_ROUNDS; round++) {
+      const store = this.store
+      if (store == null || !store.isOpen || signal.aborted) return
+      let bytes: Uint8Array
+      try {
+        bytes = await request(libp2p, peer, SYNC_PROTOCOL, encodeSyncRequest(store.versionVector()), {
+          signal, maxResponseBytes: MAX_SYNC_RESPONSE_BYTES
+        })
+      } catch (err) {
+        if (signal.aborted) return
+        const reason = clientErrorReason(err)
+        this.countSync(reason)
+        logger.debug({ peer: peer.toString(), reason, err: errorMessage(err) }, 'sync pull failed')
+        return
+      }
+      let batch
+      try {
+        batch = decodeSyncResponse(bytes)
+      } catch (err) {
+        this.countSync('bad_response')
+        logger.warn({ peer: peer.toString(), err: errorMessage(err) }, 'sync response refused')
+        return
+      }
+      if (this.store !== store || !store.isOpen || signal.aborted) return
+      const result = store.apply(batch.entries)
+      for (const r of result.rejected) this.countSync(r.reason)
+      if (result.rejected.length > 0) {
+        logger.warn({ peer: peer.toString(), rejected: result.rejected.slice(0, 5) }, 'sync entries refused')
+      }
+      if (result.applied > 0) {
+        logger.debug({ peer: peer.toString(), applied: result.applied, changed: result.changed.length, revision: store.revision }, 'sync applied')
+      }
+      this.emit(result.changed)
+      if (!batch.more || result.applied === 0) return
+    }
+  }
+
+  private scheduleAntiEntropy (): void {
+    const delay = Math.round(this.syncIntervalMs * (0.75 + Math.random() * 0.5))
+    this.timer = setTimeout(() => {
+      if (this.controller.signal.aborted) return
+      const peer = this.resources?.shuffled()[0]
+      if (peer != null) void this.syncWith(peer)
+      this.scheduleAntiEntropy()
+    }, delay)
+    this.timer.unref()
+  }
+
+  /**
+   * Resources already connected when the log starts: the topology only reports peers
+   * identified after registration, so catch up from these explicitly.
+   */
+  private async syncWithConnected (): Promise<void> {
+    const { libp2p } = this.components
+    for (const peer of libp2p.getPeers()) {
+      try {
+        const info = await libp2p.peerStore.get(peer)
+        if (info.protocols.includes(SYNC_PROTOCOL)) void this.syncWith(peer)
+      } catch {}
+    }
+  }
+
+  private readonly validateHint = (_peer: PeerId, msg: Message): TopicValidatorResult => {
+    try {
+      if (msg.data.length > MAX_HINT_BYTES) throw new DecodeError('log hint too large')
+      decodeHint(msg.data)
+      return TopicValidatorResult.Accept
+    } catch {
+      this.countSync('bad_hint')
+      return TopicValidatorResult.Reject
+    }
+  }
+
+  /** A push hint: pull at once if we lack the write, from its writer when it is our peer. */
+  private readonly onMessage = (evt: CustomEvent<Message>): void => {
+    const msg = evt.detail
+    if (msg.topic !== LOG_TOPIC || this.status !== 'started' || this.store == null) return
+    let hint
+    try {
+      hint = decodeHint(msg.data)
+    } catch {
+      return
+    }
+    if (hint.seq <= this.store.highWater(hint.origin)) return
+    const from = msg.type === 'signed' ? this.resources?.list().find(p => p.equals(msg.from)) : undefined
+    const peer = from ?? this.resources?.shuffled()[0]
+    if (peer != null) void this.syncWith(peer)
+  }
+
+  // ---- remote access -------------------------------------------------------------------------
+
+  private readonly serveAccess = (bytes: Uint8Array): Uint8Array => {
+    const store = this.openStore()
+    const req = decodeAccessRequest(bytes)
+    switch (req.op) {
+      case 'put':
+        return encodeEntryResponse(this.commit(req.kind, req.key, checkValue(req.value)))
+      case 'delete':
+        return encodeEntryResponse(this.commit(req.kind, req.key, undefined))
+      case 'get':
+        return encodeEntryResponse(store.get(req.kind, req.key))
+      case 'list': {
+        const parts: string[] = []
+        let size = 0
+        let more = false
+        for (const entry of store.scan(req.kind, { includeDeleted: req.includeDeleted, after: req.after })) {
+          const text = encodeObject(entry)
+          const n = Buffer.byteLength(text) + 1
+          if (parts.length >= req.limit || (parts.length > 0 && size + n > LIST_PAGE_BYTES)) {
+            more = true
+            break
+          }
+          parts.push(text)
+          size += n
+        }
+        return encodeListResponse(parts, more)
+      }
+    }
+  }
+}
