@@ -10,6 +10,7 @@ import {
   membershipConstants, type MembershipView, type Thresholds, type WireRecord
 } from '../membership/index.ts'
 import { RpcServer } from '../rpc/index.ts'
+import { clusterLog, clusterLogClient, localAccess, type ClusterLog, type ClusterLogAccess, type ClusterLogClient } from '../clusterlog/index.ts'
 import { lockDataDir } from './lock.ts'
 import { registerRoutes } from './routes.ts'
 import { DRAIN_TIMEOUT_MS, DRAIN_POLL_MS, LEAVE_FLUSH_MS } from './constants.ts'
@@ -51,6 +52,8 @@ export class Daemon {
   private resourcePeers?: ProtocolPeers
   private bootstrapper?: Bootstrapper
   private rpc?: RpcServer
+  private log?: ClusterLog
+  private logClient?: ClusterLogClient
 
   constructor (options: DaemonOptions) {
     this.options = options
@@ -75,6 +78,18 @@ export class Daemon {
   /** The membership view held in this process: the resource's own list, else the scheduler's. */
   get view (): MembershipView | undefined {
     return this.resource ?? this.scheduler
+  }
+
+  /** The cluster log: the resource's own, or a client of the connected resources. */
+  get clusterLog (): ClusterLogAccess {
+    if (this.log != null) return localAccess(this.log)
+    if (this.logClient != null) return this.logClient
+    throw new LifecycleError('daemon not started')
+  }
+
+  /** The local log's revision and size (resource role only). */
+  get clusterLogStats (): { revision: number } | undefined {
+    return this.log != null && this.state === 'running' ? { revision: this.log.revision } : undefined
   }
 
   get rpcAddress (): { host: string, port: number } | undefined {
@@ -103,6 +118,9 @@ export class Daemon {
       } else if (roles.has('scheduler')) {
         this.scheduler = new SchedulerMembership({ ...base, logger: componentLogger(this.logger, 'membership') })
       }
+      const logComponents = { libp2p, logger: componentLogger(this.logger, 'clusterlog'), registry: metrics.registry }
+      if (roles.has('resource')) this.log = clusterLog({ dataDir: config.dataDir })(logComponents)
+      else this.logClient = clusterLogClient()(logComponents)
       if (this.view == null) this.resourcePeers = new ProtocolPeers(libp2p, membershipConstants.ONLINE_PROTOCOL)
 
       const cpu = new CpuSampler()
@@ -149,6 +167,8 @@ export class Daemon {
       registerRoutes(this.rpc, this)
 
       await libp2p.start()
+      await this.log?.start()
+      await this.logClient?.start()
       await this.resource?.start()
       await this.scheduler?.start()
       await this.resourcePeers?.start()
@@ -224,6 +244,10 @@ export class Daemon {
       await this.resource?.stop()
       await this.scheduler?.stop()
       this.resourcePeers?.stop()
+    })
+    await step('cluster log', async () => {
+      await this.logClient?.stop()
+      await this.log?.stop()
     })
     await step('libp2p', async () => { await this.libp2p?.stop() })
     this.releaseLock?.()

@@ -14,6 +14,8 @@ export interface StatusDocument {
     cell: string
     state: string
     rpc?: { host: string, port: number }
+    /** Present on resources: the local cluster log's revision. */
+    clusterLog?: { revision: number }
   }
   view: { source: string, stalenessMs: number, error?: string }
   nodes: Array<{
@@ -44,7 +46,8 @@ export async function buildStatus (daemon: Daemon): Promise<StatusDocument> {
     addrs: host.getMultiaddrs().map(String),
     cell: daemon.config.cell,
     state: daemon.state,
-    rpc: daemon.rpcAddress
+    rpc: daemon.rpcAddress,
+    clusterLog: daemon.clusterLogStats
   }
   let view: StatusDocument['view']
   let nodes: StatusDocument['nodes'] = []

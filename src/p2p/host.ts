@@ -2,7 +2,7 @@ import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
-import { identify, type Identify } from '@libp2p/identify'
+import { identify, identifyPush, type Identify, type IdentifyPush } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import { preSharedKey } from '@libp2p/pnet'
@@ -11,6 +11,7 @@ import { GOSSIP_MAX_INBOUND_BYTES, MAX_CONNECTIONS } from './constants.ts'
 
 export interface HostServices {
   identify: Identify
+  identifyPush?: IdentifyPush
   ping: Ping
   pubsub: GossipSub
   [key: string]: unknown
@@ -43,6 +44,9 @@ export async function createHost (init: HostInit): Promise<Host> {
     connectionManager: { maxConnections: MAX_CONNECTIONS },
     services: {
       identify: identify(),
+      // Tells connected peers at once when we start serving a protocol (e.g. a resource's
+      // cluster-log sync), so they need not reconnect to learn it.
+      identifyPush: identifyPush(),
       ping: ping(),
       pubsub: gossipsub({
         // Heartbeats are published before the first resource is connected; that is not an error.
