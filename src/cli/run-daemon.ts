@@ -37,6 +37,7 @@ export async function runDaemon (flags: Record<string, unknown>, io: CliIo): Pro
     io.stderr(`astrad ${daemon.host.peerId.toString()} running; try: astrad status --rpc ${rpc.host}:${rpc.port}\n`)
   }
   await daemon.done
-  process.off('SIGTERM', onSignal)
-  process.off('SIGINT', onSignal)
+  // Stopped in order and logged; library timers (gossipsub, identify-push debounce) would keep
+  // the process alive for seconds more, delaying a Kubernetes rollout for nothing.
+  process.exit(daemon.state === 'failed' ? 1 : 0)
 }

@@ -29,3 +29,11 @@ export const GOSSIP_MAX_INBOUND_BYTES = 1024 * 1024
 
 /** Connection manager: a resource keeps one connection per node; leave room for a big cell. */
 export const MAX_CONNECTIONS = 10_000
+
+/**
+ * New inbound connections accepted per second from one IP (libp2p's default is 5): a resource
+ * must take back a whole NAT'd cell of nodes at once after it restarts.
+ */
+export const INBOUND_CONNECTIONS_PER_IP_PER_SECOND = 200
+/** Inbound connections mid-handshake at once (libp2p's default is 10). */
+export const MAX_INCOMING_PENDING_CONNECTIONS = 256

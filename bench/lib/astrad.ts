@@ -1,0 +1,108 @@
+// Starting astrad daemons (dist/astrad) for benchmarks and reading their RPC port.
+
+import fs from 'node:fs'
+import path from 'node:path'
+import { start, freePort, waitFor, type Managed } from './procs.ts'
+
+export interface StatusNode {
+  peerId: string
+  name: string
+  state: 'alive' | 'suspect' | 'draining' | 'dead' | 'left'
+  lastSeenMs: number
+}
+
+export interface StatusDoc {
+  self: { peerId: string, name: string, state: string, addrs: string[] }
+  view: { source: string, stalenessMs: number, error?: string }
+  nodes: StatusNode[]
+}
+
+export interface AstradDaemon {
+  name: string
+  roles: string
+  dataDir: string
+  rpcPort: number
+  p2pPort: number
+  proc: Managed
+  peerId: string
+}
+
+export interface StartOptions {
+  bin: string
+  root: string
+  name: string
+  roles: string
+  /** Fixed libp2p port (0 = any). */
+  p2pPort?: number
+  bootstrap?: string
+  /** Command prefix, e.g. ['taskset', '-c', '0']. */
+  wrap?: string[]
+}
+
+export async function getJson<T> (port: number, route: string, timeoutMs = 2_000): Promise<T> {
+  const res = await fetch(`http://127.0.0.1:${port}${route}`, { signal: AbortSignal.timeout(timeoutMs) })
+  if (!res.ok) throw new Error(`GET ${route} on :${port}: HTTP ${res.status}`)
+  return await res.json() as T
+}
+
+export async function getText (port: number, route: string, timeoutMs = 2_000): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${port}${route}`, { signal: AbortSignal.timeout(timeoutMs) })
+  if (!res.ok) throw new Error(`GET ${route} on :${port}: HTTP ${res.status}`)
+  return await res.text()
+}
+
+export async function status (port: number, timeoutMs = 2_000): Promise<StatusDoc> {
+  return await getJson<StatusDoc>(port, '/v1/status', timeoutMs)
+}
+
+/** Starts a daemon and waits until its RPC port answers /v1/status. */
+export async function startDaemon (o: StartOptions): Promise<AstradDaemon> {
+  const dataDir = path.join(o.root, o.name)
+  fs.mkdirSync(dataDir, { recursive: true })
+  const rpcPort = await freePort()
+  const p2pPort = o.p2pPort ?? 0
+  const args = [
+    'start', '--role', o.roles, '--name', o.name, '--data-dir', dataDir,
+    '--listen', `/ip4/127.0.0.1/tcp/${p2pPort}`, '--rpc', `127.0.0.1:${rpcPort}`, '--log-level', 'warn',
+    ...(o.bootstrap != null ? ['--bootstrap', o.bootstrap] : [])
+  ]
+  const wrap = o.wrap ?? []
+  const proc = wrap.length > 0
+    ? start(o.name, wrap[0] as string, [...wrap.slice(1), o.bin, ...args])
+    : start(o.name, o.bin, args)
+  const doc = await Promise.race([
+    waitFor(`${o.name} RPC on :${rpcPort}`, async () => await status(rpcPort, 1_000), 20_000, 50),
+    proc.exited.then(({ code, signal }) => { throw new Error(`${o.name} exited ${code ?? signal} at start: ${proc.tail.join('\n')}`) })
+  ])
+  return { name: o.name, roles: o.roles, dataDir, rpcPort, p2pPort, proc, peerId: doc.self.peerId }
+}
+
+/** Reads utime+stime (clock ticks) of a pid from /proc. */
+export function cpuTicks (pid: number): number {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+  // Fields after the command name "(…)"; utime and stime are fields 14 and 15.
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return Number(rest[11]) + Number(rest[12])
+}
+
+/** VmRSS and VmHWM of a pid (bytes). */
+export function memory (pid: number): { rss: number, hwm: number } {
+  const text = fs.readFileSync(`/proc/${pid}/status`, 'utf8')
+  const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN) * 1024
+  return { rss: kb('VmRSS'), hwm: kb('VmHWM') }
+}
+
+/** One value of a Prometheus text exposition (sum over label sets matching `labels`). */
+export function metric (text: string, name: string, labels = ''): number {
+  let sum = 0
+  let found = false
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue
+    const rest = line.slice(name.length)
+    if (rest[0] !== ' ' && rest[0] !== '{') continue
+    if (labels !== '' && !rest.includes(labels)) continue
+    const v = Number(rest.slice(rest.lastIndexOf(' ') + 1))
+    if (Number.isFinite(v)) { sum += v; found = true }
+  }
+  return found ? sum : 0
+}

@@ -1,0 +1,331 @@
+// Membership benchmark (npm run bench:membership; docs/bench-membership.md).
+//
+//   1. astrad churn: 10 members (1 resource+scheduler, 9 nodes) + a separate scheduler as the
+//      observer. Drain (SIGTERM) → observer shows draining/left; crash (SIGKILL) and freeze
+//      (SIGSTOP: a host that vanishes without closing its sockets) → dead.
+//   2. HashiCorp Serf, default LAN profile, 10 agents, same events: `serf leave` → left,
+//      kill -9 / SIGSTOP → failed. Ratios astrad ÷ Serf.
+//   3. CPU of one resource ingesting heartbeats from 1,000 simulated nodes at 1 Hz.
+//
+// Usage: node bench/membership.ts --help
+
+import { execFileSync } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { installCleanupHooks, makeTempRoot, cleanup, killAll, setKeepTemp, run, now } from './lib/procs.ts'
+import { summarize, ratio, round, type Summary } from './lib/stats.ts'
+import { runAstradChurn, EVENTS, type AstradChurnResult, type ChurnEvent } from './lib/churn-astrad.ts'
+import { runSerfChurn, type SerfChurnResult } from './lib/churn-serf.ts'
+import { runIngest, type IngestResult } from './lib/ingest.ts'
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+
+interface Options {
+  trials: number
+  quick: boolean
+  out: string
+  simNodes: number
+  sims: number
+  windowSec: number
+  skipAstrad: boolean
+  skipSerf: boolean
+  skipIngest: boolean
+  keepTemp: boolean
+  freshIdentity: boolean
+  build: boolean
+  bin: string
+}
+
+const USAGE = `usage: node bench/membership.ts [options]
+  --trials N       trials per event and system (default 10; --quick: 3)
+  --quick          smoke run: 3 trials, 10 s ingestion window
+  --out FILE       JSON results (default bench/results/membership.json)
+  --sim-nodes N    simulated nodes for the ingestion test (default 1000)
+  --sims N         simulator processes (default 4)
+  --window SEC     ingestion measurement window (default 30; --quick: 10)
+  --skip-astrad | --skip-serf | --skip-ingest
+  --keep-temp      keep the temp dir (daemon data) for inspection
+  --fresh-identity astrad replacements get a new identity (default: restart on the same data dir)
+  --no-build       do not rebuild dist/astrad when src/ is newer
+  --astrad FILE    executable to test (default dist/astrad)
+`
+
+function parseArgs (argv: string[]): Options {
+  const o: Options = {
+    trials: 10,
+    quick: false,
+    out: path.join(ROOT, 'bench/results/membership.json'),
+    simNodes: 1000,
+    sims: 4,
+    windowSec: 30,
+    skipAstrad: false,
+    skipSerf: false,
+    skipIngest: false,
+    keepTemp: false,
+    freshIdentity: false,
+    build: true,
+    bin: path.join(ROOT, 'dist/astrad')
+  }
+  let trials: number | undefined
+  let windowSec: number | undefined
+  const int = (flag: string, v: string | undefined, min: number, max: number): number => {
+    const n = Number(v)
+    if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${flag} expects an integer in ${min}..${max}, got ${v ?? 'nothing'}`)
+    return n
+  }
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string
+    const eq = arg.indexOf('=')
+    const flag = eq > 0 ? arg.slice(0, eq) : arg
+    const inline = eq > 0 ? arg.slice(eq + 1) : undefined
+    const value = (): string | undefined => inline ?? argv[++i]
+    switch (flag) {
+      case '--trials': trials = int(flag, value(), 1, 100); break
+      case '--quick': o.quick = true; break
+      case '--out': o.out = path.resolve(value() ?? ''); break
+      case '--sim-nodes': o.simNodes = int(flag, value(), 1, 5000); break
+      case '--sims': o.sims = int(flag, value(), 1, 16); break
+      case '--window': windowSec = int(flag, value(), 1, 600); break
+      case '--skip-astrad': o.skipAstrad = true; break
+      case '--skip-serf': o.skipSerf = true; break
+      case '--skip-ingest': o.skipIngest = true; break
+      case '--keep-temp': o.keepTemp = true; break
+      case '--fresh-identity': o.freshIdentity = true; break
+      case '--no-build': o.build = false; break
+      case '--astrad': o.bin = path.resolve(value() ?? ''); o.build = false; break
+      case '--help': case '-h': process.stdout.write(USAGE); process.exit(0); break
+      default: throw new Error(`unknown option ${flag}\n${USAGE}`)
+    }
+  }
+  o.trials = trials ?? (o.quick ? 3 : 10)
+  o.windowSec = windowSec ?? (o.quick ? 10 : 30)
+  return o
+}
+
+function newestMtime (dir: string): number {
+  let newest = 0
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name)
+    newest = Math.max(newest, e.isDirectory() ? newestMtime(p) : fs.statSync(p).mtimeMs)
+  }
+  return newest
+}
+
+/** Rebuilds dist/astrad when it is missing or older than src/, so the numbers match the code. */
+function ensureBuilt (o: Options, log: (m: string) => void): void {
+  const exists = fs.existsSync(o.bin)
+  if (!o.build) {
+    if (!exists) throw new Error(`${o.bin} not found (npm run build)`)
+    return
+  }
+  if (exists && fs.statSync(o.bin).mtimeMs >= newestMtime(path.join(ROOT, 'src'))) return
+  log(exists ? 'dist/astrad is older than src/: rebuilding' : 'dist/astrad missing: building')
+  execFileSync(process.execPath, [path.join(ROOT, 'scripts/build.ts')], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
+}
+
+function clockTicks (): number {
+  try { return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100 } catch { return 100 }
+}
+
+const SIMULATION_NOTES = [
+  'All daemons, agents and simulators run on one machine and talk over loopback: no network latency, loss or bandwidth limits; real links add their one-way delay to every drain and detection time (both systems).',
+  'Churn tests: astrad and Serf run one after the other on the same idle machine (never at the same time). kill -9 kills the process, so the kernel closes its TCP connections at once and astrad declares the node dead 1.5 s after the connection loss. SIGSTOP freezes the process with its connections open, which is what a host that loses power or network looks like: astrad then relies on missed heartbeats alone (dead after 2.8 s of silence). Serf probes over UDP (TCP fallback) either way.',
+  'Every astrad daemon connects to the resource from 127.0.0.1. By default a replacement daemon restarts on the killed one\'s data dir (same identity); with fresh identities, gossipsub\'s IP-colocation penalty on the resource (peer ids per IP, remembered 1 h) stops digests to them at 14 and ignores every heartbeat from that IP at 15, i.e. after 4 and 5 replacements (--fresh-identity reproduces it; see docs/bench-membership.md).',
+  'astrad times are read by polling the observer\'s GET /v1/status (resolution = poll interval, reported); Serf times are the arrival of the observer agent\'s own "EventMemberLeave/Failed" log line (resolution ≈ 1 ms), cross-checked by polling `serf members` (a process spawn per poll).',
+  'Serf drain starts when `serf leave` is spawned (includes ~10 ms of CLI start-up and RPC); astrad drain starts when SIGTERM is sent.',
+  'Ingestion: simulated nodes are real libp2p hosts (own Ed25519 identity, Noise, Yamux, gossipsub with the daemon\'s options, signed heartbeats of real size), but several hundred share one Node.js process and event loop; they run no daemon logic besides heartbeats (no RPC port, no bootstrap loop, no CPU sampler), do not listen for inbound connections, and send synthetic load figures.',
+  'Each simulated node dials from its own loopback source address (127.1.x.y): the resource\'s libp2p accepts at most 5 inbound connections per second per source IP, and gossipsub penalises more than 10 peers per IP; real nodes with their own IPs hit neither.',
+  'The simulators share the machine\'s cores with the resource (reported: simulator CPU and whole-machine CPU during the window); contention can add to the resource\'s measured CPU time (caches, context switches), not hide any of it.',
+  'Heartbeats are spread evenly over each second with ±10 % jitter; real fleets are not synchronised either, but bursts (e.g. after a network blip) are not modelled.'
+]
+
+function fmtMs (x: number | undefined | null): string {
+  if (x == null || !Number.isFinite(x)) return '-'
+  return x >= 100 ? x.toFixed(0) : x.toFixed(1)
+}
+
+function fmtRatio (x: number | null): string {
+  if (x == null) return '-'
+  return x >= 0.1 ? x.toFixed(2) : x.toFixed(3)
+}
+
+interface EventSummary {
+  astrad: Summary | null
+  serf: Summary | null
+  /** astrad ÷ Serf. */
+  ratioMedian: number | null
+  ratioMax: number | null
+}
+
+function summarizeEvents (a: AstradChurnResult | undefined, s: SerfChurnResult | undefined): Record<ChurnEvent, EventSummary> {
+  const out = {} as Record<ChurnEvent, EventSummary>
+  for (const ev of EVENTS) {
+    const as = a != null ? summarize(a.trials.filter(t => t.event === ev).map(t => t.ms ?? NaN)) : null
+    const ss = s != null ? summarize(s.trials.filter(t => t.event === ev).map(t => t.ms ?? NaN)) : null
+    out[ev] = { astrad: as, serf: ss, ratioMedian: ratio(as?.median, ss?.median), ratioMax: ratio(as?.max, ss?.max) }
+  }
+  return out
+}
+
+const LABELS: Record<ChurnEvent, { astrad: string, astradExtra: string, serf: string, serfExtra?: string }> = {
+  drain: { astrad: 'astrad SIGTERM → draining/left', astradExtra: '  same → left', serf: 'serf leave → left', serfExtra: '  same → leaving (poll)' },
+  crash: { astrad: 'astrad kill -9 → dead', astradExtra: '  same → suspect (first change)', serf: 'serf kill -9 → failed' },
+  freeze: { astrad: 'astrad SIGSTOP → dead', astradExtra: '  same → suspect (first change)', serf: 'serf SIGSTOP → failed' }
+}
+
+function printChurn (o: Options, a: AstradChurnResult | undefined, s: SerfChurnResult | undefined, sums: Record<ChurnEvent, EventSummary>, out: (l: string) => void): void {
+  const w = [34, 8, 8, 8, 8, 4, 5]
+  const row = (cols: string[]): string => cols.map((c, i) => i === 0 ? c.padEnd(w[i] as number) : c.padStart(w[i] as number)).join('  ')
+  out('')
+  out(`Membership churn: 10 members each, ${o.trials} trials per event; ms from the signal / command until the observer's view changes`)
+  out(row(['event', 'min', 'median', 'p90', 'max', 'n', 'fail']))
+  const line = (label: string, sum: Summary | null, fails: number): void => {
+    out(row([label, fmtMs(sum?.min), fmtMs(sum?.median), fmtMs(sum?.p90), fmtMs(sum?.max), String(sum?.n ?? 0), String(fails)]))
+  }
+  for (const ev of EVENTS) {
+    const at = a?.trials.filter(t => t.event === ev) ?? []
+    const st = s?.trials.filter(t => t.event === ev) ?? []
+    if (at.length === 0 && st.length === 0) continue
+    const l = LABELS[ev]
+    if (at.length > 0) {
+      line(l.astrad, sums[ev].astrad, at.filter(t => t.ms == null).length)
+      line(l.astradExtra, summarize(at.map(t => (ev === 'drain' ? t.finalMs : t.firstMs) ?? NaN)), 0)
+    }
+    if (st.length > 0) {
+      line(l.serf, sums[ev].serf, st.filter(t => t.ms == null).length)
+      if (l.serfExtra != null) line(l.serfExtra, summarize(st.map(t => t.firstPollMs ?? NaN)), 0)
+    }
+    if (at.length > 0 && st.length > 0) out(row([`ratio astrad ÷ serf (${ev})`, '', fmtRatio(sums[ev].ratioMedian), '', fmtRatio(sums[ev].ratioMax), '', '']))
+  }
+  if (a != null) {
+    const poll = summarize(a.trials.map(t => t.pollMeanMs))
+    const worst = (ev: ChurnEvent): number => sums[ev].astrad?.max ?? Infinity
+    out(`astrad: observer = separate scheduler daemon, polled every ~${fmtMs(poll?.mean)} ms (worst gap ${fmtMs(Math.max(...a.trials.map(t => t.pollMaxMs)))} ms); replacements: ${a.replacement}`)
+    out(`  targets (ARCHITECTURE §2): drained out of routers ≤ 1000 ms: ${worst('drain') <= 1000 ? 'met' : 'MISSED'}; crashed ≤ 3000 ms: kill -9 ${worst('crash') <= 3000 ? 'met' : 'MISSED'}, SIGSTOP ${worst('freeze') <= 3000 ? 'met' : 'MISSED'} (worst case)`)
+  }
+  if (s != null) {
+    const rtt = summarize(s.trials.map(t => t.pollMeanMs))
+    const agree = s.trials.filter(t => t.ms != null && t.pollMs != null).map(t => (t.pollMs as number) - (t.ms as number))
+    out(`serf ${s.version}, default LAN profile: observer = agent s1 (its log line); \`serf members\` poll round trip ~${fmtMs(rtt?.mean)} ms, poll minus log: median ${fmtMs(summarize(agree)?.median)} ms`)
+  }
+}
+
+function printTable (o: Options, a: AstradChurnResult | undefined, s: SerfChurnResult | undefined, ing: IngestResult | undefined, sums: Record<ChurnEvent, EventSummary>, out: (l: string) => void): void {
+  if (a != null || s != null) printChurn(o, a, s, sums, out)
+  if (ing != null) {
+    const r = ing.resource
+    out('')
+    out(`Heartbeat ingestion: 1 resource, ${ing.virtualNodes} simulated nodes at 1 Hz (${ing.simulatorProcesses} simulator processes), ${ing.windowSec.toFixed(1)} s window`)
+    out(`  resource CPU          ${r.cpuPctOfOneCore.toFixed(1)} % of one core (idle alone: ${ing.idle.cpuPctOfOneCore.toFixed(1)} %)`)
+    out(`  per heartbeat         ${r.usPerHeartbeat.toFixed(1)} µs (above idle: ${r.usPerHeartbeatAboveIdle.toFixed(1)} µs), ${r.heartbeatsPerSec.toFixed(0)} heartbeats/s ingested`)
+    out(`  resource memory       VmRSS ${(r.rssBytes / 2 ** 20).toFixed(0)} MiB (peak ${(r.hwmBytes / 2 ** 20).toFixed(0)} MiB), ${r.connections ?? '-'} connections, event-loop lag p99 ${fmtMs(r.eventLoopLagP99Ms)} ms`)
+    const fp = ing.falsePositives
+    out(`  false suspect/dead    ${fp.digestsPublished} state-change digests in the window, ${fp.notAliveAtEnd} not alive at the end, ${fp.heartbeatsDropped} dropped`)
+    const sm = ing.simulators
+    out(`  simulators            ${sm.published} published (${sm.publishErrors} errors), worst gap ${sm.maxGapMs.toFixed(0)} ms, ${sm.disconnects} disconnects, ${sm.cpuPctOfOneCore.toFixed(0)} % of one core, ${(sm.rssBytesTotal / 2 ** 20).toFixed(0)} MiB RSS`)
+    out(`  whole machine         ${ing.hostCpuPctOfOneCore != null ? ing.hostCpuPctOfOneCore.toFixed(0) : '-'} % of one core busy (of ${os.availableParallelism() * 100} %); ramp-up to all alive ${ing.rampUpSec.toFixed(1)} s`)
+  }
+  out('')
+  out('How this differs from real nodes:')
+  for (const n of SIMULATION_NOTES) out(`  - ${n}`)
+}
+
+async function main (): Promise<void> {
+  const o = parseArgs(process.argv.slice(2))
+  installCleanupHooks()
+  setKeepTemp(o.keepTemp)
+  const started = now()
+  const log = (m: string): void => { process.stderr.write(`[${((now() - started) / 1000).toFixed(1).padStart(6)} s] ${m}\n`) }
+  if (!o.skipAstrad || !o.skipIngest) ensureBuilt(o, log)
+  let serfVersion: string | null = null
+  if (!o.skipSerf) {
+    try {
+      serfVersion = (await run('serf', ['version'], 5_000)).split('\n')[0]?.trim() ?? null
+    } catch {
+      throw new Error('serf not found: apt-get update && apt-get install -y serf (or --skip-serf)')
+    }
+  }
+  const root = makeTempRoot('astrad-bench-membership-')
+  const errors: string[] = []
+  let astrad: AstradChurnResult | undefined
+  let serf: SerfChurnResult | undefined
+  let ingest: IngestResult | undefined
+
+  const phase = async <T>(name: string, fn: () => Promise<T>): Promise<T | undefined> => {
+    const t0 = now()
+    try {
+      const r = await fn()
+      log(`${name}: done in ${((now() - t0) / 1000).toFixed(1)} s`)
+      return r
+    } catch (err) {
+      const msg = err instanceof Error ? (err.stack ?? err.message) : String(err)
+      errors.push(`${name}: ${msg}`)
+      log(`${name} FAILED: ${msg}`)
+      // Nothing of a failed phase may keep running into the next one.
+      await killAll()
+      return undefined
+    }
+  }
+
+  if (!o.skipAstrad) astrad = await phase('astrad churn', async () => await runAstradChurn({ bin: o.bin, root, trials: o.trials, nodes: 9, pollMs: 10, freshIdentity: o.freshIdentity, events: EVENTS, log }))
+  if (!o.skipSerf) serf = await phase('serf churn', async () => await runSerfChurn({ root, trials: o.trials, members: 10, events: EVENTS, log }))
+  if (!o.skipIngest) {
+    ingest = await phase('ingestion', async () => await runIngest({
+      bin: o.bin, root, nodes: o.simNodes, sims: o.sims, windowSec: o.windowSec, baselineSec: o.quick ? 3 : 5, settleSec: 5, clockTicks: clockTicks(), log
+    }))
+  }
+
+  const sums = summarizeEvents(astrad, serf)
+  const lines: string[] = []
+  printTable(o, astrad, serf, ingest, sums, l => { lines.push(l) })
+  process.stdout.write(lines.join('\n') + '\n')
+
+  const version = (() => { try { return execFileSync(o.bin, ['--version'], { encoding: 'utf8' }).trim() } catch { return null } })()
+  const doc = {
+    benchmark: 'membership',
+    date: new Date().toISOString(),
+    options: { trials: o.trials, quick: o.quick, simNodes: o.simNodes, sims: o.sims, windowSec: o.windowSec },
+    machine: {
+      nproc: os.availableParallelism(),
+      cpuModel: os.cpus()[0]?.model ?? null,
+      memBytes: os.totalmem(),
+      kernel: `${os.type()} ${os.release()}`,
+      node: process.version,
+      astrad: version,
+      serf: serfVersion
+    },
+    units: 'ms unless named otherwise; stats: median (mean of middle two for even n), p90 nearest rank',
+    summary: {
+      ...sums,
+      extra: {
+        astradDrainToLeft: astrad != null ? summarize(astrad.trials.filter(t => t.event === 'drain').map(t => t.finalMs ?? NaN)) : null,
+        astradCrashToSuspect: astrad != null ? summarize(astrad.trials.filter(t => t.event === 'crash').map(t => t.firstMs ?? NaN)) : null,
+        astradFreezeToSuspect: astrad != null ? summarize(astrad.trials.filter(t => t.event === 'freeze').map(t => t.firstMs ?? NaN)) : null,
+        serfLeaveToLeaving: serf != null ? summarize(serf.trials.filter(t => t.event === 'drain').map(t => t.firstPollMs ?? NaN)) : null,
+        astradDrainProcessExit: astrad != null ? summarize(astrad.trials.filter(t => t.event === 'drain').map(t => t.exitMs ?? NaN)) : null,
+        serfLeaveAgentExit: serf != null ? summarize(serf.trials.filter(t => t.event === 'drain').map(t => t.exitMs ?? NaN)) : null,
+        astradRejoinMeanMs: astrad?.rejoinMeanMs ?? null,
+        serfRejoinMeanMs: serf?.rejoinMeanMs ?? null
+      }
+    },
+    astrad: astrad ?? null,
+    serf: serf ?? null,
+    ingest: ingest ?? null,
+    simulationNotes: SIMULATION_NOTES,
+    errors,
+    durationSec: round((now() - started) / 1000, 1)
+  }
+  fs.mkdirSync(path.dirname(o.out), { recursive: true })
+  fs.writeFileSync(o.out, JSON.stringify(doc, null, 2) + '\n')
+  log(`wrote ${path.relative(process.cwd(), o.out) || o.out}; total ${doc.durationSec} s`)
+  await cleanup()
+  if (errors.length > 0) process.exitCode = 1
+}
+
+main().catch(async (err: unknown) => {
+  process.stderr.write(`bench:membership failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
+  await cleanup()
+  process.exit(1)
+})
