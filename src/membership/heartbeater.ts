@@ -2,27 +2,13 @@ import type { Logger } from '../util/logger.ts'
 import type { Clock } from '../util/time.ts'
 import type { Host } from '../p2p/index.ts'
 import type { Metrics } from '../metrics/index.ts'
-import type { Role } from '../config/defaults.ts'
 import { errorMessage } from '../util/errors.ts'
 import { encodeHeartbeat, heartbeatTopic, type AnnouncedState, type Heartbeat } from './heartbeat.ts'
 import { HEARTBEAT_INTERVAL_MS, HEARTBEAT_SHARDS } from './constants.ts'
 
-/** What the daemon reports about itself; read at every beat. */
-export interface SelfReport {
-  roles: Role[]
-  name: string
-  cell: string
-  cores: number
-  gpus: number
-  gpuPerf: number
-  cpuUtil: () => number
-  gpuUtil: () => number
-  inflight: () => number
-  ledgerVersion: () => number
-  readyReplicas: () => number
-  modelsDigest: () => number
-  mailboxCursor: () => number
-}
+/** Fixed facts about the daemon, plus a reader for each measured field, read at every beat. */
+type Measured = 'cpuUtil' | 'gpuUtil' | 'inflight' | 'ledgerVersion' | 'readyReplicas' | 'modelsDigest' | 'mailboxCursor'
+export type SelfReport = Pick<Heartbeat, 'roles' | 'name' | 'cell' | 'cores' | 'gpus' | 'gpuPerf'> & { [K in Measured]: () => number }
 
 export interface HeartbeaterComponents {
   libp2p: Host
