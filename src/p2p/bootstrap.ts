@@ -15,6 +15,8 @@ interface Target {
   attempts: number
   nextAttemptAt: number
   dialing: boolean
+  /** The address is this daemon's own (a resource listing every resource, itself included). */
+  self: boolean
 }
 
 export interface BootstrapComponents {
@@ -37,7 +39,7 @@ export class Bootstrapper {
 
   constructor (components: BootstrapComponents, addrs: string[]) {
     this.components = components
-    this.targets = addrs.map(addr => ({ addr, attempts: 0, nextAttemptAt: 0, dialing: false }))
+    this.targets = addrs.map(addr => ({ addr, attempts: 0, nextAttemptAt: 0, dialing: false, self: false }))
   }
 
   start (): void {
@@ -53,20 +55,38 @@ export class Bootstrapper {
     this.controller.abort()
   }
 
-  /** True when at least one bootstrap peer is connected (or there are none to wait for). */
+  /**
+   * True when at least one bootstrap peer is connected, or there is none to wait for (no
+   * targets, or every target is this daemon itself).
+   */
   get connected (): boolean {
-    if (this.targets.length === 0) return true
-    return this.targets.some(t => t.peerId != null && this.components.libp2p.getConnections(t.peerId).length > 0)
+    const others = this.targets.filter(t => !t.self)
+    if (others.length === 0) return this.targets.every(t => t.self)
+    return others.some(t => t.peerId != null && this.components.libp2p.getConnections(t.peerId).length > 0)
   }
 
   private check (): void {
     const now = Date.now()
     for (const t of this.targets) {
-      if (t.dialing) continue
+      if (t.dialing || t.self) continue
       if (t.peerId != null && this.components.libp2p.getConnections(t.peerId).length > 0) continue
       if (now < t.nextAttemptAt) continue
       void this.dial(t)
     }
+  }
+
+  /** Our own peer id, or one of the addresses we listen on. */
+  private isSelf (ma: Multiaddr): boolean {
+    const { libp2p } = this.components
+    const peer = ma.getComponents().find(c => c.name === 'p2p')?.value
+    if (peer != null) return peer === libp2p.peerId.toString()
+    const own = libp2p.getMultiaddrs().map(a => a.toString().replace(/\/p2p\/[^/]+$/, ''))
+    return own.includes(ma.toString())
+  }
+
+  private markSelf (t: Target): void {
+    t.self = true
+    this.components.logger.info({ addr: t.addr }, 'bootstrap address is this daemon; not dialling it')
   }
 
   private async dial (t: Target): Promise<void> {
@@ -74,6 +94,10 @@ export class Bootstrapper {
     t.dialing = true
     try {
       const ma = await resolve(multiaddr(t.addr))
+      if (this.isSelf(ma)) {
+        this.markSelf(t)
+        return
+      }
       const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(DIAL_TIMEOUT_MS)])
       const conn = await libp2p.dial(ma, { signal })
       if (t.peerId == null || !t.peerId.equals(conn.remotePeer)) {
@@ -81,14 +105,16 @@ export class Bootstrapper {
       } else if (t.attempts > 0) {
         logger.info({ addr: t.addr, peer: conn.remotePeer.toString(), attempts: t.attempts }, 'bootstrap peer reconnected')
       }
-      if (conn.remotePeer.equals(libp2p.peerId)) {
-        // Bootstrapping to ourselves (a one-host cluster listing its own address): nothing to do.
-        t.nextAttemptAt = Number.POSITIVE_INFINITY
-      }
       t.peerId = conn.remotePeer
       t.attempts = 0
     } catch (err) {
       if (this.controller.signal.aborted) return
+      // libp2p's answer when the address (behind a name or a NAT we could not see through)
+      // led back to us after the handshake.
+      if ((err as Error).name === 'InvalidPeerIdError') {
+        this.markSelf(t)
+        return
+      }
       const delay = backoffDelay(t.attempts, BOOTSTRAP_BACKOFF_BASE_MS, BOOTSTRAP_BACKOFF_MAX_MS)
       t.attempts++
       t.nextAttemptAt = Date.now() + delay

@@ -33,3 +33,27 @@ test('a node re-dials its bootstrap peer until it appears, and again after it re
   res = await cluster.start({ roles: ['resource', 'scheduler'], listen, dataDir: resDir })
   await waitFor('node rejoined the restarted resource', () => stateIn(res, nodeId) === 'alive', 10_000)
 })
+
+test('a daemon whose bootstrap list names itself skips that entry, is ready, and joins the others', async () => {
+  const other = await cluster.start({ roles: ['resource'] })
+  // As in the resource StatefulSet: every resource lists every resource, itself included.
+  const port = await freePort()
+  const res = await cluster.start({
+    roles: ['resource'],
+    listen: [`/ip4/127.0.0.1/tcp/${port}`],
+    bootstrap: [`/ip4/127.0.0.1/tcp/${port}`, cluster.addr(other)]
+  })
+  await waitFor('joined the other resource', () => stateIn(res, other.host.peerId.toString()) === 'alive')
+  assert.equal(res.ready, true)
+
+  // Alone, with only its own address (host:port form) to bootstrap to: ready, not retrying.
+  const lonePort = await freePort()
+  const lone = await cluster.start({ roles: ['resource'], listen: [`/ip4/127.0.0.1/tcp/${lonePort}`], bootstrap: [`/ip4/127.0.0.1/tcp/${lonePort}`] })
+  await waitFor('self-only resource ready', () => lone.ready, 3_000)
+  // And with its full /p2p/ address.
+  const full = await cluster.start({ roles: ['resource'] })
+  const fullAgain = cluster.addr(full)
+  await full.stop()
+  const byId = await cluster.start({ roles: ['resource'], listen: [fullAgain.replace(/\/p2p\/.*$/, '')], bootstrap: [fullAgain], dataDir: full.config.dataDir })
+  await waitFor('resource bootstrapping to its own peer id is ready', () => byId.ready, 3_000)
+})
