@@ -48,6 +48,10 @@ export const VIEW_PULL_INTERVAL_MS = 3_000
 export const ANTI_ENTROPY_INTERVAL_MS = 5_000
 /** Largest online-list snapshot accepted (≈ 40 k nodes at ~200 B). */
 export const MAX_SNAPSHOT_BYTES = 8 * 1024 * 1024
+/** Records in one snapshot: a record is at least ~64 B on the wire, so no more fit the cap. */
+export const MAX_SNAPSHOT_RECORDS = Math.floor(MAX_SNAPSHOT_BYTES / 64)
+/** A snapshot request is one byte: the records format version the puller understands. */
+export const SNAPSHOT_REQUEST = new Uint8Array([1])
 
 /** Name and cell labels are at most this many UTF-8 bytes. */
 export const MAX_LABEL_BYTES = 63

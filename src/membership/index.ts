@@ -1,6 +1,7 @@
 export { Heartbeater, type SelfReport } from './heartbeater.ts'
 export { ResourceMembership } from './resource.ts'
-export { SchedulerMembership, pullOnlineList } from './scheduler.ts'
+export { SchedulerMembership } from './scheduler.ts'
+export { pullOnlineList } from './snapshot.ts'
 export { OnlineList, compareVersions, type NodeRecord, type Thresholds } from './online-list.ts'
 export { CpuSampler, InflightCounter } from './load.ts'
 export type { MembershipView } from './view.ts'

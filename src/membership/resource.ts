@@ -3,16 +3,17 @@ import type { PeerId } from '@libp2p/interface'
 import type { Logger } from '../util/logger.ts'
 import type { Clock } from '../util/time.ts'
 import type { Metrics } from '../metrics/index.ts'
-import { type Host, ProtocolPeers, handleRequests, request } from '../p2p/index.ts'
+import { type Host, ProtocolPeers } from '../p2p/index.ts'
 import { errorMessage } from '../util/errors.ts'
 import { OnlineList, type NodeRecord, type Thresholds } from './online-list.ts'
 import { GossipDecoder } from './gossip.ts'
-import { encodeRecords, decodeRecords, type WireRecord } from './records.ts'
+import { encodeRecords, type WireRecord } from './records.ts'
+import { serveOnlineList, pullOnlineList } from './snapshot.ts'
 import { ChangeListeners, type MembershipView } from './view.ts'
 import type { Heartbeat } from './heartbeat.ts'
 import {
   HEARTBEAT_SHARDS, HEARTBEAT_TOPIC_PREFIX, ONLINE_TOPIC, ONLINE_PROTOCOL, TICK_INTERVAL_MS,
-  DIGEST_COALESCE_MS, MAX_RECORDS_PER_DIGEST, ANTI_ENTROPY_INTERVAL_MS, MAX_SNAPSHOT_BYTES
+  DIGEST_COALESCE_MS, MAX_RECORDS_PER_DIGEST, ANTI_ENTROPY_INTERVAL_MS
 } from './constants.ts'
 
 export interface ResourceMembershipComponents {
@@ -58,10 +59,7 @@ export class ResourceMembership implements MembershipView {
     this.started = true
     const { libp2p, metrics } = this.components
     const pubsub = libp2p.services.pubsub
-    await handleRequests(libp2p, ONLINE_PROTOCOL, () => encodeRecords(this.list.all(), this.components.clock.now()), {
-      maxResponseBytes: MAX_SNAPSHOT_BYTES,
-      onError: () => { metrics.digestsDropped.inc({ reason: 'snapshot-request' }) }
-    })
+    await serveOnlineList(libp2p, this.list, this.components.clock, () => { metrics.digestsDropped.inc({ reason: 'snapshot-request' }) })
     for (let s = 0; s < this.shards; s++) {
       pubsub.topicValidators.set(`${HEARTBEAT_TOPIC_PREFIX}${s}`, this.decoder.validateHeartbeat)
       pubsub.subscribe(`${HEARTBEAT_TOPIC_PREFIX}${s}`)
@@ -171,8 +169,7 @@ export class ResourceMembership implements MembershipView {
     if (!this.started) return
     const { libp2p, metrics, logger } = this.components
     try {
-      const bytes = await request(libp2p, peer, ONLINE_PROTOCOL, new Uint8Array([1]), { maxResponseBytes: MAX_SNAPSHOT_BYTES })
-      const records = decodeRecords(bytes, Math.floor(MAX_SNAPSHOT_BYTES / 64))
+      const records = await pullOnlineList(libp2p, [peer])
       metrics.viewPulls.inc({ result: 'ok' })
       // What a peer resource knew and we did not: announce it, our subscribers may lack it too.
       this.mergeAll(records, true)

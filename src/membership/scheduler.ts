@@ -1,35 +1,21 @@
 import type { Message } from '@libp2p/gossipsub'
-import type { PeerId } from '@libp2p/interface'
 import type { Logger } from '../util/logger.ts'
 import type { Clock } from '../util/time.ts'
 import type { Metrics } from '../metrics/index.ts'
-import { type Host, ProtocolPeers, request } from '../p2p/index.ts'
+import { type Host, ProtocolPeers } from '../p2p/index.ts'
 import { errorMessage } from '../util/errors.ts'
 import { OnlineList, type NodeRecord } from './online-list.ts'
 import { GossipDecoder } from './gossip.ts'
-import { decodeRecords, type WireRecord } from './records.ts'
+import type { WireRecord } from './records.ts'
+import { pullOnlineList } from './snapshot.ts'
 import { ChangeListeners, type MembershipView } from './view.ts'
-import { ONLINE_TOPIC, ONLINE_PROTOCOL, VIEW_PULL_INTERVAL_MS, MAX_SNAPSHOT_BYTES } from './constants.ts'
+import { ONLINE_TOPIC, ONLINE_PROTOCOL, VIEW_PULL_INTERVAL_MS } from './constants.ts'
 
 export interface SchedulerMembershipComponents {
   libp2p: Host
   logger: Logger
   metrics: Metrics
   clock: Clock
-}
-
-/** Pulls a resource's full online list; tries resources in random order until one answers. */
-export async function pullOnlineList (libp2p: Host, resources: PeerId[], signal?: AbortSignal): Promise<WireRecord[]> {
-  let last: unknown = new Error('no resource daemon is connected')
-  for (const peer of resources) {
-    try {
-      const bytes = await request(libp2p, peer, ONLINE_PROTOCOL, new Uint8Array([1]), { maxResponseBytes: MAX_SNAPSHOT_BYTES, signal })
-      return decodeRecords(bytes, Math.floor(MAX_SNAPSHOT_BYTES / 64))
-    } catch (err) {
-      last = err
-    }
-  }
-  throw last
 }
 
 /**
