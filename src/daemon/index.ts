@@ -3,7 +3,7 @@ import { componentLogger } from '../util/logger.ts'
 import { systemClock, type Clock } from '../util/time.ts'
 import { LifecycleError, errorMessage } from '../util/errors.ts'
 import type { DaemonConfig } from '../config/index.ts'
-import { createMetrics, gaugeFn, type Metrics } from '../metrics/index.ts'
+import { createMetrics, gaugeFn, labelledGaugeFn, type Metrics } from '../metrics/index.ts'
 import { createHost, loadOrCreateIdentity, readSwarmKey, Bootstrapper, ProtocolPeers, type Host } from '../p2p/index.ts'
 import {
   Heartbeater, ResourceMembership, SchedulerMembership, CpuSampler, InflightCounter, pullOnlineList,
@@ -87,7 +87,7 @@ export class Daemon {
     throw new LifecycleError('daemon not started')
   }
 
-  /** The local log's revision and size (resource role only). */
+  /** The local log's revision (resource role only). */
   get clusterLogStats (): { revision: number } | undefined {
     return this.log != null && this.state === 'running' ? { revision: this.log.revision } : undefined
   }
@@ -150,17 +150,9 @@ export class Daemon {
 
       gaugeFn(metrics.registry, 'astrad_p2p_connections', 'Open libp2p connections', () => libp2p.getConnections().length)
       gaugeFn(metrics.registry, 'astrad_p2p_gossip_peers', 'Peers speaking gossipsub with us', () => libp2p.services.pubsub.getPeers().length)
-      if (this.view != null) {
-        const view = this.view
-        new (await import('prom-client')).Gauge({
-          name: 'astrad_membership_nodes',
-          help: 'Daemons in this view, by state',
-          labelNames: ['state'],
-          registers: [metrics.registry],
-          collect () {
-            for (const [state, n] of Object.entries(view.list.countByState())) this.set({ state }, n)
-          }
-        })
+      const view = this.view
+      if (view != null) {
+        labelledGaugeFn(metrics.registry, 'astrad_membership_nodes', 'Daemons in this view, by state', 'state', () => view.list.countByState())
       }
 
       this.rpc = new RpcServer({ logger: componentLogger(this.logger, 'rpc'), metrics }, { host: config.rpc.host, port: config.rpc.port, token: config.rpcToken })
@@ -259,10 +251,12 @@ export class Daemon {
     const now = this.clock.now()
     const view = this.view
     if (view != null) {
+      const staleness = view.stalenessMs()
       return {
         records: view.list.all().map(r => ({ hb: r.hb, state: r.state, ageMs: Math.max(0, now - r.lastSeen) })),
         source: this.resource != null ? 'resource' : 'scheduler',
-        stalenessMs: Number.isFinite(view.stalenessMs()) ? view.stalenessMs() : -1
+        // A scheduler that has not yet pulled once has an infinite staleness: shown as -1.
+        stalenessMs: Number.isFinite(staleness) ? staleness : -1
       }
     }
     const records = await pullOnlineList(this.host, this.resourcePeers?.shuffled() ?? [], signal)

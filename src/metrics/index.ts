@@ -42,3 +42,16 @@ export function createMetrics (init: MetricsInit = {}): Metrics {
 export function gaugeFn (registry: Registry, name: string, help: string, read: () => number): Gauge {
   return new Gauge({ name, help, registers: [registry], collect () { this.set(read()) } })
 }
+
+/** A gauge with one label whose values are read at scrape time (e.g. nodes by state). */
+export function labelledGaugeFn (registry: Registry, name: string, help: string, label: string, read: () => Record<string, number>): Gauge {
+  return new Gauge({
+    name,
+    help,
+    labelNames: [label],
+    registers: [registry],
+    collect () {
+      for (const [value, n] of Object.entries(read())) this.set({ [label]: value }, n)
+    }
+  })
+}

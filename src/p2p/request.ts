@@ -87,7 +87,6 @@ export async function handleRequests (libp2p: Libp2p, protocol: string, handler:
       stream.abort(err instanceof Error ? err : new Error(String(err)))
     }
   }, {
-    maxInboundStreams: options.maxInboundStreams ?? MAX_INBOUND_REQUEST_STREAMS,
-    maxOutboundStreams: options.maxInboundStreams ?? MAX_INBOUND_REQUEST_STREAMS
+    maxInboundStreams: options.maxInboundStreams ?? MAX_INBOUND_REQUEST_STREAMS
   })
 }

@@ -1,5 +1,9 @@
 import { DecodeError } from './errors.ts'
 
+// One of each for the process: these run for every heartbeat (1,000/s on a busy resource).
+const utf8Encoder = new TextEncoder()
+const utf8Decoder = new TextDecoder('utf-8', { fatal: true })
+
 /**
  * Tiny bounds-checked binary writer/reader for the compact wire formats (heartbeats, online
  * digests). Big-endian, no varints: fields are fixed-width so sizes are predictable and every
@@ -47,7 +51,7 @@ export class Writer {
   }
 
   /** Length-prefixed (u8) UTF-8 string; callers validate lengths before encoding. */
-  str8 (s: string): this { return this.bytes8(new TextEncoder().encode(s)) }
+  str8 (s: string): this { return this.bytes8(utf8Encoder.encode(s)) }
 
   finish (): Uint8Array { return this.buf.slice(0, this.pos) }
 }
@@ -88,7 +92,7 @@ export class Reader {
 
   str8 (what = 'string'): string {
     try {
-      return new TextDecoder('utf-8', { fatal: true }).decode(this.bytes8(what))
+      return utf8Decoder.decode(this.bytes8(what))
     } catch (err) {
       if (err instanceof DecodeError) throw err
       throw new DecodeError(`${what}: invalid UTF-8`)
