@@ -50,10 +50,6 @@ export async function runCli (argv: string[], io: CliIo = defaultIo): Promise<nu
       io.stderr(`astrad: ${err.message}\n`)
       return EXIT_USAGE
     }
-    if (err instanceof AstradError && err.code === 'ERR_USAGE') {
-      io.stderr(`astrad: ${err.message}\n`)
-      return EXIT_USAGE
-    }
     if (err instanceof AstradError) {
       io.stderr(`astrad: ${err.message}\n`)
       return EXIT_FAILED

@@ -55,22 +55,22 @@ export interface ConfigSources {
   env: NodeJS.ProcessEnv
 }
 
-/** Reads a JSON config file; every problem is a ConfigError naming the file. */
-export function readConfigFile (file: string): Record<string, unknown> {
+/** Reads a JSON config file; every problem is a ConfigError naming where the path came from. */
+export function readConfigFile (file: string, where = '--config'): Record<string, unknown> {
   let text: string
   try {
     text = fs.readFileSync(file, 'utf8')
   } catch (err) {
-    throw new ConfigError('--config', `cannot read ${file}: ${errorMessage(err)}`)
+    throw new ConfigError(where, `cannot read ${file}: ${errorMessage(err)}`)
   }
   let data: unknown
   try {
     data = JSON.parse(text)
   } catch (err) {
-    throw new ConfigError('--config', `${file} is not valid JSON: ${errorMessage(err)}`)
+    throw new ConfigError(where, `${file} is not valid JSON: ${errorMessage(err)}`)
   }
   if (data == null || typeof data !== 'object' || Array.isArray(data)) {
-    throw new ConfigError('--config', `${file} must hold a JSON object`)
+    throw new ConfigError(where, `${file} must hold a JSON object`)
   }
   return data as Record<string, unknown>
 }
@@ -81,8 +81,9 @@ export function readConfigFile (file: string): Record<string, unknown> {
  */
 export function resolveConfig (sources: ConfigSources): DaemonConfig {
   const { flags, env } = sources
-  const configPath = (flags.config as string | undefined) ?? env.ASTRAD_CONFIG
-  const file = configPath != null && configPath !== '' ? readConfigFile(configPath) : {}
+  const fromFlag = flags.config as string | undefined
+  const configPath = fromFlag ?? env.ASTRAD_CONFIG
+  const file = configPath != null && configPath !== '' ? readConfigFile(configPath, fromFlag != null ? '--config' : 'ASTRAD_CONFIG') : {}
 
   const fileValues = new Map<keyof DaemonConfig, unknown>()
   const known = new Set<string>(SETTINGS.map(s => s.key))

@@ -72,6 +72,7 @@ test('config files: missing, not JSON, not an object, unknown key', () => {
   assert.throws(() => resolveConfig({ flags: { config: file('broken.json', '{"name": ') }, env: {} }), configError('--config'))
   assert.throws(() => resolveConfig({ flags: { config: file('array.json', '[1]') }, env: {} }), configError('--config'))
   assert.throws(() => resolveConfig({ flags: { config: file('unknown.json', '{"colour": "red"}') }, env: {} }), configError('colour'))
+  assert.throws(() => resolveConfig({ flags: {}, env: { ASTRAD_CONFIG: path.join(tmp, 'missing.json') } }), configError('ASTRAD_CONFIG'))
 })
 
 test('a non-loopback RPC bind needs a token', () => {

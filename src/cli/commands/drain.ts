@@ -1,7 +1,13 @@
-import { Command } from 'commander'
+import { Command, InvalidArgumentError } from 'commander'
 import type { CliIo } from '../index.ts'
 import { withRpcOptions, rpcClient } from '../rpc-options.ts'
 import { RequestError } from '../../util/errors.ts'
+
+function positiveSeconds (value: string): number {
+  const n = Number(value)
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number of seconds.')
+  return n
+}
 
 /**
  * `astrad drain`: the Kubernetes preStop hook. Asks the daemon to drain and waits until it
@@ -10,11 +16,10 @@ import { RequestError } from '../../util/errors.ts'
 export function drainCommand (io: CliIo): Command {
   return withRpcOptions(new Command('drain'))
     .description('drain the daemon at --rpc: leave routing at once, finish in-flight requests, exit')
-    .option('--timeout <seconds>', 'give up waiting after this many seconds', '30')
-    .action(async (flags: { rpc?: string, rpcToken?: string, timeout: string }) => {
+    .option('--timeout <seconds>', 'give up waiting after this many seconds', positiveSeconds, 30)
+    .action(async (flags: { rpc?: string, rpcToken?: string, timeout: number }) => {
       const client = rpcClient(flags)
-      const timeoutS = Number(flags.timeout)
-      if (!Number.isFinite(timeoutS) || timeoutS <= 0) throw new RequestError(`--timeout: expected a positive number, got '${flags.timeout}'`, 'ERR_USAGE')
+      const timeoutS = flags.timeout
       await client.call('POST', '/v1/drain')
       const deadline = Date.now() + timeoutS * 1000
       while (Date.now() < deadline) {
