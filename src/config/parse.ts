@@ -1,6 +1,9 @@
 import net from 'node:net'
 import { multiaddr } from '@multiformats/multiaddr'
 import { ROLES, LOG_LEVELS, type Role } from './defaults.ts'
+import { parseHostPort } from './host-port.ts'
+
+export { parseHostPort, isLoopbackHost } from './host-port.ts'
 
 /**
  * Value parsers shared by flags, env vars and the config file. Each throws a plain Error whose
@@ -53,17 +56,6 @@ export function parseList (v: unknown): string[] {
   return String(v).split(',').map(s => s.trim()).filter(s => s !== '')
 }
 
-/** `host:port` or `[v6]:port`. */
-export function parseHostPort (v: unknown): { host: string, port: number } {
-  const s = String(v).trim()
-  const m = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(s)
-  if (m == null) throw new Error(`expected HOST:PORT, got '${s}'`)
-  const host = (m[1] ?? m[2]) as string
-  const port = Number(m[3])
-  if (port > 65535) throw new Error(`port ${port} out of range`)
-  return { host, port }
-}
-
 /**
  * A bootstrap peer as a dialable multiaddr: a full multiaddr (with or without /p2p/…), or
  * host:port (IP literal or DNS name).
@@ -92,11 +84,4 @@ export function parseToken (v: unknown): string {
   const s = String(v)
   if (s.length < 16 || /\s/.test(s)) throw new Error('expected at least 16 characters without spaces')
   return s
-}
-
-export function isLoopbackHost (host: string): boolean {
-  if (host === 'localhost') return true
-  if (net.isIPv4(host)) return host.startsWith('127.')
-  if (net.isIPv6(host)) return host === '::1'
-  return false
 }
