@@ -32,7 +32,21 @@ export interface DaemonConfig {
   swarmKey?: string
   /** @default 'info' */
   logLevel: typeof LOG_LEVELS[number]
+  /**
+   * P2P upload limit in bytes/s: a number, 'unlimited', or 'auto' (measured at join and set
+   * so model transfers never starve serving). @default 'auto'
+   */
+  uploadLimit: RateSetting
+  /** P2P download limit in bytes/s, as uploadLimit. @default 'auto' */
+  downloadLimit: RateSetting
+  /** Bytes the model cache may hold before least-recently-used models are evicted. @default unlimited (disk watermarks only) */
+  cacheSize?: number
+  /** Addresses to announce instead of the listen addresses (a public IP in front of a pod). @default [] */
+  announce: string[]
 }
+
+/** A rate limit as configured: bytes per second, no limit, or measured at join. */
+export type RateSetting = number | 'auto' | 'unlimited'
 
 export const DEFAULT_RPC_PORT = 7070
 /** libp2p TCP port; 7071 sits next to the RPC port so one firewall rule pair covers astrad. */
@@ -49,6 +63,9 @@ export function defaultConfig (): DaemonConfig {
     cell: 'default',
     cores: os.availableParallelism(),
     gpus: 0,
-    logLevel: 'info'
+    logLevel: 'info',
+    uploadLimit: 'auto',
+    downloadLimit: 'auto',
+    announce: []
   }
 }

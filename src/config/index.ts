@@ -4,12 +4,12 @@ import { ConfigError, errorMessage } from '../util/errors.ts'
 import { defaultConfig, type DaemonConfig } from './defaults.ts'
 import {
   parseRoles, parseName, parsePositiveInt, parseNonNegativeInt, parseMultiaddr, parseList,
-  parseHostPort, parseBootstrap, parseLogLevel, parseToken, isLoopbackHost
+  parseHostPort, parseBootstrap, parseLogLevel, parseToken, isLoopbackHost, parseRateSetting, parseBytes
 } from './parse.ts'
 
 export { defaultConfig, ROLES, DEFAULT_RPC_PORT, DEFAULT_P2P_PORT } from './defaults.ts'
-export type { DaemonConfig, Role } from './defaults.ts'
-export { parseHostPort, parseBootstrap, isLoopbackHost } from './parse.ts'
+export type { DaemonConfig, Role, RateSetting } from './defaults.ts'
+export { parseHostPort, parseBootstrap, isLoopbackHost, parseRate, parseBytes, parseRateSetting, formatBytes, formatRate } from './parse.ts'
 
 /**
  * One row per setting: how it is spelt as a flag (commander's camelCase option name), as an
@@ -34,7 +34,11 @@ const SETTINGS: Setting[] = [
   { key: 'cores', flag: 'cores', env: 'ASTRAD_CORES', parse: v => parsePositiveInt(v, 4096) },
   { key: 'gpus', flag: 'gpus', env: 'ASTRAD_GPUS', parse: v => parseNonNegativeInt(v, 256) },
   { key: 'swarmKey', flag: 'swarmKey', env: 'ASTRAD_SWARM_KEY', parse: v => path.resolve(String(v)) },
-  { key: 'logLevel', flag: 'logLevel', env: 'ASTRAD_LOG_LEVEL', parse: parseLogLevel }
+  { key: 'logLevel', flag: 'logLevel', env: 'ASTRAD_LOG_LEVEL', parse: parseLogLevel },
+  { key: 'uploadLimit', flag: 'uploadLimit', env: 'ASTRAD_UPLOAD_LIMIT', parse: parseRateSetting },
+  { key: 'downloadLimit', flag: 'downloadLimit', env: 'ASTRAD_DOWNLOAD_LIMIT', parse: parseRateSetting },
+  { key: 'cacheSize', flag: 'cacheSize', env: 'ASTRAD_CACHE_SIZE', parse: parseBytes },
+  { key: 'announce', flag: 'announce', env: 'ASTRAD_ANNOUNCE', parse: v => parseList(v).map(parseMultiaddr) }
 ]
 
 function nonEmpty<T> (list: T[]): T[] {

@@ -4,6 +4,7 @@ import { ROLES, LOG_LEVELS, type Role } from './defaults.ts'
 import { parseHostPort } from './host-port.ts'
 
 export { parseHostPort, isLoopbackHost } from './host-port.ts'
+export { parseBytes, parseRate, parseRateSetting, formatBytes, formatRate } from './units.ts'
 
 /**
  * Value parsers shared by flags, env vars and the config file. Each throws a plain Error whose

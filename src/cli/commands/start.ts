@@ -20,6 +20,10 @@ export function startCommand (io: CliIo): Command {
     .option('--gpus <n>', 'accelerator cards this node offers (default: 0)')
     .option('--config <file>', 'JSON config file (flags > ASTRAD_* env > config file > defaults)')
     .option('--swarm-key <file>', 'private network key; peers without it cannot connect (see: astrad swarm-key)')
+    .option('--upload-limit <rate>', 'P2P upload limit: a rate (25MB/s, 200Mbit/s), auto (measured at join) or unlimited (default: auto)')
+    .option('--download-limit <rate>', 'P2P download limit, as --upload-limit (default: auto)')
+    .option('--cache-size <bytes>', 'model cache size before least-recently-used models are evicted, e.g. 200GB (default: disk watermarks only)')
+    .option('--announce <multiaddr>', 'address to announce instead of the listen addresses (public IP of a NAT or pod), repeatable', collect)
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
     .action(async (flags: Record<string, unknown>) => {
       // Loaded here, not at the top: `--version` and `status` stay fast without libp2p.
