@@ -101,7 +101,12 @@ function heartbeat (v: Virtual): Heartbeat {
     ledgerVersion: 0,
     readyReplicas: 0,
     modelsDigest: 0,
-    mailboxCursor: 0
+    mailboxCursor: 0,
+    uploadLimit: 0,
+    downloadLimit: 0,
+    uploadRate: 0,
+    downloadRate: 0,
+    transfers: 0
   }
 }
 

@@ -143,7 +143,12 @@ export class Daemon {
           ledgerVersion: () => 0,
           readyReplicas: () => 0,
           modelsDigest: () => 0,
-          mailboxCursor: () => 0
+          mailboxCursor: () => 0,
+          uploadLimit: () => 0,
+          downloadLimit: () => 0,
+          uploadRate: () => 0,
+          downloadRate: () => 0,
+          transfers: () => 0
         }
       })
       this.bootstrapper = new Bootstrapper({ libp2p, logger: componentLogger(this.logger, 'bootstrap') }, config.bootstrap)

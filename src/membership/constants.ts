@@ -14,7 +14,7 @@ export const HEARTBEAT_INTERVAL_MS = 1_000
 /** A heartbeat on the wire must stay under 512 B (ARCHITECTURE §2). */
 export const MAX_HEARTBEAT_BYTES = 512
 /** Wire format version, first byte of every heartbeat and record. */
-export const HEARTBEAT_VERSION = 1
+export const HEARTBEAT_VERSION = 2
 
 /**
  * Silence after which a node is `suspect`: two heartbeats missed (2 s) plus 250 ms of jitter

@@ -33,6 +33,13 @@ export interface Heartbeat {
   modelsDigest: number
   /** Revision of the mailbox applied (public mailbox issue). */
   mailboxCursor: number
+  /** P2P limits in force, bytes/s (0 = none), and recent rates, bytes/s. */
+  uploadLimit: number
+  downloadLimit: number
+  uploadRate: number
+  downloadRate: number
+  /** Model downloads in progress. */
+  transfers: number
 }
 
 const ANNOUNCED: AnnouncedState[] = ['alive', 'draining', 'left']
@@ -72,6 +79,11 @@ export function writeHeartbeat (w: Writer, hb: Heartbeat): void {
     .u16(clampU16(hb.readyReplicas))
     .u32(clampU32(hb.modelsDigest))
     .u32(clampU32(hb.mailboxCursor))
+    .u32(clampU32(hb.uploadLimit))
+    .u32(clampU32(hb.downloadLimit))
+    .u32(clampU32(hb.uploadRate))
+    .u32(clampU32(hb.downloadRate))
+    .u16(clampU16(hb.transfers))
 }
 
 export function readHeartbeat (r: Reader): Heartbeat {
@@ -110,7 +122,12 @@ export function readHeartbeat (r: Reader): Heartbeat {
     ledgerVersion: r.u32('ledgerVersion'),
     readyReplicas: r.u16('readyReplicas'),
     modelsDigest: r.u32('modelsDigest'),
-    mailboxCursor: r.u32('mailboxCursor')
+    mailboxCursor: r.u32('mailboxCursor'),
+    uploadLimit: r.u32('uploadLimit'),
+    downloadLimit: r.u32('downloadLimit'),
+    uploadRate: r.u32('uploadRate'),
+    downloadRate: r.u32('downloadRate'),
+    transfers: r.u16('transfers')
   }
 }
 

@@ -7,7 +7,8 @@ import { encodeHeartbeat, heartbeatTopic, type AnnouncedState, type Heartbeat } 
 import { HEARTBEAT_INTERVAL_MS, HEARTBEAT_SHARDS } from './constants.ts'
 
 /** Fixed facts about the daemon, plus a reader for each measured field, read at every beat. */
-type Measured = 'cpuUtil' | 'gpuUtil' | 'inflight' | 'ledgerVersion' | 'readyReplicas' | 'modelsDigest' | 'mailboxCursor'
+type Measured = 'cpuUtil' | 'gpuUtil' | 'inflight' | 'ledgerVersion' | 'readyReplicas' | 'modelsDigest' | 'mailboxCursor' |
+  'uploadLimit' | 'downloadLimit' | 'uploadRate' | 'downloadRate' | 'transfers'
 export type SelfReport = Pick<Heartbeat, 'roles' | 'name' | 'cell' | 'cores' | 'gpus' | 'gpuPerf'> & { [K in Measured]: () => number }
 
 export interface HeartbeaterComponents {
@@ -81,7 +82,12 @@ export class Heartbeater {
       ledgerVersion: r.ledgerVersion(),
       readyReplicas: r.readyReplicas(),
       modelsDigest: r.modelsDigest(),
-      mailboxCursor: r.mailboxCursor()
+      mailboxCursor: r.mailboxCursor(),
+      uploadLimit: r.uploadLimit(),
+      downloadLimit: r.downloadLimit(),
+      uploadRate: r.uploadRate(),
+      downloadRate: r.downloadRate(),
+      transfers: r.transfers()
     }
   }
 

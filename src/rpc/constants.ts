@@ -4,7 +4,7 @@
 export const MAX_ADMIN_BODY_BYTES = 1024 * 1024
 /** A client must send its headers within this time (slowloris). */
 export const HEADERS_TIMEOUT_MS = 10_000
-/** A whole request must arrive within this time. */
-export const REQUEST_TIMEOUT_MS = 60_000
+/** A connection that moves no byte for this long is closed (a model upload may take hours). */
+export const IDLE_TIMEOUT_MS = 60_000
 /** Idle keep-alive connections are closed after this. */
 export const KEEP_ALIVE_TIMEOUT_MS = 5_000

@@ -3,7 +3,9 @@ import { timingSafeEqual } from 'node:crypto'
 import type { Logger } from '../util/logger.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { AstradError, errorMessage } from '../util/errors.ts'
-import { HEADERS_TIMEOUT_MS, REQUEST_TIMEOUT_MS, KEEP_ALIVE_TIMEOUT_MS, MAX_ADMIN_BODY_BYTES } from './constants.ts'
+import { pipeline } from 'node:stream/promises'
+import { Readable } from 'node:stream'
+import { HEADERS_TIMEOUT_MS, IDLE_TIMEOUT_MS, KEEP_ALIVE_TIMEOUT_MS, MAX_ADMIN_BODY_BYTES } from './constants.ts'
 
 export interface RpcRequest {
   method: string
@@ -21,6 +23,8 @@ export interface RpcResponse {
   body?: unknown
   /** Pre-encoded body (metrics text); sent as is. */
   text?: string
+  /** A streamed body (model bytes), sent with backpressure; set content-length in headers. */
+  stream?: AsyncIterable<Uint8Array>
   headers?: Record<string, string>
 }
 
@@ -72,9 +76,12 @@ export class RpcServer {
     this.init = init
     this.server = http.createServer({
       headersTimeout: HEADERS_TIMEOUT_MS,
-      requestTimeout: REQUEST_TIMEOUT_MS,
+      // A whole-request deadline would cut off a large model upload; an idle socket is cut
+      // off instead (setTimeout below), and slow headers by headersTimeout.
+      requestTimeout: 0,
       keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS
     }, (req, res) => { void this.dispatch(req, res) })
+    this.server.setTimeout(IDLE_TIMEOUT_MS, socket => { socket.destroy() })
   }
 
   /** Registers a route; `:name` segments become params. */
@@ -145,7 +152,8 @@ export class RpcServer {
     } catch (err) {
       const status = err instanceof HttpError ? err.status : 500
       if (status >= 500) this.components.logger.error({ err: errorMessage(err), path: url.pathname }, 'rpc handler failed')
-      out = { status, body: { error: errorMessage(err) } }
+      const code = err instanceof AstradError && err.code !== 'ERR_HTTP' ? err.code : undefined
+      out = { status, body: code != null ? { error: errorMessage(err), code } : { error: errorMessage(err) } }
     }
     this.components.metrics.rpcRequests.inc({ route: routeName, code: String(out.status) })
     if (res.headersSent) return
@@ -157,6 +165,18 @@ export class RpcServer {
     } else if (out.body !== undefined) {
       payload = JSON.stringify(out.body)
       headers['content-type'] ??= 'application/json'
+    }
+    if (out.stream != null) {
+      headers['content-type'] ??= 'application/octet-stream'
+      res.writeHead(out.status, headers)
+      try {
+        await pipeline(Readable.from(out.stream, { objectMode: false }), res)
+      } catch (err) {
+        // Headers are gone: all we can do is cut the connection so the client sees a short body.
+        this.components.logger.warn({ err: errorMessage(err), path: url.pathname }, 'rpc stream failed')
+        res.destroy()
+      }
+      return
     }
     res.writeHead(out.status, headers)
     res.end(payload)

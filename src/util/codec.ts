@@ -50,6 +50,16 @@ export class Writer {
     return this
   }
 
+  /** Length-prefixed (u16) bytes, at most 65,535. */
+  bytes16 (b: Uint8Array): this {
+    if (b.length > 0xffff) throw new RangeError('bytes16: longer than 65535')
+    this.u16(b.length)
+    this.ensure(b.length)
+    this.buf.set(b, this.pos)
+    this.pos += b.length
+    return this
+  }
+
   /** Length-prefixed (u8) UTF-8 string; callers validate lengths before encoding. */
   str8 (s: string): this { return this.bytes8(utf8Encoder.encode(s)) }
 
@@ -84,6 +94,14 @@ export class Reader {
 
   bytes8 (what = 'bytes'): Uint8Array {
     const n = this.u8(what)
+    this.need(n, what)
+    const b = this.buf.slice(this.pos, this.pos + n)
+    this.pos += n
+    return b
+  }
+
+  bytes16 (what = 'bytes'): Uint8Array {
+    const n = this.u16(what)
     this.need(n, what)
     const b = this.buf.slice(this.pos, this.pos + n)
     this.pos += n

@@ -28,6 +28,11 @@ export function heartbeat (overrides: Partial<Heartbeat> = {}): Heartbeat {
     readyReplicas: 0,
     modelsDigest: 0,
     mailboxCursor: 0,
+    uploadLimit: 0,
+    downloadLimit: 0,
+    uploadRate: 0,
+    downloadRate: 0,
+    transfers: 0,
     ...overrides
   }
 }

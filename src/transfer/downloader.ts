@@ -1,0 +1,327 @@
+import type { PeerId } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { Host } from '../p2p/index.ts'
+import type { Logger } from '../util/logger.ts'
+import { AstradError, errorMessage } from '../util/errors.ts'
+import { Bitfield } from './bitfield.ts'
+import { pieceLength, type Manifest } from './manifest.ts'
+import { PiecePicker, type PeerHave } from './picker.ts'
+import { fetchPiece, type Throttle } from './piece-protocol.ts'
+import type { Holders } from './tracker.ts'
+import {
+  MAX_PEERS_PER_DOWNLOAD, PIPELINE_PER_PEER, TRACKER_REFRESH_MS, PEER_MAX_STRIKES, PEER_REST_MS, NO_SOURCE_TIMEOUT_MS
+} from './constants.ts'
+
+/** The part of the piece store a download uses. */
+export interface DownloadStore {
+  addModel: (manifest: Manifest) => Promise<{ have: Bitfield }>
+  beginPiece: (id: string, index: number) => {
+    write: (chunk: Uint8Array) => Promise<void>
+    commit: () => Promise<boolean>
+    abort: () => Promise<void>
+  }
+  pin: (id: string, owner: string) => () => void
+}
+
+export interface DownloadComponents {
+  libp2p: Host
+  store: DownloadStore
+  holders: (id: string, pieces: number, signal: AbortSignal) => Promise<Holders>
+  download?: Throttle
+  logger: Logger
+  /** Counts failed piece fetches by reason (hash, timeout, refused, unreachable, stream). */
+  onPieceFailure?: (reason: string) => void
+  onPiece?: (index: number) => void
+}
+
+export type TransferState = 'downloading' | 'complete' | 'failed'
+
+export interface TransferInfo {
+  id: string
+  name: string
+  size: number
+  pieces: number
+  havePieces: number
+  haveBytes: number
+  rateBps: number
+  peers: number
+  state: TransferState
+  error?: string
+  startedAt: number
+  etaSeconds: number | null
+  phase: 'shuffled' | 'rarest' | 'endgame' | 'done'
+  failures: number
+}
+
+interface PeerState {
+  id: PeerId
+  key: string
+  have: PeerHave
+  serving: Set<number>
+  lanes: number
+  strikes: number
+  restUntil: number
+  banned: boolean
+  bytes: number
+}
+
+/** Bytes per 250 ms slot over the last 5 s: the rate shown in progress bars and status. */
+class RecentRate {
+  private readonly slots = new Float64Array(20)
+  private slot = Math.floor(Date.now() / 250)
+
+  add (n: number): void {
+    this.advance()
+    this.slots[this.slot % 20]! += n
+  }
+
+  private advance (): void {
+    const now = Math.floor(Date.now() / 250)
+    for (let s = this.slot + 1; s <= now && s <= this.slot + 20; s++) this.slots[s % 20] = 0
+    this.slot = Math.max(this.slot, now)
+  }
+
+  rate (): number {
+    this.advance()
+    let sum = 0
+    for (const v of this.slots) sum += v
+    return sum / 5
+  }
+}
+
+/**
+ * One model being fetched from many peers at once: up to MAX_PEERS_PER_DOWNLOAD peers, each
+ * with PIPELINE_PER_PEER requests in flight, pieces chosen by the PiecePicker (shuffled, then
+ * rarest first, then endgame duplicates). Every piece is verified by the store before it
+ * counts; a peer that sends a bad piece is dropped for the rest of the download, one that
+ * times out or fails repeatedly rests, and the piece is fetched elsewhere.
+ */
+export class Download {
+  readonly manifest: Manifest
+  readonly id: string
+  readonly name: string
+  readonly startedAt = Date.now()
+  state: TransferState = 'downloading'
+  error?: string
+  private readonly components: DownloadComponents
+  private readonly controller = new AbortController()
+  private readonly peers = new Map<string, PeerState>()
+  private readonly inflight = new Map<number, Set<AbortController>>()
+  private readonly rate = new RecentRate()
+  private have = new Bitfield(0)
+  private picker?: PiecePicker
+  private holders: Holders['holders'] = []
+  private lastProgress = Date.now()
+  private lastError = ''
+  private failures = 0
+  private wake?: PromiseWithResolvers<void>
+  private running?: Promise<void>
+
+  constructor (components: DownloadComponents, manifest: Manifest, id: string, name: string) {
+    this.components = components
+    this.manifest = manifest
+    this.id = id
+    this.name = name
+  }
+
+  /** Starts (once) and resolves when complete; rejects with the reason it failed. */
+  run (): Promise<void> {
+    this.running ??= this.loop().then(() => {
+      this.state = 'complete'
+    }, (err: unknown) => {
+      this.state = 'failed'
+      this.error = errorMessage(err)
+      throw err
+    }).finally(() => {
+      this.controller.abort(new AstradError('download finished', 'ERR_ABORTED'))
+    })
+    return this.running
+  }
+
+  abort (reason = 'cancelled'): void {
+    this.controller.abort(new AstradError(reason, 'ERR_ABORTED'))
+    this.wake?.resolve()
+  }
+
+  info (): TransferInfo {
+    const pieces = this.manifest.pieces.length
+    let haveBytes = 0
+    for (const i of this.have.indices()) haveBytes += pieceLength(this.manifest, i)
+    const rateBps = this.state === 'downloading' ? this.rate.rate() : 0
+    const left = this.manifest.size - haveBytes
+    let active = 0
+    for (const p of this.peers.values()) if (p.lanes > 0) active++
+    return {
+      id: this.id,
+      name: this.name,
+      size: this.manifest.size,
+      pieces,
+      havePieces: this.have.size,
+      haveBytes,
+      rateBps,
+      peers: active,
+      state: this.state,
+      ...(this.error != null ? { error: this.error } : {}),
+      startedAt: this.startedAt,
+      etaSeconds: this.state === 'complete' ? 0 : rateBps > 0 ? Math.ceil(left / rateBps) : null,
+      phase: this.state === 'complete' ? 'done' : this.picker?.phase ?? 'shuffled',
+      failures: this.failures
+    }
+  }
+
+  private notify (): void {
+    this.wake?.resolve()
+  }
+
+  private async loop (): Promise<void> {
+    const { store, logger } = this.components
+    const held = await store.addModel(this.manifest)
+    this.have = held.have.clone()
+    const unpin = store.pin(this.id, 'download')
+    const signal = this.controller.signal
+    try {
+      this.picker = new PiecePicker(this.have)
+      let nextRefresh = 0
+      while (!this.have.complete) {
+        signal.throwIfAborted()
+        const now = Date.now()
+        if (now >= nextRefresh || this.activePeers() === 0) {
+          await this.refresh(signal)
+          nextRefresh = Date.now() + TRACKER_REFRESH_MS
+        }
+        this.assignPeers()
+        if (this.have.complete) break
+        if (Date.now() - this.lastProgress > NO_SOURCE_TIMEOUT_MS) {
+          throw new AstradError(this.holders.length === 0
+            ? `no reachable peer holds model ${this.id.slice(0, 12)} (waited ${NO_SOURCE_TIMEOUT_MS / 1000} s)`
+            : `no progress for ${NO_SOURCE_TIMEOUT_MS / 1000} s; last error: ${this.lastError || 'none'}`, 'ERR_NO_SOURCE')
+        }
+        this.wake = Promise.withResolvers<void>()
+        const timer = setTimeout(() => { this.wake?.resolve() }, this.activePeers() === 0 ? 500 : TRACKER_REFRESH_MS)
+        await this.wake.promise
+        clearTimeout(timer)
+      }
+      logger.info({ model: this.id, name: this.name, seconds: (Date.now() - this.startedAt) / 1000, failures: this.failures }, 'model complete')
+    } finally {
+      unpin()
+      for (const set of this.inflight.values()) for (const c of set) c.abort()
+    }
+  }
+
+  private activePeers (): number {
+    let n = 0
+    for (const p of this.peers.values()) if (p.lanes > 0) n++
+    return n
+  }
+
+  private async refresh (signal: AbortSignal): Promise<void> {
+    const { holders, libp2p, logger } = this.components
+    let answer: Holders
+    try {
+      answer = await holders(this.id, this.manifest.pieces.length, AbortSignal.any([signal, AbortSignal.timeout(5_000)]))
+    } catch (err) {
+      if (signal.aborted) throw err
+      this.lastError = `tracker: ${errorMessage(err)}`
+      logger.debug({ model: this.id, err: errorMessage(err) }, 'tracker query failed')
+      return
+    }
+    this.holders = answer.holders
+    this.picker?.setAvailability(answer.availability)
+    for (const h of answer.holders) {
+      const known = this.peers.get(h.peer.toString())
+      if (known != null) known.have = h.have
+      if (h.addrs.length > 0 && libp2p.getConnections(h.peer).length === 0) {
+        const addrs = []
+        for (const a of h.addrs) { try { addrs.push(multiaddr(a)) } catch {} }
+        await libp2p.peerStore.merge(h.peer, { multiaddrs: addrs }).catch(() => {})
+      }
+    }
+  }
+
+  /** Starts lanes on holders until MAX_PEERS_PER_DOWNLOAD peers are busy. */
+  private assignPeers (): void {
+    const now = Date.now()
+    for (const h of this.holders) {
+      if (this.activePeers() >= MAX_PEERS_PER_DOWNLOAD) return
+      const key = h.peer.toString()
+      let p = this.peers.get(key)
+      if (p == null) {
+        p = { id: h.peer, key, have: h.have, serving: new Set(), lanes: 0, strikes: 0, restUntil: 0, banned: false, bytes: 0 }
+        this.peers.set(key, p)
+      }
+      if (p.banned || p.restUntil > now || p.lanes > 0) continue
+      for (let i = 0; i < PIPELINE_PER_PEER; i++) {
+        p.lanes++
+        void this.lane(p).finally(() => {
+          p.lanes--
+          this.notify()
+        })
+      }
+    }
+  }
+
+  private async lane (peer: PeerState): Promise<void> {
+    const { libp2p, store, download, onPieceFailure, onPiece, logger } = this.components
+    const picker = this.picker!
+    const signal = this.controller.signal
+    while (!signal.aborted && !this.have.complete && !peer.banned && peer.restUntil <= Date.now()) {
+      const piece = picker.next(peer.have, peer.serving)
+      if (piece === undefined) return
+      picker.started(piece)
+      peer.serving.add(piece)
+      const cancel = new AbortController()
+      let set = this.inflight.get(piece)
+      if (set == null) this.inflight.set(piece, set = new Set())
+      set.add(cancel)
+      const writer = store.beginPiece(this.id, piece)
+      const length = pieceLength(this.manifest, piece)
+      try {
+        await fetchPiece(libp2p, peer.id, { id: this.id, index: piece, offset: 0, length }, async chunk => { await writer.write(chunk) }, {
+          signal: AbortSignal.any([signal, cancel.signal]),
+          download,
+          onBytes: n => { this.rate.add(n); peer.bytes += n; this.lastProgress = Date.now() }
+        })
+        if (await writer.commit()) {
+          this.have.set(piece)
+          onPiece?.(piece)
+          // Endgame: the other copies of this piece are now wasted work.
+          for (const c of this.inflight.get(piece) ?? []) if (c !== cancel) c.abort()
+          this.notify()
+        }
+        peer.strikes = 0
+      } catch (err) {
+        await writer.abort().catch(() => {})
+        if (signal.aborted || cancel.signal.aborted) return
+        const code = (err as { code?: string }).code ?? 'ERR_UNKNOWN'
+        this.failures++
+        this.lastError = `${peer.key.slice(-8)}: ${errorMessage(err)}`
+        if (code === 'ERR_PIECE_HASH') {
+          // A peer that serves bytes not matching the manifest is not asked again.
+          peer.banned = true
+          onPieceFailure?.('hash')
+          logger.warn({ model: this.id, piece, peer: peer.key }, 'piece failed verification; peer dropped for this download')
+          return
+        }
+        if (code === 'ERR_NO_SPACE') {
+          this.controller.abort(err)
+          this.notify()
+          return
+        }
+        onPieceFailure?.(code === 'ERR_TIMEOUT' ? 'timeout' : code === 'ERR_UNREACHABLE' ? 'unreachable' : code === 'ERR_STREAM' ? 'stream' : 'refused')
+        if (code === 'ERR_NO_PIECE') {
+          // The tracker's view was stale (evicted, removed): stop asking this peer for it.
+          if (peer.have === 'complete') peer.have = Bitfield.full(this.manifest.pieces.length)
+          peer.have.clear(piece)
+        }
+        if (code !== 'ERR_NO_PIECE' && ++peer.strikes >= PEER_MAX_STRIKES) peer.restUntil = Date.now() + PEER_REST_MS
+        if (code === 'ERR_BUSY' || code === 'ERR_UNREACHABLE') peer.restUntil = Date.now() + (code === 'ERR_BUSY' ? 1_000 : PEER_REST_MS)
+        logger.debug({ model: this.id, piece, peer: peer.key, code, err: errorMessage(err) }, 'piece fetch failed; will fetch elsewhere')
+      } finally {
+        picker.finished(piece)
+        peer.serving.delete(piece)
+        set.delete(cancel)
+        if (set.size === 0) this.inflight.delete(piece)
+      }
+    }
+  }
+}

@@ -1,0 +1,102 @@
+import type { Stream } from '@libp2p/interface'
+import { RequestError } from '../util/errors.ts'
+
+/**
+ * Reads a libp2p stream with backpressure. libp2p 3 streams push 'message' events and yamux
+ * grants the sender more window as soon as data arrives, so a slow consumer (a disk write, a
+ * download token bucket) would buffer without bound. This reader pauses the stream (yamux then
+ * stops granting window and the sender stalls) while more than `highWater` bytes wait, and
+ * resumes below half of it.
+ */
+export class StreamReader {
+  private readonly stream: Stream
+  private readonly highWater: number
+  private readonly chunks: Uint8Array[] = []
+  private queued = 0
+  private ended = false
+  private error?: Error
+  private wake?: PromiseWithResolvers<void>
+  private paused = false
+  private readonly cleanup: () => void
+
+  constructor (stream: Stream, highWater: number) {
+    this.stream = stream
+    this.highWater = highWater
+    const onMessage = (evt: { data: Uint8Array | { subarray: () => Uint8Array } }): void => {
+      const data = evt.data instanceof Uint8Array ? evt.data : evt.data.subarray()
+      if (data.length === 0) return
+      this.chunks.push(data)
+      this.queued += data.length
+      if (this.queued > this.highWater && !this.paused && this.stream.readStatus === 'readable') {
+        this.paused = true
+        this.stream.pause()
+      }
+      this.wake?.resolve()
+    }
+    const onClose = (evt: { error?: Error }): void => {
+      if (evt.error != null) this.error = evt.error
+      this.ended = true
+      this.wake?.resolve()
+    }
+    const onRemoteCloseWrite = (): void => {
+      this.ended = true
+      this.wake?.resolve()
+    }
+    stream.addEventListener('message', onMessage as never)
+    stream.addEventListener('close', onClose as never)
+    stream.addEventListener('remoteCloseWrite', onRemoteCloseWrite)
+    this.cleanup = () => {
+      stream.removeEventListener('message', onMessage as never)
+      stream.removeEventListener('close', onClose as never)
+      stream.removeEventListener('remoteCloseWrite', onRemoteCloseWrite)
+    }
+  }
+
+  /** The next chunk (at most `max` bytes), or null at the end of the stream. */
+  async next (max: number, signal?: AbortSignal): Promise<Uint8Array | null> {
+    while (this.chunks.length === 0) {
+      if (this.error != null) throw this.error
+      if (this.ended) return null
+      signal?.throwIfAborted()
+      this.wake = Promise.withResolvers<void>()
+      const aborted = (): void => { this.wake?.reject(signal?.reason) }
+      signal?.addEventListener('abort', aborted, { once: true })
+      try {
+        await this.wake.promise
+      } finally {
+        signal?.removeEventListener('abort', aborted)
+        this.wake = undefined
+      }
+    }
+    let chunk = this.chunks[0]!
+    if (chunk.length > max) {
+      this.chunks[0] = chunk.subarray(max)
+      chunk = chunk.subarray(0, max)
+    } else {
+      this.chunks.shift()
+    }
+    this.queued -= chunk.length
+    if (this.paused && this.queued <= this.highWater / 2 && this.stream.readStatus === 'paused') {
+      this.paused = false
+      this.stream.resume()
+    }
+    return chunk
+  }
+
+  /** Exactly `n` bytes (a header), or an error if the stream ends first. */
+  async exactly (n: number, signal?: AbortSignal): Promise<Uint8Array> {
+    const out = new Uint8Array(n)
+    let filled = 0
+    while (filled < n) {
+      const chunk = await this.next(n - filled, signal)
+      if (chunk == null) throw new RequestError(`stream ended after ${filled} of ${n} header bytes`, 'ERR_BAD_RESPONSE')
+      out.set(chunk, filled)
+      filled += chunk.length
+    }
+    return out
+  }
+
+  close (): void {
+    this.cleanup()
+  }
+}
