@@ -5,7 +5,7 @@ import { DecodeError, LifecycleError, RequestError, errorMessage } from '../util
 import { checkKey, checkKindName, encodeValue, typed, type Entry, type Kind } from './kind.ts'
 import { decodeEntryResponse, decodeListResponse, encodeJson } from './wire.ts'
 import type { ClusterLog } from './cluster-log.ts'
-import { ACCESS_PROTOCOL, LIST_PAGE_ENTRIES, MAX_ACCESS_RESPONSE_BYTES, MAX_LIST_PAGES } from './constants.ts'
+import { ACCESS_PROTOCOL, LIST_PAGE_ENTRIES, MAX_ACCESS_RESPONSE_BYTES, MAX_LIST_PAGES, RESOURCE_WAIT_MS } from './constants.ts'
 
 /**
  * The cluster log as daemons without the resource role see it: the same put/delete/get/list,
@@ -147,7 +147,15 @@ class RemoteClusterLog implements ClusterLogClient {
   /** One request, tried on the preferred resource, then the others, until one answers. */
   private async call<R> (req: Record<string, unknown>, signal: AbortSignal | undefined, decode: (bytes: Uint8Array) => R): Promise<R> {
     const payload = encodeJson(req)
-    const peers = this.order(this.requireStarted().shuffled())
+    const resources = this.requireStarted()
+    // Just after start (or a reconnect) the resource is connected but identify has not yet
+    // told us it serves the log: wait a moment rather than fail the caller.
+    const waitUntil = Date.now() + RESOURCE_WAIT_MS
+    while (resources.list().length === 0 && Date.now() < waitUntil) {
+      signal?.throwIfAborted()
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+    const peers = this.order(resources.shuffled())
     let last: unknown
     for (const peer of peers) {
       signal?.throwIfAborted()

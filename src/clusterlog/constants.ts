@@ -71,3 +71,6 @@ export const MAX_HINT_BYTES = 256
 /** Default and ceiling of changesSince() results, so one call never reads the whole store. */
 export const DEFAULT_CHANGES_LIMIT = 1_000
 export const MAX_CHANGES_LIMIT = 10_000
+
+/** A client with no resource connected waits this long for one before failing a call. */
+export const RESOURCE_WAIT_MS = 3_000

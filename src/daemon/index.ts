@@ -11,6 +11,7 @@ import {
 } from '../membership/index.ts'
 import { RpcServer } from '../rpc/index.ts'
 import { clusterLog, clusterLogClient, localAccess, type ClusterLog, type ClusterLogAccess, type ClusterLogClient } from '../clusterlog/index.ts'
+import { TransferService, registerTransferRoutes } from '../transfer/index.ts'
 import { lockDataDir } from './lock.ts'
 import { registerRoutes } from './routes.ts'
 import { DRAIN_TIMEOUT_MS, DRAIN_POLL_MS, LEAVE_FLUSH_MS } from './constants.ts'
@@ -54,6 +55,7 @@ export class Daemon {
   private rpc?: RpcServer
   private log?: ClusterLog
   private logClient?: ClusterLogClient
+  private transferService?: TransferService
 
   constructor (options: DaemonOptions) {
     this.options = options
@@ -87,6 +89,12 @@ export class Daemon {
     throw new LifecycleError('daemon not started')
   }
 
+  /** Model distribution (store, downloads, tracker, limits). */
+  get transfer (): TransferService {
+    if (this.transferService == null) throw new LifecycleError('daemon not started')
+    return this.transferService
+  }
+
   /** The local log's revision (resource role only). */
   get clusterLogStats (): { revision: number } | undefined {
     return this.log != null && this.state === 'running' ? { revision: this.log.revision } : undefined
@@ -108,7 +116,21 @@ export class Daemon {
       this.releaseLock = lockDataDir(config.dataDir)
       const privateKey = await loadOrCreateIdentity(config.dataDir)
       const swarmKey = config.swarmKey != null ? readSwarmKey(config.swarmKey) : undefined
-      const libp2p = this.libp2p = await createHost({ privateKey, listen: config.listen, swarmKey })
+      const libp2p = this.libp2p = await createHost({
+        privateKey,
+        listen: config.listen,
+        announce: config.announce,
+        swarmKey,
+        relay: {
+          // Resources relay for members behind NAT, without data or time limits (docs/nat.md).
+          server: config.roles.includes('resource'),
+          // Members: peers whose heartbeats this resource holds and who have not left or died.
+          isMember: peer => {
+            const state = this.resource?.list.get(peer.toString())?.state
+            return state != null && state !== 'dead' && state !== 'left'
+          }
+        }
+      })
       const metrics = this.metricsValue = createMetrics({ processMetrics: this.options.processMetrics })
       const base = { libp2p, metrics, clock: this.clock }
       const roles = new Set(config.roles)
@@ -122,6 +144,22 @@ export class Daemon {
       if (roles.has('resource')) this.log = clusterLog({ dataDir: config.dataDir })(logComponents)
       else this.logClient = clusterLogClient()(logComponents)
       if (this.view == null) this.resourcePeers = new ProtocolPeers(libp2p, membershipConstants.ONLINE_PROTOCOL)
+      const membership = this.resource
+      const transfer = this.transferService = new TransferService({
+        libp2p,
+        logger: this.logger,
+        registry: metrics.registry,
+        clusterLog: () => this.clusterLog,
+        // Trackers offer only holders the membership still considers up.
+        isLive: membership != null ? peer => { const s = membership.list.get(peer)?.state; return s == null || s === 'alive' || s === 'suspect' || s === 'draining' } : undefined
+      }, {
+        dataDir: config.dataDir,
+        node: roles.has('node'),
+        resource: roles.has('resource'),
+        uploadLimit: config.uploadLimit,
+        downloadLimit: config.downloadLimit,
+        cacheSize: config.cacheSize
+      })
 
       const cpu = new CpuSampler()
       const resource = this.resource
@@ -142,13 +180,13 @@ export class Daemon {
           inflight: () => this.inflight.value,
           ledgerVersion: () => 0,
           readyReplicas: () => 0,
-          modelsDigest: () => 0,
+          modelsDigest: () => transfer.modelsDigest(),
           mailboxCursor: () => 0,
-          uploadLimit: () => 0,
-          downloadLimit: () => 0,
-          uploadRate: () => 0,
-          downloadRate: () => 0,
-          transfers: () => 0
+          uploadLimit: () => transfer.heartbeatFields().uploadLimit,
+          downloadLimit: () => transfer.heartbeatFields().downloadLimit,
+          uploadRate: () => transfer.heartbeatFields().uploadRate,
+          downloadRate: () => transfer.heartbeatFields().downloadRate,
+          transfers: () => transfer.activeTransfers()
         }
       })
       this.bootstrapper = new Bootstrapper({ libp2p, logger: componentLogger(this.logger, 'bootstrap') }, config.bootstrap)
@@ -162,6 +200,7 @@ export class Daemon {
 
       this.rpc = new RpcServer({ logger: componentLogger(this.logger, 'rpc'), metrics }, { host: config.rpc.host, port: config.rpc.port, token: config.rpcToken })
       registerRoutes(this.rpc, this)
+      registerTransferRoutes(this.rpc, () => this.state === 'running' || this.state === 'draining' ? this.transferService : undefined)
 
       await libp2p.start()
       await this.log?.start()
@@ -169,6 +208,7 @@ export class Daemon {
       await this.resource?.start()
       await this.scheduler?.start()
       await this.resourcePeers?.start()
+      await transfer.start()
       await this.rpc.listen()
       this.heartbeater.start()
       this.bootstrapper.start()
@@ -242,6 +282,7 @@ export class Daemon {
       await this.scheduler?.stop()
       this.resourcePeers?.stop()
     })
+    await step('transfers', async () => { await this.transferService?.stop() })
     await step('cluster log', async () => {
       await this.logClient?.stop()
       await this.log?.stop()

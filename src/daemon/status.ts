@@ -2,6 +2,7 @@ import { VERSION } from '../version.ts'
 import type { Role } from '../config/index.ts'
 import type { NodeState } from '../membership/index.ts'
 import type { Daemon } from './index.ts'
+import type { ModelInfo, LimitsInfo, TransferInfo } from '../transfer/index.ts'
 
 /** `GET /v1/status` and `astrad status --json`: the contract of ARCHITECTURE §3. */
 export interface StatusDocument {
@@ -30,9 +31,20 @@ export interface StatusDocument {
     inflight: number
     lastSeenMs: number
     replicas: number
+    /** P2P limits in force (bytes/s, 0 = none) and recent rates, from the node's heartbeat. */
+    uploadLimit: number
+    downloadLimit: number
+    uploadRate: number
+    downloadRate: number
+    /** Model downloads in progress on that node. */
+    transfers: number
   }>
   apps: unknown[]
-  models: unknown[]
+  models: ModelInfo[]
+  /** This daemon's downloads (in progress and recently finished). */
+  transfers: TransferInfo[]
+  /** This daemon's P2P limits and rates. */
+  limits: LimitsInfo
   notices: unknown[]
 }
 
@@ -65,10 +77,21 @@ export async function buildStatus (daemon: Daemon): Promise<StatusDocument> {
       cpuUtil: Math.round(r.hb.cpuUtil * 1000) / 1000,
       inflight: r.hb.inflight,
       lastSeenMs: r.ageMs,
-      replicas: r.hb.readyReplicas
+      replicas: r.hb.readyReplicas,
+      uploadLimit: r.hb.uploadLimit,
+      downloadLimit: r.hb.downloadLimit,
+      uploadRate: r.hb.uploadRate,
+      downloadRate: r.hb.downloadRate,
+      transfers: r.hb.transfers
     })).sort((a, b) => a.name.localeCompare(b.name) || a.peerId.localeCompare(b.peerId))
   } catch (err) {
     view = { source: 'none', stalenessMs: -1, error: err instanceof Error ? err.message : String(err) }
   }
-  return { self, view, nodes, apps: [], models: [], notices: [] }
+  let models: ModelInfo[] = []
+  try {
+    models = await daemon.transfer.models()
+  } catch (err) {
+    view.error ??= `models: ${err instanceof Error ? err.message : String(err)}`
+  }
+  return { self, view, nodes, apps: [], models, transfers: daemon.transfer.transfers(), limits: daemon.transfer.limitsInfo(), notices: [] }
 }

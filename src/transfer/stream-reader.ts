@@ -39,6 +39,12 @@ export class StreamReader {
       this.wake?.resolve()
     }
     const onRemoteCloseWrite = (): void => {
+      // The sender is done: whatever it sent is already here or in the stream's pause buffer.
+      // Take it all now (bounded by the yamux window) so nothing is dropped at close.
+      if (this.paused && this.stream.readStatus === 'paused') {
+        this.paused = false
+        this.stream.resume()
+      }
       this.ended = true
       this.wake?.resolve()
     }

@@ -40,7 +40,7 @@ test('have messages round-trip: complete, partial, removed; garbage is a DecodeE
 
 function tracker (clock = new FakeClock(0), live?: (p: string) => boolean): Tracker {
   const libp2p = { getConnections: () => [] } as unknown as Host
-  return new Tracker({ libp2p, logger: silentLogger, clock, isLive: live })
+  return new Tracker({ libp2p, logger: silentLogger(), clock, isLive: live })
 }
 
 test('tracker: availability counts, newest announcement wins, removal and expiry', () => {

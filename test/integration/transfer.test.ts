@@ -1,0 +1,213 @@
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { randomBytes, createHash } from 'node:crypto'
+import { TestCluster, waitFor } from '../helpers/cluster.ts'
+import type { Daemon } from '../../src/daemon/index.ts'
+import { request } from '../../src/p2p/index.ts'
+import { PIECE_PROTOCOL, TRACKER_PROTOCOL } from '../../src/transfer/constants.ts'
+
+/**
+ * Model distribution across in-process daemons on 127.0.0.1 with real libp2p, real stores on
+ * disk and the real cluster log: many sources, a corrupt peer, a peer dying mid-piece, resume
+ * after a restart, eviction and pinning.
+ */
+
+const MiB = 1024 * 1024
+const cluster = new TestCluster()
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'astrad-transfer-it-'))
+after(async () => {
+  await cluster.cleanup()
+  fs.rmSync(tmp, { recursive: true, force: true })
+})
+
+async function * chunks (data: Buffer): AsyncGenerator<Uint8Array> {
+  for (let i = 0; i < data.length; i += 1 << 20) yield data.subarray(i, i + (1 << 20))
+}
+
+async function readAll (d: Daemon, id: string): Promise<Buffer> {
+  const parts: Uint8Array[] = []
+  for await (const c of d.transfer.readModel(id).stream) parts.push(c)
+  return Buffer.concat(parts)
+}
+
+async function add (d: Daemon, data: Buffer, name: string): Promise<string> {
+  await waitFor('joined a resource', () => d.ready)
+  const added = await d.transfer.add(chunks(data), data.length, name)
+  return added.id
+}
+
+async function complete (d: Daemon, id: string, timeoutMs = 30_000): Promise<void> {
+  await waitFor(`model complete on ${d.config.name}`, () => {
+    const t = d.transfer.transfer(id)
+    if (t?.state === 'failed') throw new Error(`transfer failed: ${t.error ?? '?'}`)
+    return t?.state === 'complete'
+  }, timeoutMs)
+}
+
+let resource: Daemon
+const nodeConfig = (extra: Record<string, unknown> = {}): Parameters<TestCluster['start']>[0] => ({
+  roles: ['node'],
+  bootstrap: [cluster.addr(resource)],
+  uploadLimit: 'unlimited',
+  downloadLimit: 'unlimited',
+  ...extra
+})
+
+test('setup: a resource', async () => {
+  resource = await cluster.start({ roles: ['resource', 'scheduler'], uploadLimit: 'unlimited', downloadLimit: 'unlimited' })
+})
+
+test('a model added on one node is pulled by others from several peers, bytes identical', async () => {
+  const seed = await cluster.start(nodeConfig())
+  const data = randomBytes(40 * MiB + 123)
+  const id = await add(seed, data, 'multi')
+  assert.equal(id.length, 64)
+  const [a, b] = await Promise.all([cluster.start(nodeConfig()), cluster.start(nodeConfig())])
+  await waitFor('tracker knows the seed', async () => (await seed.transfer.models()).find(m => m.id === id)?.nodesComplete === 1)
+  await Promise.all([a.transfer.pull(id), b.transfer.pull(id)])
+  await Promise.all([complete(a, id), complete(b, id)])
+  // A late node finds three holders and uses more than one.
+  const c = await cluster.start(nodeConfig())
+  await waitFor('tracker knows three holders', async () => (await c.transfer.models()).find(m => m.id === id)?.nodesComplete === 3)
+  const servedBefore = [seed, a, b].map(d => served(d))
+  await c.transfer.pull(id)
+  await complete(c, id)
+  const servedToC = [seed, a, b].map((d, i) => served(d) - servedBefore[i]!)
+  assert.ok(servedToC.filter(n => n > 0).length >= 2, `pieces served to the late node by seed/a/b: ${servedToC.join('/')}`)
+  for (const d of [a, b, c]) assert.ok((await readAll(d, id)).equals(data))
+  const models = await c.transfer.models()
+  assert.equal(models.find(m => m.id === id)?.nodesComplete, 4)
+  assert.equal(models.find(m => m.id === id)?.name, 'multi')
+})
+
+function served (d: Daemon): number {
+  return (d.transfer as unknown as { server: { stats: { served: number } } }).server.stats.served
+}
+
+function piecesDir (d: Daemon, id: string): string {
+  return path.join(d.config.dataDir, 'models', id, 'pieces')
+}
+
+test('a peer serving corrupt pieces is dropped; nothing corrupt is stored; the model completes from others', async () => {
+  const seed = await cluster.start(nodeConfig())
+  const data = randomBytes(24 * MiB)
+  const id = await add(seed, data, 'corrupt')
+  const bad = await cluster.start(nodeConfig())
+  await bad.transfer.pull(id)
+  await complete(bad, id)
+  // Flip a byte in every piece on disk: the store trusts files at rest, so it serves garbage.
+  for (const f of fs.readdirSync(piecesDir(bad, id))) {
+    const file = path.join(piecesDir(bad, id), f)
+    const buf = fs.readFileSync(file)
+    buf[100] = buf[100]! ^ 0xff
+    fs.writeFileSync(file, buf)
+  }
+  const d = await cluster.start(nodeConfig())
+  await waitFor('two holders', async () => (await d.transfer.models()).find(m => m.id === id)?.nodesComplete === 2)
+  const before = await failures(d, 'hash')
+  await d.transfer.pull(id)
+  await complete(d, id)
+  assert.ok((await readAll(d, id)).equals(data))
+  assert.ok(await failures(d, 'hash') > before, 'the corrupt peer was caught')
+  // Every piece file on the downloader is correct.
+  for (const f of fs.readdirSync(piecesDir(d, id))) {
+    const i = Number(f)
+    const want = createHash('sha256').update(data.subarray(i * 4 * MiB, (i + 1) * 4 * MiB)).digest('hex')
+    assert.equal(createHash('sha256').update(fs.readFileSync(path.join(piecesDir(d, id), f))).digest('hex'), want)
+  }
+})
+
+async function failures (d: Daemon, reason: string): Promise<number> {
+  const text = await d.metrics.registry.getSingleMetricAsString('astrad_transfer_piece_failures_total')
+  const m = new RegExp(`reason="${reason}"} (\\d+)`).exec(text)
+  return m != null ? Number(m[1]) : 0
+}
+
+test('a peer dying mid-piece: the piece is fetched elsewhere', async () => {
+  // Two slow holders, so pieces are mid-flight when one of them dies.
+  const s1 = await cluster.start(nodeConfig({ uploadLimit: 4 * MiB }))
+  const data = randomBytes(16 * MiB)
+  const id = await add(s1, data, 'dying')
+  const s2 = await cluster.start(nodeConfig({ uploadLimit: 4 * MiB }))
+  await s2.transfer.pull(id)
+  await complete(s2, id)
+  const d = await cluster.start(nodeConfig())
+  await waitFor('two holders', async () => (await d.transfer.models()).find(m => m.id === id)?.nodesComplete === 2)
+  await d.transfer.pull(id)
+  await waitFor('bytes flowing from the doomed peer', () => served(s2) > 0 || (s2.transfer as unknown as { server: { stats: { active: number } } }).server.stats.active > 0, 10_000, 5)
+  // Abrupt: connections close under in-flight streams (no drain, no leave).
+  await s2.host.stop()
+  await complete(d, id, 30_000)
+  assert.ok((await readAll(d, id)).equals(data))
+})
+
+test('a restart resumes a partial download without fetching held pieces again', async () => {
+  const seed = await cluster.start(nodeConfig({ uploadLimit: 8 * MiB }))
+  const data = randomBytes(32 * MiB)
+  const id = await add(seed, data, 'resume')
+  const dataDir = fs.mkdtempSync(path.join(tmp, 'resume-'))
+  const d1 = await cluster.start(nodeConfig({ dataDir }))
+  await waitFor('seed known', async () => (await d1.transfer.models()).find(m => m.id === id)?.nodesComplete === 1)
+  await d1.transfer.pull(id)
+  await waitFor('some pieces', () => (d1.transfer.transfer(id)?.havePieces ?? 0) >= 2, 20_000)
+  await d1.stop()
+  const held = fs.readdirSync(piecesDir(d1, id)).filter(f => /^\d+$/.test(f)).length
+  assert.ok(held >= 2 && held < 8, `${held} pieces held at stop`)
+  assert.deepEqual(fs.readdirSync(piecesDir(d1, id)).filter(f => f.endsWith('.tmp')), [], 'no temp files left')
+  const servedBefore = served(seed)
+  const d2 = await cluster.start(nodeConfig({ dataDir }))
+  // No new pull: a partial model on disk resumes by itself.
+  await complete(d2, id)
+  assert.ok((await readAll(d2, id)).equals(data))
+  assert.ok(served(seed) - servedBefore <= 8 - held, `seed served ${served(seed) - servedBefore} pieces after the restart; ${held} were already held`)
+})
+
+test('eviction keeps the cache under its size, least recently used first; a pinned model stays', async () => {
+  const seed = await cluster.start(nodeConfig())
+  const models = [randomBytes(12 * MiB), randomBytes(12 * MiB), randomBytes(12 * MiB)]
+  const ids: string[] = []
+  for (const [i, m] of models.entries()) ids.push(await add(seed, m, `evict-${i}`))
+  const d = await cluster.start(nodeConfig({ cacheSize: 26 * MiB }))
+  await waitFor('seed known', async () => (await d.transfer.models()).filter(m => ids.includes(m.id) && m.nodesComplete >= 1).length === 3)
+  await d.transfer.pull(ids[0]!)
+  await complete(d, ids[0]!)
+  const unpin = d.transfer.store!.pin(ids[0]!, 'replica:test')
+  await d.transfer.pull(ids[1]!)
+  await complete(d, ids[1]!)
+  await d.transfer.pull(ids[2]!)
+  await complete(d, ids[2]!)
+  // 36 MiB do not fit in 26: the unpinned least recently used (ids[1]) went; the pinned stayed.
+  const held = d.transfer.store!.list().map(m => m.id)
+  assert.ok(held.includes(ids[0]!), 'pinned model kept')
+  assert.ok(!held.includes(ids[1]!), 'LRU unpinned model evicted')
+  assert.ok(held.includes(ids[2]!), 'newest model kept')
+  // rm refuses a pinned model with a clear code; after unpinning it goes.
+  await assert.rejects(d.transfer.remove(ids[0]!, false), { code: 'ERR_PINNED' })
+  unpin()
+  await d.transfer.remove(ids[0]!, false)
+  assert.ok(!d.transfer.store!.list().some(m => m.id === ids[0]))
+  await assert.rejects(d.transfer.remove(ids[0]!, false), { code: 'ERR_NOT_FOUND' })
+})
+
+test('bad input on the wire: malformed piece and tracker requests are refused, the daemons carry on', async () => {
+  const seed = await cluster.start(nodeConfig())
+  const data = randomBytes(5 * MiB)
+  const id = await add(seed, data, 'wire')
+  const d = await cluster.start(nodeConfig())
+  await waitFor('connected', () => d.host.getConnections(resource.host.peerId).length > 0)
+  await d.host.dial(seed.host.getMultiaddrs()[0]!)
+  // Garbage piece request: the stream is refused, no crash.
+  const s = await d.host.dialProtocol(seed.host.peerId, PIECE_PROTOCOL)
+  s.send(new Uint8Array(45).fill(9))
+  await s.close().catch(() => {})
+  await assert.rejects(request(d.host, resource.host.peerId, TRACKER_PROTOCOL, new TextEncoder().encode('{"op":"holders","id":"zz"}')), { code: 'ERR_BAD_REQUEST' })
+  await assert.rejects(request(d.host, resource.host.peerId, TRACKER_PROTOCOL, new Uint8Array([0xff, 0x00])), { code: 'ERR_BAD_REQUEST' })
+  await assert.rejects(d.transfer.pull('f'.repeat(64)), { code: 'ERR_NOT_FOUND' })
+  // Still serving.
+  await d.transfer.pull(id)
+  await complete(d, id)
+  assert.ok((await readAll(d, id)).equals(data))
+})
