@@ -5,6 +5,7 @@ import { startCommand } from './commands/start.ts'
 import { statusCommand } from './commands/status.ts'
 import { drainCommand } from './commands/drain.ts'
 import { swarmKeyCommand } from './commands/swarm-key.ts'
+import { modelCommand } from './commands/model/index.ts'
 
 /** Exit codes of every command: ok / failed / usage. */
 export const EXIT_OK = 0
@@ -29,7 +30,7 @@ export function createCli (io: CliIo = defaultIo): Command {
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
     .exitOverride()
     .showSuggestionAfterError()
-  for (const cmd of [startCommand(io), statusCommand(io), drainCommand(io), swarmKeyCommand(io)]) {
+  for (const cmd of [startCommand(io), statusCommand(io), drainCommand(io), modelCommand(io), swarmKeyCommand(io)]) {
     program.addCommand(cmd.exitOverride().configureOutput({ writeOut: io.stdout, writeErr: io.stderr }))
   }
   return program

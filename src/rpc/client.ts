@@ -1,5 +1,16 @@
 import http from 'node:http'
+import type { Readable } from 'node:stream'
 import { RequestError, errorMessage } from '../util/errors.ts'
+
+/** Options of {@link RpcClient.stream}. */
+export interface StreamInit {
+  /** A streamed request body (model bytes); give its length in `headers['content-length']`. */
+  body?: Readable
+  headers?: Record<string, string>
+  /** Fails the request when the connection moves no byte for this long (default 60 s). */
+  idleTimeoutMs?: number
+  signal?: AbortSignal
+}
 
 /**
  * Client of a daemon's RPC port, used by the CLI (status, drain …). node:http rather than
@@ -51,5 +62,80 @@ export class RpcClient {
       throw new RequestError(`${method} ${path}: ${msg}`, `ERR_HTTP_${status}`)
     }
     return data as T
+  }
+
+  /**
+   * A request whose body and/or answer are byte streams (model upload, model data): no
+   * deadline on the whole request, only on idle time. Resolves with the answer once its head
+   * has arrived (the caller reads or destroys it); a non-2xx answer is read and thrown as in
+   * {@link call}. An answer that arrives before the body is fully sent (a refusal) wins over the
+   * write error that follows it.
+   */
+  async stream (method: string, path: string, init: StreamInit = {}): Promise<http.IncomingMessage> {
+    const idleMs = init.idleTimeoutMs ?? 60_000
+    const { req, res } = await new Promise<{ req: http.ClientRequest, res: http.IncomingMessage }>((resolve, reject) => {
+      let response: http.IncomingMessage | undefined
+      const req = http.request({
+        host: this.hostPort.host,
+        port: this.hostPort.port,
+        method,
+        path,
+        agent: false,
+        headers: {
+          ...init.headers,
+          // Not "close": a server that answers before reading the whole body (a refusal) then
+          // drains it instead of closing, so the answer is not lost to an EPIPE/RST here.
+          ...(init.body != null ? { connection: 'keep-alive' } : {}),
+          ...(this.token != null ? { authorization: `Bearer ${this.token}` } : {})
+        },
+        signal: init.signal
+      }, res => {
+        response = res
+        // agent: false has no pool; close the socket once the answer is read.
+        res.once('end', () => { req.destroy() })
+        if (init.body != null && !init.body.readableEnded) {
+          init.body.unpipe(req)
+          init.body.destroy()
+        }
+        resolve({ req, res })
+      })
+      req.setTimeout(idleMs, () => {
+        const err = new RequestError(`${this.base} moved no byte for ${idleMs} ms`, 'ERR_TIMEOUT')
+        response?.destroy(err)
+        req.destroy(err)
+      })
+      req.on('error', (err: NodeJS.ErrnoException) => {
+        if (response != null) return
+        const bodyError = init.body?.errored
+        init.body?.destroy()
+        if (bodyError != null) reject(bodyError)
+        else if (err instanceof RequestError) reject(err)
+        else if (init.body != null && (err.code === 'EPIPE' || err.code === 'ECONNRESET')) reject(new RequestError(`the daemon at ${this.base} closed the connection during the upload without an answer (see its log)`, 'ERR_CONNECTION_RESET'))
+        else if (err.code === 'ECONNREFUSED') reject(new RequestError(`no astrad daemon answers at ${this.base} (is it running? see --rpc)`, 'ERR_UNREACHABLE'))
+        else if (err.name === 'AbortError') reject(new RequestError(`${method} ${path} aborted`, 'ERR_ABORTED'))
+        else reject(new RequestError(`cannot reach ${this.base}: ${err.code ?? errorMessage(err)}`, 'ERR_UNREACHABLE'))
+      })
+      if (init.body != null) {
+        init.body.once('error', err => { if (response == null) req.destroy(err) })
+        init.body.pipe(req)
+      } else {
+        req.end()
+      }
+    })
+    const status = res.statusCode ?? 0
+    if (status >= 200 && status < 300) return res
+    const chunks: Buffer[] = []
+    let size = 0
+    try {
+      for await (const chunk of res) {
+        size += (chunk as Buffer).length
+        if (size <= 64 * 1024) chunks.push(chunk as Buffer)
+      }
+    } catch {}
+    req.destroy()
+    const text = Buffer.concat(chunks).toString('utf8')
+    let msg = `HTTP ${status}`
+    try { msg = (JSON.parse(text) as { error?: string }).error ?? msg } catch {}
+    throw new RequestError(`${method} ${path}: ${msg}`, `ERR_HTTP_${status}`)
   }
 }

@@ -24,6 +24,8 @@ export interface ModelInfo {
   size: number
   pieceSize: number
   pieces: number
+  /** SHA-256 of the whole file (from the manifest): `model pull --output` checks against it. */
+  sha256: string
   addedAt: number | null
   addedBy: string | null
   nodesComplete: number
@@ -368,6 +370,7 @@ export class TransferService {
       size: manifest.size,
       pieceSize: manifest.pieceSize,
       pieces: manifest.pieces.length,
+      sha256: manifest.sha256,
       addedAt: record?.addedAt ?? null,
       addedBy: record?.addedBy ?? null,
       nodesComplete: counts?.complete ?? 0,

@@ -1,8 +1,21 @@
 import { Command } from 'commander'
 import type { CliIo } from '../index.ts'
 import { withRpcOptions, rpcClient } from '../rpc-options.ts'
-import { table, ago } from '../format.ts'
+import { table, ago, formatNodeLimit, renderLimits, renderModels, renderTransfers } from '../format.ts'
+import { formatRate } from '../../config/units.ts'
 import type { StatusDocument } from '../../daemon/status.ts'
+import type { LimitsInfo, ModelInfo, TransferInfo } from '../../transfer/index.ts'
+
+/**
+ * The model-distribution parts of the status document (issue 3). Optional: a daemon of an
+ * older version does not send them, and its status still renders.
+ */
+interface TransferStatus {
+  transfers?: TransferInfo[]
+  limits?: LimitsInfo
+  models?: ModelInfo[]
+  nodes: Array<{ uploadLimit?: number, downloadLimit?: number, uploadRate?: number, downloadRate?: number, transfers?: number }>
+}
 
 export function renderStatus (s: StatusDocument): string {
   const self = s.self
@@ -10,14 +23,25 @@ export function renderStatus (s: StatusDocument): string {
   out += `view: ${s.view.source}${s.view.stalenessMs > 0 ? `, ${ago(s.view.stalenessMs)} old` : ''}${s.view.error != null ? ` (${s.view.error})` : ''}\n\n`
   const counts = new Map<string, number>()
   for (const n of s.nodes) counts.set(n.state, (counts.get(n.state) ?? 0) + 1)
+  const t = s as unknown as TransferStatus
   out += table(
-    ['NAME', 'CELL', 'STATE', 'ROLES', 'CORES', 'GPUS', 'CPU', 'INFLIGHT', 'LAST SEEN', 'PEER'],
-    s.nodes.map(n => [
-      n.name, n.cell, n.state, n.roles.join(','), String(n.cores), String(n.gpus),
-      `${Math.round(n.cpuUtil * 100)}%`, String(n.inflight), ago(n.lastSeenMs), `…${n.peerId.slice(-8)}`
-    ])
+    ['NAME', 'CELL', 'STATE', 'ROLES', 'CORES', 'GPUS', 'CPU', 'INFLIGHT', 'UP LIMIT', 'UP RATE', 'DOWN LIMIT', 'DOWN RATE', 'PULLS', 'LAST SEEN', 'PEER'],
+    s.nodes.map((n, i) => {
+      const x = t.nodes[i] ?? {}
+      return [
+        n.name, n.cell, n.state, n.roles.join(','), String(n.cores), String(n.gpus),
+        `${Math.round(n.cpuUtil * 100)}%`, String(n.inflight),
+        formatNodeLimit(x.uploadLimit), x.uploadRate != null ? formatRate(x.uploadRate) : '-',
+        formatNodeLimit(x.downloadLimit), x.downloadRate != null ? formatRate(x.downloadRate) : '-',
+        x.transfers != null ? String(x.transfers) : '-',
+        ago(n.lastSeenMs), `…${n.peerId.slice(-8)}`
+      ]
+    })
   )
   out += `\n${s.nodes.length} daemons: ${[...counts].map(([k, v]) => `${v} ${k}`).join(', ') || 'none'}\n`
+  if (t.limits != null) out += `\nP2P limits of ${self.name}:\n${renderLimits(t.limits)}`
+  if (t.transfers != null && t.transfers.length > 0) out += `\ntransfers on ${self.name}:\n${renderTransfers(t.transfers)}`
+  if (t.models != null && t.models.length > 0) out += `\nmodels:\n${renderModels(t.models)}`
   return out
 }
 

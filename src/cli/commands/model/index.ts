@@ -1,0 +1,139 @@
+import { Command } from 'commander'
+import type { CliIo } from '../../index.ts'
+import { withRpcOptions, rpcClient } from '../../rpc-options.ts'
+import { renderModels } from '../../format.ts'
+import { formatBytes, formatRate } from '../../../config/units.ts'
+import { addModel } from './add.ts'
+import { checkOutput, pullModel, saveModel } from './pull.ts'
+import { MIN_ID_PREFIX, checkIdArgument, parseCapArgument, parseNameArgument, resolveModel, type ModelWire, type RpcFlags } from './shared.ts'
+import { defaultProgressStream, type ProgressStream } from './progress.ts'
+
+export { ModelNotFoundError, AmbiguousModelIdError, type ModelWire } from './shared.ts'
+export { TransferFailedError, TransferStalledError, IntegrityError } from './pull.ts'
+export { FileChangedError, type AddedModel } from './add.ts'
+export type { ProgressStream } from './progress.ts'
+
+export interface ModelCommandOptions {
+  /** Where progress bars are drawn; default: stderr when it is a terminal, else none. */
+  progressStream?: ProgressStream | null
+  /** Poll period of `model pull` (default 250 ms). */
+  pollIntervalMs?: number
+}
+
+interface ClusterLimits {
+  upload: number | null
+  download: number | null
+}
+
+const cap = (v: number | null): string => v == null ? 'none' : formatRate(v)
+
+/** Ctrl-C as an AbortSignal for the duration of `fn`, so bars stop and temporary files go. */
+async function interruptible<T> (fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const ac = new AbortController()
+  const onInt = (): void => { ac.abort() }
+  process.once('SIGINT', onInt)
+  try {
+    return await fn(ac.signal)
+  } finally {
+    process.removeListener('SIGINT', onInt)
+  }
+}
+
+/** `astrad model add|ls|pull|rm|limit`: the model store of the cluster, through the daemon at --rpc. */
+export function modelCommand (io: CliIo, opts: ModelCommandOptions = {}): Command {
+  const progressStream = (): ProgressStream | null => opts.progressStream !== undefined ? opts.progressStream : defaultProgressStream()
+  // Subcommands are built here, after createCli() has configured only this command: each gets
+  // the same output and exit handling itself.
+  const sub = (name: string): Command => withRpcOptions(new Command(name))
+    .exitOverride()
+    .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
+
+  const add = sub('add')
+    .description('add a model file to the cluster: the daemon splits, hashes and stores it; prints the model id')
+    .argument('<FILE>', 'the model file (streamed to the daemon)')
+    .option('--name <name>', 'human name (default: the file name)', parseNameArgument)
+    .option('--json', 'print {"id","name","size","pieceSize","pieces"}')
+    .action(async (file: string, flags: RpcFlags & { name?: string, json?: boolean }) => {
+      const client = rpcClient(flags)
+      const m = await interruptible(async signal => await addModel(client, file, { name: flags.name, progressStream: progressStream(), signal }))
+      if (flags.json === true) io.stdout(JSON.stringify({ id: m.id, name: m.name, size: m.size, pieceSize: m.pieceSize, pieces: m.pieces }) + '\n')
+      else io.stdout(`${m.id}\n`)
+    })
+
+  const ls = sub('ls')
+    .description('list the models of the cluster and on how many nodes each is complete')
+    .option('--json', 'print {"models": [...]}')
+    .action(async (flags: RpcFlags & { json?: boolean }) => {
+      const client = rpcClient(flags)
+      const doc = await client.call<{ models: ModelWire[] }>('GET', '/v1/models')
+      if (flags.json === true) io.stdout(JSON.stringify(doc) + '\n')
+      else if (doc.models.length === 0) io.stdout('no models (add one: astrad model add FILE)\n')
+      else io.stdout(renderModels(doc.models))
+    })
+
+  const pull = sub('pull')
+    .description('make the daemon fetch a model from its peers; with --output, also write the verified bytes to FILE')
+    .argument('<ID>', `model id, or its first ${MIN_ID_PREFIX}+ hex characters`)
+    .option('--output <file>', 'write the model here (temporary file beside it, SHA-256 checked, then renamed)')
+    .option('--json', 'print the final transfer as JSON')
+    .action(async (rawId: string, flags: RpcFlags & { output?: string, json?: boolean }) => {
+      checkIdArgument(rawId)
+      const output = flags.output != null ? await checkOutput(flags.output) : undefined
+      const client = rpcClient(flags)
+      const model = await resolveModel(client, rawId)
+      await interruptible(async signal => {
+        const r = await pullModel(client, model, { progressStream: progressStream(), pollIntervalMs: opts.pollIntervalMs, signal })
+        const what = `${model.id.slice(0, 12)} ${model.name}`
+        if (flags.json !== true) {
+          io.stdout(r.alreadyHeld
+            ? `${what}: complete (${formatBytes(model.size)}, already held)\n`
+            : `${what}: complete (${formatBytes(r.fetchedBytes)} in ${(r.elapsedMs / 1000).toFixed(1)}s, ${formatRate(r.fetchedBytes / Math.max(r.elapsedMs / 1000, 0.001))})\n`)
+        }
+        const saved = output != null ? await saveModel(client, model, output, { progressStream: progressStream(), signal }) : undefined
+        if (flags.json === true) io.stdout(JSON.stringify({ ...r.transfer, ...(saved != null ? { output: saved } : {}) }) + '\n')
+        else if (saved != null) io.stdout(`wrote ${flags.output ?? saved.path} (${formatBytes(saved.size)}, sha256 ${saved.sha256} verified)\n`)
+      })
+    })
+
+  const rm = sub('rm')
+    .description("free this daemon's copy of a model (refused while a running replica uses it)")
+    .argument('<ID>', `model id, or its first ${MIN_ID_PREFIX}+ hex characters`)
+    .option('--forget', 'also delete the model from the cluster log (cluster-wide; other copies are freed as nodes evict them)')
+    .action(async (rawId: string, flags: RpcFlags & { forget?: boolean }) => {
+      checkIdArgument(rawId)
+      const client = rpcClient(flags)
+      const model = await resolveModel(client, rawId)
+      await client.call('DELETE', `/v1/models/${model.id}${flags.forget === true ? '?forget=1' : ''}`)
+      io.stdout(`removed ${model.id.slice(0, 12)} ${model.name}${flags.forget === true ? ' and forgot it cluster-wide' : ''}\n`)
+    })
+
+  const limit = sub('limit')
+    .description('show or set the cluster-wide P2P rate cap (every node uses the lower of its own limit and this)')
+    .option('--upload <rate>', 'upload cap per node: a rate (25MB/s, 200Mbit/s) or none', parseCapArgument)
+    .option('--download <rate>', 'download cap per node: a rate or none', parseCapArgument)
+    .option('--json', 'print {"upload","download"} in bytes/s (null = no cap)')
+    .action(async (flags: RpcFlags & { upload?: number | 'none', download?: number | 'none', json?: boolean }) => {
+      const client = rpcClient(flags)
+      let limits = await client.call<ClusterLimits>('GET', '/v1/limits/cluster')
+      const given = (v: number | 'none' | undefined, current: number | null): number | null => v === undefined ? current : v === 'none' ? null : v
+      const set = flags.upload !== undefined || flags.download !== undefined
+      if (set) {
+        // Only the directions given change (read-modify-write: two operators setting different
+        // directions at the same instant may overwrite each other; the last write wins).
+        limits = await client.call<ClusterLimits>('PUT', '/v1/limits/cluster', {
+          upload: given(flags.upload, limits.upload),
+          download: given(flags.download, limits.download)
+        })
+      }
+      if (flags.json === true) io.stdout(JSON.stringify(limits) + '\n')
+      else io.stdout(`cluster-wide cap${set ? ' set' : ''}: upload ${cap(limits.upload)}, download ${cap(limits.download)}\n`)
+    })
+
+  return new Command('model')
+    .description('add, list, pull and remove models (peer-to-peer distribution); set the cluster-wide rate cap')
+    .addCommand(add)
+    .addCommand(ls)
+    .addCommand(pull)
+    .addCommand(rm)
+    .addCommand(limit)
+}
