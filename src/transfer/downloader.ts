@@ -273,15 +273,17 @@ export class Download {
       let set = this.inflight.get(piece)
       if (set == null) this.inflight.set(piece, set = new Set())
       set.add(cancel)
-      const writer = store.beginPiece(this.id, piece)
       const length = pieceLength(this.manifest, piece)
+      let writer: ReturnType<DownloadStore['beginPiece']> | undefined
       try {
-        await fetchPiece(libp2p, peer.id, { id: this.id, index: piece, offset: 0, length }, async chunk => { await writer.write(chunk) }, {
+        writer = store.beginPiece(this.id, piece)
+        const w = writer
+        await fetchPiece(libp2p, peer.id, { id: this.id, index: piece, offset: 0, length }, async chunk => { await w.write(chunk) }, {
           signal: AbortSignal.any([signal, cancel.signal]),
           download,
           onBytes: n => { this.rate.add(n); peer.bytes += n; this.lastProgress = Date.now() }
         })
-        if (await writer.commit()) {
+        if (await w.commit()) {
           this.have.set(piece)
           onPiece?.(piece)
           // Endgame: the other copies of this piece are now wasted work.
@@ -290,7 +292,7 @@ export class Download {
         }
         peer.strikes = 0
       } catch (err) {
-        await writer.abort().catch(() => {})
+        await writer?.abort().catch(() => {})
         if (signal.aborted || cancel.signal.aborted) return
         const code = (err as { code?: string }).code ?? 'ERR_UNKNOWN'
         this.failures++
@@ -302,7 +304,8 @@ export class Download {
           logger.warn({ model: this.id, piece, peer: peer.key }, 'piece failed verification; peer dropped for this download')
           return
         }
-        if (code === 'ERR_NO_SPACE') {
+        if (code === 'ERR_NO_SPACE' || code === 'ERR_NOT_FOUND' || code === 'ERR_LIFECYCLE') {
+          // The store cannot take this model (disk full, model removed, store closed): stop.
           this.controller.abort(err)
           this.notify()
           return
