@@ -46,6 +46,9 @@ const INDEX_RE = /^(0|[1-9][0-9]{0,8})$/
 /** Lock key of the space accounting (never a model id: ids are hex). */
 const SPACE = 'space'
 
+
+/** Past this fraction of the filesystem in use, the store refuses writes (StoreFullError). */
+const FS_HARD_LIMIT = 0.98
 export interface PieceStoreInit {
   /** e.g. `<dataDir>/models` */
   dir: string
@@ -191,6 +194,7 @@ export class PieceStore {
   private stagingBytes = 0
   /** Piece lengths promised to writers (and imports) by ensureSpace, not yet committed. */
   private reserved = 0
+  private warnedWatermark = false
   /** Bytes already written towards `reserved` (these are in the filesystem's used count). */
   private reservedWritten = 0
   private maintenance?: Promise<void>
@@ -666,6 +670,16 @@ export class PieceStore {
       let freeable = 0
       for (const c of candidates) freeable += c.haveBytes
       const victim = candidates[0]
+      // The high watermark asks for eviction; it refuses a write only past the hard limit.
+      // A disk filled by other data must not stop every download while room remains.
+      const hardOver = fs.size === 0 ? 0 : fs.size - fs.free + pending + bytes - Math.floor(FS_HARD_LIMIT * fs.size)
+      if (cacheOver <= 0 && hardOver <= 0 && (victim == null || fsOver > freeable)) {
+        if (!this.warnedWatermark) {
+          this.warnedWatermark = true
+          this.logger.warn({ used: Math.round((fs.size - fs.free) / fs.size * 100), high: this.high }, 'filesystem above the high watermark and nothing left to evict; writing anyway until it is 98 % full')
+        }
+        return
+      }
       if (victim == null || Math.max(cacheOver, fsOver) > freeable) {
         this.errors?.inc({ reason: 'no_space' })
         const why = cacheOver > 0

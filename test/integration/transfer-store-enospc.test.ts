@@ -139,7 +139,7 @@ test('a full disk gives StoreFullError: the temp file is gone, nothing is marked
   }
 })
 
-test('on a small disk the high watermark evicts the least recently used model; a pinned one makes the import fail cleanly', async t => {
+test('on a small disk the high watermark evicts the least recently used model; with nothing evictable writes go on until the hard limit, then fail cleanly', async t => {
   if (skip !== undefined) { t.skip(skip); return }
   const dir = path.join(mnt, 'models-wm')
   const clock = new FakeClock()
@@ -159,12 +159,17 @@ test('on a small disk the high watermark evicts the least recently used model; a
     assert.equal(u.fsSize, 12 * MiB)
     assert.ok(u.fsSize - u.fsFree <= 6 * MiB, `${u.fsSize - u.fsFree} bytes used`)
 
+    // Nothing evictable (b is pinned): the watermark cannot be met, but the disk has room, so
+    // the write goes ahead (a disk filled by others must not stop every download)…
     store.pin(b.id, 'replica:r1')
+    const c = await store.importModel(chunks(randomBytes(4 * MiB)), 4 * MiB)
+    store.pin(c.id, 'replica:r2')
+    // …until the hard limit (98 %): then the import fails cleanly.
     events.length = 0
     await assert.rejects(store.importModel(chunks(randomBytes(4 * MiB)), 4 * MiB), { name: 'StoreFullError', code: 'ERR_NO_SPACE' })
     assert.deepEqual(events, [])
-    assert.deepEqual(files(dir), [b.id], 'no staging dir left behind')
-    assert.deepEqual(store.list().map(m => [m.id, m.complete]), [[b.id, true]])
+    assert.deepEqual(files(dir).sort(), [b.id, c.id].sort(), 'no staging dir left behind')
+    assert.deepEqual(store.list().map(m => [m.id, m.complete]).sort(), [[b.id, true], [c.id, true]].sort())
     const back: Buffer[] = []
     for await (const c of store.readModel(b.id)) back.push(c)
     assert.ok(Buffer.concat(back).equals(bBytes))
