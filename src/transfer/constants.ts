@@ -65,3 +65,65 @@ export const MAX_TRACKER_REQUEST_BYTES = 4096
 export const MAX_TRACKER_RESPONSE_BYTES = 1024 * 1024
 /** The cluster-wide limit set in the cluster log is re-read this often by every node. */
 export const CLUSTER_LIMIT_POLL_MS = 5_000
+
+/* ---- Rate limits (limiter.ts) and the automatic per-node limit (probe.ts) ---- */
+
+/**
+ * Default token-bucket burst, as time at the bucket's rate: 50 ms is at most 0.5 % of a 10 s
+ * window (the ±5 % accuracy target), yet spans many timer ticks, so timer lateness and short
+ * event-loop stalls do not cost throughput (tokens keep accruing while a take waits).
+ */
+export const BUCKET_BURST_MS = 50
+/**
+ * Burst floor: at slow rates 50 ms would be a few KB and wake a timer per tiny chunk. 64 KiB is
+ * one yamux/noise-sized message; at 1 MB/s it is 65 ms of burst (0.65 % of a 10 s window).
+ */
+export const BUCKET_MIN_BURST_BYTES = 64 * 1024
+/** Window of the rate meters: the issue's accuracy target is stated over 10 s windows. */
+export const RATE_WINDOW_MS = 10_000
+/**
+ * Fraction of the measured capacity an `auto` limit lets P2P use. Half leaves the other half
+ * of the link to what the node is there for (inference requests, replies, heartbeats): P2P
+ * never starves serving, and a fleet still fills at half line rate.
+ */
+export const AUTO_SHARE = 0.5
+/**
+ * Limit of an `auto` direction until the probe has measured (source `probing`): 100 Mbit/s,
+ * at most 10 % of a 1 GbE link (the smallest NIC a fleet node has), so a node that resumes a
+ * download at start cannot starve serving, nor distort its own probe, while it measures.
+ * A probe ends seconds after the first resource connects; no P2P transfer can start before
+ * that anyway (the tracker lives on resources).
+ */
+export const AUTO_INTERIM_BPS = 12_500_000
+
+/** Speed probe: measures what a node can move to and from a resource (resources serve it). */
+export const PROBE_PROTOCOL = '/astra/probe/1.0.0'
+/** Longest a probe moves data, per direction (server cap and client default). */
+export const PROBE_DURATION_MS = 2_000
+/** Most bytes a probe moves per direction: 64 MiB is 0.5 s at 1 Gbit/s, enough for a stable rate. */
+export const PROBE_MAX_BYTES = 64 * 1024 * 1024
+/** Probe message size: the piece protocol's chunk, so the probe measures the piece path. */
+export const PROBE_CHUNK_BYTES = 256 * 1024
+/**
+ * Probes one resource serves at once (all peers); more are refused with ERR_BUSY and a retry
+ * hint. 4 × ≤ 2 s keeps a thousand joining nodes from melting a resource; each probe still
+ * gets a quarter of the resource's link, above what one node's NIC can take in most fleets.
+ */
+export const PROBE_MAX_CONCURRENT = 4
+/** Probe streams one peer may have open on a server at once (one per direction). */
+export const PROBE_MAX_PER_PEER = 1
+/** Inbound probe streams per connection: one in use plus one that gets a clear refusal. */
+export const PROBE_MAX_INBOUND_STREAMS = 2
+/** Slack on top of the probe duration for the request, the result and the close. */
+export const PROBE_GRACE_MS = 3_000
+/** A probe that moved less than this (after its first message) cannot give a rate. */
+export const PROBE_MIN_BYTES = 2 * PROBE_CHUNK_BYTES
+/** Client retry backoff after a failed or refused probe (full jitter, doubling). */
+export const PROBE_RETRY_BASE_MS = 2_000
+export const PROBE_RETRY_MAX_MS = 60_000
+/**
+ * An `auto` node keeps trying to probe this long after start (or after it gives up, from the
+ * next probe peer that connects); then it falls back to the link speed if known, else stays
+ * at AUTO_INTERIM_BPS and says so in the log and in status (source `probing`).
+ */
+export const PROBE_GIVE_UP_MS = 5 * 60_000

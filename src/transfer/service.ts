@@ -10,7 +10,7 @@ import { gaugeFn, labelledGaugeFn } from '../metrics/index.ts'
 import { manifestId, type Manifest } from './manifest.ts'
 import { PieceStore, type StoredModel } from './store.ts'
 import { TransferLimits, type LimitState } from './limiter.ts'
-import { AutoLimiter, handleProbe } from './probe.ts'
+import { AutoLimiter, ProbeServer } from './probe.ts'
 import { PieceServer, type Throttle } from './piece-protocol.ts'
 import { HaveAnnouncer } from './have.ts'
 import { Tracker, TrackerClient } from './tracker.ts'
@@ -89,6 +89,7 @@ export class TransferService {
   private readonly server?: PieceServer
   private readonly announcer?: HaveAnnouncer
   private readonly autoLimiter?: AutoLimiter
+  private readonly probeServer?: ProbeServer
   private readonly downloads = new Map<string, Download>()
   private readonly uploadedBytes: Counter
   private readonly downloadedBytes: Counter
@@ -102,11 +103,15 @@ export class TransferService {
     this.init = init
     const { libp2p, registry } = components
     this.logger = componentLogger(components.logger, 'transfer')
-    this.limits = new TransferLimits({ upload: init.uploadLimit, download: init.downloadLimit }, { logger: this.logger })
+    // Only the node role moves pieces; other roles have nothing to limit (and nothing to probe).
+    this.limits = new TransferLimits(init.node
+      ? { upload: init.uploadLimit, download: init.downloadLimit }
+      : { upload: 'unlimited', download: 'unlimited' }, { logger: this.logger })
     this.uploadedBytes = new Counter({ name: 'astrad_transfer_uploaded_bytes_total', help: 'Model bytes sent to peers', registers: [registry] })
     this.downloadedBytes = new Counter({ name: 'astrad_transfer_downloaded_bytes_total', help: 'Model bytes received from peers', registers: [registry] })
     this.pieceFailures = new Counter({ name: 'astrad_transfer_piece_failures_total', help: 'Piece fetches that failed, by reason', labelNames: ['reason'], registers: [registry] })
     if (init.resource) {
+      this.probeServer = new ProbeServer(libp2p, { logger: this.logger })
       this.tracker = new Tracker({ libp2p, logger: componentLogger(components.logger, 'tracker'), isLive: components.isLive })
     }
     this.trackerClient = new TrackerClient(libp2p, this.tracker)
@@ -173,7 +178,7 @@ export class TransferService {
       })
     }
     await this.tracker?.start()
-    if (this.init.resource) await handleProbe(libp2p)
+    await this.probeServer?.start()
     await this.trackerClient.start()
     await this.server?.start()
     this.announcer?.start()
@@ -202,6 +207,7 @@ export class TransferService {
     await this.server?.stop()
     this.trackerClient.stop()
     await this.tracker?.stop()
+    await this.probeServer?.stop()
     await this.store?.close()
   }
 
