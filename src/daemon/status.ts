@@ -2,6 +2,7 @@ import { VERSION } from '../version.ts'
 import type { Role } from '../config/index.ts'
 import type { NodeState } from '../membership/index.ts'
 import type { Daemon } from './index.ts'
+import type { NatStatus } from '../p2p/index.ts'
 import type { ModelInfo, LimitsInfo, TransferInfo } from '../transfer/index.ts'
 
 /** `GET /v1/status` and `astrad status --json`: the contract of ARCHITECTURE §3. */
@@ -17,6 +18,8 @@ export interface StatusDocument {
     rpc?: { host: string, port: number }
     /** Present on resources: the local cluster log's revision. */
     clusterLog?: { revision: number }
+    /** How peers reach this daemon: public addresses, or a relay slot (docs/nat.md). */
+    nat: NatStatus
   }
   view: { source: string, stalenessMs: number, error?: string }
   nodes: Array<{
@@ -59,7 +62,8 @@ export async function buildStatus (daemon: Daemon): Promise<StatusDocument> {
     cell: daemon.config.cell,
     state: daemon.state,
     rpc: daemon.rpcAddress,
-    clusterLog: daemon.clusterLogStats
+    clusterLog: daemon.clusterLogStats,
+    nat: host.services.nat.status
   }
   let view: StatusDocument['view']
   let nodes: StatusDocument['nodes'] = []

@@ -37,3 +37,38 @@ export const MAX_CONNECTIONS = 10_000
 export const INBOUND_CONNECTIONS_PER_IP_PER_SECOND = 200
 /** Inbound connections mid-handshake at once (libp2p's default is 10). */
 export const MAX_INCOMING_PENDING_CONNECTIONS = 256
+
+/*
+ * NAT traversal (docs/nat.md). Resources run a circuit relay v2 server; nodes without a confirmed
+ * public address hold one reservation on a resource and advertise the relayed address.
+ */
+
+/**
+ * Reservations one relay (resource) holds at once; libp2p's default is 15. Every node behind NAT
+ * holds one slot on one resource, so a resource must take a whole cell. A slot is a map entry
+ * and a timer; the real bound is MAX_CONNECTIONS.
+ */
+export const RELAY_MAX_RESERVATIONS = 10_000
+/**
+ * Relayed connections one peer may open through one relay at once (inbound HOP streams per
+ * connection; libp2p's default is 32). A downloader talks to a few peers at a time, but
+ * connections to earlier peers stay open until the connection manager prunes them.
+ */
+export const RELAY_MAX_HOP_STREAMS = 256
+/**
+ * Relayed connections one node may receive through its relay at once (STOP streams; libp2p's
+ * default is 300). A popular holder behind NAT serves many downloaders.
+ */
+export const RELAY_MAX_STOP_STREAMS = 1_024
+/** A relay's HOP handshake (reserve or connect) must finish within this (libp2p's default 30 s). */
+export const RELAY_HOP_TIMEOUT_MS = 10_000
+/** A node's reservation request (dial + RESERVE round trip) is abandoned after this. */
+export const RELAY_RESERVATION_TIMEOUT_MS = 10_000
+/**
+ * Per-address dial timeout (libp2p's default is 6 s inside a 10 s dial). A peer behind NAT
+ * advertises its LAN addresses too (its LAN neighbours use them); from elsewhere such an address
+ * is usually black-holed, and every one of them would otherwise eat 6 s before the relayed
+ * address is tried. 3 s still covers a TCP connect with one lost SYN (retransmitted at 1 s)
+ * plus the Noise handshake on a slow WAN path.
+ */
+export const ADDRESS_DIAL_TIMEOUT_MS = 3_000

@@ -6,16 +6,26 @@ import { identify, identifyPush, type Identify, type IdentifyPush } from '@libp2
 import { ping, type Ping } from '@libp2p/ping'
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import { preSharedKey } from '@libp2p/pnet'
-import type { PrivateKey } from '@libp2p/interface'
+import { dcutr } from '@libp2p/dcutr'
+import { circuitRelayServer, circuitRelayTransport, type CircuitRelayService } from '@libp2p/circuit-relay-v2'
+import type { ConnectionGater, PeerId, PrivateKey } from '@libp2p/interface'
 import {
-  GOSSIP_MAX_INBOUND_BYTES, MAX_CONNECTIONS, INBOUND_CONNECTIONS_PER_IP_PER_SECOND, MAX_INCOMING_PENDING_CONNECTIONS
+  GOSSIP_MAX_INBOUND_BYTES, MAX_CONNECTIONS, INBOUND_CONNECTIONS_PER_IP_PER_SECOND, MAX_INCOMING_PENDING_CONNECTIONS,
+  RELAY_MAX_RESERVATIONS, RELAY_MAX_HOP_STREAMS, RELAY_MAX_STOP_STREAMS, RELAY_HOP_TIMEOUT_MS,
+  RELAY_RESERVATION_TIMEOUT_MS, ADDRESS_DIAL_TIMEOUT_MS
 } from './constants.ts'
+import { nat, dialOrder, autoNATFreshDials, type Nat, type ReserveMode } from './nat.ts'
+import { fixXsalsa20 } from './xsalsa20-fix.ts'
 
 export interface HostServices {
   identify: Identify
   identifyPush?: IdentifyPush
   ping: Ping
   pubsub: GossipSub
+  /** Relay reservation keeper (docs/nat.md); `services.nat.status` tells how we are reachable. */
+  nat: Nat
+  /** Present when this host relays for others (resource role). */
+  relay?: CircuitRelayService
   [key: string]: unknown
 }
 
@@ -30,18 +40,56 @@ export interface HostInit {
   announce?: string[]
   /** Source address for outgoing TCP connections (benchmarks simulate many hosts on loopback). */
   dialFrom?: string
+  /** NAT traversal (docs/nat.md). */
+  relay?: RelayInit
+}
+
+export interface RelayInit {
+  /**
+   * Run a circuit relay v2 server (the resource role). Its reservations carry no data or time
+   * limit, so relayed connections are not "limited" and every protocol runs over them.
+   */
+  server?: boolean
+  /**
+   * Who may be relayed (asked on the relay for both ends of every relayed connection): e.g. the
+   * peers whose heartbeats this resource has seen. Without it, everyone who can connect (with a
+   * swarm key: members only). Reservations are not gated: a node reserves right after
+   * connecting, before its first heartbeat can have arrived.
+   */
+  isMember?: (peer: PeerId) => boolean
+  /** When to hold a relay slot; default `never` for a relay server or with `announce`, else `auto`. */
+  reserve?: ReserveMode
 }
 
 /**
  * A libp2p host with the cluster's fixed stack: TCP, Noise, Yamux, identify, ping, gossipsub,
- * and an optional private network. Not started: the daemon starts it after registering handlers.
+ * an optional private network, and NAT traversal (docs/nat.md): circuit relay transport, AutoNAT,
+ * DCUtR, a relay slot while not publicly reachable, and a relay server on resources.
+ * Not started: the daemon starts it after registering handlers.
  */
 export async function createHost (init: HostInit): Promise<Host> {
+  if (init.swarmKey != null) fixXsalsa20()
+  const announce = init.announce ?? []
+  const relayServer = init.relay?.server === true
+  const reserve = init.relay?.reserve ?? (relayServer || announce.length > 0 ? 'never' : 'auto')
+  const isMember = init.relay?.isMember
+  const gater: ConnectionGater = {}
+  if (relayServer && isMember != null) {
+    gater.denyOutboundRelayedConnection = (source, destination) => !isMember(source) || !isMember(destination)
+  }
   return createLibp2p<HostServices>({
     start: false,
     privateKey: init.privateKey,
-    addresses: { listen: init.listen, announce: init.announce ?? [] },
-    transports: [tcp(init.dialFrom != null ? { dialOpts: { localAddress: init.dialFrom } as TCPSocketOptions } : {})],
+    addresses: { listen: init.listen, announce },
+    transports: [
+      tcp(init.dialFrom != null ? { dialOpts: { localAddress: init.dialFrom } as TCPSocketOptions } : {}),
+      // Dials relayed addresses, and listens on one when the nat service asks for a slot.
+      circuitRelayTransport({
+        reservationCompletionTimeout: RELAY_RESERVATION_TIMEOUT_MS,
+        maxInboundStopStreams: RELAY_MAX_STOP_STREAMS
+      })
+    ],
+    connectionGater: gater,
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     ...(init.swarmKey != null ? { connectionProtector: preSharedKey({ psk: init.swarmKey }) } : {}),
@@ -49,7 +97,10 @@ export async function createHost (init: HostInit): Promise<Host> {
       maxConnections: MAX_CONNECTIONS,
       // After a resource restarts, every node (many behind one NAT) re-dials it at once.
       inboundConnectionThreshold: INBOUND_CONNECTIONS_PER_IP_PER_SECOND,
-      maxIncomingPendingConnections: MAX_INCOMING_PENDING_CONNECTIONS
+      maxIncomingPendingConnections: MAX_INCOMING_PENDING_CONNECTIONS,
+      addressDialTimeout: ADDRESS_DIAL_TIMEOUT_MS,
+      // Direct addresses (LAN ones included) before relayed ones: see dialOrder.
+      addressSorter: dialOrder
     },
     services: {
       identify: identify(),
@@ -73,7 +124,23 @@ export async function createHost (init: HostInit): Promise<Host> {
         // silently dead while connected (found by bench:membership). Members are admitted by
         // the swarm key, not by address diversity; invalid messages still cost score.
         scoreParams: { IPColocationFactorWeight: 0 }
-      })
+      }),
+      // Asks connected peers to dial our public addresses back; only confirmed ones are advertised.
+      autoNAT: autoNATFreshDials(),
+      // Hole punching over a relayed connection; best effort (rarely works for TCP in Node).
+      dcutr: dcutr(),
+      nat: nat({ reserve }),
+      ...(relayServer
+        ? {
+            relay: circuitRelayServer({
+              hopTimeout: RELAY_HOP_TIMEOUT_MS,
+              maxInboundHopStreams: RELAY_MAX_HOP_STREAMS,
+              maxOutboundStopStreams: RELAY_MAX_STOP_STREAMS,
+              // No data or duration limit: the default 128 KiB / 2 min cannot carry one piece.
+              reservations: { maxReservations: RELAY_MAX_RESERVATIONS, applyDefaultLimit: false }
+            })
+          }
+        : {})
     }
   })
 }

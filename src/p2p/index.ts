@@ -1,4 +1,5 @@
-export { createHost, type Host, type HostInit, type HostServices } from './host.ts'
+export { createHost, type Host, type HostInit, type HostServices, type RelayInit } from './host.ts'
+export { isRelayedConnection, circuitAddress, type NatStatus } from './nat.ts'
 export { loadOrCreateIdentity } from './identity.ts'
 export { readSwarmKey, newSwarmKey } from './swarm-key.ts'
 export { Bootstrapper } from './bootstrap.ts'
