@@ -119,6 +119,12 @@ export class HaveAnnouncer {
     }
   }
 
+  /** Announces one model at once (a user just added it and will look for it next). */
+  announceNow (id: string): void {
+    this.dirty.delete(id)
+    if (this.running) this.publish(id)
+  }
+
   /** Re-announces everything held (soon: coalesced with other changes). */
   announceAll (): void {
     for (const { id } of this.components.source.held()) this.changed(id)

@@ -249,6 +249,7 @@ export class TransferService {
         throw new TransferError(`model ${stored.id} is stored on this node but could not be recorded in the cluster log: ${errorMessage(err)}; run 'model add' again when a resource is reachable`, 'ERR_CLUSTER_LOG', 503)
       }
     }
+    this.announcer?.announceNow(stored.id)
     this.logger.info({ model: stored.id, name, size }, 'model added')
     return { id: stored.id, name: existing?.value?.name ?? name, size: stored.manifest.size, pieceSize: stored.manifest.pieceSize, pieces: stored.manifest.pieces.length }
   }
