@@ -39,6 +39,7 @@ interface ModelHolders {
   dirty: boolean
   availability: Uint16Array
   weights: Map<string, number>
+  refreshedAt: number
 }
 
 export interface HolderInfo {
@@ -155,7 +156,7 @@ export class Tracker {
       return
     }
     if (model == null) {
-      model = { pieces: h.pieces, holders: new Map(), dirty: true, availability: new Uint16Array(h.pieces), weights: new Map() }
+      model = { pieces: h.pieces, holders: new Map(), dirty: true, availability: new Uint16Array(h.pieces), weights: new Map(), refreshedAt: 0 }
       this.models.set(h.id, model)
     }
     model.holders.set(peer, { incarnation: h.incarnation, seq: h.seq, have: h.have, updated: this.clock.now() })
@@ -207,14 +208,16 @@ export class Tracker {
       model.weights.set(peer, w)
     }
     model.dirty = false
+    model.refreshedAt = this.clock.now()
   }
 
   /** Live holders of a model, a weighted random subset of at most `limit`, excluding `exclude`. */
   holders (id: string, limit = TRACKER_HOLDERS, exclude?: string, random: () => number = Math.random): HoldersAnswer {
     const model = this.models.get(id)
     if (model == null) return { pieces: 0, holders: [], availability: '' }
-    // Liveness changes without an announcement; recompute at most per query (cheap: bit loops).
-    model.dirty = true
+    // Announcements mark the counts dirty; liveness changes without one, so counts older than
+    // a second are recomputed too (O(holders × pieces): not on every one of many queries).
+    if (this.clock.now() - model.refreshedAt > 1_000) model.dirty = true
     this.refresh(model)
     // Efraimidis–Spirakis weighted sampling without replacement: key = u^(1/w), keep the largest.
     const keyed: Array<{ peer: string, key: number }> = []
