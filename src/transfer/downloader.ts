@@ -62,6 +62,8 @@ interface PeerState {
   strikes: number
   restUntil: number
   banned: boolean
+  /** Had nothing we need at its last pick; not restarted until the picture changes. */
+  idle: boolean
   bytes: number
 }
 
@@ -227,6 +229,8 @@ export class Download {
     }
     this.holders = answer.holders
     this.picker?.setAvailability(answer.availability)
+    // New bitfields: a peer that had nothing for us may have something now.
+    for (const p of this.peers.values()) p.idle = false
     for (const h of answer.holders) {
       const known = this.peers.get(h.peer.toString())
       if (known != null) known.have = h.have
@@ -246,10 +250,10 @@ export class Download {
       const key = h.peer.toString()
       let p = this.peers.get(key)
       if (p == null) {
-        p = { id: h.peer, key, have: h.have, serving: new Set(), lanes: 0, strikes: 0, restUntil: 0, banned: false, bytes: 0 }
+        p = { id: h.peer, key, have: h.have, serving: new Set(), lanes: 0, strikes: 0, restUntil: 0, banned: false, idle: false, bytes: 0 }
         this.peers.set(key, p)
       }
-      if (p.banned || p.restUntil > now || p.lanes > 0) continue
+      if (p.banned || p.idle || p.restUntil > now || p.lanes > 0) continue
       for (let i = 0; i < PIPELINE_PER_PEER; i++) {
         p.lanes++
         void this.lane(p).finally(() => {
@@ -266,7 +270,12 @@ export class Download {
     const signal = this.controller.signal
     while (!signal.aborted && !this.have.complete && !peer.banned && peer.restUntil <= Date.now()) {
       const piece = picker.next(peer.have, peer.serving)
-      if (piece === undefined) return
+      if (piece === undefined) {
+        // Without this the loop would restart its lanes at once, again and again, and spin
+        // the event loop until the next tracker refresh (found by bench:transfer).
+        if (peer.serving.size === 0) peer.idle = true
+        return
+      }
       picker.started(piece)
       peer.serving.add(piece)
       const cancel = new AbortController()
@@ -296,6 +305,8 @@ export class Download {
         if (signal.aborted || cancel.signal.aborted) return
         const code = (err as { code?: string }).code ?? 'ERR_UNKNOWN'
         this.failures++
+        // The piece is back in the pool: idle peers that hold it can take it.
+        for (const p of this.peers.values()) p.idle = false
         this.lastError = `${peer.key.slice(-8)}: ${errorMessage(err)}`
         if (code === 'ERR_PIECE_HASH') {
           // A peer that serves bytes not matching the manifest is not asked again.

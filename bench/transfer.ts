@@ -1,0 +1,491 @@
+// Model distribution benchmark (npm run bench:transfer; docs/bench-transfer.md).
+//
+//   1. raw libp2p: one connection between two processes (the daemon's TCP + Noise + Yamux
+//      stack) pushing the model's size in bytes over 1 and 2 streams: the ceiling.
+//   2. astrad pair: one unthrottled transfer between two daemons on loopback (MB/s vs 1.).
+//   3. astrad limiter: seeder --upload-limit U → one downloader, then a downloader with
+//      --download-limit U: rate in 10 s windows ÷ U (goal ±5 %).
+//   4. astrad swarm: the seeder (which ran `astrad model add`) and N downloaders, all
+//      --upload-limit U --download-limit unlimited, N pulls at once: time until the last is
+//      complete ÷ (size / U), the physical floor (goal ≤ 1.3); seeder upload ÷ size (≤ 1.5).
+//   5. central origin: nginx (Debian) serving the same file to N clients with total egress U
+//      (limit_rate U/N per connection): time until the last is complete ÷ floor (≈ N).
+//
+// Usage: node bench/transfer.ts --help
+
+import { execFileSync } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { installCleanupHooks, makeTempRoot, cleanup, killAll, setKeepTemp, now, sleep } from './lib/procs.ts'
+import { round, ratio } from './lib/stats.ts'
+import { parseBytes, parseRate } from '../src/config/units.ts'
+import { writeRandomFile, machineCpu } from './lib/transfer-common.ts'
+import { runRaw, type RawResult } from './lib/transfer-raw.ts'
+import { runNginx, nginxVersion, type NginxResult } from './lib/transfer-nginx.ts'
+import {
+  runPair, runLimiter, runSwarm, hasModelCommands,
+  type AstradContext, type PairResult, type LimiterResult, type SwarmResult
+} from './lib/transfer-astrad.ts'
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+
+type Phase = 'raw' | 'pair' | 'limiter' | 'swarm' | 'nginx'
+const PHASES: Phase[] = ['raw', 'pair', 'limiter', 'swarm', 'nginx']
+
+interface Options {
+  size: number
+  /** Upload limit U, bytes/s. */
+  limit: number
+  limitDefaulted: boolean
+  nodes: number
+  windowSec: number
+  limiterWindows: number
+  rawStreams: number[]
+  quick: boolean
+  verify: boolean
+  skip: Set<Phase>
+  out: string
+  keepTemp: boolean
+  build: boolean
+  bin: string
+}
+
+/**
+ * The issue asks for U = 25 MB/s. With --upload-limit U on N + 1 daemons the swarm moves up to
+ * ~N × U of Noise-encrypted, hashed, fsynced bytes through one machine; on a small machine
+ * that is CPU-bound and would measure the CPU, not the protocol. Default: 25 MB/s from 7
+ * cores, 4 MB/s per core below (2 cores: 8 MB/s). Whether a run was CPU-bound is printed.
+ */
+function defaultLimit (): number {
+  return Math.min(25, 4 * os.availableParallelism()) * 1e6
+}
+
+const USAGE = `usage: node bench/transfer.ts [options]
+  --size BYTES          model size (default 1GiB; --quick: 256MiB), e.g. 512MiB
+  --upload-limit RATE   U, every node's upload limit and the origin's total egress
+                        (default: 25MB/s on >= 7 cores, else 4 MB/s per core: ${(defaultLimit() / 1e6).toFixed(0)}MB/s here)
+  --nodes N             downloaders / origin clients (default 8)
+  --window SEC          limiter window (default 10)
+  --limiter-windows N   windows measured per limiter direction (default 6; --quick: 3)
+  --raw-streams LIST    raw libp2p runs, streams per run (default 1,2)
+  --quick               256 MiB model, 3 limiter windows
+  --skip PHASE[,PHASE]  leave out phases: ${PHASES.join(', ')}
+  --no-verify           do not read back and hash every downloaded copy
+  --out FILE            JSON results (default bench/results/transfer.json)
+  --keep-temp           keep the temp dir (daemon data) for inspection
+  --no-build            do not rebuild dist/astrad when src/ is newer
+  --astrad FILE         executable to test (default dist/astrad)
+`
+
+/** A bad command line: message only, exit 2. */
+class UsageError extends Error {
+  constructor (message: string) {
+    super(message)
+    this.name = 'UsageError'
+  }
+}
+
+function parseArgs (argv: string[]): Options {
+  const o: Options = {
+    size: 0,
+    limit: defaultLimit(),
+    limitDefaulted: true,
+    nodes: 8,
+    windowSec: 10,
+    limiterWindows: 0,
+    rawStreams: [1, 2],
+    quick: false,
+    verify: true,
+    skip: new Set(),
+    out: path.join(ROOT, 'bench/results/transfer.json'),
+    keepTemp: false,
+    build: true,
+    bin: path.join(ROOT, 'dist/astrad')
+  }
+  let size: number | undefined
+  let windows: number | undefined
+  const int = (flag: string, v: string | undefined, min: number, max: number): number => {
+    const n = Number(v)
+    if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${flag} expects an integer in ${min}..${max}, got ${v ?? 'nothing'}`)
+    return n
+  }
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string
+    const eq = arg.indexOf('=')
+    const flag = eq > 0 ? arg.slice(0, eq) : arg
+    const inline = eq > 0 ? arg.slice(eq + 1) : undefined
+    const value = (): string | undefined => inline ?? argv[++i]
+    switch (flag) {
+      case '--size': {
+        const v = value()
+        try { size = parseBytes(v) } catch (err) { throw new UsageError(`--size: ${err instanceof Error ? err.message : String(err)}`) }
+        if (size < 16 * 2 ** 20 || size > 64 * 2 ** 30) throw new UsageError(`--size must be between 16MiB and 64GiB, got ${v ?? ''}`)
+        break
+      }
+      case '--upload-limit': {
+        const v = value()
+        try { o.limit = parseRate(v) } catch (err) { throw new UsageError(`--upload-limit: ${err instanceof Error ? err.message : String(err)}`) }
+        if (o.limit < 100_000) throw new UsageError(`--upload-limit must be at least 100kB/s, got ${v ?? ''}`)
+        o.limitDefaulted = false
+        break
+      }
+      case '--nodes': o.nodes = int(flag, value(), 1, 32); break
+      case '--window': o.windowSec = int(flag, value(), 1, 120); break
+      case '--limiter-windows': windows = int(flag, value(), 1, 100); break
+      case '--raw-streams': {
+        const v = value() ?? ''
+        o.rawStreams = v.split(',').map(x => int(flag, x.trim(), 1, 64))
+        break
+      }
+      case '--quick': o.quick = true; break
+      case '--skip': {
+        for (const p of (value() ?? '').split(',').map(x => x.trim()).filter(x => x !== '')) {
+          if (!PHASES.includes(p as Phase)) throw new UsageError(`--skip: unknown phase '${p}' (phases: ${PHASES.join(', ')})`)
+          o.skip.add(p as Phase)
+        }
+        break
+      }
+      case '--no-verify': o.verify = false; break
+      case '--out': o.out = path.resolve(value() ?? ''); break
+      case '--keep-temp': o.keepTemp = true; break
+      case '--no-build': o.build = false; break
+      case '--astrad': o.bin = path.resolve(value() ?? ''); o.build = false; break
+      case '--help': case '-h': process.stdout.write(USAGE); process.exit(0); break
+      default: throw new UsageError(`unknown option ${flag}\n${USAGE}`)
+    }
+  }
+  o.size = size ?? (o.quick ? 256 * 2 ** 20 : 2 ** 30)
+  o.limiterWindows = windows ?? (o.quick ? 3 : 6)
+  return o
+}
+
+function newestMtime (dir: string): number {
+  let newest = 0
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name)
+    newest = Math.max(newest, e.isDirectory() ? newestMtime(p) : fs.statSync(p).mtimeMs)
+  }
+  return newest
+}
+
+/** Rebuilds dist/astrad when it is missing or older than src/, so the numbers match the code. */
+function ensureBuilt (o: Options, log: (m: string) => void): void {
+  const exists = fs.existsSync(o.bin)
+  if (!o.build) {
+    if (!exists) throw new Error(`${o.bin} not found (npm run build)`)
+    return
+  }
+  if (exists && fs.statSync(o.bin).mtimeMs >= newestMtime(path.join(ROOT, 'src'))) return
+  log(exists ? 'dist/astrad is older than src/: rebuilding' : 'dist/astrad missing: building')
+  execFileSync(process.execPath, [path.join(ROOT, 'scripts/build.ts')], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
+}
+
+function clockTicks (): number {
+  try { return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100 } catch { return 100 }
+}
+
+function diskOf (dir: string): string | null {
+  try {
+    const lines = execFileSync('df', ['-P', '-T', dir], { encoding: 'utf8' }).trim().split('\n')
+    const f = (lines[1] ?? '').split(/\s+/)
+    return `${f[1] ?? '?'} on ${f[0] ?? '?'}, ${((Number(f[4]) * 1024) / 1e9).toFixed(0)} GB free`
+  } catch { return null }
+}
+
+function simulationNotes (o: Options): string[] {
+  const U = `${(o.limit / 1e6).toFixed(1)} MB/s`
+  return [
+    `All daemons, nginx and its clients run on one machine (${os.availableParallelism()} cores) and talk over loopback: no latency, loss or link capacity. The only bandwidth limit is the one under test: astrad's own token buckets (--upload-limit ${U} on every node) and nginx's limit_rate. A real node's uplink is its NIC or ISP, and real downlinks are finite too (here downloads are unlimited).`,
+    `U = ${U}${o.limitDefaulted ? ' (default for this machine)' : ''} and a ${(o.size / 2 ** 20).toFixed(0)} MiB model${o.size === 2 ** 30 && o.limit === 25e6 ? ', as the issue asks' : `; the issue asks for 1 GiB at 25 MB/s. With N + 1 daemons uploading at U the swarm moves up to ~${o.nodes} × U of encrypted, hashed and fsynced bytes through this one machine, so U is scaled to what its cores can carry`}. The ratios (time ÷ size/U, bytes ÷ size) are what carry over; whether the swarm was CPU-bound is printed (machine busy ≥ 90 %).`,
+    'All 10 astrad processes share the machine\'s cores (real nodes each have their own); Noise encryption, SHA-256 of every piece and fsync of every piece run for every byte on both ends. nginx sends plaintext with sendfile (no TLS), its clients hash and write with one fsync at the end: the baseline gets the cheaper byte path.',
+    `The central origin is modelled by nginx's limit_rate U/${o.nodes} per connection (each client gets an exactly equal share of U). A real origin link shaped to U (tc) shares it through TCP congestion control, less evenly; the time until the LAST client completes is the same ~${o.nodes} × size/U either way.`,
+    'The model file, every stored piece and every downloaded copy stay in the page cache (the machine has far more RAM than the run writes): piece reads never wait for a disk; writes and fsyncs go to the one virtual disk all daemons share.',
+    `${o.nodes} downloaders and one seeder: the tracker returns up to 20 holders, so every downloader knows every holder from the start; in a fleet of thousands each sees a random subset. All daemons connect from 127.0.0.1 (as behind one NAT), and membership heartbeats are the only other traffic.`,
+    'Completion times of astrad downloads are read by polling GET /v1/transfers/:id every 200 ms (pair: 50 ms) on each downloader, so they are late by up to one poll; nginx client times are exact (end of the response + fsync).',
+    'Raw libp2p pushes bytes from memory to a receiver that only counts them: no disk, no hashing, no piece protocol, no backpressure beyond yamux\'s window. It is the same stack as the daemon (src/p2p/host.ts createHost: TCP, Noise, Yamux) in two processes.',
+    'Limiter accuracy is read from the daemons\' own counters (astrad_transfer_uploaded/downloaded_bytes_total, sampled every ~100 ms, interpolated): bytes that passed the token bucket on the limited side, cross-checked by the counter at the other end; kernel socket buffers between the two (a few MB on loopback) blur a 10 s window by at most that much.'
+  ]
+}
+
+function mb (bps: number | null | undefined): string {
+  return bps == null || !Number.isFinite(bps) ? '-' : (bps / 1e6).toFixed(1)
+}
+
+function sec (ms: number | null | undefined): string {
+  return ms == null || !Number.isFinite(ms) ? '-' : (ms / 1000).toFixed(1)
+}
+
+function fx (x: number | null | undefined, d = 2): string {
+  return x == null || !Number.isFinite(x) ? '-' : x.toFixed(d)
+}
+
+interface Results {
+  raw: RawResult[]
+  pair?: PairResult
+  limiter: LimiterResult[]
+  swarm?: SwarmResult
+  nginx?: NginxResult
+}
+
+function summaryOf (o: Options, r: Results) {
+  const floorSec = o.size / o.limit
+  const raw1 = r.raw.find(x => x.streams === 1)
+  const rawBest = r.raw.length > 0 ? Math.max(...r.raw.map(x => x.bytesPerSec)) : undefined
+  const swarmRatio = r.swarm != null ? r.swarm.lastMs / 1000 / floorSec : null
+  const nginxRatio = r.nginx != null ? r.nginx.lastMs / 1000 / floorSec : null
+  return {
+    floorSec,
+    astradLastOverFloor: swarmRatio,
+    centralLastOverFloor: nginxRatio,
+    centralOverAstrad: ratio(r.nginx?.lastMs, r.swarm?.lastMs),
+    seederUploadOverSize: r.swarm != null ? r.swarm.seederUploadedBytes / o.size : null,
+    swarmCpuBound: r.swarm != null ? r.swarm.machineBusyFraction >= 0.9 : null,
+    pairBytesPerSec: r.pair?.bytesPerSec ?? null,
+    pairSpanBytesPerSec: r.pair?.spanBytesPerSec ?? null,
+    raw1BytesPerSec: raw1?.bytesPerSec ?? null,
+    rawBestBytesPerSec: rawBest ?? null,
+    pairOverRaw1: ratio(r.pair?.bytesPerSec, raw1?.bytesPerSec),
+    pairOverRawBest: ratio(r.pair?.bytesPerSec, rawBest),
+    limiter: r.limiter.map(l => ({
+      direction: l.direction,
+      windows: l.stats.windows.length,
+      minRatio: l.stats.windows.length > 0 ? Math.min(...l.stats.windows.map(w => w.ratio)) : null,
+      maxRatio: l.stats.windows.length > 0 ? Math.max(...l.stats.windows.map(w => w.ratio)) : null,
+      withinFivePct: l.stats.withinFivePct,
+      slidingMinRatio: l.stats.slidingMinRatio,
+      slidingMaxRatio: l.stats.slidingMaxRatio,
+      peerMinRatio: l.peerStats.windows.length > 0 ? Math.min(...l.peerStats.windows.map(w => w.ratio)) : null,
+      peerMaxRatio: l.peerStats.windows.length > 0 ? Math.max(...l.peerStats.windows.map(w => w.ratio)) : null
+    })),
+    goals: {
+      astradLastOverFloorAtMost1_3: swarmRatio != null ? swarmRatio <= 1.3 : null,
+      seederUploadAtMost1_5: r.swarm != null ? r.swarm.seederUploadedBytes / o.size <= 1.5 : null,
+      // Not measured when no direction had a whole window (a transfer shorter than --window).
+      limiterWithin5Pct: r.limiter.some(l => l.stats.windows.length > 0) ? r.limiter.every(l => l.stats.windows.every(w => Math.abs(w.ratio - 1) <= 0.05)) : null
+    }
+  }
+}
+
+function printTable (o: Options, r: Results, s: ReturnType<typeof summaryOf>, errors: string[], out: (l: string) => void): void {
+  const U = o.limit
+  const w = [46, 10, 10, 12]
+  const row = (cols: string[]): string => cols.map((c, i) => i === 0 ? c.padEnd(w[i] as number) : c.padStart(w[i] ?? 10)).join('  ')
+  const met = (b: boolean | null): string => b == null ? 'not measured' : b ? 'met' : 'MISSED'
+  out('')
+  out(`Model distribution: ${(o.size / 2 ** 20).toFixed(0)} MiB model to ${o.nodes} nodes, upload limit U = ${mb(U)} MB/s; physical floor size/U = ${s.floorSec.toFixed(1)} s`)
+  out(row(['', 'last (s)', 'first (s)', '÷ floor']))
+  if (r.swarm != null) out(row([`astrad swarm (seeder + ${o.nodes} nodes, each ≤ U up)`, sec(r.swarm.lastMs), sec(r.swarm.firstMs), fx(s.astradLastOverFloor)]))
+  if (r.nginx != null) out(row([`central nginx (total egress U, ${o.nodes} clients)`, sec(r.nginx.lastMs), sec(r.nginx.firstMs), fx(s.centralLastOverFloor)]))
+  if (s.centralOverAstrad != null) out(row(['central ÷ astrad (last complete)', '', '', fx(s.centralOverAstrad)]))
+  if (r.swarm != null) {
+    const sw = r.swarm
+    out(`  seeder uploaded ${(sw.seederUploadedBytes / 1e6).toFixed(0)} MB = ${fx(s.seederUploadOverSize)} × size; all nodes uploaded ${fx(sw.uploadOverhead)} × what the ${o.nodes} copies needed; piece failures ${sw.nodes.reduce((a, n) => a + n.pieceFailures, 0)}`)
+    const upl = sw.nodes.map(n => (n.uploadedBytes / o.size).toFixed(2)).join(' ')
+    out(`  downloaders uploaded (× size): ${upl}`)
+    out(`  slowest RPC answer of each downloader while pulling (ms): ${sw.nodes.map(n => n.rpcMaxMs.toFixed(0)).join(' ')}`)
+    const cpuAll = sw.seederCpuSec + sw.resourceCpuSec + sw.nodes.reduce((a, n) => a + n.cpuSec, 0)
+    out(`  CPU: machine ${(sw.machineBusyFraction * 100).toFixed(0)} % busy over ${sw.seconds} s (${sw.saturatedSeconds} s at ≥ 95 %) → ${s.swarmCpuBound === true ? 'CPU-BOUND: the ratio measures this machine, lower U (--upload-limit)' : 'not CPU-bound'}; daemons ${cpuAll.toFixed(0)} CPU s (${(cpuAll / (o.nodes * o.size / 1e9)).toFixed(1)} CPU s per GB delivered), seeder ${sw.seederCpuSec.toFixed(1)} s, resource ${sw.resourceCpuSec.toFixed(1)} s, bench polling ${sw.benchCpuSec.toFixed(1)} s, other processes ${sw.otherCpuSec.toFixed(1)} s`)
+    out(`  copies verified (size + SHA-256 of GET /v1/models/:id/data): ${sw.verify == null ? 'skipped' : `${sw.verify.filter(v => v.ok).length}/${sw.verify.length}`}`)
+  }
+  if (r.nginx != null) out(`  nginx ${r.nginx.version}: limit_rate ${r.nginx.limitRatePerConnection} B/s per connection, ${r.nginx.nginxCpuSec.toFixed(1)} CPU s; copies verified (SHA-256): ${r.nginx.results.filter(x => x.ok).length}/${r.nginx.results.length}`)
+  out(`  goals: astrad ≤ 1.3 × floor: ${met(s.goals.astradLastOverFloorAtMost1_3)}; seeder upload ≤ 1.5 × size: ${met(s.goals.seederUploadAtMost1_5)}`)
+
+  if (r.pair != null || r.raw.length > 0) {
+    out('')
+    out(`Throughput on loopback, ${(o.size / 2 ** 20).toFixed(0)} MiB, no limits`)
+    out(row(['', 'MB/s', '÷ raw(1)', 'CPU s (s/r)']))
+    for (const x of r.raw) out(row([`raw libp2p, ${x.streams} stream${x.streams > 1 ? 's' : ''} (memory → counter)`, mb(x.bytesPerSec), fx(ratio(x.bytesPerSec, s.raw1BytesPerSec ?? undefined)), `${x.senderCpuSec.toFixed(1)}/${x.receiverCpuSec.toFixed(1)}`]))
+    if (r.pair != null) {
+      const p = r.pair
+      out(row(['astrad daemon → daemon (pull → complete)', mb(p.bytesPerSec), fx(s.pairOverRaw1), `${p.seederCpuSec.toFixed(1)}/${p.downloaderCpuSec.toFixed(1)}`]))
+      // Below ~2 s the 50 ms poll that detects the first byte is too coarse for a rate.
+      if (p.ms >= 2_000) out(row(['  first byte → complete', mb(p.spanBytesPerSec), fx(ratio(p.spanBytesPerSec, s.raw1BytesPerSec ?? undefined)), '']))
+      out(`  machine ${(p.machineBusyFraction * 100).toFixed(0)} % busy (other processes ${p.otherCpuSec.toFixed(1)} CPU s); slowest RPC answer ${p.rpcMaxMs.toFixed(0)} ms; peak RSS seeder ${p.seederPeakRssMiB.toFixed(0)} MiB, downloader ${p.downloaderPeakRssMiB.toFixed(0)} MiB; copy verified: ${p.verify == null ? 'skipped' : p.verify.every(v => v.ok) ? 'yes' : 'NO'}`)
+    }
+  }
+
+  if (r.limiter.length > 0) {
+    out('')
+    out(`Limiter accuracy: limit U = ${mb(U)} MB/s, ${o.windowSec} s windows from the first byte (rate ÷ U; goal 0.95–1.05)`)
+    out(row(['', 'windows', 'min', 'max', 'sliding min–max']))
+    for (const l of r.limiter) {
+      const lw = l.stats.windows
+      const pw = l.peerStats.windows
+      const label = l.direction === 'upload' ? 'upload (seeder counter)' : 'download (downloader counter)'
+      const peer = l.direction === 'upload' ? '  same, bytes received by the downloader' : '  same, bytes sent by the seeder'
+      out(row([label, String(lw.length), fx(lw.length > 0 ? Math.min(...lw.map(x => x.ratio)) : null, 3), fx(lw.length > 0 ? Math.max(...lw.map(x => x.ratio)) : null, 3), `${fx(l.stats.slidingMinRatio, 3)}–${fx(l.stats.slidingMaxRatio, 3)}`]))
+      out(row([peer, String(pw.length), fx(pw.length > 0 ? Math.min(...pw.map(x => x.ratio)) : null, 3), fx(pw.length > 0 ? Math.max(...pw.map(x => x.ratio)) : null, 3), `${fx(l.peerStats.slidingMinRatio, 3)}–${fx(l.peerStats.slidingMaxRatio, 3)}`]))
+      out(`  windows: ${lw.map(x => x.ratio.toFixed(3)).join(' ')}; reported limit ${l.reported?.limit ?? '-'} B/s (${l.reported?.source ?? '?'})`)
+    }
+    const short = r.limiter.some(l => l.stats.windows.length === 0) ? ` (a transfer ended before one whole ${o.windowSec} s window: use a larger --size)` : ''
+    out(`  goal ±5 % over ${o.windowSec} s windows: ${met(s.goals.limiterWithin5Pct)}${short}`)
+  }
+
+  if (errors.length > 0) {
+    out('')
+    out('Phases that failed:')
+    for (const e of errors) out(`  - ${e.split('\n')[0] ?? e}`)
+  }
+  out('')
+  out('How this differs from a real deployment:')
+  for (const n of simulationNotes(o)) out(`  - ${n}`)
+}
+
+async function main (): Promise<void> {
+  const o = parseArgs(process.argv.slice(2))
+  // Other work on the machine skews every number here: recorded, and per phase as "other processes" CPU.
+  const loadAtStart = os.loadavg().map(x => round(x, 2))
+  installCleanupHooks()
+  setKeepTemp(o.keepTemp)
+  const started = now()
+  const log = (m: string): void => { process.stderr.write(`[${((now() - started) / 1000).toFixed(1).padStart(6)} s] ${m}\n`) }
+  const want = (p: Phase): boolean => !o.skip.has(p)
+
+  let nginxVer: string | null = null
+  if (want('nginx')) {
+    nginxVer = await nginxVersion()
+    if (nginxVer == null) {
+      process.stderr.write('bench:transfer: nginx not found. Install it (Debian): apt-get update && apt-get install -y nginx\n(or leave the baseline out: --skip nginx)\n')
+      process.exit(1)
+    }
+  }
+  const astradPhases = (['pair', 'limiter', 'swarm'] as Phase[]).filter(want)
+  const errors: string[] = []
+  if (astradPhases.length > 0) {
+    ensureBuilt(o, log)
+    if (!await hasModelCommands(o.bin)) {
+      errors.push(`${path.relative(ROOT, o.bin) || o.bin} has no 'model' commands (astrad model --help fails): phases ${astradPhases.join(', ')} not run`)
+      log(errors[errors.length - 1] as string)
+      for (const p of astradPhases) o.skip.add(p)
+    }
+  }
+
+  const root = makeTempRoot('astrad-bench-transfer-')
+  const file = path.join(root, 'model.bin')
+  log(`writing a ${(o.size / 2 ** 20).toFixed(0)} MiB random model file`)
+  const sha256 = writeRandomFile(file, o.size)
+  const ticks = clockTicks()
+  const floorSec = o.size / o.limit
+  log(`U = ${mb(o.limit)} MB/s, floor size/U = ${floorSec.toFixed(1)} s, ${o.nodes} nodes; load average ${loadAtStart.join(' ')}`)
+  // Load averages decay over minutes (and include a previous run): one second of /proc/stat is the test.
+  const before = machineCpu()
+  await sleep(1_000)
+  const after = machineCpu()
+  const idleBusy = (after.busy - before.busy) / Math.max(1, after.total - before.total)
+  if (idleBusy > 0.25) log(`WARNING: the machine is ${(idleBusy * 100).toFixed(0)} % busy with other work before the run; the numbers will be skewed`)
+
+  const results: Results = { raw: [], limiter: [] }
+  const phase = async <T>(name: string, fn: () => Promise<T>): Promise<T | undefined> => {
+    const t0 = now()
+    log(`${name}: start`)
+    try {
+      const r = await fn()
+      log(`${name}: done in ${((now() - t0) / 1000).toFixed(1)} s`)
+      return r
+    } catch (err) {
+      const msg = err instanceof Error ? (err.stack ?? err.message) : String(err)
+      errors.push(`${name}: ${msg}`)
+      log(`${name} FAILED: ${msg}`)
+      await killAll()
+      return undefined
+    }
+  }
+
+  const ctx: AstradContext = { bin: o.bin, root, file, size: o.size, sha256, clockTicks: ticks, verify: o.verify, log }
+  if (want('raw')) {
+    for (const streams of o.rawStreams) {
+      const r = await phase(`raw libp2p, ${streams} stream(s)`, async () => await runRaw(o.size, streams, 600_000))
+      if (r != null) {
+        results.raw.push(r)
+        log(`raw libp2p, ${streams} stream(s): ${mb(r.bytesPerSec)} MB/s`)
+      }
+    }
+  }
+  if (want('pair')) {
+    results.pair = await phase('astrad pair (unthrottled)', async () => await runPair(ctx))
+    if (results.pair != null) log(`astrad pair: ${mb(results.pair.bytesPerSec)} MB/s (first byte → complete ${mb(results.pair.spanBytesPerSec)} MB/s)`)
+  }
+  if (want('limiter')) {
+    for (const dir of ['upload', 'download'] as const) {
+      const r = await phase(`astrad limiter (${dir})`, async () => await runLimiter(ctx, dir, o.limit, o.windowSec, o.limiterWindows))
+      if (r != null) {
+        results.limiter.push(r)
+        log(`limiter ${dir}: windows ÷ U = ${r.stats.windows.map(w => w.ratio.toFixed(3)).join(' ')}`)
+      }
+    }
+  }
+  if (want('swarm')) {
+    const timeoutMs = Math.max(180_000, floorSec * 1000 * 12)
+    results.swarm = await phase('astrad swarm', async () => await runSwarm(ctx, o.nodes, o.limit, timeoutMs))
+    if (results.swarm != null) log(`astrad swarm: last complete ${sec(results.swarm.lastMs)} s = ${(results.swarm.lastMs / 1000 / floorSec).toFixed(2)} × floor`)
+  }
+  if (want('nginx')) {
+    log(`central nginx: expect ~${(floorSec * o.nodes).toFixed(0)} s (${o.nodes} × floor)`)
+    results.nginx = await phase('central nginx', async () => await runNginx({
+      root, file, size: o.size, sha256, clients: o.nodes, totalRate: o.limit, clockTicks: ticks, timeoutMs: Math.max(120_000, floorSec * o.nodes * 3 * 1000), log
+    }))
+  }
+
+  const summary = summaryOf(o, results)
+  const lines: string[] = []
+  printTable(o, results, summary, errors, l => { lines.push(l) })
+  process.stdout.write(lines.join('\n') + '\n')
+
+  const version = (() => { try { return execFileSync(o.bin, ['--version'], { encoding: 'utf8' }).trim() } catch { return null } })()
+  const doc = {
+    benchmark: 'transfer',
+    date: new Date().toISOString(),
+    options: {
+      sizeBytes: o.size,
+      uploadLimitBytesPerSec: o.limit,
+      uploadLimitDefaulted: o.limitDefaulted,
+      nodes: o.nodes,
+      windowSec: o.windowSec,
+      limiterWindows: o.limiterWindows,
+      rawStreams: o.rawStreams,
+      quick: o.quick,
+      verify: o.verify,
+      skipped: [...o.skip]
+    },
+    machine: {
+      nproc: os.availableParallelism(),
+      cpuModel: os.cpus()[0]?.model ?? null,
+      memBytes: os.totalmem(),
+      kernel: `${os.type()} ${os.release()}`,
+      disk: diskOf(root),
+      loadAvgAtStart: loadAtStart,
+      busyBeforeRun: round(idleBusy, 3),
+      node: process.version,
+      astrad: version,
+      nginx: nginxVer
+    },
+    units: 'bytes, bytes/s, ms unless named otherwise; MB = 10^6 bytes, MiB = 2^20',
+    model: { sha256, ...(ctx.model != null ? { id: ctx.model.id, pieceSize: ctx.model.pieceSize, pieces: ctx.model.pieces, addMs: round(ctx.model.addMs, 0) } : {}) },
+    summary,
+    raw: results.raw,
+    pair: results.pair ?? null,
+    limiter: results.limiter,
+    swarm: results.swarm ?? null,
+    nginx: results.nginx ?? null,
+    simulationNotes: simulationNotes(o),
+    errors,
+    durationSec: round((now() - started) / 1000, 1)
+  }
+  fs.mkdirSync(path.dirname(o.out), { recursive: true })
+  fs.writeFileSync(o.out, JSON.stringify(doc, null, 2) + '\n')
+  log(`wrote ${path.relative(process.cwd(), o.out) || o.out}; total ${doc.durationSec} s`)
+  await cleanup()
+  if (errors.length > 0) process.exitCode = 1
+}
+
+main().catch(async (err: unknown) => {
+  if (err instanceof UsageError) {
+    process.stderr.write(`bench:transfer: ${err.message}\n`)
+    process.exit(2)
+  }
+  process.stderr.write(`bench:transfer failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
+  await cleanup()
+  process.exit(1)
+})
