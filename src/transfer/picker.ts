@@ -17,9 +17,11 @@ function peerHas (have: PeerHave, i: number): boolean {
  *   the same seeds (the article's cold-start / hot-file trick).
  * - **Rarest first** afterwards: the piece with the fewest known holders, ties broken at
  *   random, so rare pieces spread before their holders leave.
- * - **Endgame**: when every missing piece is already requested, a peer may duplicate an
- *   in-flight request (fewest duplicates first, never one it is already serving); the first
- *   copy to verify wins and the others are cancelled.
+ * - **Duplicates / endgame**: when this peer holds nothing missing that is unrequested, it
+ *   may duplicate an in-flight request (fewest duplicates first, never one it is already
+ *   serving); the first copy to verify wins and the others are cancelled. Per peer, not only
+ *   when the whole download is requested: fast peers stay busy while slow ones finish
+ *   (docs/transfer.md has the measured cost).
  */
 export class PiecePicker {
   readonly pieces: number
