@@ -18,6 +18,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { ensureBuilt, clockTicks } from './lib/build.ts'
 import { installCleanupHooks, makeTempRoot, cleanup, killAll, setKeepTemp, now, sleep } from './lib/procs.ts'
 import { round, ratio } from './lib/stats.ts'
 import { parseBytes, parseRate } from '../src/config/units.ts'
@@ -159,31 +160,6 @@ function parseArgs (argv: string[]): Options {
   o.size = size ?? (o.quick ? 256 * 2 ** 20 : 2 ** 30)
   o.limiterWindows = windows ?? (o.quick ? 3 : 6)
   return o
-}
-
-function newestMtime (dir: string): number {
-  let newest = 0
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name)
-    newest = Math.max(newest, e.isDirectory() ? newestMtime(p) : fs.statSync(p).mtimeMs)
-  }
-  return newest
-}
-
-/** Rebuilds dist/astrad when it is missing or older than src/, so the numbers match the code. */
-function ensureBuilt (o: Options, log: (m: string) => void): void {
-  const exists = fs.existsSync(o.bin)
-  if (!o.build) {
-    if (!exists) throw new Error(`${o.bin} not found (npm run build)`)
-    return
-  }
-  if (exists && fs.statSync(o.bin).mtimeMs >= newestMtime(path.join(ROOT, 'src'))) return
-  log(exists ? 'dist/astrad is older than src/: rebuilding' : 'dist/astrad missing: building')
-  execFileSync(process.execPath, [path.join(ROOT, 'scripts/build.ts')], { cwd: ROOT, stdio: ['ignore', 'ignore', 'inherit'] })
-}
-
-function clockTicks (): number {
-  try { return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100 } catch { return 100 }
 }
 
 function diskOf (dir: string): string | null {

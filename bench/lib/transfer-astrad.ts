@@ -17,24 +17,11 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { start, stop, sleep, now, freePort, waitFor } from './procs.ts'
 import { status, cpuTicks, memory, metric, getText, type AstradDaemon } from './astrad.ts'
+import type { TransferInfo } from '../../src/transfer/index.ts'
 import { rpc, hashUrl, CpuSampler, rateWindows, RpcCallError, type CounterSample, type WindowStats } from './transfer-common.ts'
 
-export interface Transfer {
-  id: string
-  name: string
-  size: number
-  pieces: number
-  havePieces: number
-  haveBytes: number
-  rateBps: number
-  peers: number
-  state: 'downloading' | 'complete' | 'failed'
-  error?: string
-  startedAt: number
-  etaSeconds: number | null
-  phase?: string
-  failures?: number
-}
+/** What GET /v1/transfers/:id answers (the daemon's own type). */
+export type Transfer = TransferInfo
 
 export interface LimitState {
   limit: number | null
