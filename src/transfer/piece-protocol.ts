@@ -3,7 +3,7 @@ import type { Host } from '../p2p/index.ts'
 import type { Logger } from '../util/logger.ts'
 import { AstradError, DecodeError, RequestError, errorMessage } from '../util/errors.ts'
 import { pieceLength, type Manifest } from './manifest.ts'
-import { StreamReader } from './stream-reader.ts'
+import { StreamReader, STATUS_ERROR, STATUS_OK, errorFrame, readErrorFrame, send } from './stream-io.ts'
 import {
   PIECE_PROTOCOL, PIECE_CHUNK_BYTES, PIECE_READ_HIGH_WATER, MAX_CONCURRENT_UPLOADS, MAX_INBOUND_PIECE_STREAMS,
   PIECE_STALL_MS
@@ -25,8 +25,6 @@ import {
 
 const VERSION = 1
 const REQUEST_BYTES = 1 + 32 + 4 + 4 + 4
-const STATUS_OK = 0
-const STATUS_ERROR = 1
 
 export interface PieceRequest {
   id: string
@@ -80,7 +78,7 @@ export interface PieceServerComponents {
 export interface PieceServerStats {
   active: number
   served: number
-  bytes: number
+  /** Requests not served, by code (bad request, busy, no piece, timeout …). */
   refused: Record<string, number>
 }
 
@@ -89,7 +87,7 @@ export class PieceServer {
   private readonly components: PieceServerComponents
   private readonly streams = new Set<Stream>()
   private started = false
-  readonly stats: PieceServerStats = { active: 0, served: 0, bytes: 0, refused: {} }
+  readonly stats: PieceServerStats = { active: 0, served: 0, refused: {} }
 
   constructor (components: PieceServerComponents) {
     this.components = components
@@ -147,32 +145,25 @@ export class PieceServer {
       new DataView(header.buffer).setUint32(1, req.length)
       await send(stream, header, stall.signal)
       let sent = 0
+      // The store reads in chunks of PIECE_CHUNK_BYTES: one token take and one message each.
       for await (const chunk of source.readPiece(req.id, req.index, req.offset, req.length)) {
-        for (let off = 0; off < chunk.length; off += PIECE_CHUNK_BYTES) {
-          const part = chunk.subarray(off, off + PIECE_CHUNK_BYTES)
-          await upload?.take(part.length, stall.signal)
-          await send(stream, part, stall.signal)
-          upload?.record(part.length)
-          sent += part.length
-          this.stats.bytes += part.length
-          stall.reset()
-        }
+        await upload?.take(chunk.length, stall.signal)
+        await send(stream, chunk, stall.signal)
+        upload?.record(chunk.length)
+        sent += chunk.length
+        stall.reset()
       }
       if (sent !== req.length) throw new AstradError(`piece read ${sent} of ${req.length} bytes`, 'ERR_INTERNAL')
       await stream.close({ signal: stall.signal })
       this.stats.served++
     } catch (err) {
-      const code = err instanceof AstradError ? err.code : err instanceof DecodeError ? 'ERR_BAD_REQUEST' : stall.signal.aborted ? 'ERR_TIMEOUT' : 'ERR_STREAM'
+      // A DecodeError is an AstradError too: test it first, the peer sent a bad request.
+      const code = err instanceof DecodeError ? 'ERR_BAD_REQUEST' : err instanceof AstradError ? err.code : stall.signal.aborted ? 'ERR_TIMEOUT' : 'ERR_STREAM'
       this.refuse(code)
       if (!counted && stream.writeStatus === 'writable') {
         // Nothing sent yet: tell the peer why, so it can go elsewhere at once.
         try {
-          const json = new TextEncoder().encode(JSON.stringify({ code, message: errorMessage(err) }))
-          const out = new Uint8Array(3 + json.length)
-          out[0] = STATUS_ERROR
-          new DataView(out.buffer).setUint16(1, json.length)
-          out.set(json, 3)
-          await send(stream, out, AbortSignal.timeout(1000))
+          await send(stream, errorFrame(code, errorMessage(err)), AbortSignal.timeout(1000))
           await stream.close({ signal: AbortSignal.timeout(1000) })
         } catch {
           stream.abort(err instanceof Error ? err : new Error(String(err)))
@@ -188,10 +179,6 @@ export class PieceServer {
       this.streams.delete(stream)
     }
   }
-}
-
-async function send (stream: Stream, data: Uint8Array, signal: AbortSignal): Promise<void> {
-  if (!stream.send(data)) await stream.onDrain({ signal })
 }
 
 /** An AbortSignal that fires when `reset()` has not been called for `ms`. */
@@ -248,10 +235,8 @@ export async function fetchPiece (libp2p: Host, peer: PeerId, req: PieceRequest,
     await send(stream, encodePieceRequest(req), signal)
     const status = (await reader.exactly(1, signal))[0]
     if (status === STATUS_ERROR) {
-      const n = new DataView((await reader.exactly(2, signal)).buffer).getUint16(0)
-      let remote: { code?: string, message?: string } = {}
-      try { remote = JSON.parse(new TextDecoder().decode(await reader.exactly(n, signal))) } catch {}
-      throw new RequestError(`${peer.toString()} refused piece ${req.index}: ${remote.message ?? 'unknown error'}`, typeof remote.code === 'string' ? remote.code : 'ERR_REMOTE')
+      const remote = await readErrorFrame(reader, signal)
+      throw new RequestError(`${peer.toString()} refused piece ${req.index}: ${typeof remote.message === 'string' ? remote.message : 'unknown error'}`, typeof remote.code === 'string' ? remote.code : 'ERR_REMOTE')
     }
     if (status !== STATUS_OK) throw new RequestError(`bad piece response status ${String(status)}`, 'ERR_BAD_RESPONSE')
     const length = new DataView((await reader.exactly(4, signal)).buffer).getUint32(0)

@@ -203,6 +203,8 @@ test('bad input on the wire: malformed piece and tracker requests are refused, t
   const s = await d.host.dialProtocol(seed.host.peerId, PIECE_PROTOCOL)
   s.send(new Uint8Array(45).fill(9))
   await s.close().catch(() => {})
+  await waitFor('the garbage request counted as refused', async () =>
+    /astrad_transfer_piece_requests_refused\{code="ERR_BAD_REQUEST"\} [1-9]/.test(await seed.metrics.registry.getSingleMetricAsString('astrad_transfer_piece_requests_refused')))
   await assert.rejects(request(d.host, resource.host.peerId, TRACKER_PROTOCOL, new TextEncoder().encode('{"op":"holders","id":"zz"}')), { code: 'ERR_BAD_REQUEST' })
   await assert.rejects(request(d.host, resource.host.peerId, TRACKER_PROTOCOL, new Uint8Array([0xff, 0x00])), { code: 'ERR_BAD_REQUEST' })
   await assert.rejects(d.transfer.pull('f'.repeat(64)), { code: 'ERR_NOT_FOUND' })
