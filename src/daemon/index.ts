@@ -182,10 +182,11 @@ export class Daemon {
           readyReplicas: () => 0,
           modelsDigest: () => transfer.modelsDigest(),
           mailboxCursor: () => 0,
-          uploadLimit: () => transfer.heartbeatFields().uploadLimit,
-          downloadLimit: () => transfer.heartbeatFields().downloadLimit,
-          uploadRate: () => transfer.heartbeatFields().uploadRate,
-          downloadRate: () => transfer.heartbeatFields().downloadRate,
+          // The bucket rates are the limits in force (Infinity = none, sent as 0).
+          uploadLimit: () => finiteOrZero(transfer.limits.upload.rate),
+          downloadLimit: () => finiteOrZero(transfer.limits.download.rate),
+          uploadRate: () => transfer.limits.uploaded.rate(),
+          downloadRate: () => transfer.limits.downloaded.rate(),
           transfers: () => transfer.activeTransfers()
         }
       })
@@ -308,4 +309,8 @@ export class Daemon {
     const records = await pullOnlineList(this.host, this.resourcePeers?.shuffled() ?? [], signal)
     return { records, source: 'pulled', stalenessMs: 0 }
   }
+}
+
+function finiteOrZero (n: number): number {
+  return Number.isFinite(n) ? n : 0
 }

@@ -7,6 +7,7 @@ import { Bitfield } from './bitfield.ts'
 import { pieceLength, type Manifest } from './manifest.ts'
 import { PiecePicker, type PeerHave } from './picker.ts'
 import { fetchPiece, type Throttle } from './piece-protocol.ts'
+import { RateMeter } from './limiter.ts'
 import type { Holders } from './tracker.ts'
 import {
   MAX_PEERS_PER_DOWNLOAD, PIPELINE_PER_PEER, TRACKER_REFRESH_MS, PEER_MAX_STRIKES, PEER_REST_MS, NO_SOURCE_TIMEOUT_MS
@@ -31,7 +32,6 @@ export interface DownloadComponents {
   logger: Logger
   /** Counts failed piece fetches by reason (hash, timeout, refused, unreachable, stream). */
   onPieceFailure?: (reason: string) => void
-  onPiece?: (index: number) => void
 }
 
 export type TransferState = 'downloading' | 'complete' | 'failed'
@@ -64,31 +64,6 @@ interface PeerState {
   banned: boolean
   /** Had nothing we need at its last pick; not restarted until the picture changes. */
   idle: boolean
-  bytes: number
-}
-
-/** Bytes per 250 ms slot over the last 5 s: the rate shown in progress bars and status. */
-class RecentRate {
-  private readonly slots = new Float64Array(20)
-  private slot = Math.floor(Date.now() / 250)
-
-  add (n: number): void {
-    this.advance()
-    this.slots[this.slot % 20]! += n
-  }
-
-  private advance (): void {
-    const now = Math.floor(Date.now() / 250)
-    for (let s = this.slot + 1; s <= now && s <= this.slot + 20; s++) this.slots[s % 20] = 0
-    this.slot = Math.max(this.slot, now)
-  }
-
-  rate (): number {
-    this.advance()
-    let sum = 0
-    for (const v of this.slots) sum += v
-    return sum / 5
-  }
 }
 
 /**
@@ -109,7 +84,8 @@ export class Download {
   private readonly controller = new AbortController()
   private readonly peers = new Map<string, PeerState>()
   private readonly inflight = new Map<number, Set<AbortController>>()
-  private readonly rate = new RecentRate()
+  /** The rate shown in progress bars and status: the last 5 s. */
+  private readonly rate = new RateMeter(5_000)
   private have = new Bitfield(0)
   private picker?: PiecePicker
   private holders: Holders['holders'] = []
@@ -151,8 +127,6 @@ export class Download {
     for (const i of this.have.indices()) haveBytes += pieceLength(this.manifest, i)
     const rateBps = this.state === 'downloading' ? this.rate.rate() : 0
     const left = this.manifest.size - haveBytes
-    let active = 0
-    for (const p of this.peers.values()) if (p.lanes > 0) active++
     return {
       id: this.id,
       name: this.name,
@@ -161,7 +135,7 @@ export class Download {
       havePieces: this.have.size,
       haveBytes,
       rateBps,
-      peers: active,
+      peers: this.activePeers(),
       state: this.state,
       ...(this.error != null ? { error: this.error } : {}),
       startedAt: this.startedAt,
@@ -250,7 +224,7 @@ export class Download {
       const key = h.peer.toString()
       let p = this.peers.get(key)
       if (p == null) {
-        p = { id: h.peer, key, have: h.have, serving: new Set(), lanes: 0, strikes: 0, restUntil: 0, banned: false, idle: false, bytes: 0 }
+        p = { id: h.peer, key, have: h.have, serving: new Set(), lanes: 0, strikes: 0, restUntil: 0, banned: false, idle: false }
         this.peers.set(key, p)
       }
       if (p.banned || p.idle || p.restUntil > now || p.lanes > 0) continue
@@ -265,7 +239,7 @@ export class Download {
   }
 
   private async lane (peer: PeerState): Promise<void> {
-    const { libp2p, store, download, onPieceFailure, onPiece, logger } = this.components
+    const { libp2p, store, download, onPieceFailure, logger } = this.components
     const picker = this.picker!
     const signal = this.controller.signal
     while (!signal.aborted && !this.have.complete && !peer.banned && peer.restUntil <= Date.now()) {
@@ -290,11 +264,10 @@ export class Download {
         await fetchPiece(libp2p, peer.id, { id: this.id, index: piece, offset: 0, length }, async chunk => { await w.write(chunk) }, {
           signal: AbortSignal.any([signal, cancel.signal]),
           download,
-          onBytes: n => { this.rate.add(n); peer.bytes += n; this.lastProgress = Date.now() }
+          onBytes: n => { this.rate.add(n); this.lastProgress = Date.now() }
         })
         if (await w.commit()) {
           this.have.set(piece)
-          onPiece?.(piece)
           // Endgame: the other copies of this piece are now wasted work.
           for (const c of this.inflight.get(piece) ?? []) if (c !== cancel) c.abort()
           this.notify()

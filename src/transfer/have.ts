@@ -62,9 +62,8 @@ export function decodeHave (bytes: Uint8Array): Have {
 export interface HaveSource {
   /** Every model held (complete or partial) with its bitfield. */
   held: () => Array<{ id: string, have: Bitfield }>
-  /** One model's bitfield, undefined if no longer held. */
+  /** One model's bitfield (its length is the piece count), undefined if no longer held. */
   bitfield: (id: string) => Bitfield | undefined
-  pieces: (id: string) => number | undefined
 }
 
 export interface HaveAnnouncerComponents {
@@ -139,17 +138,16 @@ export class HaveAnnouncer {
   private publish (id: string): void {
     const { source } = this.components
     const bitfield = source.bitfield(id)
-    const pieces = source.pieces(id) ?? bitfield?.length
-    if (pieces == null) {
+    if (bitfield == null) {
       if (!this.announced.has(id)) return
       // Removed: the piece count is unknown now and irrelevant to a removal.
       this.announced.delete(id)
       this.send({ incarnation: this.incarnation, seq: ++this.seq, id, pieces: 1, have: undefined })
       return
     }
-    if (bitfield == null || bitfield.size === 0) return
+    if (bitfield.size === 0) return
     this.announced.add(id)
-    this.send({ incarnation: this.incarnation, seq: ++this.seq, id, pieces, have: bitfield.complete ? null : bitfield })
+    this.send({ incarnation: this.incarnation, seq: ++this.seq, id, pieces: bitfield.length, have: bitfield.complete ? null : bitfield })
   }
 
   private send (have: Have): void {

@@ -7,7 +7,7 @@ import { ProtocolPeers } from '../p2p/protocol-peers.ts'
 import type { Logger } from '../util/logger.ts'
 import { AstradError, DecodeError, RequestError, errorMessage } from '../util/errors.ts'
 import { backoffDelay, sleep } from '../util/time.ts'
-import { StreamReader } from './stream-reader.ts'
+import { StreamReader, STATUS_ERROR, STATUS_OK, errorFrame, readErrorFrame, send } from './stream-io.ts'
 import type { TransferLimits } from './limiter.ts'
 import {
   PROBE_PROTOCOL, PROBE_DURATION_MS, PROBE_MAX_BYTES, PROBE_CHUNK_BYTES, PROBE_MAX_CONCURRENT,
@@ -42,9 +42,6 @@ const VERSION = 1
 const REQUEST_BYTES = 10
 const DIR_DOWN = 0
 const DIR_UP = 1
-const STATUS_OK = 0
-const STATUS_ERROR = 1
-const MAX_ERROR_JSON = 1024
 /** Refusals remembered for the retry hint: the last 10 s, at most this many. */
 const REFUSAL_WINDOW_MS = 10_000
 const MAX_REFUSALS_KEPT = 4096
@@ -124,10 +121,6 @@ function rateOf (bytes: number, micros: number, what: string): number {
   return bytes * 1e6 / micros
 }
 
-async function send (stream: Stream, data: Uint8Array, signal: AbortSignal): Promise<void> {
-  if (!stream.send(data)) await stream.onDrain({ signal })
-}
-
 /** Sends raw bytes until `maxBytes` are out or `durationMs` have passed. */
 async function pump (stream: Stream, durationMs: number, maxBytes: number, signal: AbortSignal): Promise<number> {
   const start = performance.now()
@@ -138,15 +131,6 @@ async function pump (stream: Stream, durationMs: number, maxBytes: number, signa
     sent += chunk.length
   }
   return sent
-}
-
-function errorFrame (code: string, message: string, retryAfterMs?: number): Uint8Array {
-  const json = new TextEncoder().encode(JSON.stringify(retryAfterMs !== undefined ? { code, message, retryAfterMs } : { code, message }))
-  const out = new Uint8Array(3 + json.length)
-  out[0] = STATUS_ERROR
-  new DataView(out.buffer).setUint16(1, json.length)
-  out.set(json, 3)
-  return out
 }
 
 export interface ProbeServerOptions {
@@ -281,7 +265,7 @@ export class ProbeServer {
       if (!answered && stream.writeStatus === 'writable') {
         // Nothing sent yet: say why (and when to come back), so the client can act on it.
         try {
-          await send(stream, errorFrame(code, errorMessage(err), err instanceof ProbeError ? err.retryAfterMs : undefined), AbortSignal.timeout(1000))
+          await send(stream, errorFrame(code, errorMessage(err), err instanceof ProbeError && err.retryAfterMs !== undefined ? { retryAfterMs: err.retryAfterMs } : {}), AbortSignal.timeout(1000))
           await stream.close({ signal: AbortSignal.timeout(1000) })
         } catch {
           stream.abort(err instanceof Error ? err : new Error(String(err)))
@@ -301,11 +285,6 @@ export class ProbeServer {
       this.streams.delete(stream)
     }
   }
-}
-
-/** Registers the probe handler (resource role). */
-export async function handleProbe (libp2p: Host, options: ProbeServerOptions = {}): Promise<void> {
-  await new ProbeServer(libp2p, options).start()
 }
 
 export interface ProbeOptions {
@@ -341,10 +320,7 @@ export async function probeDirection (libp2p: Host, peer: PeerId, direction: Pro
     await send(stream, encodeProbeRequest({ direction: direction === 'download' ? DIR_DOWN : DIR_UP, durationMs, maxBytes }), signal)
     const status = (await reader.exactly(1, signal))[0]
     if (status === STATUS_ERROR) {
-      const n = new DataView((await reader.exactly(2, signal)).buffer).getUint16(0)
-      if (n > MAX_ERROR_JSON) throw new ProbeError(`${what}: error message of ${n} bytes`, 'ERR_BAD_RESPONSE')
-      let remote: { code?: unknown, message?: unknown, retryAfterMs?: unknown } = {}
-      try { remote = JSON.parse(new TextDecoder().decode(await reader.exactly(n, signal))) } catch {}
+      const remote = await readErrorFrame(reader, signal)
       const retryAfterMs = typeof remote.retryAfterMs === 'number' && Number.isFinite(remote.retryAfterMs) && remote.retryAfterMs >= 0
         ? Math.min(remote.retryAfterMs, PROBE_RETRY_MAX_MS)
         : undefined

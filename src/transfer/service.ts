@@ -127,8 +127,7 @@ export class TransferService {
         logger: this.logger,
         source: {
           held: () => store.list().map(m => ({ id: m.id, have: m.have })),
-          bitfield: id => store.get(id)?.have,
-          pieces: id => store.get(id)?.manifest.pieces.length
+          bitfield: id => store.get(id)?.have
         },
         local: tracker != null ? (from, have) => { tracker.ingest(from, have) } : undefined
       })
@@ -144,6 +143,7 @@ export class TransferService {
       const server = this.server
       gaugeFn(registry, 'astrad_transfer_uploads_active', 'Piece uploads in progress', () => server.stats.active)
       gaugeFn(registry, 'astrad_transfer_pieces_served', 'Pieces served to peers since start', () => server.stats.served)
+      labelledGaugeFn(registry, 'astrad_transfer_piece_requests_refused', 'Piece requests not served since start, by code (bad request, busy, no piece, timeout …)', 'code', () => server.stats.refused)
     }
     if (this.tracker != null) {
       const tracker = this.tracker
@@ -185,9 +185,12 @@ export class TransferService {
     // A new resource (or one restarted with an empty tracker) learns what we hold at once.
     this.trackerClient.onResourceConnect(() => { this.announcer?.announceAll() })
     this.autoLimiter?.start()
-    this.pollTimer = setInterval(() => { void this.pollClusterLimits() }, CLUSTER_LIMIT_POLL_MS)
-    this.pollTimer.unref()
-    void this.pollClusterLimits()
+    if (this.init.node) {
+      // Only the node role is limited: other roles would ask the cluster log for nothing.
+      this.pollTimer = setInterval(() => { void this.pollClusterLimits() }, CLUSTER_LIMIT_POLL_MS)
+      this.pollTimer.unref()
+      void this.pollClusterLimits()
+    }
     this.started = true
     // A partial model on disk was wanted by someone: resume it.
     for (const m of this.store?.list() ?? []) {
@@ -392,18 +395,6 @@ export class TransferService {
     if (m == null) throw new TransferError(`this node holds no copy of model ${id}`, 'ERR_NOT_FOUND', 404)
     if (!m.complete) throw new TransferError(`this node holds ${m.have.size} of ${m.manifest.pieces.length} pieces of model ${id}`, 'ERR_INCOMPLETE', 409)
     return { size: m.manifest.size, sha256: m.manifest.sha256, stream: this.requireStore().readModel(id) }
-  }
-
-  /** Numbers for the heartbeat. */
-  heartbeatFields (): { uploadLimit: number, downloadLimit: number, uploadRate: number, downloadRate: number, transfers: number } {
-    const s = this.limits.state()
-    return {
-      uploadLimit: s.upload.limit ?? 0,
-      downloadLimit: s.download.limit ?? 0,
-      uploadRate: this.limits.uploaded.rate(),
-      downloadRate: this.limits.downloaded.rate(),
-      transfers: this.activeTransfers()
-    }
   }
 
   /** A digest of the complete models held (changes when the set changes). */

@@ -34,6 +34,11 @@ const STATFS_CACHE_MS = 1_000
 const MAX_MANIFEST_BYTES = 1024 * 1024
 /** After a commit over the limits, eviction goes down to this share of maxBytes. */
 const CACHE_LOW_FRACTION = 0.9
+/**
+ * Past this fraction of the filesystem in use, writes are refused (StoreFullError). The high
+ * watermark only asks for eviction: a disk filled by other data must not stop every download.
+ */
+const FS_HARD_LIMIT = 0.98
 /** "Above the watermark but nothing can be evicted" is logged at most this often. */
 const FULL_WARN_MS = 60_000
 
@@ -46,15 +51,12 @@ const INDEX_RE = /^(0|[1-9][0-9]{0,8})$/
 /** Lock key of the space accounting (never a model id: ids are hex). */
 const SPACE = 'space'
 
-
-/** Past this fraction of the filesystem in use, the store refuses writes (StoreFullError). */
-const FS_HARD_LIMIT = 0.98
 export interface PieceStoreInit {
   /** e.g. `<dataDir>/models` */
   dir: string
   /** Cache size: least recently used models are evicted when held piece bytes would exceed it. */
   maxBytes?: number
-  /** Fraction of the filesystem used above which models are evicted (and writes refused). @default 0.90 */
+  /** Fraction of the filesystem used above which models are evicted (writes are refused only past FS_HARD_LIMIT). @default 0.90 */
   highWatermark?: number
   /** Eviction after a commit goes down to this fraction. @default 0.80 */
   lowWatermark?: number
@@ -194,7 +196,6 @@ export class PieceStore {
   private stagingBytes = 0
   /** Piece lengths promised to writers (and imports) by ensureSpace, not yet committed. */
   private reserved = 0
-  private warnedWatermark = false
   /** Bytes already written towards `reserved` (these are in the filesystem's used count). */
   private reservedWritten = 0
   private maintenance?: Promise<void>
@@ -670,22 +671,23 @@ export class PieceStore {
       let freeable = 0
       for (const c of candidates) freeable += c.haveBytes
       const victim = candidates[0]
-      // The high watermark asks for eviction; it refuses a write only past the hard limit.
-      // A disk filled by other data must not stop every download while room remains.
+      // The high watermark asks for eviction; a write is refused only past the cache size or
+      // the hard limit. A disk filled by other data must not stop every download.
       const hardOver = fs.size === 0 ? 0 : fs.size - fs.free + pending + bytes - Math.floor(FS_HARD_LIMIT * fs.size)
-      if (cacheOver <= 0 && hardOver <= 0 && (victim == null || fsOver > freeable)) {
-        if (!this.warnedWatermark) {
-          this.warnedWatermark = true
-          this.logger.warn({ used: Math.round((fs.size - fs.free) / fs.size * 100), high: this.high }, 'filesystem above the high watermark and nothing left to evict; writing anyway until it is 98 % full')
-        }
-        return
-      }
+      const mustFree = Math.max(cacheOver, hardOver)
       if (victim == null || Math.max(cacheOver, fsOver) > freeable) {
-        this.errors?.inc({ reason: 'no_space' })
-        const why = cacheOver > 0
-          ? `the store would hold ${this.bytes + this.stagingBytes + this.reserved + bytes} bytes, over its cache size of ${this.maxBytes}`
-          : `the filesystem would be ${Math.round((fs.size - fs.free + pending + bytes) / fs.size * 100)} % full, over the ${Math.round(this.high * 100)} % high watermark`
-        throw new StoreFullError(`no space for ${bytes} more bytes: ${why}, and evicting the ${candidates.length} unpinned idle model(s) (${freeable} bytes) would not free enough`)
+        // Eviction cannot meet the watermark: evict nothing in vain, write if the limits allow.
+        if (mustFree <= 0) {
+          this.warnFull({ fsSize: fs.size, fsFree: fs.free, high: this.high }, 'filesystem above the high watermark and nothing left to evict; writing anyway until it is 98 % full')
+          return
+        }
+        if (victim == null || mustFree > freeable) {
+          this.errors?.inc({ reason: 'no_space' })
+          const why = cacheOver > 0
+            ? `the store would hold ${this.bytes + this.stagingBytes + this.reserved + bytes} bytes, over its cache size of ${this.maxBytes}`
+            : `the filesystem would be ${Math.round((fs.size - fs.free + pending + bytes) / fs.size * 100)} % full, over the ${Math.round(FS_HARD_LIMIT * 100)} % limit`
+          throw new StoreFullError(`no space for ${bytes} more bytes: ${why}, and evicting the ${candidates.length} unpinned idle model(s) (${freeable} bytes) would not free enough`)
+        }
       }
       if (!await this.evict(victim, cacheOver > 0 ? 'cache size' : 'high watermark')) skipped.add(victim.id)
     }
@@ -734,10 +736,7 @@ export class PieceStore {
       if (!cacheOver && !fsOver) return
       const victim = this.evictable(undefined, skipped)[0]
       if (victim == null) {
-        if (this.clock.now() - this.lastFullWarn >= FULL_WARN_MS) {
-          this.lastFullWarn = this.clock.now()
-          this.logger.warn({ bytes: this.bytes, maxBytes: this.maxBytes, fsSize: fs.size, fsFree: fs.free }, 'store over its limits and every model is pinned or in use')
-        }
+        this.warnFull({ bytes: this.bytes, maxBytes: this.maxBytes, fsSize: fs.size, fsFree: fs.free }, 'store over its limits and every model is pinned or in use')
         return
       }
       if (!await this.evict(victim, cacheOver ? 'cache size' : 'watermark')) skipped.add(victim.id)
@@ -745,19 +744,25 @@ export class PieceStore {
     }
   }
 
+  /** "Over the limits and nothing to evict" is worth a warning, at most every FULL_WARN_MS. */
+  private warnFull (fields: Record<string, unknown>, message: string): void {
+    if (this.clock.now() - this.lastFullWarn < FULL_WARN_MS) return
+    this.lastFullWarn = this.clock.now()
+    this.logger.warn(fields, message)
+  }
+
   private async statfsFresh (): Promise<FsUsage> {
-    const s = await statfs(this.dir)
-    const usage = { size: s.blocks * s.bsize, free: s.bavail * s.bsize }
-    this.fsCache = { at: performance.now(), usage }
-    return usage
+    return this.cacheFs(await statfs(this.dir))
   }
 
   private statfsCached (): FsUsage {
-    const now = performance.now()
-    if (this.fsCache != null && now - this.fsCache.at <= STATFS_CACHE_MS) return this.fsCache.usage
-    const s = statfsSync(this.dir)
+    if (this.fsCache != null && performance.now() - this.fsCache.at <= STATFS_CACHE_MS) return this.fsCache.usage
+    return this.cacheFs(statfsSync(this.dir))
+  }
+
+  private cacheFs (s: { blocks: number, bavail: number, bsize: number }): FsUsage {
     const usage = { size: s.blocks * s.bsize, free: s.bavail * s.bsize }
-    this.fsCache = { at: now, usage }
+    this.fsCache = { at: performance.now(), usage }
     return usage
   }
 

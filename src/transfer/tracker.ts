@@ -163,14 +163,6 @@ export class Tracker {
     model.dirty = true
   }
 
-  /** Forgets a peer entirely (it was declared dead or left). */
-  forget (peer: string): void {
-    for (const [id, model] of this.models) {
-      if (model.holders.delete(peer)) model.dirty = true
-      if (model.holders.size === 0) this.models.delete(id)
-    }
-  }
-
   private sweep (): void {
     const cutoff = this.clock.now() - HAVE_EXPIRY_MS
     for (const [id, model] of this.models) {

@@ -5,7 +5,7 @@ import type { Stream } from '@libp2p/interface'
 import { createHost, type Host } from '../../src/p2p/index.ts'
 import { silentLogger } from '../../src/util/logger.ts'
 import { TransferLimits } from '../../src/transfer/limiter.ts'
-import { StreamReader } from '../../src/transfer/stream-reader.ts'
+import { StreamReader } from '../../src/transfer/stream-io.ts'
 import {
   AutoLimiter, ProbeServer, ProbeError, PROBE_PROTOCOL, encodeProbeRequest, probeDirection, probeLink
 } from '../../src/transfer/probe.ts'

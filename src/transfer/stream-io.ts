@@ -2,6 +2,44 @@ import type { Stream } from '@libp2p/interface'
 import { RequestError } from '../util/errors.ts'
 
 /**
+ * Stream I/O shared by the piece and probe protocols: both answer with a status byte, then
+ * either their own OK body or an error frame (u16 length · JSON {code, message, …}).
+ */
+export const STATUS_OK = 0
+export const STATUS_ERROR = 1
+/** An error frame's JSON is a code and a sentence; anything longer is a broken peer. */
+export const MAX_ERROR_JSON_BYTES = 1024
+
+/** Writes one message, waiting for the stream to drain when its buffer is full. */
+export async function send (stream: Stream, data: Uint8Array, signal: AbortSignal): Promise<void> {
+  if (!stream.send(data)) await stream.onDrain({ signal })
+}
+
+/** STATUS_ERROR · u16 n · n bytes of JSON {code, message, …extra}. */
+export function errorFrame (code: string, message: string, extra: Record<string, unknown> = {}): Uint8Array {
+  // A message is cut to 512 characters so the frame stays within MAX_ERROR_JSON_BYTES.
+  const json = new TextEncoder().encode(JSON.stringify({ code, message: message.slice(0, 512), ...extra }))
+  const out = new Uint8Array(3 + json.length)
+  out[0] = STATUS_ERROR
+  new DataView(out.buffer).setUint16(1, json.length)
+  out.set(json, 3)
+  return out
+}
+
+/** Reads the rest of an error frame (after its status byte). Unparseable JSON gives `{}`. */
+export async function readErrorFrame (reader: StreamReader, signal?: AbortSignal): Promise<Record<string, unknown>> {
+  const n = new DataView((await reader.exactly(2, signal)).buffer).getUint16(0)
+  if (n > MAX_ERROR_JSON_BYTES) throw new RequestError(`error message of ${n} bytes (max ${MAX_ERROR_JSON_BYTES})`, 'ERR_BAD_RESPONSE')
+  try {
+    const value: unknown = JSON.parse(new TextDecoder().decode(await reader.exactly(n, signal)))
+    return value != null && typeof value === 'object' ? value as Record<string, unknown> : {}
+  } catch (err) {
+    if (err instanceof RequestError) throw err
+    return {}
+  }
+}
+
+/**
  * Reads a libp2p stream with backpressure. libp2p 3 streams push 'message' events and yamux
  * grants the sender more window as soon as data arrives, so a slow consumer (a disk write, a
  * download token bucket) would buffer without bound. This reader pauses the stream (yamux then
