@@ -49,19 +49,22 @@ export class RpcClient {
         res.on('error', reject)
       })
       req.on('error', (err: NodeJS.ErrnoException) => {
-        if (err.code === 'ECONNREFUSED') reject(new RequestError(`no astrad daemon answers at ${this.base} (is it running? see --rpc)`, 'ERR_UNREACHABLE'))
-        else if (err.name === 'AbortError') reject(new RequestError(`${this.base} did not answer within ${timeoutMs} ms`, 'ERR_TIMEOUT'))
-        else reject(new RequestError(`cannot reach ${this.base}: ${err.code ?? errorMessage(err)}`, 'ERR_UNREACHABLE'))
+        if (err.name === 'AbortError') reject(new RequestError(`${this.base} did not answer within ${timeoutMs} ms`, 'ERR_TIMEOUT'))
+        else reject(this.unreachable(err))
       })
       req.end(payload)
     })
+    if (status < 200 || status >= 300) throw httpError(method, path, status, text)
     let data: unknown
     try { data = text === '' ? undefined : JSON.parse(text) } catch { data = text }
-    if (status < 200 || status >= 300) {
-      const msg = (data as { error?: string } | undefined)?.error ?? `HTTP ${status}`
-      throw new RequestError(`${method} ${path}: ${msg}`, `ERR_HTTP_${status}`)
-    }
     return data as T
+  }
+
+  /** A connection that failed before any answer: nobody listening, or a network error. */
+  private unreachable (err: NodeJS.ErrnoException): RequestError {
+    return err.code === 'ECONNREFUSED'
+      ? new RequestError(`no astrad daemon answers at ${this.base} (is it running? see --rpc)`, 'ERR_UNREACHABLE')
+      : new RequestError(`cannot reach ${this.base}: ${err.code ?? errorMessage(err)}`, 'ERR_UNREACHABLE')
   }
 
   /**
@@ -111,9 +114,8 @@ export class RpcClient {
         if (bodyError != null) reject(bodyError)
         else if (err instanceof RequestError) reject(err)
         else if (init.body != null && (err.code === 'EPIPE' || err.code === 'ECONNRESET')) reject(new RequestError(`the daemon at ${this.base} closed the connection during the upload without an answer (see its log)`, 'ERR_CONNECTION_RESET'))
-        else if (err.code === 'ECONNREFUSED') reject(new RequestError(`no astrad daemon answers at ${this.base} (is it running? see --rpc)`, 'ERR_UNREACHABLE'))
         else if (err.name === 'AbortError') reject(new RequestError(`${method} ${path} aborted`, 'ERR_ABORTED'))
-        else reject(new RequestError(`cannot reach ${this.base}: ${err.code ?? errorMessage(err)}`, 'ERR_UNREACHABLE'))
+        else reject(this.unreachable(err))
       })
       if (init.body != null) {
         init.body.once('error', err => { if (response == null) req.destroy(err) })
@@ -133,9 +135,13 @@ export class RpcClient {
       }
     } catch {}
     req.destroy()
-    const text = Buffer.concat(chunks).toString('utf8')
-    let msg = `HTTP ${status}`
-    try { msg = (JSON.parse(text) as { error?: string }).error ?? msg } catch {}
-    throw new RequestError(`${method} ${path}: ${msg}`, `ERR_HTTP_${status}`)
+    throw httpError(method, path, status, Buffer.concat(chunks).toString('utf8'))
   }
+}
+
+/** A non-2xx answer as an error: the daemon's `{"error": …}` message, else the status. */
+function httpError (method: string, path: string, status: number, text: string): RequestError {
+  let msg = `HTTP ${status}`
+  try { msg = (JSON.parse(text) as { error?: string }).error ?? msg } catch {}
+  return new RequestError(`${method} ${path}: ${msg}`, `ERR_HTTP_${status}`)
 }

@@ -48,6 +48,7 @@ function modelInfo (m: FakeModel): Record<string, unknown> {
     size: m.body.length,
     pieceSize: 4 * 1024 * 1024,
     pieces: Math.ceil(m.body.length / (4 * 1024 * 1024)),
+    sha256: sha(m.body),
     addedAt: 1_700_000_000_000,
     addedBy: '12D3KooWFake',
     nodesComplete: 3,
@@ -554,7 +555,7 @@ test('against the daemon\'s real RPC server and transfer routes (stub service): 
   let cap: { upload: number | null, download: number | null } = { upload: null, download: null }
   const info = (id: string): Record<string, unknown> => {
     const m = held.get(id) as { name: string, body: Buffer, pinned: boolean }
-    return { id, name: m.name, size: m.body.length, pieceSize: 4 << 20, pieces: 1, addedAt: 1, addedBy: 'x', nodesComplete: 1, nodesPartial: 0, local: { havePieces: 1, haveBytes: m.body.length, complete: true, pinned: m.pinned } }
+    return { id, name: m.name, size: m.body.length, pieceSize: 4 << 20, pieces: 1, sha256: createHash('sha256').update(m.body).digest('hex'), addedAt: 1, addedBy: 'x', nodesComplete: 1, nodesPartial: 0, local: { havePieces: 1, haveBytes: m.body.length, complete: true, pinned: m.pinned } }
   }
   const done = (id: string): Record<string, unknown> => ({ id, name: held.get(id)?.name, size: held.get(id)?.body.length, pieces: 1, havePieces: 1, haveBytes: held.get(id)?.body.length, rateBps: 0, peers: 0, state: 'complete', startedAt: 0, etaSeconds: null, phase: 'done', failures: 0 })
   const service = {

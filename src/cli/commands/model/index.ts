@@ -5,10 +5,11 @@ import { renderModels } from '../../format.ts'
 import { formatBytes, formatRate } from '../../../config/units.ts'
 import { addModel } from './add.ts'
 import { checkOutput, pullModel, saveModel } from './pull.ts'
-import { MIN_ID_PREFIX, checkIdArgument, parseCapArgument, parseNameArgument, resolveModel, type ModelWire, type RpcFlags } from './shared.ts'
+import { MIN_ID_PREFIX, checkIdArgument, parseCapArgument, parseNameArgument, resolveModel, type RpcFlags } from './shared.ts'
+import type { ModelInfo } from '../../../transfer/index.ts'
 import { defaultProgressStream, type ProgressStream } from './progress.ts'
 
-export { ModelNotFoundError, AmbiguousModelIdError, type ModelWire } from './shared.ts'
+export { ModelNotFoundError, AmbiguousModelIdError } from './shared.ts'
 export { TransferFailedError, TransferStalledError, IntegrityError } from './pull.ts'
 export { FileChangedError, type AddedModel } from './add.ts'
 export type { ProgressStream } from './progress.ts'
@@ -65,7 +66,7 @@ export function modelCommand (io: CliIo, opts: ModelCommandOptions = {}): Comman
     .option('--json', 'print {"models": [...]}')
     .action(async (flags: RpcFlags & { json?: boolean }) => {
       const client = rpcClient(flags)
-      const doc = await client.call<{ models: ModelWire[] }>('GET', '/v1/models')
+      const doc = await client.call<{ models: ModelInfo[] }>('GET', '/v1/models')
       if (flags.json === true) io.stdout(JSON.stringify(doc) + '\n')
       else if (doc.models.length === 0) io.stdout('no models (add one: astrad model add FILE)\n')
       else io.stdout(renderModels(doc.models))

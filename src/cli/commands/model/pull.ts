@@ -4,14 +4,13 @@ import { access, open, rename, stat, unlink, type FileHandle } from 'node:fs/pro
 import { basename, dirname, join, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { RpcClient } from '../../../rpc/index.ts'
-import type { TransferInfo } from '../../../transfer/index.ts'
+import type { ModelInfo, TransferInfo } from '../../../transfer/index.ts'
 import { AstradError, ConfigError, RequestError } from '../../../util/errors.ts'
 import { createProgress, RateMeter, type ProgressStream } from './progress.ts'
-import type { ModelWire } from './shared.ts'
 
 /** The daemon reported the pull as failed (no source, no space …). */
 export class TransferFailedError extends AstradError {
-  constructor (model: ModelWire, reason: string) {
+  constructor (model: ModelInfo, reason: string) {
     super(`pull of ${model.id.slice(0, 12)} (${model.name}) failed: ${reason}`, 'ERR_TRANSFER_FAILED')
     this.name = 'TransferFailedError'
   }
@@ -19,7 +18,7 @@ export class TransferFailedError extends AstradError {
 
 /** The daemon reported progress that did not move for too long. */
 export class TransferStalledError extends AstradError {
-  constructor (model: ModelWire, ms: number) {
+  constructor (model: ModelInfo, ms: number) {
     super(`pull of ${model.id.slice(0, 12)} (${model.name}) made no progress for ${Math.round(ms / 1000)}s; see: astrad status`, 'ERR_STALLED')
     this.name = 'TransferStalledError'
   }
@@ -62,7 +61,7 @@ export interface PullResult {
 }
 
 /** `POST /v1/models/:id/pull`, then polls `GET /v1/transfers/:id` until complete or failed. */
-export async function pullModel (client: RpcClient, model: ModelWire, init: PullInit): Promise<PullResult> {
+export async function pullModel (client: RpcClient, model: ModelInfo, init: PullInit): Promise<PullResult> {
   const started = Date.now()
   let t = await client.call<TransferInfo>('POST', `/v1/models/${model.id}/pull`)
   const alreadyHeld = t.state === 'complete'
@@ -135,11 +134,11 @@ export interface SavedModel {
 /**
  * `GET /v1/models/:id/data` into `path`: streamed into a temporary file beside it while it is
  * hashed, compared with the daemon's X-Astrad-Sha256 (the manifest's whole-file hash) and with
- * the model's `sha256` when the daemon lists it, fsynced, then renamed over `path`. On any
+ * the model's `sha256` from the cluster log, fsynced, then renamed over `path`. On any
  * failure (mismatch, short body, disk full, `signal`) the temporary file is removed and `path`
  * is untouched.
  */
-export async function saveModel (client: RpcClient, model: ModelWire, path: string, init: { progressStream: ProgressStream | null, signal?: AbortSignal }): Promise<SavedModel> {
+export async function saveModel (client: RpcClient, model: ModelInfo, path: string, init: { progressStream: ProgressStream | null, signal?: AbortSignal }): Promise<SavedModel> {
   const res = await client.stream('GET', `/v1/models/${model.id}/data`, { idleTimeoutMs: DATA_IDLE_MS, signal: init.signal })
   const expected = String(res.headers['x-astrad-sha256'] ?? '').toLowerCase()
   const declared = Number(res.headers['content-length'])
@@ -148,7 +147,7 @@ export async function saveModel (client: RpcClient, model: ModelWire, path: stri
     throw new IntegrityError(message)
   }
   if (!HEX64.test(expected)) refuse('the daemon sent the model without an X-Astrad-Sha256 header; nothing was written')
-  if (model.sha256 != null && model.sha256 !== expected) refuse(`the daemon's X-Astrad-Sha256 ${expected} is not the manifest's ${model.sha256}; nothing was written`)
+  if (model.sha256 !== expected) refuse(`the daemon's X-Astrad-Sha256 ${expected} is not the manifest's ${model.sha256}; nothing was written`)
   if (declared !== model.size) refuse(`the daemon sends ${String(res.headers['content-length'])} bytes, the model has ${model.size}; nothing was written`)
 
   const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(4).toString('hex')}.astrad-tmp`)

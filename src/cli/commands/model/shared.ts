@@ -4,12 +4,6 @@ import { AstradError, ConfigError, RequestError } from '../../../util/errors.ts'
 import { parseRate } from '../../../config/units.ts'
 import type { ModelInfo } from '../../../transfer/index.ts'
 
-/**
- * What the daemon says about a model. `sha256` (the manifest's whole-file hash) is used to
- * check `--output` against the cluster log when the daemon sends it.
- */
-export type ModelWire = ModelInfo & { sha256?: string }
-
 /** The flags every `model` subcommand takes (see rpc-options.ts). */
 export interface RpcFlags {
   rpc?: string
@@ -53,21 +47,21 @@ export function checkIdArgument (raw: string): string {
  * Resolves a full id or an unambiguous prefix to the model's description: a full id through
  * `GET /v1/models/:id`, a prefix through `GET /v1/models`.
  */
-export async function resolveModel (client: RpcClient, raw: string): Promise<ModelWire> {
+export async function resolveModel (client: RpcClient, raw: string): Promise<ModelInfo> {
   const given = checkIdArgument(raw)
   if (given.length === 64) {
     try {
-      return await client.call<ModelWire>('GET', `/v1/models/${given}`)
+      return await client.call<ModelInfo>('GET', `/v1/models/${given}`)
     } catch (err) {
       if (err instanceof RequestError && err.code === 'ERR_HTTP_404') throw new ModelNotFoundError(given)
       throw err
     }
   }
-  const { models } = await client.call<{ models: ModelWire[] }>('GET', '/v1/models')
+  const { models } = await client.call<{ models: ModelInfo[] }>('GET', '/v1/models')
   const matches = models.filter(m => m.id.startsWith(given))
   if (matches.length === 0) throw new ModelNotFoundError(given)
   if (matches.length > 1) throw new AmbiguousModelIdError(given, matches.map(m => m.id))
-  return matches[0] as ModelWire
+  return matches[0] as ModelInfo
 }
 
 /**
