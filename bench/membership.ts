@@ -15,6 +15,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ensureBuilt, clockTicks } from './lib/build.ts'
+import { UsageError, parseFlags, intFlag } from './lib/args.ts'
 import { installCleanupHooks, makeTempRoot, cleanup, killAll, setKeepTemp, run, now } from './lib/procs.ts'
 import { summarize, ratio, round, type Summary } from './lib/stats.ts'
 import { runAstradChurn, EVENTS, type AstradChurnResult, type ChurnEvent } from './lib/churn-astrad.ts'
@@ -53,7 +54,7 @@ const USAGE = `usage: node bench/membership.ts [options]
   --astrad FILE    executable to test (default dist/astrad)
 `
 
-function parseArgs (argv: string[]): Options {
+function parseOptions (argv: string[]): Options {
   const o: Options = {
     trials: 10,
     quick: false,
@@ -69,37 +70,36 @@ function parseArgs (argv: string[]): Options {
     build: true,
     bin: path.join(ROOT, 'dist/astrad')
   }
-  let trials: number | undefined
-  let windowSec: number | undefined
-  const int = (flag: string, v: string | undefined, min: number, max: number): number => {
-    const n = Number(v)
-    if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${flag} expects an integer in ${min}..${max}, got ${v ?? 'nothing'}`)
-    return n
-  }
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] as string
-    const eq = arg.indexOf('=')
-    const flag = eq > 0 ? arg.slice(0, eq) : arg
-    const inline = eq > 0 ? arg.slice(eq + 1) : undefined
-    const value = (): string | undefined => inline ?? argv[++i]
-    switch (flag) {
-      case '--trials': trials = int(flag, value(), 1, 100); break
-      case '--quick': o.quick = true; break
-      case '--out': o.out = path.resolve(value() ?? ''); break
-      case '--sim-nodes': o.simNodes = int(flag, value(), 1, 5000); break
-      case '--sims': o.sims = int(flag, value(), 1, 16); break
-      case '--window': windowSec = int(flag, value(), 1, 600); break
-      case '--skip-astrad': o.skipAstrad = true; break
-      case '--skip-serf': o.skipSerf = true; break
-      case '--skip-ingest': o.skipIngest = true; break
-      case '--keep-temp': o.keepTemp = true; break
-      case '--fresh-identity': o.freshIdentity = true; break
-      case '--no-build': o.build = false; break
-      case '--astrad': o.bin = path.resolve(value() ?? ''); o.build = false; break
-      case '--help': case '-h': process.stdout.write(USAGE); process.exit(0); break
-      default: throw new Error(`unknown option ${flag}\n${USAGE}`)
-    }
-  }
+  const v = parseFlags(argv, {
+    trials: { type: 'string' },
+    quick: { type: 'boolean' },
+    out: { type: 'string' },
+    'sim-nodes': { type: 'string' },
+    sims: { type: 'string' },
+    window: { type: 'string' },
+    'skip-astrad': { type: 'boolean' },
+    'skip-serf': { type: 'boolean' },
+    'skip-ingest': { type: 'boolean' },
+    'keep-temp': { type: 'boolean' },
+    'fresh-identity': { type: 'boolean' },
+    'no-build': { type: 'boolean' },
+    astrad: { type: 'string' },
+    help: { type: 'boolean', short: 'h' }
+  }, USAGE)
+  if (v.help === true) { process.stdout.write(USAGE); process.exit(0) }
+  const trials = v.trials !== undefined ? intFlag('--trials', v.trials, 1, 100) : undefined
+  const windowSec = v.window !== undefined ? intFlag('--window', v.window, 1, 600) : undefined
+  o.quick = v.quick === true
+  if (v.out !== undefined) o.out = path.resolve(v.out)
+  if (v['sim-nodes'] !== undefined) o.simNodes = intFlag('--sim-nodes', v['sim-nodes'], 1, 5000)
+  if (v.sims !== undefined) o.sims = intFlag('--sims', v.sims, 1, 16)
+  o.skipAstrad = v['skip-astrad'] === true
+  o.skipSerf = v['skip-serf'] === true
+  o.skipIngest = v['skip-ingest'] === true
+  o.keepTemp = v['keep-temp'] === true
+  o.freshIdentity = v['fresh-identity'] === true
+  if (v['no-build'] === true) o.build = false
+  if (v.astrad !== undefined) { o.bin = path.resolve(v.astrad); o.build = false }
   o.trials = trials ?? (o.quick ? 3 : 10)
   o.windowSec = windowSec ?? (o.quick ? 10 : 30)
   return o
@@ -209,7 +209,7 @@ function printTable (o: Options, a: AstradChurnResult | undefined, s: SerfChurnR
 }
 
 async function main (): Promise<void> {
-  const o = parseArgs(process.argv.slice(2))
+  const o = parseOptions(process.argv.slice(2))
   installCleanupHooks()
   setKeepTemp(o.keepTemp)
   const started = now()
@@ -301,6 +301,10 @@ async function main (): Promise<void> {
 }
 
 main().catch(async (err: unknown) => {
+  if (err instanceof UsageError) {
+    process.stderr.write(`bench:membership: ${err.message}\n`)
+    process.exit(2)
+  }
   process.stderr.write(`bench:membership failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
   await cleanup()
   process.exit(1)

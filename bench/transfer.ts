@@ -19,6 +19,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ensureBuilt, clockTicks } from './lib/build.ts'
+import { UsageError, parseFlags, intFlag } from './lib/args.ts'
 import { installCleanupHooks, makeTempRoot, cleanup, killAll, setKeepTemp, now, sleep } from './lib/procs.ts'
 import { round, ratio } from './lib/stats.ts'
 import { parseBytes, parseRate } from '../src/config/units.ts'
@@ -80,15 +81,7 @@ const USAGE = `usage: node bench/transfer.ts [options]
   --astrad FILE         executable to test (default dist/astrad)
 `
 
-/** A bad command line: message only, exit 2. */
-class UsageError extends Error {
-  constructor (message: string) {
-    super(message)
-    this.name = 'UsageError'
-  }
-}
-
-function parseArgs (argv: string[]): Options {
+function parseOptions (argv: string[]): Options {
   const o: Options = {
     size: 0,
     limit: defaultLimit(),
@@ -105,58 +98,48 @@ function parseArgs (argv: string[]): Options {
     build: true,
     bin: path.join(ROOT, 'dist/astrad')
   }
+  const v = parseFlags(argv, {
+    size: { type: 'string' },
+    'upload-limit': { type: 'string' },
+    nodes: { type: 'string' },
+    window: { type: 'string' },
+    'limiter-windows': { type: 'string' },
+    'raw-streams': { type: 'string' },
+    quick: { type: 'boolean' },
+    skip: { type: 'string' },
+    'no-verify': { type: 'boolean' },
+    out: { type: 'string' },
+    'keep-temp': { type: 'boolean' },
+    'no-build': { type: 'boolean' },
+    astrad: { type: 'string' },
+    help: { type: 'boolean', short: 'h' }
+  }, USAGE)
+  if (v.help === true) { process.stdout.write(USAGE); process.exit(0) }
   let size: number | undefined
   let windows: number | undefined
-  const int = (flag: string, v: string | undefined, min: number, max: number): number => {
-    const n = Number(v)
-    if (!Number.isInteger(n) || n < min || n > max) throw new UsageError(`${flag} expects an integer in ${min}..${max}, got ${v ?? 'nothing'}`)
-    return n
+  if (v.size !== undefined) {
+    try { size = parseBytes(v.size) } catch (err) { throw new UsageError(`--size: ${err instanceof Error ? err.message : String(err)}`) }
+    if (size < 16 * 2 ** 20 || size > 64 * 2 ** 30) throw new UsageError(`--size must be between 16MiB and 64GiB, got ${v.size}`)
   }
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i] as string
-    const eq = arg.indexOf('=')
-    const flag = eq > 0 ? arg.slice(0, eq) : arg
-    const inline = eq > 0 ? arg.slice(eq + 1) : undefined
-    const value = (): string | undefined => inline ?? argv[++i]
-    switch (flag) {
-      case '--size': {
-        const v = value()
-        try { size = parseBytes(v) } catch (err) { throw new UsageError(`--size: ${err instanceof Error ? err.message : String(err)}`) }
-        if (size < 16 * 2 ** 20 || size > 64 * 2 ** 30) throw new UsageError(`--size must be between 16MiB and 64GiB, got ${v ?? ''}`)
-        break
-      }
-      case '--upload-limit': {
-        const v = value()
-        try { o.limit = parseRate(v) } catch (err) { throw new UsageError(`--upload-limit: ${err instanceof Error ? err.message : String(err)}`) }
-        if (o.limit < 100_000) throw new UsageError(`--upload-limit must be at least 100kB/s, got ${v ?? ''}`)
-        o.limitDefaulted = false
-        break
-      }
-      case '--nodes': o.nodes = int(flag, value(), 1, 32); break
-      case '--window': o.windowSec = int(flag, value(), 1, 120); break
-      case '--limiter-windows': windows = int(flag, value(), 1, 100); break
-      case '--raw-streams': {
-        const v = value() ?? ''
-        o.rawStreams = v.split(',').map(x => int(flag, x.trim(), 1, 64))
-        break
-      }
-      case '--quick': o.quick = true; break
-      case '--skip': {
-        for (const p of (value() ?? '').split(',').map(x => x.trim()).filter(x => x !== '')) {
-          if (!PHASES.includes(p as Phase)) throw new UsageError(`--skip: unknown phase '${p}' (phases: ${PHASES.join(', ')})`)
-          o.skip.add(p as Phase)
-        }
-        break
-      }
-      case '--no-verify': o.verify = false; break
-      case '--out': o.out = path.resolve(value() ?? ''); break
-      case '--keep-temp': o.keepTemp = true; break
-      case '--no-build': o.build = false; break
-      case '--astrad': o.bin = path.resolve(value() ?? ''); o.build = false; break
-      case '--help': case '-h': process.stdout.write(USAGE); process.exit(0); break
-      default: throw new UsageError(`unknown option ${flag}\n${USAGE}`)
-    }
+  if (v['upload-limit'] !== undefined) {
+    try { o.limit = parseRate(v['upload-limit']) } catch (err) { throw new UsageError(`--upload-limit: ${err instanceof Error ? err.message : String(err)}`) }
+    if (o.limit < 100_000) throw new UsageError(`--upload-limit must be at least 100kB/s, got ${v['upload-limit']}`)
+    o.limitDefaulted = false
   }
+  if (v.nodes !== undefined) o.nodes = intFlag('--nodes', v.nodes, 1, 32)
+  if (v.window !== undefined) o.windowSec = intFlag('--window', v.window, 1, 120)
+  if (v['limiter-windows'] !== undefined) windows = intFlag('--limiter-windows', v['limiter-windows'], 1, 100)
+  if (v['raw-streams'] !== undefined) o.rawStreams = v['raw-streams'].split(',').map(x => intFlag('--raw-streams', x.trim(), 1, 64))
+  o.quick = v.quick === true
+  for (const p of (v.skip ?? '').split(',').map(x => x.trim()).filter(x => x !== '')) {
+    if (!PHASES.includes(p as Phase)) throw new UsageError(`--skip: unknown phase '${p}' (phases: ${PHASES.join(', ')})`)
+    o.skip.add(p as Phase)
+  }
+  if (v['no-verify'] === true) o.verify = false
+  if (v.out !== undefined) o.out = path.resolve(v.out)
+  if (v['keep-temp'] === true) o.keepTemp = true
+  if (v['no-build'] === true) o.build = false
+  if (v.astrad !== undefined) { o.bin = path.resolve(v.astrad); o.build = false }
   o.size = size ?? (o.quick ? 256 * 2 ** 20 : 2 ** 30)
   o.limiterWindows = windows ?? (o.quick ? 3 : 6)
   return o
@@ -310,7 +293,7 @@ function printTable (o: Options, r: Results, s: ReturnType<typeof summaryOf>, er
 }
 
 async function main (): Promise<void> {
-  const o = parseArgs(process.argv.slice(2))
+  const o = parseOptions(process.argv.slice(2))
   // Other work on the machine skews every number here: recorded, and per phase as "other processes" CPU.
   const loadAtStart = os.loadavg().map(x => round(x, 2))
   installCleanupHooks()
