@@ -23,6 +23,8 @@ export interface RpcResponse {
   body?: unknown
   /** Pre-encoded body (metrics text); sent as is. */
   text?: string
+  /** A binary body (KServe binary tensor extension); content-type defaults to octet-stream. */
+  bytes?: Uint8Array
   /** A streamed body (model bytes), sent with backpressure; set content-length in headers. */
   stream?: AsyncIterable<Uint8Array>
   headers?: Record<string, string>
@@ -158,8 +160,11 @@ export class RpcServer {
     this.components.metrics.rpcRequests.inc({ route: routeName, code: String(out.status) })
     if (res.headersSent) return
     const headers: Record<string, string> = { ...out.headers }
-    let payload: string | undefined
-    if (out.text != null) {
+    let payload: string | Uint8Array | undefined
+    if (out.bytes != null) {
+      payload = out.bytes
+      headers['content-type'] ??= 'application/octet-stream'
+    } else if (out.text != null) {
       payload = out.text
       headers['content-type'] ??= 'text/plain; charset=utf-8'
     } else if (out.body !== undefined) {
