@@ -1,0 +1,103 @@
+import { z } from 'zod'
+import { defineKind } from '../clusterlog/index.ts'
+import { AstradError } from '../util/errors.ts'
+import {
+  APP_NAME_PATTERN, DEFAULT_MAX_QUEUE, DEFAULT_THREADS, DEFAULT_TIMEOUT_MS, MAX_QUEUE, MAX_REPLICAS, MAX_THREADS, MAX_TIMEOUT_MS
+} from './constants.ts'
+
+/** Resources one replica reserves on a node's ledger. */
+export interface Resources {
+  cpu: number
+  gpu: number
+}
+
+/** What an operator deploys (`astrad app deploy FILE`). */
+export interface AppSpec {
+  name: string
+  /** Model id (SHA-256 of its manifest, see `astrad model ls`). */
+  model: string
+  replicas: number
+  resources: Resources
+  /** Replicas per cell (label of a node, `--cell`); their sum is `replicas`. */
+  cells?: Record<string, number>
+  /** Per-request deadline when the client gives none. */
+  timeoutMs: number
+  /** Requests waiting per replica beyond which the node answers 429. */
+  maxQueue: number
+  /** Worker threads (onnxruntime sessions) per replica. */
+  threads: number
+}
+
+/** The app as stored in the cluster log (kind `app`, key = name). */
+export interface AppRecord {
+  spec: AppSpec
+  /**
+   * Bumped when a change needs new replicas (model, resources, threads, queue): the owner rolls
+   * the app to it. Scaling (replicas, cells) and timeouts keep the generation.
+   */
+  generation: number
+  deployedAt: number
+  deployedBy: string
+}
+
+/** A spec that cannot be deployed (schema, unknown model, cells vs replicas). */
+export class InvalidAppError extends AstradError {
+  constructor (message: string) {
+    super(message, 'ERR_INVALID_APP')
+    this.name = 'InvalidAppError'
+  }
+}
+
+const cellName = z.string().min(1).max(63)
+
+export const appSpecSchema = z.object({
+  name: z.string().regex(APP_NAME_PATTERN, 'must be 1-63 of a-z 0-9 . _ - starting with a letter or digit'),
+  model: z.string().regex(/^[0-9a-f]{64}$/, 'must be a model id (64 hex digits; see astrad model ls)'),
+  replicas: z.number().int().min(0).max(MAX_REPLICAS).optional(),
+  resources: z.object({
+    cpu: z.number().min(0).max(4096),
+    gpu: z.number().int().min(0).max(64)
+  }).strict(),
+  cells: z.record(cellName, z.number().int().min(0).max(MAX_REPLICAS)).optional(),
+  timeoutMs: z.number().int().min(1).max(MAX_TIMEOUT_MS).default(DEFAULT_TIMEOUT_MS),
+  maxQueue: z.number().int().min(0).max(MAX_QUEUE).default(DEFAULT_MAX_QUEUE),
+  threads: z.number().int().min(1).max(MAX_THREADS).default(DEFAULT_THREADS)
+}).strict()
+
+/**
+ * Validates a spec an operator wrote. `replicas` may be left out when `cells` gives the counts;
+ * if both are given they must agree.
+ */
+export function parseAppSpec (input: unknown): AppSpec {
+  const parsed = appSpecSchema.safeParse(input)
+  if (!parsed.success) {
+    throw new InvalidAppError(parsed.error.issues.map(i => `${i.path.join('.') || '(spec)'}: ${i.message}`).join('; '))
+  }
+  const s = parsed.data
+  let replicas = s.replicas
+  if (s.cells != null) {
+    const sum = Object.values(s.cells).reduce((a, b) => a + b, 0)
+    if (replicas != null && replicas !== sum) throw new InvalidAppError(`replicas: ${replicas} differs from the sum of cells (${sum})`)
+    replicas = sum
+  }
+  if (replicas == null) throw new InvalidAppError('replicas: required (or give cells)')
+  if (s.resources.cpu === 0 && s.resources.gpu === 0) throw new InvalidAppError('resources: a replica must reserve some cpu or gpu')
+  const spec: AppSpec = { name: s.name, model: s.model, replicas, resources: s.resources, timeoutMs: s.timeoutMs, maxQueue: s.maxQueue, threads: s.threads }
+  if (s.cells != null) spec.cells = s.cells
+  return spec
+}
+
+/** Whether going from `a` to `b` needs new replicas (a roll) rather than a scale. */
+export function needsRoll (a: AppSpec, b: AppSpec): boolean {
+  return a.model !== b.model || a.resources.cpu !== b.resources.cpu || a.resources.gpu !== b.resources.gpu ||
+    a.threads !== b.threads || a.maxQueue !== b.maxQueue
+}
+
+const storedSpec = appSpecSchema.extend({ replicas: z.number().int().min(0).max(MAX_REPLICAS) })
+
+export const appKind = defineKind<AppRecord>('app', z.object({
+  spec: storedSpec,
+  generation: z.number().int().min(1),
+  deployedAt: z.number().int().min(0),
+  deployedBy: z.string().min(1).max(128)
+}).strict() as unknown as z.ZodType<AppRecord>)

@@ -1,0 +1,43 @@
+/** Placement protocol ids, timings and limits, each with its reason. */
+
+/** Reservations, releases and ledger reads between schedulers and nodes (ARCHITECTURE §2). */
+export const RESERVE_PROTOCOL = '/astra/reserve/1.0.0'
+/** A reserve/release request is a small JSON object. */
+export const MAX_RESERVE_REQUEST_BYTES = 16 * 1024
+/** A ledger answer lists a node's replicas (each < 1 KiB with its signature): 256 KiB is ~250 replicas. */
+export const MAX_LEDGER_RESPONSE_BYTES = 256 * 1024
+/** Replicas one node hosts at most (bounds the ledger answer above). */
+export const MAX_REPLICAS_PER_NODE = 128
+/** Reserve/ledger exchange deadline: a node that cannot answer in 2 s is skipped this round. */
+export const RESERVE_TIMEOUT_MS = 2_000
+/** Concurrent reserve streams from one peer (schedulers are few). */
+export const MAX_RESERVE_STREAMS = 16
+
+/**
+ * The owner reconciles its apps this often, and at once (debounced) on membership changes:
+ * a replica on a dead or drained node is re-placed within 5 s of detection (the issue's bound),
+ * well inside one tick plus a reserve round trip.
+ */
+export const RECONCILE_INTERVAL_MS = 1_000
+/** Membership changes are coalesced this long before a reconcile. */
+export const RECONCILE_DEBOUNCE_MS = 50
+/** Reserve attempts per replica per reconcile before giving up until the next tick. */
+export const MAX_RESERVE_ATTEMPTS = 4
+/** Ledger pulls in flight at once from one scheduler. */
+export const LEDGER_PULL_CONCURRENCY = 8
+/** Schedulers re-read the app list from the cluster log this often (apps change rarely). */
+export const APPS_REFRESH_MS = 1_000
+/** A replica that failed to load is not retried on the same node for this long. */
+export const FAILED_NODE_BACKOFF_MS = 30_000
+
+/** Defaults of an app spec. */
+export const DEFAULT_TIMEOUT_MS = 30_000
+export const DEFAULT_MAX_QUEUE = 64
+export const DEFAULT_THREADS = 1
+/** Upper bounds of an app spec: more is a typo, not a plan. */
+export const MAX_REPLICAS = 100_000
+export const MAX_THREADS = 64
+export const MAX_QUEUE = 100_000
+export const MAX_TIMEOUT_MS = 10 * 60_000
+/** App names are KServe model names in URLs: lower-case, digits, '.', '_', '-'. */
+export const APP_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/

@@ -1,0 +1,164 @@
+import { AstradError } from '../util/errors.ts'
+import type { ModelSignature } from '../serving/types.ts'
+import type { Resources } from './app.ts'
+import { MAX_REPLICAS_PER_NODE } from './constants.ts'
+
+/** What a scheduler asks a node to hold. */
+export interface Reservation {
+  /** Unique id chosen by the scheduler: `<app>/<generation>/<random>`. */
+  replica: string
+  app: string
+  generation: number
+  model: string
+  resources: Resources
+  threads: number
+  maxQueue: number
+  /** Peer id of the scheduler that placed it. */
+  owner: string
+}
+
+export type ReplicaState = 'loading' | 'ready' | 'failed'
+
+export interface LedgerReplica extends Reservation {
+  state: ReplicaState
+  /** Why loading failed. */
+  error?: string
+  /** Inputs/outputs, once loaded. */
+  signature?: ModelSignature
+  /** Node clock ms when reserved. */
+  since: number
+}
+
+/** A node's ledger as sent to schedulers. */
+export interface LedgerSnapshot {
+  /** Bumped on every change; also in each heartbeat so schedulers know when to re-read. */
+  version: number
+  capacity: Resources
+  used: Resources
+  /** false while the node drains: it accepts no reservation. */
+  accepting: boolean
+  replicas: LedgerReplica[]
+}
+
+/** A reservation the node refuses; `code` says why (crosses the wire). */
+export class ReservationRejectedError extends AstradError {
+  constructor (message: string, code: 'ERR_NO_CAPACITY' | 'ERR_DRAINING' | 'ERR_DUPLICATE' | 'ERR_TOO_MANY') {
+    super(message, code)
+    this.name = 'ReservationRejectedError'
+  }
+}
+
+/** Float resources (cpu: 0.5) compared with a tolerance so 0.1 × 10 fits in 1. */
+const EPSILON = 1e-9
+
+/**
+ * A node's capacity ledger: the one place that says yes or no to a reservation. Check and
+ * commit happen in one synchronous call, so concurrent schedulers can never overcommit the node
+ * (JavaScript runs one call at a time; there is no await between the check and the commit).
+ */
+export class Ledger {
+  readonly capacity: Resources
+  private readonly replicas = new Map<string, LedgerReplica>()
+  private readonly listeners = new Set<(event: LedgerEvent) => void>()
+  private versionValue = 0
+  private accepting = true
+  private readonly now: () => number
+
+  constructor (capacity: Resources, now: () => number = Date.now) {
+    this.capacity = { ...capacity }
+    this.now = now
+  }
+
+  get version (): number { return this.versionValue }
+
+  used (): Resources {
+    const used = { cpu: 0, gpu: 0 }
+    for (const r of this.replicas.values()) {
+      used.cpu += r.resources.cpu
+      used.gpu += r.resources.gpu
+    }
+    return used
+  }
+
+  /** Reserves at once or throws ReservationRejectedError; never partially. */
+  reserve (r: Reservation): LedgerReplica {
+    if (!this.accepting) throw new ReservationRejectedError('node is draining', 'ERR_DRAINING')
+    if (this.replicas.has(r.replica)) throw new ReservationRejectedError(`replica ${r.replica} already reserved`, 'ERR_DUPLICATE')
+    if (this.replicas.size >= MAX_REPLICAS_PER_NODE) throw new ReservationRejectedError(`node holds ${this.replicas.size} replicas (limit ${MAX_REPLICAS_PER_NODE})`, 'ERR_TOO_MANY')
+    const used = this.used()
+    if (used.cpu + r.resources.cpu > this.capacity.cpu + EPSILON || used.gpu + r.resources.gpu > this.capacity.gpu + EPSILON) {
+      throw new ReservationRejectedError(
+        `needs cpu ${r.resources.cpu} gpu ${r.resources.gpu}, free cpu ${round(this.capacity.cpu - used.cpu)} gpu ${round(this.capacity.gpu - used.gpu)}`, 'ERR_NO_CAPACITY')
+    }
+    const replica: LedgerReplica = { ...r, resources: { ...r.resources }, state: 'loading', since: this.now() }
+    this.replicas.set(r.replica, replica)
+    this.bump({ type: 'reserved', replica })
+    return replica
+  }
+
+  /** Frees a replica's resources; false if it was not held. */
+  release (id: string): boolean {
+    const replica = this.replicas.get(id)
+    if (replica == null) return false
+    this.replicas.delete(id)
+    this.bump({ type: 'released', replica })
+    return true
+  }
+
+  /** Records the outcome of loading (ready with its signature, or failed with the reason). */
+  setState (id: string, state: ReplicaState, detail: { error?: string, signature?: ModelSignature } = {}): void {
+    const replica = this.replicas.get(id)
+    if (replica == null || replica.state === state) return
+    replica.state = state
+    if (detail.error != null) replica.error = detail.error
+    if (detail.signature != null) replica.signature = detail.signature
+    this.bump({ type: 'state', replica })
+  }
+
+  /** Stops (or resumes) accepting reservations: a draining node takes no new work. */
+  setAccepting (accepting: boolean): void {
+    if (this.accepting === accepting) return
+    this.accepting = accepting
+    this.bump()
+  }
+
+  get (id: string): LedgerReplica | undefined { return this.replicas.get(id) }
+
+  all (): LedgerReplica[] { return [...this.replicas.values()] }
+
+  readyCount (): number {
+    let n = 0
+    for (const r of this.replicas.values()) if (r.state === 'ready') n++
+    return n
+  }
+
+  snapshot (): LedgerSnapshot {
+    return {
+      version: this.versionValue,
+      capacity: { ...this.capacity },
+      used: this.used(),
+      accepting: this.accepting,
+      replicas: this.all().map(r => ({ ...r }))
+    }
+  }
+
+  onChange (listener: (event: LedgerEvent) => void): () => void {
+    this.listeners.add(listener)
+    return () => { this.listeners.delete(listener) }
+  }
+
+  private bump (event?: LedgerEvent): void {
+    this.versionValue = (this.versionValue + 1) >>> 0
+    if (event == null) return
+    for (const l of this.listeners) l(event)
+  }
+}
+
+export type LedgerEvent =
+  | { type: 'reserved', replica: LedgerReplica }
+  | { type: 'released', replica: LedgerReplica }
+  | { type: 'state', replica: LedgerReplica }
+
+function round (n: number): number {
+  return Math.round(n * 1000) / 1000
+}

@@ -1,0 +1,422 @@
+import { randomBytes } from 'node:crypto'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { Counter, type Registry } from 'prom-client'
+import type { Logger } from '../util/logger.ts'
+import type { Clock } from '../util/time.ts'
+import { AstradError, errorMessage } from '../util/errors.ts'
+import type { MembershipView, NodeRecord } from '../membership/index.ts'
+import type { ClusterLogAccess } from '../clusterlog/index.ts'
+import { appKind, type AppRecord } from './app.ts'
+import type { Ledger, LedgerReplica, LedgerSnapshot, Reservation } from './ledger.ts'
+import type { LedgerView } from './ledger-view.ts'
+import type { ReserveClient } from './protocol.ts'
+import { rendezvousOwner } from './rendezvous.ts'
+import {
+  APPS_REFRESH_MS, FAILED_NODE_BACKOFF_MS, MAX_RESERVE_ATTEMPTS, RECONCILE_DEBOUNCE_MS, RECONCILE_INTERVAL_MS
+} from './constants.ts'
+
+/** One replica as the scheduler sees it: where it is and in what state. */
+export interface PlacedReplica {
+  node: NodeRecord
+  replica: LedgerReplica
+}
+
+/** An app's placement as `astrad status` and `astrad app ls` show it. */
+export interface AppStatus {
+  name: string
+  model: string
+  generation: number
+  desired: number
+  /** Replicas of the current generation on live nodes (loading or ready). */
+  placed: number
+  ready: number
+  /** Replicas of older generations still running (during a roll). */
+  old: number
+  /** Peer id of the scheduler that owns the app's placement. */
+  owner?: string
+  cells?: Record<string, { desired: number, placed: number, ready: number }>
+  /** Replicas that failed to load, last one's reason. */
+  lastError?: string
+}
+
+export interface PlacerComponents {
+  view: MembershipView
+  ledgers: LedgerView
+  client: ReserveClient
+  clusterLog: () => ClusterLogAccess
+  logger: Logger
+  clock: Clock
+  registry?: Registry
+  /** The node role in this process: reserved on directly. */
+  local?: { peerId: string, ledger: Ledger }
+}
+
+export interface PlacerInit {
+  /** This scheduler's peer id. */
+  self: string
+}
+
+/** Nodes that may host replicas: announced alive (not draining, not suspect or dead). */
+function placeable (rec: NodeRecord): boolean {
+  return rec.state === 'alive' && rec.hb.roles.includes('node')
+}
+
+/** Replicas that still count: their node is up (a suspect node may come back). */
+function counts (rec: NodeRecord): boolean {
+  return rec.state === 'alive' || rec.state === 'suspect'
+}
+
+/**
+ * Starlink placement (ARCHITECTURE §2): every scheduler sees every node's ledger; the owner of
+ * an app (rendezvous hash over live schedulers) places its replicas optimistically — it picks
+ * the best node from its view and sends `reserve`; the node's ledger accepts or rejects
+ * atomically; a rejection (another scheduler got there first) is counted and the next node is
+ * tried. The owner reconciles every second and at once on membership changes.
+ */
+export class Placer {
+  private readonly components: PlacerComponents
+  private readonly init: PlacerInit
+  private apps = new Map<string, AppRecord>()
+  private appsAt = Number.NEGATIVE_INFINITY
+  private running = false
+  private again = false
+  private timer?: NodeJS.Timeout
+  private debounce?: NodeJS.Timeout
+  private unsubscribe: Array<() => void> = []
+  /** app → node → time until which the node is not tried again (a replica failed there). */
+  private readonly backoff = new Map<string, Map<string, number>>()
+  private readonly lastError = new Map<string, string>()
+  private readonly reservations?: Counter<'result'>
+  private readonly releases?: Counter<'reason'>
+
+  constructor (components: PlacerComponents, init: PlacerInit) {
+    this.components = components
+    this.init = init
+    if (components.registry != null) {
+      const registers = [components.registry]
+      this.reservations = new Counter({ name: 'astrad_placement_reservations_total', help: 'Reservations sent by this scheduler, by result (accepted, rejected = conflict or full, error = unreachable)', labelNames: ['result'], registers })
+      this.releases = new Counter({ name: 'astrad_placement_releases_total', help: 'Replicas released by this scheduler, by reason (scale, roll, failed, removed)', labelNames: ['reason'], registers })
+    }
+  }
+
+  start (): void {
+    if (this.timer != null) return
+    this.timer = setInterval(() => { void this.tick() }, RECONCILE_INTERVAL_MS)
+    this.unsubscribe.push(this.components.view.onChange(() => { this.soon() }))
+    this.unsubscribe.push(this.components.ledgers.onChange(() => { this.soon() }))
+    void this.tick()
+  }
+
+  async stop (): Promise<void> {
+    clearInterval(this.timer)
+    clearTimeout(this.debounce)
+    this.timer = undefined
+    for (const u of this.unsubscribe) u()
+    this.unsubscribe = []
+    while (this.running) await new Promise(resolve => setTimeout(resolve, 10))
+  }
+
+  /** Re-reads the app list at the next reconcile (after a deploy or rm on this daemon). */
+  appsChanged (): void {
+    this.appsAt = Number.NEGATIVE_INFINITY
+    this.soon()
+  }
+
+  /** Reconciles shortly (coalescing bursts of changes). */
+  soon (): void {
+    if (this.timer == null || this.debounce != null) return
+    this.debounce = setTimeout(() => {
+      this.debounce = undefined
+      void this.tick()
+    }, RECONCILE_DEBOUNCE_MS)
+  }
+
+  /** The app records last read from the cluster log. */
+  appRecords (): AppRecord[] {
+    return [...this.apps.values()]
+  }
+
+  app (name: string): AppRecord | undefined {
+    return this.apps.get(name)
+  }
+
+  /** The owning scheduler of an app, from this daemon's view. */
+  owner (app: string): string | undefined {
+    const schedulers: string[] = []
+    for (const rec of this.components.view.list.all()) {
+      if (rec.state === 'alive' && rec.hb.roles.includes('scheduler')) schedulers.push(rec.hb.peerId)
+    }
+    return rendezvousOwner(app, schedulers)
+  }
+
+  /** Every replica in the ledgers this scheduler holds, grouped by app. */
+  replicasByApp (): Map<string, PlacedReplica[]> {
+    const out = new Map<string, PlacedReplica[]>()
+    for (const node of this.components.view.list.all()) {
+      if (!node.hb.roles.includes('node')) continue
+      const ledger = this.components.ledgers.get(node.hb.peerId)
+      if (ledger == null) continue
+      for (const replica of ledger.replicas) {
+        let list = out.get(replica.app)
+        if (list == null) out.set(replica.app, list = [])
+        list.push({ node, replica })
+      }
+    }
+    return out
+  }
+
+  status (): AppStatus[] {
+    const byApp = this.replicasByApp()
+    return [...this.apps.values()].sort((a, b) => a.spec.name.localeCompare(b.spec.name)).map(record => {
+      const { spec, generation } = record
+      const live = (byApp.get(spec.name) ?? []).filter(p => counts(p.node) && p.replica.state !== 'failed')
+      const current = live.filter(p => p.replica.generation === generation)
+      const status: AppStatus = {
+        name: spec.name,
+        model: spec.model,
+        generation,
+        desired: spec.replicas,
+        placed: current.length,
+        ready: current.filter(p => p.replica.state === 'ready').length,
+        old: live.length - current.length,
+        owner: this.owner(spec.name)
+      }
+      if (spec.cells != null) {
+        status.cells = {}
+        for (const [cell, want] of Object.entries(spec.cells)) {
+          const inCell = current.filter(p => p.node.hb.cell === cell)
+          status.cells[cell] = { desired: want, placed: inCell.length, ready: inCell.filter(p => p.replica.state === 'ready').length }
+        }
+      }
+      const err = this.lastError.get(spec.name)
+      if (err != null) status.lastError = err
+      return status
+    })
+  }
+
+  private async refreshApps (): Promise<void> {
+    const now = this.components.clock.now()
+    if (now - this.appsAt < APPS_REFRESH_MS) return
+    const entries = await this.components.clusterLog().list(appKind)
+    const apps = new Map<string, AppRecord>()
+    for (const e of entries) if (e.value != null && !e.deleted) apps.set(e.key, e.value)
+    this.apps = apps
+    this.appsAt = now
+  }
+
+  /** One reconcile round over the apps this scheduler owns. Never runs twice at once. */
+  async tick (): Promise<void> {
+    if (this.running) {
+      this.again = true
+      return
+    }
+    this.running = true
+    try {
+      do {
+        this.again = false
+        try {
+          await this.refreshApps()
+        } catch (err) {
+          this.components.logger.debug({ err: errorMessage(err) }, 'app list not readable; placing from the last one')
+        }
+        const byApp = this.replicasByApp()
+        const names = new Set([...this.apps.keys(), ...byApp.keys()])
+        for (const name of names) {
+          if (this.owner(name) !== this.init.self) continue
+          try {
+            await this.reconcile(name, this.apps.get(name), byApp.get(name) ?? [])
+          } catch (err) {
+            this.components.logger.warn({ app: name, err: errorMessage(err) }, 'reconcile failed')
+          }
+        }
+      } while (this.again && this.timer != null)
+    } finally {
+      this.running = false
+    }
+  }
+
+  private async reconcile (name: string, record: AppRecord | undefined, replicas: PlacedReplica[]): Promise<void> {
+    const live = replicas.filter(p => counts(p.node))
+    // Removed app: release everything it still holds.
+    if (record == null) {
+      for (const p of live) await this.release(p, 'removed')
+      return
+    }
+    const { spec, generation } = record
+    // Replicas that failed to load: free them, and keep away from that node for a while.
+    for (const p of live.filter(r => r.replica.state === 'failed')) {
+      this.lastError.set(name, `${p.node.hb.name}: ${p.replica.error ?? 'failed'}`)
+      this.nodeBackoff(name).set(p.node.hb.peerId, this.components.clock.now() + FAILED_NODE_BACKOFF_MS)
+      await this.release(p, 'failed')
+    }
+    const healthy = live.filter(p => p.replica.state !== 'failed')
+    const current = healthy.filter(p => p.replica.generation === generation)
+    const old = healthy.filter(p => p.replica.generation !== generation)
+    const readyCurrent = current.filter(p => p.replica.state === 'ready').length
+
+    const { missing, excess } = this.plan(record, current)
+    let unplaced = 0
+    for (const cell of missing) {
+      const placed = await this.placeOne(record, cell, [...current])
+      if (placed != null) current.push(placed)
+      else unplaced++
+    }
+    // Scale down: drop loading replicas before ready ones, and never below the desired ready count.
+    let ready = readyCurrent
+    for (const p of excess.sort((a, b) => stateOrder(a) - stateOrder(b))) {
+      if (p.replica.state === 'ready') {
+        if (ready - 1 < spec.replicas) continue
+        ready--
+      }
+      await this.release(p, 'scale')
+    }
+    // Roll: old replicas go once enough new ones are ready (ready capacity never drops), or
+    // one at a time when the new ones cannot be placed because the old ones hold the room.
+    let keepOld = Math.max(0, spec.replicas - readyCurrent)
+    const byPreference = old.sort((a, b) => stateOrder(a) - stateOrder(b))
+    for (const p of byPreference) {
+      if (p.replica.state === 'ready' && keepOld > 0) { keepOld--; continue }
+      await this.release(p, 'roll')
+    }
+    if (unplaced > 0 && old.length > 0 && readyCurrent < spec.replicas) {
+      const victim = old.find(p => p.replica.state === 'ready')
+      if (victim != null) await this.release(victim, 'roll')
+    }
+  }
+
+  /**
+   * Where replicas are missing (one entry per replica: its cell, or undefined for anywhere) and
+   * which are in excess. With cells, a cell with no placeable node is lost: its replicas go to
+   * the other cells and, when it returns, the ones that stood in for it become excess.
+   */
+  private plan (record: AppRecord, current: PlacedReplica[]): { missing: Array<string | undefined>, excess: PlacedReplica[] } {
+    const { spec } = record
+    const missing: Array<string | undefined> = []
+    const excess: PlacedReplica[] = []
+    if (spec.cells == null) {
+      for (let i = current.length; i < spec.replicas; i++) missing.push(undefined)
+      excess.push(...current.slice(spec.replicas))
+      return { missing, excess }
+    }
+    const liveCells = new Set<string>()
+    for (const rec of this.components.view.list.all()) if (placeable(rec)) liveCells.add(rec.hb.cell)
+    const byCell = new Map<string, PlacedReplica[]>()
+    for (const p of current) {
+      let list = byCell.get(p.node.hb.cell)
+      if (list == null) byCell.set(p.node.hb.cell, list = [])
+      list.push(p)
+    }
+    let spill = 0
+    const target = new Map<string, number>()
+    for (const [cell, want] of Object.entries(spec.cells)) {
+      if (liveCells.has(cell) || (byCell.get(cell)?.length ?? 0) > 0) target.set(cell, want)
+      else spill += want
+    }
+    const surplus: PlacedReplica[] = []
+    for (const [cell, list] of byCell) {
+      const t = target.get(cell) ?? 0
+      surplus.push(...list.slice(t))
+      for (let i = list.length; i < t; i++) missing.push(cell)
+    }
+    for (const [cell, t] of target) if (!byCell.has(cell)) for (let i = 0; i < t; i++) missing.push(cell)
+    // Surplus replicas stand in for lost cells first; what is left of the spill is placed anywhere.
+    const standIns = Math.min(spill, surplus.length)
+    for (let i = standIns; i < spill; i++) missing.push(undefined)
+    excess.push(...surplus.slice(standIns))
+    return { missing, excess }
+  }
+
+  private nodeBackoff (app: string): Map<string, number> {
+    let m = this.backoff.get(app)
+    if (m == null) this.backoff.set(app, m = new Map())
+    return m
+  }
+
+  /** Picks nodes by score and reserves until one accepts. */
+  private async placeOne (record: AppRecord, cell: string | undefined, current: PlacedReplica[]): Promise<PlacedReplica | undefined> {
+    const { spec, generation } = record
+    const now = this.components.clock.now()
+    const backoff = this.nodeBackoff(spec.name)
+    const tried = new Set<string>()
+    for (let attempt = 0; attempt < MAX_RESERVE_ATTEMPTS; attempt++) {
+      let best: { rec: NodeRecord, ledger: LedgerSnapshot, score: number } | undefined
+      for (const rec of this.components.view.list.all()) {
+        const id = rec.hb.peerId
+        if (!placeable(rec) || tried.has(id)) continue
+        if (cell != null && rec.hb.cell !== cell) continue
+        if ((backoff.get(id) ?? 0) > now) continue
+        const ledger = this.components.ledgers.get(id)
+        if (ledger == null || !ledger.accepting) continue
+        const freeCpu = ledger.capacity.cpu - ledger.used.cpu
+        const freeGpu = ledger.capacity.gpu - ledger.used.gpu
+        if (freeCpu + 1e-9 < spec.resources.cpu || freeGpu < spec.resources.gpu) continue
+        // Spread an app's replicas, then prefer roomy and idle nodes.
+        const same = current.filter(p => p.node.hb.peerId === id).length
+        const room = ledger.capacity.cpu > 0 ? freeCpu / ledger.capacity.cpu : 0
+        const score = -same * 1000 + room * 100 - rec.hb.cpuUtil * 10
+        if (best == null || score > best.score) best = { rec, ledger, score }
+      }
+      if (best == null) {
+        if (attempt === 0) this.lastError.set(spec.name, `no ${cell != null ? `node in cell ${cell}` : 'node'} with cpu ${spec.resources.cpu} gpu ${spec.resources.gpu} free`)
+        return undefined
+      }
+      tried.add(best.rec.hb.peerId)
+      const reservation: Reservation = {
+        replica: `${spec.name}/${generation}/${randomBytes(4).toString('hex')}`,
+        app: spec.name,
+        generation,
+        model: spec.model,
+        resources: spec.resources,
+        threads: spec.threads,
+        maxQueue: spec.maxQueue,
+        owner: this.init.self
+      }
+      try {
+        const ledger = await this.reserveOn(best.rec, reservation)
+        this.reservations?.inc({ result: 'accepted' })
+        const replica = ledger.replicas.find(r => r.replica === reservation.replica)
+        this.components.logger.info({ app: spec.name, replica: reservation.replica, node: best.rec.hb.name }, 'replica placed')
+        if (replica != null) return { node: best.rec, replica }
+        return undefined
+      } catch (err) {
+        const code = err instanceof AstradError ? err.code : 'ERR_UNKNOWN'
+        const conflict = code === 'ERR_NO_CAPACITY' || code === 'ERR_DRAINING' || code === 'ERR_TOO_MANY' || code === 'ERR_DUPLICATE'
+        this.reservations?.inc({ result: conflict ? 'rejected' : 'error' })
+        this.components.logger.debug({ app: spec.name, node: best.rec.hb.name, code, err: errorMessage(err) }, 'reservation rejected; trying another node')
+      }
+    }
+    return undefined
+  }
+
+  private async reserveOn (rec: NodeRecord, reservation: Reservation): Promise<LedgerSnapshot> {
+    const local = this.components.local
+    if (local != null && local.peerId === rec.hb.peerId) {
+      local.ledger.reserve(reservation)
+      return local.ledger.snapshot()
+    }
+    const ledger = await this.components.client.reserve(peerIdFromString(rec.hb.peerId), reservation)
+    this.components.ledgers.update(rec.hb.peerId, rec.hb.incarnation, ledger)
+    return ledger
+  }
+
+  private async release (p: PlacedReplica, reason: string): Promise<void> {
+    const local = this.components.local
+    try {
+      if (local != null && local.peerId === p.node.hb.peerId) {
+        local.ledger.release(p.replica.replica)
+      } else {
+        const ledger = await this.components.client.release(peerIdFromString(p.node.hb.peerId), p.replica.replica)
+        this.components.ledgers.update(p.node.hb.peerId, p.node.hb.incarnation, ledger)
+      }
+      this.releases?.inc({ reason })
+      this.components.logger.info({ app: p.replica.app, replica: p.replica.replica, node: p.node.hb.name, reason }, 'replica released')
+    } catch (err) {
+      this.components.logger.debug({ replica: p.replica.replica, err: errorMessage(err) }, 'release failed; retried next round')
+    }
+  }
+}
+
+/** Release order: failed, then loading, then ready. */
+function stateOrder (p: PlacedReplica): number {
+  return p.replica.state === 'failed' ? 0 : p.replica.state === 'loading' ? 1 : 2
+}

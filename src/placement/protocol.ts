@@ -1,0 +1,132 @@
+import { z } from 'zod'
+import type { PeerId } from '@libp2p/interface'
+import type { Host } from '../p2p/index.ts'
+import { handleRequests, request } from '../p2p/index.ts'
+import { DecodeError, errorMessage } from '../util/errors.ts'
+import type { Ledger, LedgerSnapshot, Reservation } from './ledger.ts'
+import {
+  MAX_LEDGER_RESPONSE_BYTES, MAX_RESERVE_REQUEST_BYTES, MAX_RESERVE_STREAMS, RESERVE_PROTOCOL, RESERVE_TIMEOUT_MS
+} from './constants.ts'
+
+/**
+ * `/astra/reserve/1.0.0`: one JSON request, one JSON answer (p2p/request.ts framing).
+ *   {op:'reserve', reservation} → the ledger after the commit, or an error ERR_NO_CAPACITY /
+ *                                 ERR_DRAINING / ERR_DUPLICATE / ERR_TOO_MANY (with the code)
+ *   {op:'release', replica}     → the ledger after the release
+ *   {op:'ledger'}               → the ledger
+ * Every answer carries the whole ledger, so a rejected scheduler refreshes its view for free.
+ */
+
+const resources = z.object({ cpu: z.number().min(0).max(4096), gpu: z.number().int().min(0).max(64) }).strict()
+
+const reservationSchema = z.object({
+  replica: z.string().min(1).max(200),
+  app: z.string().min(1).max(63),
+  generation: z.number().int().min(1),
+  model: z.string().regex(/^[0-9a-f]{64}$/),
+  resources,
+  threads: z.number().int().min(1).max(64),
+  maxQueue: z.number().int().min(0).max(100_000),
+  owner: z.string().min(1).max(128)
+}).strict()
+
+const requestSchema = z.discriminatedUnion('op', [
+  z.object({ op: z.literal('reserve'), reservation: reservationSchema }).strict(),
+  z.object({ op: z.literal('release'), replica: z.string().min(1).max(200) }).strict(),
+  z.object({ op: z.literal('ledger') }).strict()
+])
+
+type ReserveRequest = z.infer<typeof requestSchema>
+
+const tensorSpec = z.object({ name: z.string(), datatype: z.string(), shape: z.array(z.number().int()) })
+const ledgerSchema = z.object({
+  version: z.number().int().min(0),
+  capacity: resources,
+  used: z.object({ cpu: z.number(), gpu: z.number() }),
+  accepting: z.boolean(),
+  replicas: z.array(reservationSchema.extend({
+    state: z.enum(['loading', 'ready', 'failed']),
+    error: z.string().optional(),
+    signature: z.object({ inputs: z.array(tensorSpec), outputs: z.array(tensorSpec) }).optional(),
+    since: z.number()
+  }))
+})
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+
+function encode (value: unknown): Uint8Array {
+  return encoder.encode(JSON.stringify(value))
+}
+
+function decodeJson (bytes: Uint8Array, what: string): unknown {
+  try {
+    return JSON.parse(decoder.decode(bytes))
+  } catch (err) {
+    throw new DecodeError(`${what} is not JSON: ${errorMessage(err)}`)
+  }
+}
+
+export interface ReserveServerOptions {
+  /** Called for every request refused as malformed (counted by the caller). */
+  onBadRequest?: (err: unknown, peer: PeerId) => void
+  /** Called after each accepted/rejected reservation. */
+  onReserve?: (accepted: boolean) => void
+}
+
+/** Node side: answers reservations from the ledger. */
+export async function serveReservations (libp2p: Host, ledger: Ledger, options: ReserveServerOptions = {}): Promise<void> {
+  await handleRequests(libp2p, RESERVE_PROTOCOL, (bytes) => {
+    const parsed = requestSchema.safeParse(decodeJson(bytes, 'reserve request'))
+    if (!parsed.success) throw new DecodeError(`bad reserve request: ${parsed.error.issues[0]?.message ?? 'invalid'}`)
+    const req: ReserveRequest = parsed.data
+    if (req.op === 'reserve') {
+      try {
+        ledger.reserve(req.reservation)
+        options.onReserve?.(true)
+      } catch (err) {
+        options.onReserve?.(false)
+        throw err
+      }
+    } else if (req.op === 'release') {
+      ledger.release(req.replica)
+    }
+    return encode(ledger.snapshot())
+  }, {
+    maxRequestBytes: MAX_RESERVE_REQUEST_BYTES,
+    maxResponseBytes: MAX_LEDGER_RESPONSE_BYTES,
+    timeoutMs: RESERVE_TIMEOUT_MS,
+    maxInboundStreams: MAX_RESERVE_STREAMS,
+    onError: (err, peer) => { if (err instanceof DecodeError) options.onBadRequest?.(err, peer) }
+  })
+}
+
+/** Scheduler side. Rejections throw RequestError with the node's code (ERR_NO_CAPACITY …). */
+export class ReserveClient {
+  private readonly libp2p: Host
+
+  constructor (libp2p: Host) {
+    this.libp2p = libp2p
+  }
+
+  async reserve (peer: PeerId, reservation: Reservation, signal?: AbortSignal): Promise<LedgerSnapshot> {
+    return await this.call(peer, { op: 'reserve', reservation }, signal)
+  }
+
+  async release (peer: PeerId, replica: string, signal?: AbortSignal): Promise<LedgerSnapshot> {
+    return await this.call(peer, { op: 'release', replica }, signal)
+  }
+
+  async ledger (peer: PeerId, signal?: AbortSignal): Promise<LedgerSnapshot> {
+    return await this.call(peer, { op: 'ledger' }, signal)
+  }
+
+  private async call (peer: PeerId, req: ReserveRequest, signal?: AbortSignal): Promise<LedgerSnapshot> {
+    const bytes = await request(this.libp2p, peer, RESERVE_PROTOCOL, encode(req), {
+      signal, timeoutMs: RESERVE_TIMEOUT_MS, maxResponseBytes: MAX_LEDGER_RESPONSE_BYTES
+    })
+    const parsed = ledgerSchema.safeParse(decodeJson(bytes, 'ledger'))
+    if (!parsed.success) throw new DecodeError(`bad ledger from ${peer.toString()}: ${parsed.error.issues[0]?.message ?? 'invalid'}`)
+    return parsed.data as LedgerSnapshot
+  }
+}

@@ -1,0 +1,100 @@
+import { HttpError, type RpcServer } from '../rpc/index.ts'
+import type { ClusterLogAccess } from '../clusterlog/index.ts'
+import { AstradError } from '../util/errors.ts'
+import { modelKind } from '../transfer/kinds.ts'
+import { appKind, needsRoll, parseAppSpec, InvalidAppError, type AppRecord, type AppSpec } from './app.ts'
+import type { AppStatus, Placer } from './placer.ts'
+import { APP_NAME_PATTERN } from './constants.ts'
+
+export interface AppRoutesContext {
+  clusterLog: () => ClusterLogAccess
+  /** Present on schedulers: placement counts for `app ls`. */
+  placer: () => Placer | undefined
+  /** Peer id written as `deployedBy`. */
+  self: () => string
+}
+
+/** What `app deploy` answers: the record written and whether it scaled or rolled. */
+export interface DeployResult {
+  app: AppRecord
+  change: 'created' | 'scaled' | 'rolled' | 'unchanged'
+}
+
+/** An app as `app ls` lists it: its spec and, on a scheduler, its placement. */
+export interface AppListEntry {
+  spec: AppSpec
+  generation: number
+  deployedAt: number
+  status?: AppStatus
+}
+
+/** Deploys (creates, scales or rolls) an app. Shared by the route and the demo deploy at start. */
+export async function deployApp (clusterLog: ClusterLogAccess, input: unknown, deployedBy: string, now = Date.now()): Promise<DeployResult> {
+  const spec = parseAppSpec(input)
+  const model = await clusterLog.get(modelKind, spec.model)
+  if (model?.value == null || model.deleted) throw new InvalidAppError(`model: no model ${spec.model} in the cluster (see: astrad model ls)`)
+  const existing = await clusterLog.get(appKind, spec.name)
+  const prev = existing?.value != null && !existing.deleted ? existing.value : undefined
+  let generation = 1
+  let change: DeployResult['change'] = 'created'
+  if (prev != null) {
+    const rolled = needsRoll(prev.spec, spec)
+    generation = rolled ? prev.generation + 1 : prev.generation
+    change = rolled ? 'rolled' : JSON.stringify(prev.spec) === JSON.stringify(spec) ? 'unchanged' : 'scaled'
+    if (change === 'unchanged') return { app: prev, change }
+  }
+  const record: AppRecord = { spec, generation, deployedAt: now, deployedBy }
+  const entry = await clusterLog.put(appKind, spec.name, record)
+  return { app: entry.value ?? record, change }
+}
+
+/** `/v1/apps…` on the RPC port. */
+export function registerAppRoutes (rpc: RpcServer, ctx: AppRoutesContext): void {
+  const toHttp = (err: unknown): unknown => {
+    if (err instanceof InvalidAppError) return new HttpError(400, err.message, err.code)
+    if (err instanceof AstradError && !(err instanceof HttpError)) return new HttpError(503, `cluster log: ${err.message}`, err.code)
+    return err
+  }
+
+  rpc.route('POST', '/v1/apps', async req => {
+    const body = await req.json()
+    try {
+      const result = await deployApp(ctx.clusterLog(), body, ctx.self())
+      ctx.placer()?.appsChanged()
+      return { status: result.change === 'created' ? 201 : 200, body: result }
+    } catch (err) {
+      throw toHttp(err)
+    }
+  })
+
+  rpc.route('GET', '/v1/apps', async () => {
+    try {
+      const entries = await ctx.clusterLog().list(appKind)
+      const status = new Map((ctx.placer()?.status() ?? []).map(s => [s.name, s]))
+      const apps: AppListEntry[] = entries.filter(e => e.value != null && !e.deleted).map(e => {
+        const r = e.value!
+        const item: AppListEntry = { spec: r.spec, generation: r.generation, deployedAt: r.deployedAt }
+        const s = status.get(r.spec.name)
+        if (s != null && s.generation === r.generation) item.status = s
+        return item
+      }).sort((a, b) => a.spec.name.localeCompare(b.spec.name))
+      return { status: 200, body: { apps } }
+    } catch (err) {
+      throw toHttp(err)
+    }
+  })
+
+  rpc.route('DELETE', '/v1/apps/:name', async req => {
+    const name = req.params.name ?? ''
+    if (!APP_NAME_PATTERN.test(name)) throw new HttpError(400, 'bad app name', 'ERR_BAD_REQUEST')
+    try {
+      const existing = await ctx.clusterLog().get(appKind, name)
+      if (existing?.value == null || existing.deleted) throw new HttpError(404, `no app '${name}'`, 'ERR_NOT_FOUND')
+      await ctx.clusterLog().delete(appKind, name)
+      ctx.placer()?.appsChanged()
+      return { status: 200, body: { name, removed: true } }
+    } catch (err) {
+      throw toHttp(err)
+    }
+  })
+}
