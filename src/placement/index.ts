@@ -1,6 +1,6 @@
 export { appKind, parseAppSpec, needsRoll, InvalidAppError, type AppSpec, type AppRecord, type Resources } from './app.ts'
 export { Ledger, ReservationRejectedError, type Reservation, type LedgerReplica, type LedgerSnapshot, type ReplicaState, type LedgerEvent } from './ledger.ts'
-export { serveReservations, ReserveClient } from './protocol.ts'
+export { serveReservations, ReserveClient, type ReserveApi } from './protocol.ts'
 export { LedgerView, type KnownLedger } from './ledger-view.ts'
 export { Placer, type AppStatus, type PlacedReplica } from './placer.ts'
 export { rendezvousOwner } from './rendezvous.ts'

@@ -1,9 +1,8 @@
-import { peerIdFromString } from '@libp2p/peer-id'
 import type { Logger } from '../util/logger.ts'
 import { errorMessage } from '../util/errors.ts'
 import type { MembershipView, NodeRecord } from '../membership/index.ts'
 import type { Ledger, LedgerSnapshot } from './ledger.ts'
-import type { ReserveClient } from './protocol.ts'
+import type { ReserveApi } from './protocol.ts'
 import { LEDGER_PULL_CONCURRENCY } from './constants.ts'
 
 /** A node's ledger as a scheduler last read it. */
@@ -15,7 +14,7 @@ export interface KnownLedger {
 
 export interface LedgerViewComponents {
   view: MembershipView
-  client: ReserveClient
+  client: ReserveApi
   logger: Logger
   /** The node role in this process, read directly (always fresh, no network). */
   local?: { peerId: string, incarnation: number, ledger: Ledger }
@@ -114,7 +113,7 @@ export class LedgerView {
     const id = rec.hb.peerId
     this.pulling.add(id)
     try {
-      const ledger = await this.components.client.ledger(peerIdFromString(id))
+      const ledger = await this.components.client.ledger(id)
       this.update(id, rec.hb.incarnation, ledger)
     } catch (err) {
       this.components.logger.debug({ node: id, err: errorMessage(err) }, 'ledger pull failed')

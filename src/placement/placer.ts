@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto'
-import { peerIdFromString } from '@libp2p/peer-id'
 import { Counter, type Registry } from 'prom-client'
 import type { Logger } from '../util/logger.ts'
 import type { Clock } from '../util/time.ts'
@@ -9,7 +8,7 @@ import type { ClusterLogAccess } from '../clusterlog/index.ts'
 import { appKind, type AppRecord } from './app.ts'
 import type { Ledger, LedgerReplica, LedgerSnapshot, Reservation } from './ledger.ts'
 import type { LedgerView } from './ledger-view.ts'
-import type { ReserveClient } from './protocol.ts'
+import type { ReserveApi } from './protocol.ts'
 import { rendezvousOwner } from './rendezvous.ts'
 import {
   APPS_REFRESH_MS, FAILED_NODE_BACKOFF_MS, MAX_RESERVE_ATTEMPTS, RECONCILE_DEBOUNCE_MS, RECONCILE_INTERVAL_MS
@@ -42,7 +41,7 @@ export interface AppStatus {
 export interface PlacerComponents {
   view: MembershipView
   ledgers: LedgerView
-  client: ReserveClient
+  client: ReserveApi
   clusterLog: () => ClusterLogAccess
   logger: Logger
   clock: Clock
@@ -394,7 +393,7 @@ export class Placer {
       local.ledger.reserve(reservation)
       return local.ledger.snapshot()
     }
-    const ledger = await this.components.client.reserve(peerIdFromString(rec.hb.peerId), reservation)
+    const ledger = await this.components.client.reserve(rec.hb.peerId, reservation)
     this.components.ledgers.update(rec.hb.peerId, rec.hb.incarnation, ledger)
     return ledger
   }
@@ -405,7 +404,7 @@ export class Placer {
       if (local != null && local.peerId === p.node.hb.peerId) {
         local.ledger.release(p.replica.replica)
       } else {
-        const ledger = await this.components.client.release(peerIdFromString(p.node.hb.peerId), p.replica.replica)
+        const ledger = await this.components.client.release(p.node.hb.peerId, p.replica.replica)
         this.components.ledgers.update(p.node.hb.peerId, p.node.hb.incarnation, ledger)
       }
       this.releases?.inc({ reason })

@@ -1,5 +1,6 @@
 import { z } from 'zod'
 import type { PeerId } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
 import type { Host } from '../p2p/index.ts'
 import { handleRequests, request } from '../p2p/index.ts'
 import { DecodeError, errorMessage } from '../util/errors.ts'
@@ -101,27 +102,35 @@ export async function serveReservations (libp2p: Host, ledger: Ledger, options: 
   })
 }
 
+/** What placement needs from the protocol (the Placer's tests stand in for it). */
+export interface ReserveApi {
+  reserve: (peer: PeerId | string, reservation: Reservation, signal?: AbortSignal) => Promise<LedgerSnapshot>
+  release: (peer: PeerId | string, replica: string, signal?: AbortSignal) => Promise<LedgerSnapshot>
+  ledger: (peer: PeerId | string, signal?: AbortSignal) => Promise<LedgerSnapshot>
+}
+
 /** Scheduler side. Rejections throw RequestError with the node's code (ERR_NO_CAPACITY …). */
-export class ReserveClient {
+export class ReserveClient implements ReserveApi {
   private readonly libp2p: Host
 
   constructor (libp2p: Host) {
     this.libp2p = libp2p
   }
 
-  async reserve (peer: PeerId, reservation: Reservation, signal?: AbortSignal): Promise<LedgerSnapshot> {
+  async reserve (peer: PeerId | string, reservation: Reservation, signal?: AbortSignal): Promise<LedgerSnapshot> {
     return await this.call(peer, { op: 'reserve', reservation }, signal)
   }
 
-  async release (peer: PeerId, replica: string, signal?: AbortSignal): Promise<LedgerSnapshot> {
+  async release (peer: PeerId | string, replica: string, signal?: AbortSignal): Promise<LedgerSnapshot> {
     return await this.call(peer, { op: 'release', replica }, signal)
   }
 
-  async ledger (peer: PeerId, signal?: AbortSignal): Promise<LedgerSnapshot> {
+  async ledger (peer: PeerId | string, signal?: AbortSignal): Promise<LedgerSnapshot> {
     return await this.call(peer, { op: 'ledger' }, signal)
   }
 
-  private async call (peer: PeerId, req: ReserveRequest, signal?: AbortSignal): Promise<LedgerSnapshot> {
+  private async call (to: PeerId | string, req: ReserveRequest, signal?: AbortSignal): Promise<LedgerSnapshot> {
+    const peer = typeof to === 'string' ? peerIdFromString(to) : to
     const bytes = await request(this.libp2p, peer, RESERVE_PROTOCOL, encode(req), {
       signal, timeoutMs: RESERVE_TIMEOUT_MS, maxResponseBytes: MAX_LEDGER_RESPONSE_BYTES
     })

@@ -1,0 +1,265 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { Registry } from 'prom-client'
+import { OnlineList } from '../../src/membership/index.ts'
+import type { Heartbeat } from '../../src/membership/index.ts'
+import { silentLogger } from '../../src/util/logger.ts'
+import {
+  Ledger, Placer, parseAppSpec, type AppRecord, type AppSpec, type LedgerSnapshot, type LedgerView, type ReserveApi
+} from '../../src/placement/index.ts'
+import { ChangeListeners } from '../../src/membership/view.ts'
+import { fakePeerId, heartbeat } from '../helpers/heartbeat.ts'
+
+/**
+ * The owner's reconcile loop against in-memory nodes: spread, cells and their loss, scale,
+ * roll, failed loads, drains, ownership, and optimistic conflicts from a stale view.
+ */
+
+const MODEL_A = 'a'.repeat(64)
+const MODEL_B = 'b'.repeat(64)
+
+class World {
+  now = 1_000_000
+  readonly clock = { now: () => this.now }
+  readonly list = new OnlineList(this.clock)
+  readonly ledgers = new Map<string, Ledger>()
+  readonly hbs = new Map<string, Heartbeat>()
+  readonly listeners = new ChangeListeners()
+  apps = new Map<string, AppRecord>()
+  /** When set, schedulers see these (stale) snapshots instead of the live ledgers. */
+  stale?: Map<string, LedgerSnapshot>
+  readonly registry = new Registry()
+  readonly self = fakePeerId(999)
+  placer: Placer
+
+  constructor () {
+    this.beat({ peerId: this.self, roles: ['scheduler', 'resource'], name: 'sched' })
+    const view = { list: this.list, onChange: (l: any) => this.listeners.add(l), stalenessMs: () => 0 }
+    const ledgerView = {
+      get: (id: string) => this.stale?.get(id) ?? this.ledgers.get(id)?.snapshot(),
+      update: () => {},
+      onChange: () => () => {}
+    } as unknown as LedgerView
+    const client: ReserveApi = {
+      reserve: async (peer, r) => { const l = this.ledger(String(peer)); l.reserve(r); return l.snapshot() },
+      release: async (peer, id) => { const l = this.ledger(String(peer)); l.release(id); return l.snapshot() },
+      ledger: async (peer) => this.ledger(String(peer)).snapshot()
+    }
+    const clusterLog = {
+      list: async () => [...this.apps.values()].map(v => ({ kind: 'app', key: v.spec.name, value: v, deleted: false, version: '', origin: '', rev: 0 }))
+    } as any
+    this.placer = new Placer({ view, ledgers: ledgerView, client, clusterLog: () => clusterLog, logger: silentLogger(), clock: this.clock, registry: this.registry }, { self: this.self })
+  }
+
+  ledger (peer: string): Ledger {
+    const l = this.ledgers.get(peer)
+    if (l == null) throw Object.assign(new Error('unreachable'), { code: 'ERR_UNREACHABLE' })
+    return l
+  }
+
+  beat (o: Partial<Heartbeat>): void {
+    const prev = this.hbs.get(o.peerId!)
+    const hb = heartbeat({ ...prev, ...o, seq: (prev?.seq ?? 0) + 1 })
+    this.hbs.set(hb.peerId, hb)
+    this.list.ingest(hb)
+  }
+
+  addNode (i: number, cell = 'default', cores = 2): string {
+    const id = fakePeerId(i)
+    this.ledgers.set(id, new Ledger({ cpu: cores, gpu: 0 }))
+    this.beat({ peerId: id, roles: ['node'], name: `n${i}`, cell, cores })
+    return id
+  }
+
+  kill (id: string): void {
+    this.list.merge({ hb: this.hbs.get(id)!, state: 'dead', ageMs: 0 })
+    this.ledgers.delete(id)
+  }
+
+  deploy (spec: Partial<AppSpec> & { name: string }, generation = 1): void {
+    const full = parseAppSpec({ model: MODEL_A, resources: { cpu: 1, gpu: 0 }, ...spec })
+    this.apps.set(full.name, { spec: full, generation, deployedAt: 0, deployedBy: 'test' })
+    this.placer.appsChanged()
+  }
+
+  async reconcile (): Promise<void> {
+    this.now += 2_000
+    await this.placer.tick()
+  }
+
+  replicas (app = 'vad'): Array<{ node: string, cell: string, gen: number, state: string, id: string }> {
+    const out = []
+    for (const [node, l] of this.ledgers) {
+      for (const r of l.all()) if (r.app === app) out.push({ node: this.hbs.get(node)!.name, cell: this.hbs.get(node)!.cell, gen: r.generation, state: r.state, id: r.replica })
+    }
+    return out
+  }
+
+  readyAll (): void {
+    for (const l of this.ledgers.values()) for (const r of l.all()) l.setState(r.replica, 'ready')
+  }
+
+  perCell (app = 'vad'): Record<string, number> {
+    const out: Record<string, number> = {}
+    for (const r of this.replicas(app)) out[r.cell] = (out[r.cell] ?? 0) + 1
+    return out
+  }
+}
+
+test('replicas spread over nodes; scale up and down keeps the ready count', async () => {
+  const w = new World()
+  for (let i = 1; i <= 4; i++) w.addNode(i)
+  w.deploy({ name: 'vad', replicas: 3 })
+  await w.reconcile()
+  const placed = w.replicas()
+  assert.equal(placed.length, 3)
+  assert.equal(new Set(placed.map(r => r.node)).size, 3, 'one replica per node while nodes are free')
+  w.readyAll()
+  w.deploy({ name: 'vad', replicas: 1 })
+  await w.reconcile()
+  assert.equal(w.replicas().length, 1)
+  w.deploy({ name: 'vad', replicas: 6 })
+  await w.reconcile()
+  assert.equal(w.replicas().length, 6)
+  const status = w.placer.status()[0]!
+  assert.equal(status.desired, 6)
+  assert.equal(status.placed, 6)
+  assert.equal(status.ready, 1)
+})
+
+test('more replicas than room: what fits is placed, the status says why the rest is not', async () => {
+  const w = new World()
+  w.addNode(1, 'default', 1)
+  w.deploy({ name: 'vad', replicas: 3 })
+  await w.reconcile()
+  assert.equal(w.replicas().length, 1)
+  assert.match(w.placer.status()[0]!.lastError ?? '', /no node with cpu 1/)
+})
+
+test('cells: per-cell counts; a lost cell spills to the others and comes back when it returns', async () => {
+  const w = new World()
+  const a1 = w.addNode(1, 'A'); w.addNode(2, 'A')
+  const b1 = w.addNode(3, 'B'); const b2 = w.addNode(4, 'B')
+  w.addNode(5, 'C')
+  w.deploy({ name: 'vad', cells: { A: 2, B: 1 } })
+  await w.reconcile()
+  assert.deepEqual(w.perCell(), { A: 2, B: 1 })
+  w.readyAll()
+  // Cell B is lost: its replica goes elsewhere.
+  w.kill(b1); w.kill(b2)
+  await w.reconcile()
+  assert.equal(w.replicas().length, 3)
+  assert.equal(w.perCell().B, undefined)
+  w.readyAll()
+  // B returns: a replica goes back to B; the stand-in is released once B's one is ready.
+  w.ledgers.set(b1, new Ledger({ cpu: 2, gpu: 0 }))
+  w.beat({ peerId: b1, incarnation: 2_000_000_000_000, state: 'alive' })
+  await w.reconcile()
+  assert.equal(w.perCell().B, 1)
+  assert.equal(w.replicas().length, 4, 'the stand-in stays while the returning replica loads')
+  w.readyAll()
+  await w.reconcile()
+  assert.equal(w.replicas().length, 3)
+  assert.equal(w.perCell().B, 1)
+  assert.equal((w.perCell().A ?? 0) + (w.perCell().C ?? 0), 2)
+  void a1
+})
+
+test('roll: a new model gets new replicas; old ones go only once the new ones are ready', async () => {
+  const w = new World()
+  for (let i = 1; i <= 4; i++) w.addNode(i)
+  w.deploy({ name: 'vad', replicas: 2 })
+  await w.reconcile()
+  w.readyAll()
+  w.deploy({ name: 'vad', replicas: 2, model: MODEL_B }, 2)
+  await w.reconcile()
+  assert.deepEqual(w.replicas().map(r => r.gen).sort(), [1, 1, 2, 2])
+  await w.reconcile()
+  assert.equal(w.replicas().filter(r => r.gen === 1).length, 2, 'old replicas serve until new ones are ready')
+  w.readyAll()
+  await w.reconcile()
+  assert.deepEqual(w.replicas().map(r => r.gen), [2, 2])
+})
+
+test('roll without room for both: old replicas make way one at a time', async () => {
+  const w = new World()
+  w.addNode(1, 'default', 1); w.addNode(2, 'default', 1)
+  w.deploy({ name: 'vad', replicas: 2 })
+  await w.reconcile()
+  w.readyAll()
+  w.deploy({ name: 'vad', replicas: 2, model: MODEL_B }, 2)
+  await w.reconcile()
+  assert.deepEqual(w.replicas().map(r => r.gen).sort(), [1])
+  for (let i = 0; i < 4; i++) { await w.reconcile(); w.readyAll() }
+  assert.deepEqual(w.replicas().map(r => r.gen), [2, 2])
+})
+
+test('failed loads are released and the node is avoided; drained and dead nodes are re-placed', async () => {
+  const w = new World()
+  const n1 = w.addNode(1, 'default', 1)
+  const n2 = w.addNode(2, 'default', 1)
+  const n3 = w.addNode(3, 'default', 1)
+  w.deploy({ name: 'vad', replicas: 1 })
+  await w.reconcile()
+  const first = w.replicas()[0]!
+  const firstNode = [n1, n2, n3].find(n => w.hbs.get(n)!.name === first.node)!
+  w.ledgers.get(firstNode)!.setState(first.id, 'failed', { error: 'bad model' })
+  await w.reconcile()
+  const second = w.replicas()
+  assert.equal(second.length, 1)
+  assert.notEqual(second[0]!.node, first.node)
+  assert.match(w.placer.status()[0]!.lastError ?? '', /bad model/)
+  w.readyAll()
+  // Drain the node holding it: re-placed on the one left.
+  const holder = [n1, n2, n3].find(n => w.hbs.get(n)!.name === second[0]!.node)!
+  w.beat({ peerId: holder, state: 'draining' })
+  w.ledgers.get(holder)!.setAccepting(false)
+  await w.reconcile()
+  const third = w.replicas().filter(r => r.node !== second[0]!.node)
+  assert.equal(third.length, 1)
+  assert.notEqual(third[0]!.node, first.node, 'the failed node is still backed off')
+  // And a dead node's replica is re-placed too (back on the first node after its backoff).
+  w.now += 30_000
+  const third2 = [n1, n2, n3].find(n => w.hbs.get(n)!.name === third[0]!.node)!
+  w.kill(third2)
+  await w.reconcile()
+  assert.equal(w.replicas().filter(r => r.node === first.node).length, 1)
+})
+
+test('only the owning scheduler places; a removed app is released', async () => {
+  const w = new World()
+  w.addNode(1)
+  // Another scheduler that owns 'vad': nothing is placed by us.
+  const other = fakePeerId(500)
+  w.beat({ peerId: other, roles: ['scheduler'], name: 'other' })
+  w.deploy({ name: 'vad', replicas: 1 })
+  const owner = w.placer.owner('vad')
+  await w.reconcile()
+  assert.equal(w.replicas().length, owner === w.self ? 1 : 0)
+  // The other scheduler dies: ownership comes to us.
+  w.list.merge({ hb: w.hbs.get(other)!, state: 'dead', ageMs: 0 })
+  await w.reconcile()
+  assert.equal(w.replicas().length, 1)
+  w.apps.delete('vad')
+  w.placer.appsChanged()
+  await w.reconcile()
+  assert.equal(w.replicas().length, 0)
+})
+
+test('a stale view makes reservations collide: rejected, counted, placed elsewhere', async () => {
+  const w = new World()
+  const n1 = w.addNode(1, 'default', 1)
+  w.addNode(2, 'default', 4)
+  w.addNode(3, 'default', 4)
+  // Our view says n1 is empty and the best choice … but another scheduler has filled it.
+  w.stale = new Map([...w.ledgers].map(([id, l]) => [id, l.snapshot()]))
+  w.stale.set(n1, { ...w.stale.get(n1)!, capacity: { cpu: 64, gpu: 0 } })
+  w.ledgers.get(n1)!.reserve({ replica: 'other/1/x', app: 'other', generation: 1, model: MODEL_A, resources: { cpu: 1, gpu: 0 }, threads: 1, maxQueue: 1, owner: 'someone' })
+  w.deploy({ name: 'vad', replicas: 1 })
+  await w.reconcile()
+  assert.equal(w.replicas().length, 1)
+  assert.notEqual(w.replicas()[0]!.node, 'n1')
+  const metrics = await w.registry.metrics()
+  assert.match(metrics, /astrad_placement_reservations_total\{result="rejected"\} 1/)
+  assert.match(metrics, /astrad_placement_reservations_total\{result="accepted"\} 1/)
+})
