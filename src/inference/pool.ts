@@ -1,0 +1,413 @@
+import { stat } from 'node:fs/promises'
+import {
+  DeadlineError, InferenceFailedError, InvalidInferRequestError, QueueFullError, UnavailableError,
+  type InferRequest, type ModelSignature, type Tensor
+} from '../serving/types.ts'
+import { ConfigError } from '../util/errors.ts'
+import type { Logger } from '../util/logger.ts'
+import { copyForTransfer, transferable } from './codec.ts'
+import { CLOSE_TIMEOUT_MS, DEFAULT_INTRA_OP_THREADS, MAX_RESTART_FAILURES, MAX_TIMER_MS, RESTART_BACKOFF_MS } from './constants.ts'
+import { ModelLoadError } from './errors.ts'
+import { validateInputs } from './validate.ts'
+import { WorkerHandle, type RunReply } from './worker-handle.ts'
+import { workerSource, type WorkerSource } from './worker-source.ts'
+
+export interface PoolInit {
+  /** An .onnx file on disk. */
+  modelPath: string
+  /** App name, for logs and thread names. */
+  name: string
+  /** worker_threads, each with its own onnxruntime session (≥ 1). */
+  workers: number
+  /** onnxruntime intra-op threads per session. @default 1 */
+  intraOpThreads?: number
+  /** Requests waiting (not running) beyond which infer() rejects QueueFullError (≥ 0). */
+  maxQueue: number
+  /**
+   * Hand each input's ArrayBuffer to the worker without a copy when the Uint8Array spans all of
+   * it: the caller's buffer is then detached (empty) once infer() was called. Off by default: a
+   * router that retries the same request on another node after a failure (a pool closed under
+   * it, a worker that died) still needs the bytes. Off, each input is copied once (exactly its
+   * bytes, never the rest of a larger buffer it is a view of) and the copy is transferred.
+   * @default false
+   */
+  transferInputs?: boolean
+}
+
+export interface PoolComponents {
+  logger: Logger
+}
+
+export interface InferOutcome {
+  outputs: Tensor[]
+  /** From infer() to the request's hand-off to a worker. */
+  queueMs: number
+  /** From the hand-off to the answer (the run plus the two message hops). */
+  computeMs: number
+}
+
+export interface PoolStats {
+  /** Requests waiting for a worker. */
+  queued: number
+  /** Workers busy with a run (one whose request passed its deadline included: it still runs). */
+  active: number
+  /** Workers loaded and serving (not starting, restarting or given up). */
+  workers: number
+}
+
+export interface InferencePool {
+  /** From the session's metadata; symbolic dimensions are -1. */
+  readonly signature: ModelSignature
+  /** Runs one request (input bytes are copied once, or moved with PoolInit.transferInputs). */
+  infer: (req: InferRequest, signal?: AbortSignal) => Promise<InferOutcome>
+  stats: () => PoolStats
+  /** Rejects waiting and running requests (UnavailableError), releases every session, ends every worker. */
+  close: () => Promise<void>
+}
+
+interface Job {
+  readonly req: InferRequest
+  readonly settle: Settle
+  readonly enqueuedAt: number
+  dispatchedAt: number
+  settled: boolean
+  timer?: NodeJS.Timeout
+  signal?: AbortSignal
+  onAbort?: () => void
+}
+
+type Settle = { resolve: (outcome: InferOutcome) => void, reject: (err: unknown) => void }
+
+/**
+ * starting/backoff: a (replacement) worker is on its way; idle/busy: serving; dead: given up
+ * after MAX_RESTART_FAILURES; closed: the pool is closed.
+ */
+type SlotState = 'starting' | 'idle' | 'busy' | 'backoff' | 'dead' | 'closed'
+
+interface Slot {
+  readonly index: number
+  state: SlotState
+  handle?: WorkerHandle
+  /** The request being run (kept after it settled early: the worker is busy until it answers). */
+  job?: Job
+  runId: number
+  /** Consecutive failed starts, or deaths before a first completed run. */
+  failures: number
+  ranSinceStart: boolean
+  restartTimer?: NodeJS.Timeout
+}
+
+function checkInit (init: PoolInit): Required<PoolInit> {
+  const intraOpThreads = init.intraOpThreads ?? DEFAULT_INTRA_OP_THREADS
+  if (!Number.isSafeInteger(init.workers) || init.workers < 1) throw new ConfigError('workers', `must be an integer ≥ 1, got ${init.workers}`)
+  if (!Number.isSafeInteger(intraOpThreads) || intraOpThreads < 1) throw new ConfigError('intraOpThreads', `must be an integer ≥ 1, got ${intraOpThreads}`)
+  if (!Number.isSafeInteger(init.maxQueue) || init.maxQueue < 0) throw new ConfigError('maxQueue', `must be an integer ≥ 0, got ${init.maxQueue}`)
+  return { ...init, intraOpThreads, transferInputs: init.transferInputs ?? false }
+}
+
+function abortReason (signal: AbortSignal): unknown {
+  return signal.reason ?? new DOMException('This operation was aborted', 'AbortError')
+}
+
+/**
+ * Starts `init.workers` worker threads, each loading the model into its own onnxruntime session
+ * and warming it up, and resolves once all are ready. If any fails to load, all are stopped and
+ * this rejects ModelLoadError (NativeRuntimeError if, in the single executable, onnxruntime's
+ * native files cannot be written out).
+ */
+export async function createPool (components: PoolComponents, init: PoolInit, signal?: AbortSignal): Promise<InferencePool> {
+  const config = checkInit(init)
+  signal?.throwIfAborted()
+  const file = await stat(config.modelPath).catch((err: unknown) => {
+    throw new ModelLoadError(`cannot load model ${config.modelPath}: ${(err as Error).message}`, { cause: err })
+  })
+  if (!file.isFile()) throw new ModelLoadError(`cannot load model ${config.modelPath}: not a file`)
+  const source = await workerSource()
+  signal?.throwIfAborted()
+  const pool = new WorkerPool(components.logger.child({ app: config.name }), config, source)
+  await pool.start(signal)
+  return pool
+}
+
+/** The pool: a FIFO queue in front of N single-request workers. Created by createPool. */
+export class WorkerPool implements InferencePool {
+  private readonly log: Logger
+  private readonly init: Required<PoolInit>
+  private readonly source: WorkerSource
+  private readonly slots: Slot[]
+  /** FIFO of waiting requests; a Set so one expiring in the middle leaves in O(1). */
+  private readonly queue = new Set<Job>()
+  private nextRunId = 0
+  private closing: Promise<void> | undefined
+  private sig: ModelSignature | undefined
+
+  constructor (log: Logger, init: Required<PoolInit>, source: WorkerSource) {
+    this.log = log
+    this.init = init
+    this.source = source
+    this.slots = Array.from({ length: init.workers }, (_, index) => ({ index, state: 'starting', runId: 0, failures: 0, ranSinceStart: false }))
+  }
+
+  get signature (): ModelSignature {
+    if (this.sig === undefined) throw new Error('pool not started')
+    return this.sig
+  }
+
+  /** Loads every worker; on any failure (or abort) stops them all and rethrows. */
+  async start (signal?: AbortSignal): Promise<void> {
+    const t0 = performance.now()
+    const handles = this.slots.map(slot => this.spawn(slot))
+    const aborted = Promise.withResolvers<never>()
+    const onAbort = (): void => { aborted.reject(abortReason(signal!)) }
+    signal?.addEventListener('abort', onAbort, { once: true })
+    try {
+      const infos = await Promise.race([Promise.all(handles.map(h => h.ready)), aborted.promise])
+      this.sig = infos[0]!.signature
+      for (const slot of this.slots) slot.state = 'idle'
+      this.log.info({
+        model: this.init.modelPath,
+        workers: this.init.workers,
+        intraOpThreads: this.init.intraOpThreads,
+        loadMs: Math.round(Math.max(...infos.map(i => i.loadMs))),
+        warmupMs: Math.round(Math.max(...infos.map(i => i.warmupMs))),
+        readyMs: Math.round(performance.now() - t0)
+      }, 'inference pool ready')
+      const warmupError = infos.find(i => i.warmupError !== undefined)?.warmupError
+      if (warmupError !== undefined) this.log.warn({ err: warmupError }, 'warm-up run on zeros failed: the first requests pay the warm-up')
+    } catch (err) {
+      for (const slot of this.slots) slot.state = 'closed'
+      this.closing = Promise.resolve()
+      // Workers that failed have ended or are idle; others may still be loading: close() lets
+      // them finish loading and exit (never terminated inside onnxruntime).
+      await Promise.all(handles.map(async h => { await h.close(CLOSE_TIMEOUT_MS) }))
+      throw err
+    } finally {
+      signal?.removeEventListener('abort', onAbort)
+    }
+  }
+
+  private spawn (slot: Slot): WorkerHandle {
+    const handle = new WorkerHandle({
+      source: this.source,
+      modelPath: this.init.modelPath,
+      intraOpThreads: this.init.intraOpThreads,
+      name: `astrad-inference-${this.init.name}-${slot.index}`,
+      onReply: (reply) => { this.onReply(slot, handle, reply) },
+      onExit: (reason) => { this.onWorkerExit(slot, handle, reason) }
+    })
+    slot.handle = handle
+    slot.ranSinceStart = false
+    return handle
+  }
+
+  async infer (req: InferRequest, signal?: AbortSignal): Promise<InferOutcome> {
+    if (this.closing !== undefined) throw new UnavailableError(`inference pool '${this.init.name}' is closed`)
+    validateInputs(this.signature, req)
+    if (!Number.isFinite(req.deadline)) throw new InvalidInferRequestError('request deadline must be a finite epoch time in ms')
+    if (req.deadline <= Date.now()) throw new DeadlineError('deadline passed before the request was queued')
+    signal?.throwIfAborted()
+    if (!this.slots.some(s => s.state === 'idle' || s.state === 'busy' || s.state === 'starting' || s.state === 'backoff')) {
+      throw new UnavailableError(`inference pool '${this.init.name}' has no working worker`)
+    }
+    const idle = this.slots.find(s => s.state === 'idle')
+    if (idle === undefined && this.queue.size >= this.init.maxQueue) {
+      throw new QueueFullError(`inference pool '${this.init.name}': ${this.queue.size} requests queued (max ${this.init.maxQueue})`)
+    }
+
+    const { promise, resolve, reject } = Promise.withResolvers<InferOutcome>()
+    const job: Job = { req, settle: { resolve, reject }, enqueuedAt: performance.now(), dispatchedAt: 0, settled: false }
+    const delay = req.deadline - Date.now()
+    if (delay <= MAX_TIMER_MS) {
+      job.timer = setTimeout(() => {
+        this.queue.delete(job)
+        this.fail(job, new DeadlineError(`deadline passed after ${Math.round(performance.now() - job.enqueuedAt)} ms ${job.dispatchedAt === 0 ? 'in the queue' : 'while running'}`))
+      }, Math.max(0, delay))
+    }
+    if (signal !== undefined) {
+      job.signal = signal
+      job.onAbort = () => {
+        this.queue.delete(job)
+        this.fail(job, abortReason(signal))
+      }
+      signal.addEventListener('abort', job.onAbort, { once: true })
+    }
+    if (idle !== undefined) this.dispatch(idle, job)
+    else this.queue.add(job)
+    return promise
+  }
+
+  stats (): PoolStats {
+    let active = 0
+    let workers = 0
+    for (const s of this.slots) {
+      if (s.state === 'busy') active++
+      if (s.state === 'busy' || s.state === 'idle') workers++
+    }
+    return { queued: this.queue.size, active, workers }
+  }
+
+  async close (): Promise<void> {
+    this.closing ??= this.shutdown()
+    return this.closing
+  }
+
+  /**
+   * Makes one worker die as a crash would, before it takes its next message: a request already
+   * dispatched to it fails, a replacement starts. For tests.
+   */
+  crashWorker (index: number): void {
+    this.slots[index]?.handle?.crash()
+  }
+
+  private async shutdown (): Promise<void> {
+    const closed = (): UnavailableError => new UnavailableError(`inference pool '${this.init.name}' closed`)
+    for (const job of this.queue) this.fail(job, closed())
+    this.queue.clear()
+    const closing: Array<Promise<void>> = []
+    for (const slot of this.slots) {
+      clearTimeout(slot.restartTimer)
+      if (slot.job !== undefined) this.fail(slot.job, closed())
+      slot.job = undefined
+      slot.state = 'closed'
+      if (slot.handle !== undefined) {
+        closing.push(slot.handle.close(CLOSE_TIMEOUT_MS, () => {
+          this.log.warn({ worker: slot.index, ms: CLOSE_TIMEOUT_MS }, 'a worker is still in a run; waiting for it before closing')
+        }))
+      }
+    }
+    await Promise.all(closing)
+    this.log.debug('inference pool closed')
+  }
+
+  private dispatch (slot: Slot, job: Job): void {
+    const id = ++this.nextRunId
+    const transfer = new Set<ArrayBuffer>()
+    const inputs = job.req.inputs.map(t => {
+      const { bytes, buffer } = this.init.transferInputs ? transferable(t.data) : copyForTransfer(t.data)
+      transfer.add(buffer)
+      return { name: t.name, datatype: t.datatype, shape: t.shape, data: bytes }
+    })
+    const outputs = job.req.outputs !== undefined && job.req.outputs.length > 0 ? job.req.outputs : undefined
+    try {
+      slot.handle!.run({ type: 'run', id, inputs, outputs }, [...transfer])
+    } catch (err) {
+      // postMessage refused the data (a detached buffer): the worker never saw the request.
+      this.fail(job, new InvalidInferRequestError(`request data cannot be sent to the worker: ${(err as Error).message}`))
+      this.pump()
+      return
+    }
+    job.dispatchedAt = performance.now()
+    slot.state = 'busy'
+    slot.job = job
+    slot.runId = id
+  }
+
+  /** Hands waiting requests to idle workers, oldest first. */
+  private pump (): void {
+    for (const slot of this.slots) {
+      if (slot.state !== 'idle') continue
+      const job = this.nextJob()
+      if (job === undefined) return
+      this.dispatch(slot, job)
+    }
+  }
+
+  private nextJob (): Job | undefined {
+    for (const job of this.queue) {
+      this.queue.delete(job)
+      // Its timer may not have fired yet: do not spend a run on a request nobody waits for.
+      if (job.req.deadline <= Date.now()) {
+        this.fail(job, new DeadlineError(`deadline passed after ${Math.round(performance.now() - job.enqueuedAt)} ms in the queue`))
+        continue
+      }
+      return job
+    }
+    return undefined
+  }
+
+  private onReply (slot: Slot, handle: WorkerHandle, reply: RunReply): void {
+    if (slot.handle !== handle || slot.state !== 'busy' || reply.id !== slot.runId) return
+    const job = slot.job!
+    slot.job = undefined
+    slot.state = 'idle'
+    slot.ranSinceStart = true
+    slot.failures = 0
+    if (reply.type === 'result') {
+      this.succeed(job, { outputs: reply.outputs, queueMs: job.dispatchedAt - job.enqueuedAt, computeMs: performance.now() - job.dispatchedAt })
+    } else if (reply.code === 'ERR_INVALID_INPUT') {
+      this.fail(job, new InvalidInferRequestError(reply.message))
+    } else {
+      this.fail(job, new InferenceFailedError(`inference failed: ${reply.message}`))
+    }
+    this.pump()
+  }
+
+  private onWorkerExit (slot: Slot, handle: WorkerHandle, reason: string): void {
+    if (slot.handle !== handle || this.closing !== undefined) return
+    slot.handle = undefined
+    const job = slot.job
+    slot.job = undefined
+    if (job !== undefined) this.fail(job, new InferenceFailedError(`worker ${slot.index} died while running the request: ${reason}`, 'ERR_WORKER_EXIT'))
+    if (slot.ranSinceStart) slot.failures = 0
+    else slot.failures++
+    this.log.warn({ worker: slot.index, reason, failures: slot.failures }, 'inference worker died; replacing it')
+    this.restart(slot)
+  }
+
+  /** Starts a replacement for the slot, after a backoff if the last ones failed; gives up after MAX_RESTART_FAILURES. */
+  private restart (slot: Slot): void {
+    if (slot.failures >= MAX_RESTART_FAILURES) {
+      slot.state = 'dead'
+      this.log.error({ worker: slot.index, failures: slot.failures }, 'inference worker keeps failing; not replacing it any more')
+      this.failQueueIfNoWorkers()
+      return
+    }
+    slot.state = 'backoff'
+    const delay = slot.failures === 0 ? 0 : RESTART_BACKOFF_MS * 2 ** (slot.failures - 1)
+    slot.restartTimer = setTimeout(() => {
+      slot.restartTimer = undefined
+      if (this.closing !== undefined) return
+      slot.state = 'starting'
+      const handle = this.spawn(slot)
+      handle.ready.then((info) => {
+        if (this.closing !== undefined || slot.handle !== handle) return
+        if (JSON.stringify(info.signature) !== JSON.stringify(this.signature)) {
+          throw new ModelLoadError(`the model file ${this.init.modelPath} changed: its signature differs from the pool's`)
+        }
+        slot.state = 'idle'
+        this.log.info({ worker: slot.index }, 'inference worker replaced')
+        this.pump()
+      }).catch((err: unknown) => {
+        if (this.closing !== undefined || slot.handle !== handle) return
+        slot.handle = undefined
+        slot.failures++
+        this.log.warn({ worker: slot.index, err: (err as Error).message, failures: slot.failures }, 'replacement inference worker failed to start')
+        void handle.terminate().finally(() => { this.restart(slot) })
+      })
+    }, delay)
+  }
+
+  /** Once every slot is given up, nothing will ever serve the queue. */
+  private failQueueIfNoWorkers (): void {
+    if (this.slots.some(s => s.state !== 'dead')) return
+    for (const job of this.queue) this.fail(job, new UnavailableError(`inference pool '${this.init.name}' has no working worker`))
+    this.queue.clear()
+  }
+
+  private succeed (job: Job, outcome: InferOutcome): void {
+    if (this.finish(job)) job.settle.resolve(outcome)
+  }
+
+  private fail (job: Job, err: unknown): void {
+    if (this.finish(job)) job.settle.reject(err)
+  }
+
+  /** Marks the job settled (false if it already was) and drops its timer and abort listener. */
+  private finish (job: Job): boolean {
+    if (job.settled) return false
+    job.settled = true
+    clearTimeout(job.timer)
+    if (job.onAbort !== undefined) job.signal?.removeEventListener('abort', job.onAbort)
+    return true
+  }
+}
