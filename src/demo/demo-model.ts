@@ -1,4 +1,5 @@
 import { encodeModel, floatTensor, OnnxDataType, type OnnxModel } from './onnx-writer.ts'
+import { mulberry32 } from '../util/random.ts'
 
 /**
  * The built-in demo model that `astrad start` with no arguments deploys as app `demo`: a small
@@ -32,21 +33,6 @@ const IR_VERSION = 7
 const OPSET = 13
 /** No astrad version here: a new release must produce the same bytes. */
 const PRODUCER = { name: 'astrad-demo', version: '1' }
-
-/**
- * mulberry32: a 32-bit integer PRNG (Math.imul and shifts only), so the sequence is the same
- * on every JavaScript engine and version.
- */
-function mulberry32 (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return (t ^ (t >>> 14)) >>> 0
-  }
-}
 
 interface DemoWeights {
   w1: number[] // [4, 8] row-major

@@ -3,18 +3,7 @@ import assert from 'node:assert/strict'
 import { PiecePicker } from '../../src/transfer/picker.ts'
 import { Bitfield } from '../../src/transfer/bitfield.ts'
 import { SHUFFLED_PIECES } from '../../src/transfer/constants.ts'
-
-/** A seeded PRNG (mulberry32) so orders are reproducible. */
-function rng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+import { seededRandom as rng } from '../../src/util/random.ts'
 
 function take (picker: PiecePicker, have: Bitfield, n: number, peer: Bitfield | 'complete' = 'complete'): number[] {
   const out: number[] = []
