@@ -1,0 +1,272 @@
+import type { IncomingMessage } from 'node:http'
+import type { Registry } from 'prom-client'
+import { HttpError, type RpcRequest, type RpcResponse, type RpcServer } from '../../rpc/index.ts'
+import type { Logger } from '../../util/logger.ts'
+import { AstradError, errorMessage } from '../../util/errors.ts'
+import { VERSION } from '../../version.ts'
+import {
+  DeadlineError, InvalidInferRequestError, ModelNotFoundError, ServingError, UnavailableError,
+  type InferResult, type ModelStatus, type ServingBackend
+} from '../types.ts'
+import {
+  DEFAULT_RETRY_AFTER_S, DEFAULT_TIMEOUT_MS, EXTENSIONS, HEADER_LENGTH_HEADER, MAX_INFER_BODY_BYTES,
+  MAX_TIMEOUT_MS, SERVER_NAME, TIMEOUT_HEADER
+} from './constants.ts'
+import { decodeInferRequest, type DecodedInferRequest } from './request.ts'
+import { encodeInferResponse } from './response.ts'
+import { createInferenceMetrics, type FailureReason, type InferenceMetrics } from './metrics.ts'
+
+export interface KServeComponents {
+  /** Prometheus registry for the astrad_inference_* metrics; none are kept without one. */
+  registry?: Registry
+  logger: Logger
+  /**
+   * Leave out `GET /v2/health/live` and `GET /v2/health/ready` (the daemon registers its own).
+   * RpcServer answers a path with the first route registered for it, so registering both would
+   * silently shadow the later one.
+   */
+  skipHealth?: boolean
+}
+
+/** The client closed its connection before the answer: nobody is waiting for it any more. */
+class ClientGoneError extends AstradError {
+  constructor () {
+    super('the client closed the connection', 'ERR_CANCELED')
+    this.name = 'ClientGoneError'
+  }
+}
+
+/**
+ * The Open Inference Protocol (KServe v2) on the RPC port. `backend()` is undefined while the
+ * daemon cannot serve (starting, stopped): health/ready answers not ready, the rest 503.
+ * Health routes are open (probes carry no token); the others follow the port's token.
+ */
+export function registerKServeRoutes (rpc: RpcServer, backend: () => ServingBackend | undefined, components: KServeComponents): void {
+  const metrics = components.registry != null ? createInferenceMetrics(components.registry) : undefined
+  const log = components.logger
+
+  const serving = (): ServingBackend => {
+    const b = backend()
+    if (b == null) throw new UnavailableError('this daemon is not serving (starting or stopping)', 'ERR_UNAVAILABLE', DEFAULT_RETRY_AFTER_S)
+    return b
+  }
+  const modelOf = (b: ServingBackend, req: RpcRequest): ModelStatus => {
+    const name = req.params.model ?? ''
+    const status = b.model(name)
+    if (status == null) throw new ModelNotFoundError(name)
+    const version = req.params.version
+    if (version != null && !status.versions.includes(version)) {
+      throw new ServingError(`model '${name}' has no version '${version}' (versions: ${status.versions.join(', ') || 'none'})`, 'ERR_MODEL_NOT_FOUND', 404)
+    }
+    return status
+  }
+
+  if (components.skipHealth !== true) {
+    rpc.route('GET', '/v2/health/live', () => ({ status: 200, body: { live: true } }), { open: true })
+    rpc.route('GET', '/v2/health/ready', () => {
+      const b = backend()
+      const ready = b != null && b.serverReady()
+      return { status: ready ? 200 : 503, body: { ready } }
+    }, { open: true })
+  }
+
+  rpc.route('GET', '/v2', () => ({ status: 200, body: { name: SERVER_NAME, version: VERSION, extensions: [...EXTENSIONS] } }))
+
+  const metadata = (req: RpcRequest): RpcResponse => guard(log, () => {
+    const m = modelOf(serving(), req)
+    return {
+      status: 200,
+      body: {
+        name: m.name,
+        versions: m.versions,
+        platform: m.platform,
+        // Known once a replica has loaded the model; until then the fields are left out
+        // rather than claiming a model without inputs.
+        ...(m.signature != null ? { inputs: m.signature.inputs, outputs: m.signature.outputs } : {})
+      }
+    }
+  })
+  rpc.route('GET', '/v2/models/:model', metadata)
+  rpc.route('GET', '/v2/models/:model/versions/:version', metadata)
+
+  const modelReady = (req: RpcRequest): RpcResponse => guard(log, () => {
+    const m = modelOf(serving(), req)
+    return { status: m.ready ? 200 : 503, body: { name: m.name, ready: m.ready } }
+  })
+  rpc.route('GET', '/v2/models/:model/ready', modelReady)
+  rpc.route('GET', '/v2/models/:model/versions/:version/ready', modelReady)
+
+  const infer = async (req: RpcRequest): Promise<RpcResponse> => {
+    const started = performance.now()
+    const startedAt = Date.now()
+    let model: string | undefined
+    try {
+      const b = serving()
+      const status = modelOf(b, req)
+      model = status.name
+      const headerTimeoutMs = timeoutHeader(req.headers[TIMEOUT_HEADER])
+      const body = await readBody(req.raw, MAX_INFER_BODY_BYTES)
+      const decoded = decodeInferRequest(body, req.headers[HEADER_LENGTH_HEADER], status.signature)
+      const budgetMs = timeoutMs(headerTimeoutMs, decoded.timeoutUs)
+      const result = await runInfer(b, status.name, decoded, { deadline: startedAt + budgetMs, budgetMs }, req.raw)
+      const encoded = encodeInferResponse(result, decoded, status.name)
+      const requestMs = performance.now() - started
+      metrics?.success(status.name, { batch: batchSize(status, decoded), requestMs, queueMs: result.queueMs, computeMs: result.computeMs })
+      // Content-Length always: the binary extension requires it to give the full body length.
+      return { status: 200, bytes: encoded.body, headers: { ...encoded.headers, 'content-length': String(encoded.body.length) } }
+    } catch (err) {
+      const res = errorResponse(log, err, model)
+      if (model != null) metrics?.failure(model, failureReason(err, res.status))
+      return res
+    }
+  }
+  rpc.route('POST', '/v2/models/:model/infer', infer)
+  rpc.route('POST', '/v2/models/:model/versions/:version/infer', infer)
+}
+
+/** Runs a synchronous handler, answering a failure in the KServe error form. */
+function guard (log: Logger, fn: () => RpcResponse): RpcResponse {
+  try {
+    return fn()
+  } catch (err) {
+    return errorResponse(log, err)
+  }
+}
+
+/**
+ * A failure as the spec's error object, `{"error": "..."}` and nothing else, with the status
+ * the error carries; 429 and 503 say when to come back (Retry-After, seconds).
+ */
+function errorResponse (log: Logger, err: unknown, model?: string): RpcResponse {
+  let status = 500
+  const headers: Record<string, string> = {}
+  if (err instanceof ServingError) {
+    status = err.status
+    if (status === 429 || status === 503) headers['retry-after'] = String(Math.max(0, Math.ceil(err.retryAfter ?? DEFAULT_RETRY_AFTER_S)))
+  } else if (err instanceof HttpError) {
+    status = err.status
+    // The rest of an oversized body is not worth reading: close once answered.
+    if (status === 413) headers.connection = 'close'
+  }
+  if (status >= 500 && status !== 503 && status !== 504) log.warn({ model, err: errorMessage(err), code: err instanceof AstradError ? err.code : undefined }, 'inference request failed')
+  else log.debug({ model, status, err: errorMessage(err) }, 'inference request refused')
+  return { status, body: { error: errorMessage(err) }, headers }
+}
+
+function failureReason (err: unknown, status: number): FailureReason {
+  if (err instanceof ClientGoneError) return 'canceled'
+  if (status === 429) return 'rejected'
+  if (status === 503) return 'unavailable'
+  if (status === 504) return 'deadline'
+  if (status >= 400 && status < 500) return 'invalid'
+  return 'backend'
+}
+
+/** The astrad-timeout-ms header: a positive integer of milliseconds, or absent. */
+function timeoutHeader (value: string | string[] | undefined): number | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'string' || !/^\d{1,12}$/.test(value.trim()) || Number(value) === 0) {
+    throw new InvalidInferRequestError(`${TIMEOUT_HEADER} must be a positive integer of milliseconds, got ${JSON.stringify(value)}`)
+  }
+  return Number(value)
+}
+
+/** The request's time budget: the smaller of header and "timeout" parameter, else the default; at most MAX_TIMEOUT_MS. */
+function timeoutMs (headerMs: number | undefined, paramUs: number | undefined): number {
+  const given = [headerMs, paramUs != null ? Math.ceil(paramUs / 1000) : undefined].filter((x): x is number => x != null)
+  return Math.min(given.length > 0 ? Math.min(...given) : DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS)
+}
+
+/**
+ * Inferences in a request for Triton's `inference_count`: the leading dimension of the first
+ * input when the model declares that dimension variable (a batch), else 1.
+ */
+function batchSize (status: ModelStatus, req: DecodedInferRequest): number {
+  const first = req.inputs[0]
+  const spec = status.signature?.inputs.find(s => s.name === first?.name)
+  return first != null && spec?.shape[0] === -1 && first.shape.length > 0 ? (first.shape[0] ?? 1) : 1
+}
+
+/** Reads the raw body, at most `max` bytes (413 beyond, before reading when Content-Length says so). */
+async function readBody (raw: IncomingMessage, max: number): Promise<Buffer> {
+  const declared = Number(raw.headers['content-length'] ?? '0')
+  if (declared > max) throw new HttpError(413, `the request body of ${declared} bytes exceeds the limit of ${max} bytes`, 'ERR_TOO_LARGE')
+  // Events rather than `for await`: the async iterator costs several µs per request.
+  return await new Promise<Buffer>((resolve, reject) => {
+    const chunks: Buffer[] = []
+    let size = 0
+    const cleanup = (): void => {
+      raw.off('data', onData)
+      raw.off('end', onEnd)
+      raw.off('error', onError)
+      raw.off('aborted', onError)
+    }
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length
+      if (size > max) {
+        cleanup()
+        raw.resume()
+        reject(new HttpError(413, `the request body exceeds the limit of ${max} bytes`, 'ERR_TOO_LARGE'))
+        return
+      }
+      chunks.push(chunk)
+    }
+    const onEnd = (): void => {
+      cleanup()
+      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))
+    }
+    // Anything but our own refusal is the connection failing mid-body (ECONNRESET, aborted).
+    const onError = (): void => {
+      cleanup()
+      reject(new ClientGoneError())
+    }
+    if (raw.complete && raw.readableEnded) {
+      resolve(Buffer.alloc(0))
+      return
+    }
+    raw.on('data', onData)
+    raw.on('end', onEnd)
+    raw.on('error', onError)
+    raw.on('aborted', onError)
+  })
+}
+
+/**
+ * Calls the backend under the request's deadline and the client's connection: the backend gets
+ * a signal that aborts at the deadline or when the client goes away, and the answer is a 504
+ * at the deadline even if the backend does not honour its signal.
+ */
+async function runInfer (b: ServingBackend, model: string, decoded: DecodedInferRequest, time: { deadline: number, budgetMs: number }, raw: IncomingMessage): Promise<InferResult> {
+  const { deadline, budgetMs } = time
+  const ac = new AbortController()
+  const socket = raw.socket
+  const gone = (): void => { ac.abort(new ClientGoneError()) }
+  if (socket.destroyed) throw new ClientGoneError()
+  socket.once('close', gone)
+  let timer: NodeJS.Timeout | undefined
+  const expired = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => {
+      const err = new DeadlineError(`no answer within the request's deadline of ${budgetMs} ms`)
+      ac.abort(err)
+      reject(err)
+    }, Math.max(0, deadline - Date.now()))
+  })
+  const cancelled = new Promise<never>((_resolve, reject) => {
+    ac.signal.addEventListener('abort', () => { reject(ac.signal.reason) }, { once: true })
+  })
+  try {
+    return await Promise.race([
+      b.infer(model, {
+        ...(decoded.id != null ? { id: decoded.id } : {}),
+        inputs: decoded.inputs,
+        ...(decoded.outputs != null ? { outputs: decoded.outputs.map(o => o.name) } : {}),
+        deadline
+      }, ac.signal),
+      expired,
+      cancelled
+    ])
+  } finally {
+    clearTimeout(timer)
+    socket.off('close', gone)
+  }
+}

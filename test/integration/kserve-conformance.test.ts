@@ -1,0 +1,390 @@
+import { test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import http from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { RpcServer } from '../../src/rpc/index.ts'
+import { createMetrics } from '../../src/metrics/index.ts'
+import { silentLogger } from '../../src/util/logger.ts'
+import { VERSION } from '../../src/version.ts'
+import { registerKServeRoutes, encodeBytesElements, decodeInferResponse, MAX_INFER_BODY_BYTES } from '../../src/serving/kserve/index.ts'
+import {
+  DeadlineError, InferenceFailedError, QueueFullError, UnavailableError,
+  type InferRequest, type InferResult, type ModelStatus, type ServingBackend, type Tensor
+} from '../../src/serving/types.ts'
+
+/**
+ * Open Inference Protocol conformance: a real RpcServer on 127.0.0.1 with the KServe routes and
+ * a fake backend whose models compute something checkable, exercised over HTTP for every
+ * endpoint, both tensor encodings in both directions, and every error status.
+ */
+
+const TOKEN = 'kserve-token'
+
+/** `double`: y = 2x (FP32 [-1, 4]) and rows = 2^60 + batch (INT64, beyond 2^53 on purpose). */
+const doubleStatus: ModelStatus = {
+  name: 'double',
+  versions: ['1'],
+  platform: 'onnx_onnxv1',
+  ready: true,
+  signature: {
+    inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 4] }],
+    outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 4] }, { name: 'rows', datatype: 'INT64', shape: [1] }]
+  }
+}
+/** Models without a signature yet: `echo` returns its inputs as outputs, the rest fail in ways. */
+const bare = (name: string, ready = true): ModelStatus => ({ name, versions: ['1'], platform: 'onnx_onnxv1', ready })
+
+interface Seen { model: string, req: InferRequest, signal?: AbortSignal, at: number }
+
+class FakeBackend implements ServingBackend {
+  ready = true
+  readonly seen: Seen[] = []
+  readonly statuses = new Map<string, ModelStatus>([
+    ['double', doubleStatus], ['echo', bare('echo')], ['busy', bare('busy')], ['down', bare('down')],
+    ['late', bare('late')], ['hang', bare('hang')], ['crash', bare('crash')], ['loading', bare('loading', false)]
+  ])
+
+  serverReady = (): boolean => this.ready
+  models = (): string[] => [...this.statuses.keys()]
+  model = (name: string): ModelStatus | undefined => this.statuses.get(name)
+
+  infer = async (name: string, req: InferRequest, signal?: AbortSignal): Promise<InferResult> => {
+    this.seen.push({ model: name, req, signal, at: Date.now() })
+    const done = (outputs: Tensor[]): InferResult => ({ id: req.id, model: name, version: '1', outputs, queueMs: 3, computeMs: 4 })
+    switch (name) {
+      case 'double': {
+        const x = req.inputs[0] as Tensor
+        const values = new Float32Array(x.data.buffer, x.data.byteOffset, x.data.length / 4).map(v => v * 2)
+        const all = [
+          { name: 'y', datatype: 'FP32' as const, shape: x.shape, data: new Uint8Array(values.buffer) },
+          { name: 'rows', datatype: 'INT64' as const, shape: [1], data: new Uint8Array(new BigInt64Array([2n ** 60n + BigInt(x.shape[0] ?? 0)]).buffer) }
+        ]
+        return done(req.outputs == null ? all : all.filter(t => req.outputs?.includes(t.name)))
+      }
+      case 'echo': return done(req.inputs.map(t => ({ ...t, data: Uint8Array.from(t.data) })))
+      case 'busy': throw new QueueFullError('every replica queue of busy is full', 2)
+      case 'down': throw new UnavailableError('no replica of down is ready', 'ERR_NO_REPLICA', 3)
+      case 'late': throw new DeadlineError('the replica gave up at the deadline')
+      case 'crash': throw new InferenceFailedError('onnxruntime: Invalid rank for input')
+      case 'hang': return await new Promise<never>(() => {})
+      default: throw new Error(`fake has no model ${name}`)
+    }
+  }
+}
+
+const backend = new FakeBackend()
+let serving: ServingBackend | undefined = backend
+const metrics = createMetrics()
+const server = new RpcServer({ logger: silentLogger(), metrics }, { host: '127.0.0.1', port: 0, token: TOKEN })
+registerKServeRoutes(server, () => serving, { registry: metrics.registry, logger: silentLogger() })
+let port = 0
+
+before(async () => { port = (await server.listen()).port })
+after(async () => { await server.close() })
+
+interface Answer { status: number, headers: http.IncomingHttpHeaders, body: Buffer, json: () => any }
+
+async function call (method: string, path: string, init: { body?: Buffer | string, headers?: Record<string, string>, token?: boolean, signal?: AbortSignal } = {}): Promise<Answer> {
+  const body = typeof init.body === 'string' ? Buffer.from(init.body) : init.body
+  return await new Promise((resolve, reject) => {
+    const req = http.request({
+      host: '127.0.0.1',
+      port,
+      method,
+      path,
+      agent: false,
+      signal: init.signal,
+      headers: {
+        ...(init.token !== false ? { authorization: `Bearer ${TOKEN}` } : {}),
+        ...(body != null ? { 'content-length': String(body.length) } : {}),
+        ...init.headers
+      }
+    }, res => {
+      const chunks: Buffer[] = []
+      res.on('data', (c: Buffer) => chunks.push(c))
+      res.on('end', () => {
+        const buf = Buffer.concat(chunks)
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body: buf, json: () => JSON.parse(buf.toString()) })
+      })
+      res.on('error', reject)
+    })
+    req.on('error', reject)
+    req.end(body)
+  })
+}
+
+const postJson = async (path: string, doc: unknown, headers: Record<string, string> = {}): Promise<Answer> =>
+  await call('POST', path, { body: JSON.stringify(doc), headers: { 'content-type': 'application/json', ...headers } })
+
+/** A binary request: JSON header, then the parts, with Inference-Header-Content-Length. */
+async function postBinary (path: string, header: unknown, ...parts: Uint8Array[]): Promise<Answer> {
+  const json = Buffer.from(JSON.stringify(header))
+  return await call('POST', path, {
+    body: Buffer.concat([json, ...parts]),
+    headers: { 'content-type': 'application/octet-stream', 'inference-header-content-length': String(json.length) }
+  })
+}
+
+const f32 = (...v: number[]): Buffer => Buffer.from(new Float32Array(v).buffer)
+
+function assertError (a: Answer, status: number, pattern: RegExp): void {
+  assert.equal(a.status, status, a.body.toString())
+  assert.match(String(a.headers['content-type']), /^application\/json/)
+  const body = a.json()
+  assert.deepEqual(Object.keys(body), ['error'], 'the spec\'s error object and nothing else')
+  assert.match(body.error, pattern)
+}
+
+test('server metadata, health and model metadata endpoints', async () => {
+  const meta = await call('GET', '/v2')
+  assert.equal(meta.status, 200)
+  assert.deepEqual(meta.json(), { name: 'astrad', version: VERSION, extensions: ['binary_tensor_data'] })
+
+  assert.deepEqual((await call('GET', '/v2/health/live', { token: false })).json(), { live: true })
+  const ready = await call('GET', '/v2/health/ready', { token: false })
+  assert.equal(ready.status, 200, 'health routes need no token')
+  assert.deepEqual(ready.json(), { ready: true })
+  assert.equal((await call('GET', '/v2', { token: false })).status, 401, 'the other routes follow the port\'s token')
+
+  const model = await call('GET', '/v2/models/double')
+  assert.equal(model.status, 200)
+  assert.deepEqual(model.json(), {
+    name: 'double', versions: ['1'], platform: 'onnx_onnxv1',
+    inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, 4] }],
+    outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, 4] }, { name: 'rows', datatype: 'INT64', shape: [1] }]
+  })
+  assert.deepEqual((await call('GET', '/v2/models/double/versions/1')).json(), model.json())
+  assertError(await call('GET', '/v2/models/double/versions/7'), 404, /model 'double' has no version '7' \(versions: 1\)/)
+  assertError(await call('GET', '/v2/models/nope'), 404, /unknown model 'nope'/)
+  assert.deepEqual((await call('GET', '/v2/models/echo')).json(), { name: 'echo', versions: ['1'], platform: 'onnx_onnxv1' }, 'no signature yet: no inputs/outputs claimed')
+
+  assert.deepEqual((await call('GET', '/v2/models/double/ready')).json(), { name: 'double', ready: true })
+  assert.equal((await call('GET', '/v2/models/double/versions/1/ready')).status, 200)
+  const loading = await call('GET', '/v2/models/loading/ready')
+  assert.equal(loading.status, 503)
+  assert.deepEqual(loading.json(), { name: 'loading', ready: false })
+  assertError(await call('GET', '/v2/models/nope/ready'), 404, /unknown model/)
+})
+
+test('readiness follows the backend; no backend at all is not ready and infer is 503 with Retry-After', async () => {
+  backend.ready = false
+  assert.equal((await call('GET', '/v2/health/ready', { token: false })).status, 503)
+  backend.ready = true
+  serving = undefined
+  try {
+    const r = await call('GET', '/v2/health/ready', { token: false })
+    assert.equal(r.status, 503)
+    assert.deepEqual(r.json(), { ready: false })
+    assert.equal((await call('GET', '/v2/health/live', { token: false })).status, 200)
+    const inf = await postJson('/v2/models/double/infer', { inputs: [] })
+    assertError(inf, 503, /not serving/)
+    assert.equal(inf.headers['retry-after'], '1')
+    assertError(await call('GET', '/v2/models/double'), 503, /not serving/)
+  } finally {
+    serving = backend
+  }
+})
+
+test('JSON infer: nested or flat data, id echoed, output selection, deadline passed to the backend', async () => {
+  const before = Date.now()
+  const r = await postJson('/v2/models/double/infer', { id: 'req-42', inputs: [{ name: 'x', shape: [2, 4], datatype: 'FP32', data: [[1, 2, 3, 4], [0.5, -1, 1e3, 0]] }] })
+  assert.equal(r.status, 200, r.body.toString())
+  assert.match(String(r.headers['content-type']), /^application\/json/)
+  assert.equal(r.headers['inference-header-content-length'], undefined)
+  assert.equal(r.body.toString(), '{"model_name":"double","model_version":"1","id":"req-42","outputs":[' +
+    '{"name":"y","datatype":"FP32","shape":[2,4],"data":[2,4,6,8,1,-2,2000,0]},' +
+    '{"name":"rows","datatype":"INT64","shape":[1],"data":[1152921504606846978]}]}', 'INT64 written digit for digit')
+  const seen = backend.seen.at(-1) as Seen
+  assert.equal(seen.req.id, 'req-42')
+  assert.equal(seen.req.outputs, undefined)
+  assert.ok(seen.req.deadline >= before + 30_000 && seen.req.deadline <= Date.now() + 30_000, 'the default 30 s deadline')
+  assert.ok(seen.signal instanceof AbortSignal)
+
+  const only = await postJson('/v2/models/double/versions/1/infer', {
+    inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 1, 1, 1] }],
+    outputs: [{ name: 'rows' }],
+    parameters: { timeout: 2_500_000 }
+  })
+  assert.equal(only.status, 200)
+  assert.deepEqual(only.json().outputs.map((o: { name: string }) => o.name), ['rows'])
+  const s2 = backend.seen.at(-1) as Seen
+  assert.deepEqual(s2.req.outputs, ['rows'])
+  assert.ok(Math.abs(s2.req.deadline - (s2.at + 2500)) < 500, 'parameters.timeout is microseconds (Triton)')
+  await postJson('/v2/models/double/infer', { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 1, 1, 1] }] }, { 'astrad-timeout-ms': '700' })
+  const s3 = backend.seen.at(-1) as Seen
+  assert.ok(Math.abs(s3.req.deadline - (s3.at + 700)) < 500, 'the astrad-timeout-ms header')
+})
+
+test('binary extension both ways: binary inputs, binary outputs (requested per output or all), raw binary request', async () => {
+  const r = await postBinary('/v2/models/double/infer', {
+    inputs: [{ name: 'x', shape: [2, 4], datatype: 'FP32', parameters: { binary_data_size: 32 } }],
+    outputs: [{ name: 'y', parameters: { binary_data: true } }, { name: 'rows' }]
+  }, f32(1, 2, 3, 4, 5, 6, 7, 8))
+  assert.equal(r.status, 200, r.body.toString())
+  assert.equal(r.headers['content-type'], 'application/octet-stream')
+  const n = Number(r.headers['inference-header-content-length'])
+  const header = JSON.parse(r.body.subarray(0, n).toString())
+  assert.deepEqual(header.outputs[0], { name: 'y', datatype: 'FP32', shape: [2, 4], parameters: { binary_data_size: 32 } })
+  assert.deepEqual(header.outputs[1].data, [1152921504606846978])
+  assert.deepEqual(r.body.subarray(n), f32(2, 4, 6, 8, 10, 12, 14, 16))
+  assert.equal(Number(r.headers['content-length']), r.body.length)
+
+  const all = await postJson('/v2/models/double/infer', { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }], parameters: { binary_data_output: true } })
+  const decoded = decodeInferResponse(all.body, String(all.headers['inference-header-content-length']))
+  assert.deepEqual(decoded.outputs.map(o => [o.name, o.values]), [['y', [2, 4, 6, 8]], ['rows', [2n ** 60n + 1n]]])
+
+  const raw = await call('POST', '/v2/models/double/infer', { body: f32(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12), headers: { 'inference-header-content-length': '0' } })
+  assert.equal(raw.status, 200, raw.body.toString())
+  const rawOut = decodeInferResponse(raw.body, String(raw.headers['inference-header-content-length']))
+  assert.deepEqual(rawOut.outputs[0]?.shape, [3, 4])
+  assert.deepEqual(rawOut.outputs[0]?.values, [2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24])
+})
+
+test('every datatype travels exactly through the server, JSON and binary', async () => {
+  const inputs = [
+    { name: 'b', datatype: 'BOOL', shape: [3], data: [true, false, true] },
+    { name: 'u8', datatype: 'UINT8', shape: [2], data: [0, 255] },
+    { name: 'u16', datatype: 'UINT16', shape: [1], data: [65535] },
+    { name: 'u32', datatype: 'UINT32', shape: [1], data: [4294967295] },
+    { name: 'u64', datatype: 'UINT64', shape: [2], data: ['18446744073709551615', 1] },
+    { name: 'i8', datatype: 'INT8', shape: [1], data: [-128] },
+    { name: 'i16', datatype: 'INT16', shape: [1], data: [-32768] },
+    { name: 'i32', datatype: 'INT32', shape: [1, 1], data: [[-2147483648]] },
+    { name: 'i64', datatype: 'INT64', shape: [2], data: [-9223372036854775808n, 9007199254740993n] },
+    { name: 'h', datatype: 'FP16', shape: [3], data: [0.1, -65504, 'Infinity'] },
+    { name: 'f', datatype: 'FP32', shape: [2], data: [0.1, 'NaN'] },
+    { name: 'd', datatype: 'FP64', shape: [1], data: [0.1] },
+    { name: 's', datatype: 'BYTES', shape: [2], data: ['héllo', ''] }
+  ]
+  // bigint as raw digits in the request text, as a Python client would write them.
+  const text = JSON.stringify({ inputs }, (_k, v: unknown) => typeof v === 'bigint' ? `@@${v}@@` : v).replace(/"@@(-?\d+)@@"/g, '$1')
+  const j = await call('POST', '/v2/models/echo/infer', { body: text })
+  assert.equal(j.status, 200, j.body.toString())
+  const out = j.body.toString()
+  assert.match(out, /"name":"i64","datatype":"INT64","shape":\[2\],"data":\[-9223372036854775808,9007199254740993\]/)
+  assert.match(out, /"name":"u64","datatype":"UINT64","shape":\[2\],"data":\[18446744073709551615,1\]/)
+  assert.match(out, /"name":"h","datatype":"FP16","shape":\[3\],"data":\[0\.0999755859375,-65504,"Infinity"\]/)
+  assert.match(out, /"name":"f","datatype":"FP32","shape":\[2\],"data":\[0\.10000000149011612,"NaN"\]/)
+  assert.match(out, /"name":"s","datatype":"BYTES","shape":\[2\],"data":\["héllo",""\]/)
+  assert.match(out, /"name":"b","datatype":"BOOL","shape":\[3\],"data":\[true,false,true\]/)
+
+  // The same tensors asked back in binary: the bytes are the little-endian layout.
+  const b = await call('POST', '/v2/models/echo/infer', { body: text.replace(/}$/, ',"parameters":{"binary_data_output":true}}') })
+  const d = decodeInferResponse(b.body, String(b.headers['inference-header-content-length']))
+  const byName = new Map(d.outputs.map(o => [o.name, o.values]))
+  assert.deepEqual(byName.get('i64'), [-(2n ** 63n), 2n ** 53n + 1n])
+  assert.deepEqual(byName.get('u64'), [2n ** 64n - 1n, 1n])
+  assert.deepEqual(byName.get('h'), [0.0999755859375, -65504, Infinity])
+  assert.deepEqual(byName.get('b'), [true, false, true])
+  assert.deepEqual((byName.get('s') as Uint8Array[]).map(x => Buffer.from(x).toString()), ['héllo', ''])
+
+  // Binary BYTES in: bytes that are not UTF-8 come back only as binary.
+  const blob = Buffer.from(encodeBytesElements([Buffer.from([0xff, 0x00, 0xfe])]))
+  const bin = await postBinary('/v2/models/echo/infer', { inputs: [{ name: 'raw', datatype: 'BYTES', shape: [1], parameters: { binary_data_size: blob.length } }], parameters: { binary_data_output: true } }, blob)
+  assert.equal(bin.status, 200)
+  assert.deepEqual(bin.body.subarray(Number(bin.headers['inference-header-content-length'])), blob)
+  assertError(await postBinary('/v2/models/echo/infer', { inputs: [{ name: 'raw', datatype: 'BYTES', shape: [1], parameters: { binary_data_size: blob.length } }] }, blob), 400, /not UTF-8 text/)
+})
+
+test('400s: wrong name, shape, datatype, size, malformed JSON, bad binary header length', async () => {
+  const x = (over: Record<string, unknown> = {}): Record<string, unknown> => ({ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4], ...over })
+  const path = '/v2/models/double/infer'
+  const before = backend.seen.length
+  assertError(await postJson(path, { inputs: [x({ name: 'input' })] }), 400, /unknown input 'input' \(the model's inputs: x\)/)
+  assertError(await postJson(path, { inputs: [x({ shape: [4], data: [1, 2, 3, 4] })] }), 400, /shape \[4\] does not fit the model's \[-1, 4\]/)
+  assertError(await postJson(path, { inputs: [x({ shape: [1, 3], data: [1, 2, 3] })] }), 400, /shape \[1, 3\] does not fit/)
+  assertError(await postJson(path, { inputs: [x({ datatype: 'FP64' })] }), 400, /datatype FP64, the model expects FP32/)
+  assertError(await postJson(path, { inputs: [x({ datatype: 'float32' })] }), 400, /unknown datatype "float32"/)
+  assertError(await postJson(path, { inputs: [x({ data: [1, 2, 3] })] }), 400, /has 4 elements but "data" has 3/)
+  assertError(await postJson(path, { inputs: [] }), 400, /missing input 'x' \(FP32 \[-1, 4\]\)/)
+  assertError(await postJson(path, { inputs: [x()], outputs: [{ name: 'z' }] }), 400, /unknown output 'z'/)
+  assertError(await call('POST', path, { body: '{"inputs": [' }), 400, /not valid JSON/)
+  assertError(await postBinary(path, { inputs: [x({ data: undefined, parameters: { binary_data_size: 12 } })] }, f32(1, 2, 3)), 400, /12 bytes of data, but shape \[1, 4\] of FP32 needs 16/)
+  assertError(await postBinary(path, { inputs: [x({ data: undefined, parameters: { binary_data_size: 16 } })] }, f32(1, 2, 3, 4), Buffer.from([0])), 400, /1 bytes after the JSON header/)
+  const body = Buffer.concat([Buffer.from(JSON.stringify({ inputs: [x({ data: undefined, parameters: { binary_data_size: 16 } })] })), f32(1, 2, 3, 4)])
+  assertError(await call('POST', path, { body, headers: { 'inference-header-content-length': 'abc' } }), 400, /must be one non-negative integer/)
+  assertError(await call('POST', path, { body, headers: { 'inference-header-content-length': String(body.length + 10) } }), 400, /exceeds the body/)
+  assertError(await call('POST', path, { body, headers: { 'inference-header-content-length': '20' } }), 400, /not valid JSON/)
+  assertError(await call('POST', path, { body: JSON.stringify({ inputs: [x()] }), headers: { 'astrad-timeout-ms': 'soon' } }), 400, /astrad-timeout-ms must be a positive integer/)
+  assertError(await call('POST', '/v2/models/echo/infer', { body: f32(1), headers: { 'inference-header-content-length': '0' } }), 400, /needs the model's signature/)
+  assert.equal(backend.seen.length, before, 'no bad request reached the backend')
+})
+
+test('404, 413, 429 + Retry-After, 503 + Retry-After, 504 (backend and edge deadline), 500', async () => {
+  const one = { inputs: [{ name: 'x', shape: [1], datatype: 'FP32', data: [1] }] }
+  assertError(await postJson('/v2/models/nope/infer', one), 404, /unknown model 'nope'/)
+  assertError(await postJson('/v2/models/double/versions/2/infer', one), 404, /no version '2'/)
+
+  const busy = await postJson('/v2/models/busy/infer', one)
+  assertError(busy, 429, /queue of busy is full/)
+  assert.equal(busy.headers['retry-after'], '2')
+  const down = await postJson('/v2/models/down/infer', one)
+  assertError(down, 503, /no replica of down is ready/)
+  assert.equal(down.headers['retry-after'], '3')
+  assertError(await postJson('/v2/models/late/infer', one), 504, /gave up at the deadline/)
+  assertError(await postJson('/v2/models/crash/infer', one), 500, /Invalid rank/)
+
+  // A backend that never answers: the edge answers 504 at the request's deadline.
+  const t0 = Date.now()
+  const hang = await postJson('/v2/models/hang/infer', { ...one, parameters: { timeout: 150_000 } })
+  const took = Date.now() - t0
+  assertError(hang, 504, /deadline of 150 ms/)
+  assert.ok(took >= 140 && took < 2000, `answered at the deadline (${took} ms)`)
+  const seen = backend.seen.at(-1) as Seen
+  assert.equal(seen.signal?.aborted, true, 'the backend was told to stop')
+
+  // Too large: refused from Content-Length without reading the body.
+  const big = await new Promise<{ status: number, body: string, connection?: string }>((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/v2/models/double/infer', agent: false, headers: { authorization: `Bearer ${TOKEN}`, 'content-length': String(MAX_INFER_BODY_BYTES + 1) } }, res => {
+      let text = ''
+      res.on('data', (c: Buffer) => { text += c.toString() })
+      res.on('end', () => { resolve({ status: res.statusCode ?? 0, body: text, connection: res.headers.connection }) })
+    })
+    req.on('error', reject)
+    req.write(Buffer.alloc(1024))
+  })
+  assert.equal(big.status, 413)
+  assert.match(JSON.parse(big.body).error, /exceeds the limit of 67108864 bytes/)
+  assert.equal(big.connection, 'close')
+})
+
+test('a client that goes away aborts the backend\'s signal', async () => {
+  const ac = new AbortController()
+  const count = backend.seen.length
+  const pending = call('POST', '/v2/models/hang/infer', { body: JSON.stringify({ inputs: [{ name: 'x', shape: [1], datatype: 'FP32', data: [1] }] }), signal: ac.signal }).catch((err: unknown) => err)
+  let seen: Seen | undefined
+  for (let i = 0; i < 200 && seen == null; i++) {
+    await sleep(10)
+    seen = backend.seen.slice(count).find(s => s.model === 'hang')
+  }
+  assert.ok(seen?.signal != null, 'the request reached the backend')
+  assert.equal(seen.signal.aborted, false)
+  ac.abort()
+  assert.equal((await pending as Error).name, 'AbortError')
+  for (let i = 0; i < 200 && !seen.signal.aborted; i++) await sleep(10)
+  assert.equal(seen.signal.aborted, true, 'aborted when the connection closed, long before the 30 s deadline')
+  assert.equal((seen.signal.reason as { code?: string }).code, 'ERR_CANCELED')
+})
+
+test('astrad_inference_* metrics: Triton\'s set, by model, failures by reason, no label for unknown models', async () => {
+  const text = await metrics.registry.metrics()
+  const value = (line: string): number => {
+    const m = text.split('\n').find(l => l.startsWith(line + ' '))
+    return m == null ? NaN : Number(m.slice(line.length + 1))
+  }
+  assert.ok(value('astrad_inference_request_success{model="double"}') >= 5)
+  assert.ok(value('astrad_inference_exec_count{model="double"}') >= 5)
+  assert.ok(value('astrad_inference_count{model="double"}') > value('astrad_inference_request_success{model="double"}'), 'batch elements counted')
+  assert.ok(value('astrad_inference_queue_duration_us{model="double"}') >= 5 * 3000, 'queueMs × 1000 per request')
+  assert.ok(value('astrad_inference_compute_infer_duration_us{model="double"}') >= 5 * 4000)
+  assert.ok(value('astrad_inference_request_duration_us{model="double"}') > 0)
+  assert.ok(value('astrad_inference_request_duration_seconds_count{model="double"}') >= 5)
+  assert.ok(value('astrad_inference_request_failure{model="double",reason="invalid"}') >= 10)
+  assert.equal(value('astrad_inference_request_failure{model="busy",reason="rejected"}'), 1)
+  assert.equal(value('astrad_inference_request_failure{model="down",reason="unavailable"}'), 1)
+  assert.equal(value('astrad_inference_request_failure{model="late",reason="deadline"}'), 1)
+  assert.equal(value('astrad_inference_request_failure{model="crash",reason="backend"}'), 1)
+  assert.ok(value('astrad_inference_request_failure{model="hang",reason="deadline"}') >= 1)
+  assert.ok(value('astrad_inference_request_failure{model="hang",reason="canceled"}') >= 1)
+  assert.doesNotMatch(text, /model="nope"/)
+})
