@@ -6,6 +6,8 @@ import { statusCommand } from './commands/status.ts'
 import { drainCommand } from './commands/drain.ts'
 import { swarmKeyCommand } from './commands/swarm-key.ts'
 import { modelCommand } from './commands/model/index.ts'
+import { appCommand } from './commands/app.ts'
+import { inferCommand } from './commands/infer.ts'
 
 /** Exit codes of every command: ok / failed / usage. */
 export const EXIT_OK = 0
@@ -30,7 +32,7 @@ export function createCli (io: CliIo = defaultIo): Command {
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
     .exitOverride()
     .showSuggestionAfterError()
-  for (const cmd of [startCommand(io), statusCommand(io), drainCommand(io), modelCommand(io), swarmKeyCommand(io)]) {
+  for (const cmd of [startCommand(io), statusCommand(io), drainCommand(io), modelCommand(io), appCommand(io), inferCommand(io), swarmKeyCommand(io)]) {
     program.addCommand(cmd.exitOverride().configureOutput({ writeOut: io.stdout, writeErr: io.stderr }))
   }
   return program

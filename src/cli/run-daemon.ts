@@ -8,7 +8,7 @@ import type { CliIo } from './index.ts'
  * `astrad start`: runs until drained. First SIGTERM/SIGINT drains (the Kubernetes preStop
  * path); a second one forces exit.
  */
-export async function runDaemon (flags: Record<string, unknown>, io: CliIo): Promise<void> {
+export async function runDaemon (flags: Record<string, unknown>, io: CliIo, options: { demo?: boolean } = {}): Promise<void> {
   const config = resolveConfig({ flags, env: process.env })
   const logger = createLogger({ level: config.logLevel, base: { name: config.name } })
   const daemon = new Daemon({ config, logger, processMetrics: true })
@@ -35,6 +35,16 @@ export async function runDaemon (flags: Record<string, unknown>, io: CliIo): Pro
   const rpc = daemon.rpcAddress
   if (rpc != null && process.stdout.isTTY) {
     io.stderr(`astrad ${daemon.host.peerId.toString()} running; try: astrad status --rpc ${rpc.host}:${rpc.port}\n`)
+  }
+  if (options.demo === true) {
+    try {
+      const { deployDemo } = await import('../daemon/demo.ts')
+      const demo = await deployDemo(daemon)
+      logger.info({ app: demo.deploy.app.spec.name, model: demo.deploy.app.spec.model, ready: demo.ready }, 'demo app deployed')
+      io.stderr(`${demo.ready ? 'demo model ready' : 'demo model deployed (not ready yet: see astrad status)'}; try:\n  ${demo.curl}\n`)
+    } catch (err) {
+      logger.error({ err: errorMessage(err) }, 'demo app could not be deployed')
+    }
   }
   await daemon.done
   // Stopped in order and logged; library timers (gossipsub, identify-push debounce) would keep

@@ -12,9 +12,13 @@ import {
 import { RpcServer } from '../rpc/index.ts'
 import { clusterLog, clusterLogClient, localAccess, type ClusterLog, type ClusterLogAccess, type ClusterLogClient } from '../clusterlog/index.ts'
 import { TransferService, registerTransferRoutes } from '../transfer/index.ts'
+import { Ledger, LedgerView, Placer, ReserveClient, serveReservations, registerAppRoutes } from '../placement/index.ts'
+import { ReplicaHost, Router, serveInference, UnavailableError } from '../serving/index.ts'
+import { registerKServeRoutes } from '../serving/kserve/index.ts'
+import { createPool } from '../inference/index.ts'
 import { lockDataDir } from './lock.ts'
 import { registerRoutes } from './routes.ts'
-import { DRAIN_TIMEOUT_MS, DRAIN_POLL_MS, LEAVE_FLUSH_MS } from './constants.ts'
+import { DRAIN_TIMEOUT_MS, DRAIN_POLL_MS, DRAIN_GRACE_MS, LEAVE_FLUSH_MS } from './constants.ts'
 
 export type DaemonState = 'created' | 'starting' | 'running' | 'draining' | 'stopping' | 'stopped' | 'failed'
 
@@ -56,6 +60,11 @@ export class Daemon {
   private log?: ClusterLog
   private logClient?: ClusterLogClient
   private transferService?: TransferService
+  private ledgerValue?: Ledger
+  private replicaHost?: ReplicaHost
+  private ledgerView?: LedgerView
+  private placerValue?: Placer
+  private routerValue?: Router
 
   constructor (options: DaemonOptions) {
     this.options = options
@@ -94,6 +103,15 @@ export class Daemon {
     if (this.transferService == null) throw new LifecycleError('daemon not started')
     return this.transferService
   }
+
+  /** The node role's capacity ledger. */
+  get ledger (): Ledger | undefined { return this.ledgerValue }
+  /** The node role's replicas (worker pools). */
+  get replicas (): ReplicaHost | undefined { return this.replicaHost }
+  /** The scheduler role's placement. */
+  get placer (): Placer | undefined { return this.placerValue }
+  /** The scheduler role's request router. */
+  get router (): Router | undefined { return this.routerValue }
 
   /** The local log's revision (resource role only). */
   get clusterLogStats (): { revision: number } | undefined {
@@ -161,6 +179,31 @@ export class Daemon {
         cacheSize: config.cacheSize
       })
 
+      const selfId = libp2p.peerId.toString()
+      const servingLogger = componentLogger(this.logger, 'serving')
+      if (roles.has('node')) {
+        const ledger = this.ledgerValue = new Ledger({ cpu: config.cores, gpu: config.gpus })
+        this.replicaHost = new ReplicaHost({ ledger, transfer, logger: servingLogger, createPool }, { dataDir: config.dataDir })
+      }
+      const view = this.view
+      if (roles.has('scheduler') && view != null) {
+        const client = new ReserveClient(libp2p)
+        const local = this.ledgerValue != null ? { peerId: selfId, ledger: this.ledgerValue } : undefined
+        const ledgers = this.ledgerView = new LedgerView({
+          view, client, logger: componentLogger(this.logger, 'placement'),
+          local: local != null ? { ...local, incarnation: 0 } : undefined
+        })
+        this.placerValue = new Placer({
+          view, ledgers, client, clusterLog: () => this.clusterLog, logger: componentLogger(this.logger, 'placement'),
+          clock: this.clock, registry: metrics.registry, local
+        }, { self: selfId })
+        this.routerValue = new Router({
+          libp2p, view, ledgers, placer: this.placerValue, logger: servingLogger, registry: metrics.registry,
+          local: this.replicaHost != null ? { peerId: selfId, host: this.replicaHost, inflight: this.inflight } : undefined,
+          ready: () => this.state === 'running' || this.state === 'draining'
+        })
+      }
+
       const cpu = new CpuSampler()
       const resource = this.resource
       this.heartbeater = new Heartbeater({
@@ -178,8 +221,8 @@ export class Daemon {
           cpuUtil: () => cpu.sample(),
           gpuUtil: () => 0,
           inflight: () => this.inflight.value,
-          ledgerVersion: () => 0,
-          readyReplicas: () => 0,
+          ledgerVersion: () => this.ledgerValue?.version ?? 0,
+          readyReplicas: () => this.ledgerValue?.readyCount() ?? 0,
           modelsDigest: () => transfer.modelsDigest(),
           mailboxCursor: () => 0,
           // The bucket rates are the limits in force (Infinity = none, sent as 0).
@@ -194,7 +237,6 @@ export class Daemon {
 
       gaugeFn(metrics.registry, 'astrad_p2p_connections', 'Open libp2p connections', () => libp2p.getConnections().length)
       gaugeFn(metrics.registry, 'astrad_p2p_gossip_peers', 'Peers speaking gossipsub with us', () => libp2p.services.pubsub.getPeers().length)
-      const view = this.view
       if (view != null) {
         labelledGaugeFn(metrics.registry, 'astrad_membership_nodes', 'Daemons in this view, by state', 'state', () => view.list.countByState())
       }
@@ -202,6 +244,10 @@ export class Daemon {
       this.rpc = new RpcServer({ logger: componentLogger(this.logger, 'rpc'), metrics }, { host: config.rpc.host, port: config.rpc.port, token: config.rpcToken })
       registerRoutes(this.rpc, this)
       registerTransferRoutes(this.rpc, () => this.state === 'running' || this.state === 'draining' ? this.transferService : undefined)
+      registerAppRoutes(this.rpc, { clusterLog: () => this.clusterLog, placer: () => this.placerValue, self: () => selfId })
+      registerKServeRoutes(this.rpc, () => this.state === 'running' || this.state === 'draining' ? this.routerValue : undefined, {
+        registry: metrics.registry, logger: servingLogger, skipHealth: true
+      })
 
       await libp2p.start()
       await this.log?.start()
@@ -210,6 +256,26 @@ export class Daemon {
       await this.scheduler?.start()
       await this.resourcePeers?.start()
       await transfer.start()
+      const ledger = this.ledgerValue
+      const replicaHost = this.replicaHost
+      if (ledger != null && replicaHost != null) {
+        replicaHost.start()
+        await serveReservations(libp2p, ledger)
+        await serveInference(libp2p, async (app, req, signal) => {
+          // Requests that reach a draining node are still served (routers drop it within a
+          // second); once stopping, they are refused unsent so the router retries elsewhere.
+          if (this.state !== 'running' && this.state !== 'draining') throw new UnavailableError('node is stopping', 'ERR_DRAINING')
+          const end = this.inflight.begin()
+          try {
+            return await replicaHost.infer(app, req, signal)
+          } finally {
+            end()
+          }
+        })
+      }
+      this.ledgerView?.start()
+      this.placerValue?.start()
+      this.routerValue?.start()
       await this.rpc.listen()
       this.heartbeater.start()
       this.bootstrapper.start()
@@ -236,9 +302,14 @@ export class Daemon {
     if (this.state !== 'running') return await (this.stopping ?? Promise.resolve())
     this.state = 'draining'
     this.logger.info({ inflight: this.inflight.value }, 'draining')
+    this.ledgerValue?.setAccepting(false)
     await this.heartbeater?.announce('draining')
-    const deadline = Date.now() + (this.options.drainTimeoutMs ?? DRAIN_TIMEOUT_MS)
-    while (this.inflight.value > 0 && Date.now() < deadline) {
+    const started = Date.now()
+    const deadline = started + (this.options.drainTimeoutMs ?? DRAIN_TIMEOUT_MS)
+    // A node serving replicas waits until every router has seen `draining` (≤ 1 s) before it
+    // trusts an in-flight count of zero: requests routed before that still arrive.
+    const grace = (this.ledgerValue?.readyCount() ?? 0) > 0 ? started + Math.min(DRAIN_GRACE_MS, this.options.drainTimeoutMs ?? DRAIN_TIMEOUT_MS) : started
+    while ((this.inflight.value > 0 || Date.now() < grace) && Date.now() < deadline) {
       await new Promise(resolve => setTimeout(resolve, DRAIN_POLL_MS))
     }
     if (this.inflight.value > 0) this.logger.warn({ inflight: this.inflight.value }, 'drain timed out; leaving with requests in flight')
@@ -278,6 +349,11 @@ export class Daemon {
     }
     this.heartbeater?.stop()
     this.bootstrapper?.stop()
+    await step('placement', async () => {
+      this.routerValue?.stop()
+      await this.placerValue?.stop()
+      this.ledgerView?.stop()
+    })
     await step('membership', async () => {
       await this.resource?.stop()
       await this.scheduler?.stop()
@@ -289,6 +365,7 @@ export class Daemon {
       await this.log?.stop()
     })
     await step('libp2p', async () => { await this.libp2p?.stop() })
+    await step('replicas', async () => { await this.replicaHost?.stop() })
     this.releaseLock?.()
     this.releaseLock = undefined
   }

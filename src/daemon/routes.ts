@@ -6,7 +6,8 @@ import { buildStatus } from './status.ts'
 /** Admin and health routes of the RPC port. */
 export function registerRoutes (rpc: RpcServer, daemon: Daemon): void {
   rpc.route('GET', '/v2/health/live', () => ({ status: 200, body: { live: true } }), { open: true })
-  rpc.route('GET', '/v2/health/ready', () => daemon.ready
+  // KServe readiness: the daemon is up and joined, and (on a scheduler) its router can route.
+  rpc.route('GET', '/v2/health/ready', () => daemon.ready && (daemon.router?.serverReady() ?? true)
     ? { status: 200, body: { ready: true } }
     : { status: 503, body: { ready: false, state: daemon.state } }, { open: true })
 

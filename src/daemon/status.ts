@@ -4,6 +4,7 @@ import type { NodeState } from '../membership/index.ts'
 import type { Daemon } from './index.ts'
 import type { NatStatus } from '../p2p/index.ts'
 import type { ModelInfo, LimitsInfo, TransferInfo } from '../transfer/index.ts'
+import type { AppStatus } from '../placement/index.ts'
 
 /** `GET /v1/status` and `astrad status --json`: the contract of ARCHITECTURE §3. */
 export interface StatusDocument {
@@ -34,6 +35,8 @@ export interface StatusDocument {
     inflight: number
     lastSeenMs: number
     replicas: number
+    /** Routing weight this scheduler gives the node (largest over its apps; absent if it serves none). */
+    weight?: number
     /** P2P limits in force (bytes/s, 0 = none) and recent rates, from the node's heartbeat. */
     uploadLimit: number
     downloadLimit: number
@@ -42,7 +45,8 @@ export interface StatusDocument {
     /** Model downloads in progress on that node. */
     transfers: number
   }>
-  apps: unknown[]
+  /** Apps and their placement, as this daemon's scheduler sees them (empty without that role). */
+  apps: Array<AppStatus & { weights: Array<{ node: string, name: string, weight: number, ejected: boolean, inflight: number }> }>
   models: ModelInfo[]
   /** This daemon's downloads (in progress and recently finished). */
   transfers: TransferInfo[]
@@ -65,6 +69,9 @@ export async function buildStatus (daemon: Daemon): Promise<StatusDocument> {
     clusterLog: daemon.clusterLogStats,
     nat: host.services.nat.status
   }
+  const weights = daemon.router?.weights() ?? []
+  const nodeWeight = new Map<string, number>()
+  for (const w of weights) if (!w.ejected) nodeWeight.set(w.node, Math.max(nodeWeight.get(w.node) ?? 0, w.weight))
   let view: StatusDocument['view']
   let nodes: StatusDocument['nodes'] = []
   try {
@@ -82,6 +89,7 @@ export async function buildStatus (daemon: Daemon): Promise<StatusDocument> {
       inflight: r.hb.inflight,
       lastSeenMs: r.ageMs,
       replicas: r.hb.readyReplicas,
+      ...(nodeWeight.has(r.hb.peerId) ? { weight: round3(nodeWeight.get(r.hb.peerId)!) } : {}),
       uploadLimit: r.hb.uploadLimit,
       downloadLimit: r.hb.downloadLimit,
       uploadRate: r.hb.uploadRate,
@@ -97,5 +105,14 @@ export async function buildStatus (daemon: Daemon): Promise<StatusDocument> {
   } catch (err) {
     view.error ??= `models: ${err instanceof Error ? err.message : String(err)}`
   }
-  return { self, view, nodes, apps: [], models, transfers: daemon.transfer.transfers(), limits: daemon.transfer.limitsInfo(), notices: [] }
+  const names = new Map(nodes.map(n => [n.peerId, n.name]))
+  const apps = (daemon.placer?.status() ?? []).map(a => ({
+    ...a,
+    weights: weights.filter(w => w.app === a.name).map(w => ({ node: w.node, name: names.get(w.node) ?? w.node, weight: round3(w.weight), ejected: w.ejected, inflight: w.inflight }))
+  }))
+  return { self, view, nodes, apps, models, transfers: daemon.transfer.transfers(), limits: daemon.transfer.limitsInfo(), notices: [] }
+}
+
+function round3 (n: number): number {
+  return Math.round(n * 1000) / 1000
 }

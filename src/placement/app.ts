@@ -26,7 +26,15 @@ export interface AppSpec {
   maxQueue: number
   /** Worker threads (onnxruntime sessions) per replica. */
   threads: number
+  /**
+   * Routing weight function (docs/routing.md): `measured` (default: capacity measured from
+   * answers, divided by backlog), `article` (the AstraRay formula), `static` (capacity only).
+   */
+  routing: RoutingWeight
 }
+
+export const ROUTING_WEIGHTS = ['measured', 'article', 'static'] as const
+export type RoutingWeight = typeof ROUTING_WEIGHTS[number]
 
 /** The app as stored in the cluster log (kind `app`, key = name). */
 export interface AppRecord {
@@ -61,7 +69,8 @@ export const appSpecSchema = z.object({
   cells: z.record(cellName, z.number().int().min(0).max(MAX_REPLICAS)).optional(),
   timeoutMs: z.number().int().min(1).max(MAX_TIMEOUT_MS).default(DEFAULT_TIMEOUT_MS),
   maxQueue: z.number().int().min(0).max(MAX_QUEUE).default(DEFAULT_MAX_QUEUE),
-  threads: z.number().int().min(1).max(MAX_THREADS).default(DEFAULT_THREADS)
+  threads: z.number().int().min(1).max(MAX_THREADS).default(DEFAULT_THREADS),
+  routing: z.enum(ROUTING_WEIGHTS).default('measured')
 }).strict()
 
 /**
@@ -82,7 +91,7 @@ export function parseAppSpec (input: unknown): AppSpec {
   }
   if (replicas == null) throw new InvalidAppError('replicas: required (or give cells)')
   if (s.resources.cpu === 0 && s.resources.gpu === 0) throw new InvalidAppError('resources: a replica must reserve some cpu or gpu')
-  const spec: AppSpec = { name: s.name, model: s.model, replicas, resources: s.resources, timeoutMs: s.timeoutMs, maxQueue: s.maxQueue, threads: s.threads }
+  const spec: AppSpec = { name: s.name, model: s.model, replicas, resources: s.resources, timeoutMs: s.timeoutMs, maxQueue: s.maxQueue, threads: s.threads, routing: s.routing }
   if (s.cells != null) spec.cells = s.cells
   return spec
 }

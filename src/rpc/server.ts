@@ -129,7 +129,10 @@ export class RpcServer {
   }
 
   private async dispatch (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://localhost')
+    // Path and query split by hand: `new URL` costs more than the rest of routing.
+    const rawUrl = req.url ?? '/'
+    const q = rawUrl.indexOf('?')
+    const url = { pathname: q < 0 ? rawUrl : rawUrl.slice(0, q), searchParams: new URLSearchParams(q < 0 ? '' : rawUrl.slice(q + 1)) }
     let routeName = 'unknown'
     let out: RpcResponse
     try {

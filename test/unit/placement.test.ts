@@ -10,7 +10,7 @@ function reservation (i: number, cpu = 1, owner = 's'): Reservation {
 
 test('app spec: defaults, cells give the replica count, bad specs name the key', () => {
   const s = parseAppSpec({ name: 'vad', model: MODEL, replicas: 2, resources: { cpu: 1, gpu: 0 } })
-  assert.deepEqual(s, { name: 'vad', model: MODEL, replicas: 2, resources: { cpu: 1, gpu: 0 }, timeoutMs: 30_000, maxQueue: 64, threads: 1 })
+  assert.deepEqual(s, { name: 'vad', model: MODEL, replicas: 2, resources: { cpu: 1, gpu: 0 }, timeoutMs: 30_000, maxQueue: 64, threads: 1, routing: 'measured' })
   assert.equal(parseAppSpec({ name: 'x', model: MODEL, resources: { cpu: 1, gpu: 0 }, cells: { a: 2, b: 1 } }).replicas, 3)
   const bad: Array<[unknown, RegExp]> = [
     [{ name: 'Vad', model: MODEL, replicas: 1, resources: { cpu: 1, gpu: 0 } }, /name/],

@@ -24,10 +24,14 @@ export function startCommand (io: CliIo): Command {
     .option('--download-limit <rate>', 'P2P download limit, as --upload-limit (default: auto)')
     .option('--cache-size <bytes>', 'model cache size before least-recently-used models are evicted, e.g. 200GB (default: disk watermarks only)')
     .option('--announce <multiaddr>', 'address to announce instead of the listen addresses (public IP of a NAT or pod), repeatable', collect)
+    .option('--demo', 'add the built-in demo model and deploy it as app "demo" (default when start has no arguments)')
     .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
-    .action(async (flags: Record<string, unknown>) => {
+    .action(async (flags: Record<string, unknown>, cmd: Command) => {
+      // `astrad start` alone is the newcomer's one-host cluster: it serves the demo model.
+      const demo = flags.demo === true || (Object.keys(flags).length === 0 && cmd.args.length === 0)
+      delete flags.demo
       // Loaded here, not at the top: `--version` and `status` stay fast without libp2p.
       const { runDaemon } = await import('../run-daemon.ts')
-      await runDaemon(flags, io)
+      await runDaemon(flags, io, { demo })
     })
 }

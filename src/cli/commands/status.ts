@@ -25,12 +25,12 @@ export function renderStatus (s: StatusDocument): string {
   for (const n of s.nodes) counts.set(n.state, (counts.get(n.state) ?? 0) + 1)
   const t = s as unknown as TransferStatus
   out += table(
-    ['NAME', 'CELL', 'STATE', 'ROLES', 'CORES', 'GPUS', 'CPU', 'INFLIGHT', 'UP LIMIT', 'UP RATE', 'DOWN LIMIT', 'DOWN RATE', 'PULLS', 'LAST SEEN', 'PEER'],
+    ['NAME', 'CELL', 'STATE', 'ROLES', 'CORES', 'GPUS', 'CPU', 'INFLIGHT', 'REPLICAS', 'WEIGHT', 'UP LIMIT', 'UP RATE', 'DOWN LIMIT', 'DOWN RATE', 'PULLS', 'LAST SEEN', 'PEER'],
     s.nodes.map((n, i) => {
       const x = t.nodes[i] ?? {}
       return [
         n.name, n.cell, n.state, n.roles.join(','), String(n.cores), String(n.gpus),
-        `${Math.round(n.cpuUtil * 100)}%`, String(n.inflight),
+        `${Math.round(n.cpuUtil * 100)}%`, String(n.inflight), String(n.replicas), n.weight != null ? n.weight.toFixed(2) : '-',
         formatNodeLimit(x.uploadLimit), x.uploadRate != null ? formatRate(x.uploadRate) : '-',
         formatNodeLimit(x.downloadLimit), x.downloadRate != null ? formatRate(x.downloadRate) : '-',
         x.transfers != null ? String(x.transfers) : '-',
@@ -39,6 +39,17 @@ export function renderStatus (s: StatusDocument): string {
     })
   )
   out += `\n${s.nodes.length} daemons: ${[...counts].map(([k, v]) => `${v} ${k}`).join(', ') || 'none'}\n`
+  if (s.apps.length > 0) {
+    out += '\napps:\n' + table(
+      ['APP', 'GEN', 'DESIRED', 'PLACED', 'READY', 'OLD', 'OWNER', 'ROUTES', 'NOTE'],
+      s.apps.map(a => [
+        a.name, String(a.generation), String(a.desired), String(a.placed), String(a.ready), String(a.old),
+        a.owner != null ? `…${a.owner.slice(-8)}` : '-',
+        a.weights.map(w => `${w.name}:${w.ejected ? 'ejected' : w.weight.toFixed(2)}`).join(' ') || '-',
+        a.ready < a.desired && a.lastError != null ? a.lastError.slice(0, 60) : ''
+      ])
+    )
+  }
   if (t.limits != null) out += `\nP2P limits of ${self.name}:\n${renderLimits(t.limits)}`
   if (t.transfers != null && t.transfers.length > 0) out += `\ntransfers on ${self.name}:\n${renderTransfers(t.transfers)}`
   if (t.models != null && t.models.length > 0) out += `\nmodels:\n${renderModels(t.models)}`

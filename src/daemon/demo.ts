@@ -1,0 +1,28 @@
+import { demoModel, demoCurl, DEMO_APP } from '../demo/index.ts'
+import { deployApp, type DeployResult } from '../placement/index.ts'
+import type { Daemon } from './index.ts'
+
+/** How long `astrad start` waits for the demo replica before printing the example anyway. */
+const DEMO_READY_TIMEOUT_MS = 60_000
+
+/**
+ * `astrad start` with no arguments: adds the built-in demo model (generated, no download; the
+ * same bytes every time, so the same model id) and deploys it as app `demo` with one replica.
+ * Idempotent: a restart finds both already there.
+ */
+export async function deployDemo (daemon: Daemon, signal?: AbortSignal): Promise<{ deploy: DeployResult, ready: boolean, curl: string }> {
+  const bytes = demoModel()
+  const added = await daemon.transfer.add((async function * () { yield bytes })(), bytes.length, 'astrad demo classifier', signal)
+  const deploy = await deployApp(daemon.clusterLog, {
+    name: DEMO_APP, model: added.id, replicas: 1, resources: { cpu: 1, gpu: 0 }, threads: 1
+  }, daemon.host.peerId.toString())
+  daemon.placer?.appsChanged()
+  const deadline = Date.now() + DEMO_READY_TIMEOUT_MS
+  let ready = false
+  while (!ready && Date.now() < deadline && daemon.state === 'running' && signal?.aborted !== true) {
+    ready = daemon.router?.model(DEMO_APP)?.ready === true
+    if (!ready) await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  const rpc = daemon.rpcAddress ?? { host: '127.0.0.1', port: 7070 }
+  return { deploy, ready, curl: demoCurl(rpc) }
+}

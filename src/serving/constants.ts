@@ -1,0 +1,34 @@
+/** Serving-path protocol ids, limits and timings, each with its reason. */
+
+/** Router → node inference requests (ARCHITECTURE §2 "Serving"). */
+export const INFER_PROTOCOL = '/astra/infer/1.0.0'
+/** The JSON header of a request or answer (names, datatypes, shapes): small. */
+export const MAX_INFER_HEADER_BYTES = 64 * 1024
+/** All tensors of one request or answer together; matches the RPC port's body cap. */
+export const MAX_INFER_TENSOR_BYTES = 64 * 1024 * 1024
+/** Inputs or outputs per request; ONNX models have a handful. */
+export const MAX_INFER_TENSORS = 64
+/**
+ * Concurrent inference streams per connection: one router connection carries every request it
+ * sends to a node; the node's own queue (maxQueue per replica, 429 beyond) bounds real work.
+ */
+export const MAX_INFER_STREAMS = 1024
+/** Time to open a stream to a node before the router tries another. */
+export const INFER_DIAL_TIMEOUT_MS = 2_000
+
+/**
+ * Router retries: a request that failed on a node (unreachable, reset, draining, full) is sent
+ * to another node, at most this many more times and only while its deadline allows.
+ */
+export const MAX_RETRIES = 2
+/** Routing weights are recomputed this often (the article: every 3 s) and at once on changes. */
+export const WEIGHT_INTERVAL_MS = 3_000
+/** Passive ejection (nginx max_fails / fail_timeout) and slow start for new nodes. */
+export const MAX_FAILS = 3
+export const FAIL_TIMEOUT_MS = 10_000
+export const SLOW_START_MS = 5_000
+
+/** A replica that has not loaded in this long is reported failed (the owner places it elsewhere). */
+export const LOAD_TIMEOUT_MS = 10 * 60_000
+/** Directory (under the data dir) holding models written out whole for onnxruntime to load. */
+export const MODELS_DIR = 'models'

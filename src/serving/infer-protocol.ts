@@ -1,0 +1,200 @@
+import { lpStream } from '@libp2p/utils'
+import type { PeerId } from '@libp2p/interface'
+import { z } from 'zod'
+import type { Host } from '../p2p/index.ts'
+import { AstradError, DecodeError, errorMessage } from '../util/errors.ts'
+import {
+  DATATYPES, DATATYPE_SIZE, DeadlineError, InvalidInferRequestError, ServingError, UnavailableError, servingErrorFromCode,
+  type InferRequest, type InferResult, type Tensor
+} from './types.ts'
+import {
+  INFER_DIAL_TIMEOUT_MS, INFER_PROTOCOL, MAX_INFER_HEADER_BYTES, MAX_INFER_STREAMS, MAX_INFER_TENSORS, MAX_INFER_TENSOR_BYTES
+} from './constants.ts'
+
+/**
+ * `/astra/infer/1.0.0`, one stream per request, length-prefixed messages:
+ *   request:  JSON header {app, id?, timeoutMs, outputs?, inputs: [{name, datatype, shape, size}]}
+ *             then one message per input with its raw bytes
+ *   answer:   [0] + JSON {outputs: [{name, datatype, shape, size}], queueMs, computeMs} then one
+ *             message per output; or [1] + JSON {code, message, retryAfter?}
+ * The deadline travels as the time left (clocks need not agree). Headers are capped at 64 KiB,
+ * tensors at 64 MiB in total, 64 of them.
+ */
+
+const STATUS_OK = 0
+const STATUS_ERROR = 1
+
+const tensorHeader = z.object({
+  name: z.string().min(1).max(256),
+  datatype: z.enum(DATATYPES),
+  shape: z.array(z.number().int().min(0).max(2 ** 31)).max(16),
+  size: z.number().int().min(0).max(MAX_INFER_TENSOR_BYTES)
+}).strict()
+
+const requestHeader = z.object({
+  app: z.string().min(1).max(63),
+  id: z.string().max(256).optional(),
+  timeoutMs: z.number().int().min(1).max(24 * 3600_000),
+  outputs: z.array(z.string().max(256)).max(MAX_INFER_TENSORS).optional(),
+  inputs: z.array(tensorHeader).max(MAX_INFER_TENSORS)
+}).strict()
+
+const answerHeader = z.object({
+  outputs: z.array(tensorHeader).max(MAX_INFER_TENSORS),
+  queueMs: z.number().min(0),
+  computeMs: z.number().min(0)
+}).strict()
+
+const encoder = new TextEncoder()
+const decoder = new TextDecoder()
+
+function parse<T> (schema: z.ZodType<T>, bytes: Uint8Array, what: string): T {
+  let value: unknown
+  try { value = JSON.parse(decoder.decode(bytes)) } catch (err) { throw new DecodeError(`${what} is not JSON: ${errorMessage(err)}`) }
+  const parsed = schema.safeParse(value)
+  if (!parsed.success) throw new DecodeError(`bad ${what}: ${parsed.error.issues.map(i => `${i.path.join('.')}: ${i.message}`).join('; ')}`)
+  return parsed.data
+}
+
+function headersOf (tensors: Tensor[]): Array<z.infer<typeof tensorHeader>> {
+  return tensors.map(t => ({ name: t.name, datatype: t.datatype, shape: t.shape, size: t.data.byteLength }))
+}
+
+function checkTotal (tensors: Array<{ size: number }>): void {
+  const total = tensors.reduce((a, t) => a + t.size, 0)
+  if (total > MAX_INFER_TENSOR_BYTES) throw new InvalidInferRequestError(`tensors of ${total} bytes exceed ${MAX_INFER_TENSOR_BYTES}`)
+}
+
+/** Runs one request for an app on this node (the replica host). */
+export type LocalInfer = (app: string, req: InferRequest, signal: AbortSignal) => Promise<InferResult>
+
+export interface InferServerOptions {
+  /** Counts requests refused as malformed. */
+  onBadRequest?: (err: unknown, peer: PeerId) => void
+}
+
+/** Node side: decodes requests, runs them on a local replica, answers. */
+export async function serveInference (libp2p: Host, infer: LocalInfer, options: InferServerOptions = {}): Promise<void> {
+  await libp2p.handle(INFER_PROTOCOL, async (stream, connection) => {
+    // Reading the request gets a fixed allowance; the run itself is bounded by its deadline.
+    const readSignal = AbortSignal.timeout(INFER_DIAL_TIMEOUT_MS * 5)
+    const lp = lpStream(stream, { maxDataLength: MAX_INFER_TENSOR_BYTES })
+    let answer: Uint8Array[]
+    let signal = readSignal
+    try {
+      let req: InferRequest
+      let app: string
+      try {
+        const header = parse(requestHeader, (await lp.read({ signal: readSignal })).subarray(), 'infer request')
+        if (header.inputs.some(i => i.size > MAX_INFER_TENSOR_BYTES)) throw new DecodeError('tensor too large')
+        checkTotal(header.inputs)
+        const inputs: Tensor[] = []
+        for (const h of header.inputs) {
+          const data = (await lp.read({ signal: readSignal })).subarray()
+          if (data.byteLength !== h.size) throw new DecodeError(`input ${h.name}: ${data.byteLength} bytes, header says ${h.size}`)
+          inputs.push({ name: h.name, datatype: h.datatype, shape: h.shape, data })
+        }
+        app = header.app
+        req = { inputs, deadline: Date.now() + header.timeoutMs }
+        if (header.id != null) req.id = header.id
+        if (header.outputs != null) req.outputs = header.outputs
+        signal = AbortSignal.timeout(header.timeoutMs + 1_000)
+      } catch (err) {
+        options.onBadRequest?.(err, connection.remotePeer)
+        throw err instanceof DecodeError ? new InvalidInferRequestError(err.message) : err
+      }
+      const result = await infer(app, req, signal)
+      checkTotal(headersOf(result.outputs))
+      const head = encoder.encode(JSON.stringify({ outputs: headersOf(result.outputs), queueMs: result.queueMs, computeMs: result.computeMs }))
+      answer = [concat([STATUS_OK], head), ...result.outputs.map(t => t.data)]
+    } catch (err) {
+      answer = [errorAnswer(err)]
+    }
+    try {
+      for (const part of answer) await lp.write(part, { signal })
+      await stream.close({ signal })
+    } catch (err) {
+      stream.abort(err instanceof Error ? err : new Error(String(err)))
+    }
+  }, { maxInboundStreams: MAX_INFER_STREAMS })
+}
+
+function errorAnswer (err: unknown): Uint8Array {
+  const code = err instanceof AstradError ? err.code : 'ERR_INFERENCE'
+  const retryAfter = err instanceof ServingError ? err.retryAfter : undefined
+  return concat([STATUS_ERROR], encoder.encode(JSON.stringify({ code, message: errorMessage(err).slice(0, 1024), retryAfter })))
+}
+
+function concat (prefix: number[], body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(prefix.length + body.length)
+  out.set(prefix, 0)
+  out.set(body, prefix.length)
+  return out
+}
+
+/**
+ * Why a remote call failed, for the router's retry decision: `unsent` (the node never got the
+ * request: unreachable, draining, queue full) is always safe to retry; `lost` (stream cut after
+ * sending: the node may have run it) is retried because inference is idempotent, and counted.
+ */
+export class RemoteInferError extends ServingError {
+  readonly phase: 'unsent' | 'lost' | 'answered'
+  constructor (cause: ServingError, phase: 'unsent' | 'lost' | 'answered') {
+    super(cause.message, cause.code, cause.status, cause.retryAfter)
+    this.name = 'RemoteInferError'
+    this.phase = phase
+  }
+}
+
+/** Router side: sends a request to a node and returns its answer. */
+export async function inferRemote (libp2p: Host, peer: PeerId, app: string, req: InferRequest, signal?: AbortSignal): Promise<InferResult> {
+  const left = req.deadline - Date.now()
+  if (left <= 0) throw new DeadlineError('deadline passed before the request was sent')
+  const deadline = AbortSignal.timeout(left)
+  const all = signal != null ? AbortSignal.any([signal, deadline]) : deadline
+  let stream
+  try {
+    stream = await libp2p.dialProtocol(peer, INFER_PROTOCOL, { signal: AbortSignal.any([all, AbortSignal.timeout(INFER_DIAL_TIMEOUT_MS)]) })
+  } catch (err) {
+    if (deadline.aborted) throw new DeadlineError('deadline passed while connecting to a replica')
+    throw new RemoteInferError(new UnavailableError(`cannot reach ${peer.toString()}: ${errorMessage(err)}`, 'ERR_UNREACHABLE'), 'unsent')
+  }
+  let sent = false
+  try {
+    const lp = lpStream(stream, { maxDataLength: MAX_INFER_TENSOR_BYTES })
+    const header: z.infer<typeof requestHeader> = { app, timeoutMs: Math.max(1, Math.floor(left)), inputs: headersOf(req.inputs) }
+    if (req.id != null) header.id = req.id
+    if (req.outputs != null) header.outputs = req.outputs
+    await lp.write(encoder.encode(JSON.stringify(header)), { signal: all })
+    for (const t of req.inputs) await lp.write(t.data, { signal: all })
+    sent = true
+    const first = (await lp.read({ signal: all })).subarray()
+    if (first[0] === STATUS_ERROR) {
+      let remote: { code?: string, message?: string, retryAfter?: number } = {}
+      try { remote = JSON.parse(decoder.decode(first.subarray(1))) } catch {}
+      const err = servingErrorFromCode(remote.code ?? 'ERR_REMOTE', remote.message ?? 'remote error', remote.retryAfter)
+      await stream.close().catch(() => {})
+      // A node that refused before running (draining, full, no replica) never ran it.
+      const refused = err.status === 503 || err.status === 429
+      throw new RemoteInferError(err, refused ? 'unsent' : 'answered')
+    }
+    if (first[0] !== STATUS_OK) throw new DecodeError('bad answer status')
+    const head = parse(answerHeader, first.subarray(1), 'infer answer')
+    const outputs: Tensor[] = []
+    for (const h of head.outputs) {
+      const data = (await lp.read({ signal: all })).subarray()
+      if (data.byteLength !== h.size) throw new DecodeError(`output ${h.name}: ${data.byteLength} bytes, header says ${h.size}`)
+      if (DATATYPE_SIZE[h.datatype] != null && h.size !== h.shape.reduce((a, b) => a * b, 1) * DATATYPE_SIZE[h.datatype]!) throw new DecodeError(`output ${h.name}: size does not match its shape`)
+      outputs.push({ name: h.name, datatype: h.datatype, shape: h.shape, data })
+    }
+    await stream.close({ signal: all }).catch(() => {})
+    const result: InferResult = { model: app, outputs, queueMs: head.queueMs, computeMs: head.computeMs }
+    if (req.id != null) result.id = req.id
+    return result
+  } catch (err) {
+    stream.abort(err instanceof Error ? err : new Error(String(err)))
+    if (err instanceof RemoteInferError) throw err
+    if (deadline.aborted) throw new DeadlineError(`no answer from the replica within the deadline`)
+    throw new RemoteInferError(new UnavailableError(`replica on ${peer.toString()} failed: ${errorMessage(err)}`, 'ERR_UNAVAILABLE_NODE'), sent ? 'lost' : 'unsent')
+  }
+}

@@ -1,0 +1,263 @@
+import { peerIdFromString } from '@libp2p/peer-id'
+import { Counter, Gauge, type Registry } from 'prom-client'
+import type { Host } from '../p2p/index.ts'
+import type { Logger } from '../util/logger.ts'
+import { errorMessage } from '../util/errors.ts'
+import type { InflightCounter, MembershipView, NodeRecord } from '../membership/index.ts'
+import type { LedgerView, Placer, RoutingWeight } from '../placement/index.ts'
+import { Balancer, articleWeight, measuredWeight, staticWeight, type NodeLoad, type WeightFunction } from '../routing/index.ts'
+import { inferRemote, RemoteInferError } from './infer-protocol.ts'
+import type { ReplicaHost } from './replicas.ts'
+import {
+  DeadlineError, ModelNotFoundError, QueueFullError, ServingError, UnavailableError,
+  type InferRequest, type InferResult, type ModelSignature, type ModelStatus, type ServingBackend
+} from './types.ts'
+import { FAIL_TIMEOUT_MS, MAX_FAILS, MAX_RETRIES, SLOW_START_MS, WEIGHT_INTERVAL_MS } from './constants.ts'
+
+export interface RouterComponents {
+  libp2p: Host
+  view: MembershipView
+  ledgers: LedgerView
+  placer: Placer
+  logger: Logger
+  registry?: Registry
+  /** The node role in this process: its replicas are called directly, no network. */
+  local?: { peerId: string, host: ReplicaHost, inflight: InflightCounter }
+  /** The daemon accepts requests (running, not stopping). */
+  ready: () => boolean
+}
+
+const WEIGHTS: Record<RoutingWeight, WeightFunction> = { measured: measuredWeight, article: articleWeight, static: staticWeight }
+
+interface AppRoute {
+  balancer: Balancer
+  routing: RoutingWeight
+  /** Nodes with a ready replica, by peer id. */
+  nodes: Map<string, NodeRecord>
+  signature?: ModelSignature
+  generation: number
+}
+
+/** Nodes that take new requests: alive only (draining, suspect, dead, left are routed around). */
+function routable (rec: NodeRecord): boolean {
+  return rec.state === 'alive'
+}
+
+function loadOf (rec: NodeRecord): NodeLoad {
+  const hb = rec.hb
+  return { cores: hb.cores, gpus: hb.gpus, gpuPerf: hb.gpuPerf, cpuUtil: hb.cpuUtil, gpuUtil: hb.gpuUtil, inflight: hb.inflight }
+}
+
+/**
+ * The scheduler's request router (ServingBackend of the KServe layer): per app, the nodes with
+ * a ready replica, weighted from their heartbeats (recomputed every 3 s and at once on changes)
+ * and picked by smooth weighted round-robin. A failed node is skipped and the request sent to
+ * another while its deadline allows; failing nodes are ejected for a while (nginx max_fails).
+ */
+export class Router implements ServingBackend {
+  private readonly components: RouterComponents
+  private readonly routes = new Map<string, AppRoute>()
+  private readonly inflightByNode = new Map<string, number>()
+  private timer?: NodeJS.Timeout
+  private pending = false
+  private unsubscribe: Array<() => void> = []
+  private readonly retries?: Counter<'app' | 'reason'>
+
+  constructor (components: RouterComponents) {
+    this.components = components
+    const registry = components.registry
+    if (registry != null) {
+      const registers = [registry]
+      this.retries = new Counter({ name: 'astrad_routing_retries_total', help: 'Requests sent to another node after a node failed them, by reason', labelNames: ['app', 'reason'], registers })
+      const routes = this.routes
+      new Gauge({ // eslint-disable-line no-new
+        name: 'astrad_routing_weight',
+        help: 'Routing weight of each node with a ready replica, per app (0 = ejected)',
+        labelNames: ['app', 'node'],
+        registers,
+        collect () {
+          this.reset()
+          for (const [app, r] of routes) {
+            for (const s of r.balancer.states()) this.set({ app, node: r.nodes.get(s.id)?.hb.name ?? s.id }, s.ejected ? 0 : s.weight)
+          }
+        }
+      })
+      const inflight = this.inflightByNode
+      const view = components.view
+      new Gauge({ // eslint-disable-line no-new
+        name: 'astrad_routing_inflight',
+        help: 'Requests this router has in flight on each node',
+        labelNames: ['node'],
+        registers,
+        collect () {
+          this.reset()
+          for (const [id, n] of inflight) this.set({ node: view.list.get(id)?.hb.name ?? id }, n)
+        }
+      })
+    }
+  }
+
+  start (): void {
+    if (this.timer != null) return
+    this.timer = setInterval(() => { this.refresh() }, WEIGHT_INTERVAL_MS)
+    this.unsubscribe.push(this.components.view.onChange(() => { this.refreshSoon() }))
+    this.unsubscribe.push(this.components.ledgers.onChange(() => { this.refreshSoon() }))
+    this.refresh()
+  }
+
+  stop (): void {
+    clearInterval(this.timer)
+    this.timer = undefined
+    for (const u of this.unsubscribe) u()
+    this.unsubscribe = []
+  }
+
+  /** State changes (a drain, a death, a replica ready) reach the routing table at once. */
+  private refreshSoon (): void {
+    if (this.pending) return
+    this.pending = true
+    queueMicrotask(() => {
+      this.pending = false
+      this.refresh()
+    })
+  }
+
+  /** Rebuilds every app's node set and weights from the current view and ledgers. */
+  refresh (): void {
+    const { placer, view, ledgers } = this.components
+    const byApp = new Map<string, { nodes: Map<string, NodeRecord>, signature?: ModelSignature, sigGen: number }>()
+    for (const rec of view.list.all()) {
+      if (!routable(rec) || !rec.hb.roles.includes('node')) continue
+      const ledger = ledgers.get(rec.hb.peerId)
+      if (ledger == null) continue
+      for (const r of ledger.replicas) {
+        if (r.state !== 'ready') continue
+        let entry = byApp.get(r.app)
+        if (entry == null) byApp.set(r.app, entry = { nodes: new Map(), sigGen: 0 })
+        entry.nodes.set(rec.hb.peerId, rec)
+        if (r.signature != null && r.generation >= entry.sigGen) { entry.signature = r.signature; entry.sigGen = r.generation }
+      }
+    }
+    for (const record of placer.appRecords()) {
+      const name = record.spec.name
+      let route = this.routes.get(name)
+      const routing = record.spec.routing ?? 'measured'
+      if (route == null || route.routing !== routing) {
+        route = {
+          balancer: new Balancer({
+            weight: WEIGHTS[routing],
+            maxFails: MAX_FAILS,
+            failTimeoutMs: FAIL_TIMEOUT_MS,
+            slowStartMs: SLOW_START_MS,
+            // nginx max_conns: a node with 2 requests per core (card) in flight from this router
+            // is passed over while another has room.
+            inflight: id => this.inflightByNode.get(id) ?? 0
+          }),
+          routing,
+          nodes: new Map(),
+          generation: record.generation
+        }
+        this.routes.set(name, route)
+      }
+      const entry = byApp.get(name)
+      route.nodes = entry?.nodes ?? new Map()
+      route.generation = record.generation
+      if (entry?.signature != null) route.signature = entry.signature
+      route.balancer.update([...route.nodes.values()].map(rec => ({ id: rec.hb.peerId, load: loadOf(rec) })))
+    }
+    for (const name of this.routes.keys()) if (placer.app(name) == null) this.routes.delete(name)
+  }
+
+  serverReady (): boolean {
+    return this.components.ready()
+  }
+
+  models (): string[] {
+    return this.components.placer.appRecords().map(r => r.spec.name).sort()
+  }
+
+  model (name: string): ModelStatus | undefined {
+    const record = this.components.placer.app(name)
+    if (record == null) return undefined
+    const route = this.routes.get(name)
+    const status: ModelStatus = {
+      name,
+      versions: [String(record.generation)],
+      platform: 'onnxruntime_onnx',
+      ready: (route?.nodes.size ?? 0) > 0
+    }
+    if (route?.signature != null) status.signature = route.signature
+    return status
+  }
+
+  /** Routing weights per app and node, for `astrad status`. */
+  weights (): Array<{ app: string, node: string, weight: number, ejected: boolean, inflight: number }> {
+    const out = []
+    for (const [app, r] of this.routes) {
+      for (const s of r.balancer.states()) out.push({ app, node: s.id, weight: s.weight, ejected: s.ejected, inflight: this.inflightByNode.get(s.id) ?? 0 })
+    }
+    return out
+  }
+
+  async infer (name: string, req: InferRequest, signal?: AbortSignal): Promise<InferResult> {
+    const route = this.routes.get(name)
+    if (this.components.placer.app(name) == null) throw new ModelNotFoundError(name)
+    if (route == null || route.nodes.size === 0) throw new UnavailableError(`no replica of '${name}' is ready`, 'ERR_NO_REPLICA')
+    const exclude = new Set<string>()
+    let lastError: ServingError | undefined
+    let sawFull = false
+    for (let attempt = 0; attempt <= MAX_RETRIES; attempt++) {
+      if (Date.now() >= req.deadline) throw new DeadlineError(`deadline passed after ${attempt} attempt(s)`)
+      const id = route.balancer.pick(exclude)
+      if (id == null) break
+      exclude.add(id)
+      const done = this.track(id)
+      try {
+        const result = await this.call(id, name, req, signal)
+        route.balancer.success(id, result.computeMs)
+        return result
+      } catch (err) {
+        if (!(err instanceof ServingError)) throw err
+        if (err instanceof DeadlineError) throw err
+        if (err instanceof RemoteInferError && err.phase === 'answered') throw err
+        if (!(err instanceof RemoteInferError) && !(err instanceof QueueFullError) && !(err instanceof UnavailableError)) throw err
+        lastError = err
+        if (err.status === 429) {
+          sawFull = true
+        } else if (err.code !== 'ERR_DRAINING' && err.code !== 'ERR_NO_REPLICA') {
+          // Unreachable or cut off mid-request: count against the node (passive ejection).
+          route.balancer.failure(id)
+        }
+        const reason = err.status === 429 ? 'full' : err instanceof RemoteInferError ? err.phase : err.code
+        this.retries?.inc({ app: name, reason })
+        this.components.logger.debug({ app: name, node: id, code: err.code, err: errorMessage(err) }, 'request failed on a node; trying another')
+      } finally {
+        done()
+      }
+    }
+    if (sawFull) throw new QueueFullError(`every replica of '${name}' tried is at its queue limit`)
+    throw lastError ?? new UnavailableError(`no replica of '${name}' is ready`, 'ERR_NO_REPLICA')
+  }
+
+  private track (id: string): () => void {
+    this.inflightByNode.set(id, (this.inflightByNode.get(id) ?? 0) + 1)
+    return () => {
+      const n = (this.inflightByNode.get(id) ?? 1) - 1
+      if (n <= 0) this.inflightByNode.delete(id)
+      else this.inflightByNode.set(id, n)
+    }
+  }
+
+  private async call (id: string, app: string, req: InferRequest, signal?: AbortSignal): Promise<InferResult> {
+    const local = this.components.local
+    if (local != null && id === local.peerId) {
+      const end = local.inflight.begin()
+      try {
+        return await local.host.infer(app, req, signal)
+      } finally {
+        end()
+      }
+    }
+    return await inferRemote(this.components.libp2p, peerIdFromString(id), app, req, signal)
+  }
+}
