@@ -3,6 +3,7 @@ import { componentLogger } from '../util/logger.ts'
 import { systemClock, type Clock } from '../util/time.ts'
 import { LifecycleError, errorMessage } from '../util/errors.ts'
 import type { DaemonConfig } from '../config/index.ts'
+import { Counter } from 'prom-client'
 import { createMetrics, gaugeFn, labelledGaugeFn, type Metrics } from '../metrics/index.ts'
 import { createHost, loadOrCreateIdentity, readSwarmKey, Bootstrapper, ProtocolPeers, type Host } from '../p2p/index.ts'
 import {
@@ -260,7 +261,8 @@ export class Daemon {
       const replicaHost = this.replicaHost
       if (ledger != null && replicaHost != null) {
         replicaHost.start()
-        await serveReservations(libp2p, ledger)
+        const refused = new Counter({ name: 'astrad_serving_refused_requests_total', help: 'Malformed or oversized requests refused by this node, by protocol', labelNames: ['protocol'], registers: [metrics.registry] })
+        await serveReservations(libp2p, ledger, { onBadRequest: () => { refused.inc({ protocol: 'reserve' }) } })
         await serveInference(libp2p, async (app, req, signal) => {
           // Requests that reach a draining node are still served (routers drop it within a
           // second); once stopping, they are refused unsent so the router retries elsewhere.
@@ -271,7 +273,7 @@ export class Daemon {
           } finally {
             end()
           }
-        })
+        }, { onBadRequest: () => { refused.inc({ protocol: 'infer' }) } })
       }
       this.ledgerView?.start()
       this.placerValue?.start()

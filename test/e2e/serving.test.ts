@@ -107,6 +107,30 @@ test('a real ONNX model deployed on two nodes answers with onnxruntime\'s own nu
   assert.equal(app.weights.length, 2)
   assert.ok(app.weights.every((w: any) => w.weight > 0))
   assert.equal(st.nodes.filter((n: any) => n.replicas === 1).length, 2)
+
+  // Bad input: clear errors, exit 1 (2 for usage), the daemons live on.
+  const notJson = path.join(cluster.root, 'bad.json')
+  fs.writeFileSync(notJson, '{"name": ')
+  const badSpec = path.join(cluster.root, 'bad-spec.json')
+  fs.writeFileSync(badSpec, JSON.stringify({ name: 'x', model: 'f'.repeat(64), replicas: 1, resources: { cpu: 1, gpu: 0 } }))
+  const cases: Array<[string[], number, RegExp]> = [
+    [['app', 'deploy', notJson], 1, /not JSON/],
+    [['app', 'deploy', path.join(cluster.root, 'missing.json')], 1, /cannot read/],
+    [['app', 'deploy', badSpec], 1, /no model/],
+    [['app', 'rm', 'nosuch'], 1, /no app/],
+    [['app', 'rm', 'Bad Name'], 2, /app name/],
+    [['infer', 'nosuch', '--input', 'x=[1]'], 1, /nosuch/],
+    [['infer', 'vad', '--input', 'input=[[1,2]]'], 2, /missing 'state'/]
+  ]
+  for (const [args, code, re] of cases) {
+    const r = await runBinary([...args, '--rpc', res.rpc])
+    assert.equal(r.code, code, `${args.join(' ')}: ${r.stdout}${r.stderr}`)
+    assert.match(r.stderr, re, args.join(' '))
+  }
+  const bad = await post(res.rpc, '/v2/models/vad/infer', { inputs: [{ name: 'input', datatype: 'FP32', shape: [1, 2], data: [1] }] })
+  assert.equal(bad.status, 400)
+  assert.equal(typeof bad.json.error, 'string')
+  assert.equal((await post(res.rpc, '/v2/models/vad/infer', vadRequest(1, 0))).status, 200)
 })
 
 /** Closed-loop load on the scheduler's RPC port; records every status. */

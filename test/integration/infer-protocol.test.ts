@@ -1,0 +1,90 @@
+import { test, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { lpStream } from '@libp2p/utils'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { createHost, type Host } from '../../src/p2p/index.ts'
+import { serveInference, inferRemote, RemoteInferError, QueueFullError, DeadlineError, type InferRequest, type InferResult } from '../../src/serving/index.ts'
+import { INFER_PROTOCOL } from '../../src/serving/constants.ts'
+
+/**
+ * `/astra/infer/1.0.0` between real libp2p hosts: tensors round-trip byte for byte, the node's
+ * errors come back with their codes and the right retry phase, and malformed or oversized
+ * requests are refused and counted while the node keeps serving.
+ */
+
+const hosts: Host[] = []
+after(async () => { await Promise.all(hosts.map(async h => { await h.stop() })) })
+
+async function host (): Promise<Host> {
+  const h = await createHost({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'] })
+  await h.start()
+  hosts.push(h)
+  return h
+}
+
+function fp32 (name: string, values: number[], shape = [values.length]): InferRequest['inputs'][number] {
+  return { name, datatype: 'FP32', shape, data: new Uint8Array(Float32Array.from(values).buffer) }
+}
+
+test('infer protocol: round trip, remote errors with codes, malformed requests refused and counted', async () => {
+  const node = await host()
+  const router = await host()
+  let bad = 0
+  let mode: 'double' | 'full' | 'slow' = 'double'
+  await serveInference(node, async (app, req, signal): Promise<InferResult> => {
+    if (mode === 'full') throw new QueueFullError('queue full', 2)
+    if (mode === 'slow') await new Promise((resolve, reject) => { const t = setTimeout(resolve, 5_000); signal.addEventListener('abort', () => { clearTimeout(t); reject(new Error('aborted')) }) })
+    const x = new Float32Array(new Uint8Array(req.inputs[0]!.data).buffer)
+    const y = Float32Array.from(x, v => v * 2)
+    return { model: app, outputs: [{ name: 'y', datatype: 'FP32', shape: req.inputs[0]!.shape, data: new Uint8Array(y.buffer) }], queueMs: 1, computeMs: 2 }
+  }, { onBadRequest: () => { bad++ } })
+  await router.dial(node.getMultiaddrs()[0]!)
+
+  const res = await inferRemote(router, node.peerId, 'app', { id: 'r1', inputs: [fp32('x', [1, 2.5, -3], [1, 3])], deadline: Date.now() + 5_000 })
+  assert.equal(res.id, 'r1')
+  assert.deepEqual(res.outputs[0]!.shape, [1, 3])
+  assert.deepEqual([...new Float32Array(new Uint8Array(res.outputs[0]!.data).buffer)], [2, 5, -6])
+  assert.equal(res.computeMs, 2)
+
+  mode = 'full'
+  await assert.rejects(inferRemote(router, node.peerId, 'app', { inputs: [fp32('x', [1])], deadline: Date.now() + 5_000 }),
+    (err: RemoteInferError) => err.code === 'ERR_QUEUE_FULL' && err.status === 429 && err.phase === 'unsent' && err.retryAfter === 2)
+  mode = 'slow'
+  await assert.rejects(inferRemote(router, node.peerId, 'app', { inputs: [fp32('x', [1])], deadline: Date.now() + 300 }), DeadlineError)
+  mode = 'double'
+
+  // Malformed: not JSON, bad header, sizes that lie, too many bytes for the header's claim.
+  const raw = async (parts: Uint8Array[]): Promise<Uint8Array | undefined> => {
+    const stream = await router.dialProtocol(node.peerId, INFER_PROTOCOL)
+    const lp = lpStream(stream)
+    for (const p of parts) await lp.write(p)
+    try { return (await lp.read({ signal: AbortSignal.timeout(3_000) })).subarray() } catch { return undefined }
+  }
+  const enc = (v: unknown): Uint8Array => new TextEncoder().encode(typeof v === 'string' ? v : JSON.stringify(v))
+  const answers = [
+    await raw([enc('not json')]),
+    await raw([enc({ app: 'app', timeoutMs: 1000, inputs: [{ name: 'x', datatype: 'FP99', shape: [1], size: 4 }] })]),
+    await raw([enc({ app: 'app', timeoutMs: 1000, inputs: [{ name: 'x', datatype: 'FP32', shape: [1], size: 4 }] }), new Uint8Array(8)]),
+    await raw([enc({ app: 'app', timeoutMs: 1000, inputs: [{ name: 'x', datatype: 'FP32', shape: [1], size: 100 * 1024 * 1024 }] })])
+  ]
+  for (const a of answers) {
+    assert.ok(a != null, 'answered')
+    assert.equal(a[0], 1, 'error status')
+    assert.equal(JSON.parse(new TextDecoder().decode(a.subarray(1))).code, 'ERR_INVALID_INPUT')
+  }
+  assert.equal(bad, 4)
+  // Still serving.
+  const again = await inferRemote(router, node.peerId, 'app', { inputs: [fp32('x', [4])], deadline: Date.now() + 5_000 })
+  assert.deepEqual([...new Float32Array(new Uint8Array(again.outputs[0]!.data).buffer)], [8])
+})
+
+test('infer protocol: an unreachable node is an unsent failure (safe to retry elsewhere)', async () => {
+  const router = await host()
+  const gone = await host()
+  const id = gone.peerId
+  const addr = gone.getMultiaddrs()[0]!
+  await router.dial(addr)
+  await gone.stop()
+  await assert.rejects(inferRemote(router, id, 'app', { inputs: [fp32('x', [1])], deadline: Date.now() + 3_000 }),
+    (err: RemoteInferError) => err instanceof RemoteInferError && err.phase === 'unsent' && err.status === 503)
+})
