@@ -45,7 +45,9 @@ let exe: string
 
 /** Runs the scratch executable with exactly this environment (no PATH lookups needed). */
 async function runExe (env: Record<string, string>): Promise<{ name: string, shape: number[], value: number }> {
-  const { stdout } = await run(exe, [MODEL], { env, timeout: 20_000 })
+  // cwd: a temp dir, because onnxruntime writes its telemetry id file (':memory:.ses') into the
+  // working directory when it cannot write ~/.cache.
+  const { stdout } = await run(exe, [MODEL], { env, cwd: dir, timeout: 20_000 })
   return JSON.parse(stdout) as { name: string, shape: number[], value: number }
 }
 
@@ -113,7 +115,8 @@ describe('inference inside the single executable', () => {
     // ignores file modes, so a read-only directory would not do).
     const home = join(dir, 'home-is-a-file')
     await writeFile(home, '')
-    const { stdout, stderr } = await run(exe, [MODEL], { env: { HOME: home, TMPDIR: tmp }, timeout: 20_000 })
+    const { stdout, stderr } = await run(exe, [MODEL], { env: { HOME: home, TMPDIR: tmp }, cwd: dir, timeout: 20_000 })
+    assert.equal(existsSync(join(ROOT, ':memory:.ses')), false, 'nothing written into the checkout')
     const out = JSON.parse(stdout) as { name: string }
     assert.equal(stderr, '', 'nothing on stderr (onnxruntime\'s warning about its device id file is silenced)')
     assert.equal(out.name, 'output')
