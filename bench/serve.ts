@@ -21,7 +21,7 @@ import path from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { ensureBuilt, clockTicks } from './lib/build.ts'
 import { UsageError, parseFlags, intFlag } from './lib/args.ts'
-import { installCleanupHooks, makeTempRoot, cleanup, killAll, setKeepTemp, now, sleep, waitFor, stop, type Managed } from './lib/procs.ts'
+import { runBench, writeResult, installCleanupHooks, makeTempRoot, cleanup, killAll, setKeepTemp, now, sleep, waitFor, stop, type Managed } from './lib/procs.ts'
 import { round, ratio } from './lib/stats.ts'
 import { startDaemon, cpuTicks, type AstradDaemon } from './lib/astrad.ts'
 import { machineCpu } from './lib/transfer-common.ts'
@@ -709,19 +709,10 @@ async function main (): Promise<void> {
     errors,
     durationSec: round((now() - started) / 1000, 1)
   }
-  fs.mkdirSync(path.dirname(o.out), { recursive: true })
-  fs.writeFileSync(o.out, JSON.stringify(doc, null, 2) + '\n')
-  log(`wrote ${path.relative(process.cwd(), o.out) || o.out}; total ${doc.durationSec} s`)
+  writeResult(o.out, doc, log)
+  log(`total ${doc.durationSec} s`)
   await cleanup()
   if (errors.length > 0) process.exitCode = 1
 }
 
-main().catch(async (err: unknown) => {
-  if (err instanceof UsageError) {
-    process.stderr.write(`bench:serve: ${err.message}\n`)
-    process.exit(2)
-  }
-  process.stderr.write(`bench:serve failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
-  await cleanup()
-  process.exit(1)
-})
+runBench('bench:serve', main, err => err instanceof UsageError)

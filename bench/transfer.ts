@@ -20,7 +20,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ensureBuilt, clockTicks } from './lib/build.ts'
 import { UsageError, parseFlags, intFlag } from './lib/args.ts'
-import { installCleanupHooks, makeTempRoot, cleanup, killAll, setKeepTemp, now, sleep } from './lib/procs.ts'
+import { runBench, writeResult, installCleanupHooks, makeTempRoot, cleanup, killAll, setKeepTemp, now, sleep } from './lib/procs.ts'
 import { round, ratio } from './lib/stats.ts'
 import { parseBytes, parseRate } from '../src/config/units.ts'
 import { writeRandomFile, machineCpu } from './lib/transfer-common.ts'
@@ -432,19 +432,10 @@ async function main (): Promise<void> {
     errors,
     durationSec: round((now() - started) / 1000, 1)
   }
-  fs.mkdirSync(path.dirname(o.out), { recursive: true })
-  fs.writeFileSync(o.out, JSON.stringify(doc, null, 2) + '\n')
-  log(`wrote ${path.relative(process.cwd(), o.out) || o.out}; total ${doc.durationSec} s`)
+  writeResult(o.out, doc, log)
+  log(`total ${doc.durationSec} s`)
   await cleanup()
   if (errors.length > 0) process.exitCode = 1
 }
 
-main().catch(async (err: unknown) => {
-  if (err instanceof UsageError) {
-    process.stderr.write(`bench:transfer: ${err.message}\n`)
-    process.exit(2)
-  }
-  process.stderr.write(`bench:transfer failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
-  await cleanup()
-  process.exit(1)
-})
+runBench('bench:transfer', main, err => err instanceof UsageError)

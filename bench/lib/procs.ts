@@ -197,3 +197,26 @@ export async function waitFor<T> (what: string, fn: () => Promise<T | undefined>
   }
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastErr != null ? ` (last error: ${String(lastErr)})` : ''}`)
 }
+
+/** Writes a benchmark's JSON document (directories made as needed) and says where. */
+export function writeResult (file: string, doc: unknown, log: (line: string) => void): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true })
+  fs.writeFileSync(file, JSON.stringify(doc, null, 2) + '\n')
+  log(`wrote ${path.relative(process.cwd(), file) || file}`)
+}
+
+/**
+ * Runs a benchmark's main: exit 2 on a usage error, 1 (after cleaning up) on any other failure.
+ * `isUsage` tells usage errors apart (bench/lib/args.ts UsageError).
+ */
+export function runBench (name: string, main: () => Promise<void>, isUsage: (err: unknown) => boolean): void {
+  main().catch(async (err: unknown) => {
+    if (isUsage(err)) {
+      process.stderr.write(`${name}: ${(err as Error).message}\n`)
+      process.exit(2)
+    }
+    process.stderr.write(`${name} failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
+    await cleanup()
+    process.exit(1)
+  })
+}
