@@ -120,6 +120,19 @@ export class RpcServer {
     await closed
   }
 
+  /** Counter children by route and status, so a request does not hash a label object. */
+  private readonly counted = new Map<string, { inc: () => void }>()
+
+  private countRequest (route: string, status: number): void {
+    const key = `${status} ${route}`
+    let child = this.counted.get(key)
+    if (child == null) {
+      child = this.components.metrics.rpcRequests.labels({ route, code: String(status) })
+      this.counted.set(key, child)
+    }
+    child.inc()
+  }
+
   private authorized (req: http.IncomingMessage): boolean {
     if (this.init.token == null) return true
     const header = req.headers.authorization ?? ''
@@ -160,7 +173,7 @@ export class RpcServer {
       const code = err instanceof AstradError && err.code !== 'ERR_HTTP' ? err.code : undefined
       out = { status, body: code != null ? { error: errorMessage(err), code } : { error: errorMessage(err) } }
     }
-    this.components.metrics.rpcRequests.inc({ route: routeName, code: String(out.status) })
+    this.countRequest(routeName, out.status)
     if (res.headersSent) return
     const headers: Record<string, string> = { ...out.headers }
     let payload: string | Uint8Array | undefined

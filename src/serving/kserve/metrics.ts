@@ -36,15 +36,35 @@ export function createInferenceMetrics (registry: Registry): InferenceMetrics {
   const latency = existing instanceof Histogram
     ? existing
     : new Histogram({ name, help: 'Latency of successful inference requests at the edge, by model', labelNames: ['model'], buckets: LATENCY_BUCKETS_S, registers: [registry] })
+  // Per-model children, looked up once: labelled inc() hashes its label object on every call
+  // (seven times per request here).
+  const children = new Map<string, { success: { inc: (v?: number) => void }, count: { inc: (v?: number) => void }, exec: { inc: (v?: number) => void }, request: { inc: (v?: number) => void }, queue: { inc: (v?: number) => void }, compute: { inc: (v?: number) => void }, latency: { observe: (v: number) => void } }>()
+  const of = (model: string): NonNullable<ReturnType<typeof children.get>> => {
+    let c = children.get(model)
+    if (c == null) {
+      c = {
+        success: success.labels({ model }),
+        count: count.labels({ model }),
+        exec: execCount.labels({ model }),
+        request: requestUs.labels({ model }),
+        queue: queueUs.labels({ model }),
+        compute: computeUs.labels({ model }),
+        latency: latency.labels({ model })
+      }
+      children.set(model, c)
+    }
+    return c
+  }
   return {
     success (model, s) {
-      success.inc({ model })
-      count.inc({ model }, s.batch)
-      execCount.inc({ model })
-      requestUs.inc({ model }, Math.round(s.requestMs * 1000))
-      queueUs.inc({ model }, Math.round(Math.max(0, s.queueMs) * 1000))
-      computeUs.inc({ model }, Math.round(Math.max(0, s.computeMs) * 1000))
-      latency.observe({ model }, s.requestMs / 1000)
+      const c = of(model)
+      c.success.inc()
+      c.count.inc(s.batch)
+      c.exec.inc()
+      c.request.inc(Math.round(s.requestMs * 1000))
+      c.queue.inc(Math.round(Math.max(0, s.queueMs) * 1000))
+      c.compute.inc(Math.round(Math.max(0, s.computeMs) * 1000))
+      c.latency.observe(s.requestMs / 1000)
     },
     failure (model, reason) {
       failure.inc({ model, reason })
