@@ -74,5 +74,5 @@ function names (specs: readonly TensorSpec[]): string {
 }
 
 function formatShape (shape: readonly number[]): string {
-  return `[${shape.join(',')}]`
+  return `[${shape.join(', ')}]`
 }

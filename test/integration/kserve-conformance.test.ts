@@ -290,9 +290,9 @@ test('400s: wrong name, shape, datatype, size, malformed JSON, bad binary header
   const x = (over: Record<string, unknown> = {}): Record<string, unknown> => ({ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4], ...over })
   const path = '/v2/models/double/infer'
   const before = backend.seen.length
-  assertError(await postJson(path, { inputs: [x({ name: 'input' })] }), 400, /unknown input 'input' \(the model's inputs: x\)/)
-  assertError(await postJson(path, { inputs: [x({ shape: [4], data: [1, 2, 3, 4] })] }), 400, /shape \[4\] does not fit the model's \[-1, 4\]/)
-  assertError(await postJson(path, { inputs: [x({ shape: [1, 3], data: [1, 2, 3] })] }), 400, /shape \[1, 3\] does not fit/)
+  assertError(await postJson(path, { inputs: [x({ name: 'input' })] }), 400, /unknown input 'input' \(model inputs: x\)/)
+  assertError(await postJson(path, { inputs: [x({ shape: [4], data: [1, 2, 3, 4] })] }), 400, /shape \[4\] has rank 1, the model expects rank 2 \[-1, 4\]/)
+  assertError(await postJson(path, { inputs: [x({ shape: [1, 3], data: [1, 2, 3] })] }), 400, /shape \[1, 3\] does not match the model's \[-1, 4\] \(dimension 1 must be 4\)/)
   assertError(await postJson(path, { inputs: [x({ datatype: 'FP64' })] }), 400, /datatype FP64, the model expects FP32/)
   assertError(await postJson(path, { inputs: [x({ datatype: 'float32' })] }), 400, /unknown datatype "float32"/)
   assertError(await postJson(path, { inputs: [x({ data: [1, 2, 3] })] }), 400, /has 4 elements but "data" has 3/)

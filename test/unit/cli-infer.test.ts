@@ -149,7 +149,7 @@ test('usage errors exit 2 with one line naming the problem', async () => {
 test('server errors exit 1 with the server\'s message', async () => {
   const cases: Array<[string[], RegExp]> = [
     [['nope', '--input', 'x=[1]'], /unknown model 'nope'/],
-    [['double', '--input', 'x=[1,2,3]'], /shape \[3\] does not fit the model's \[-1, 3\]/],
+    [['double', '--input', 'x=[1,2,3]'], /shape \[3\] has rank 1, the model expects rank 2 \[-1, 3\]/],
     [['typed', '--input', 'flag=[1]', '--input', 'id=1', '--input', 'text=["a"]', '--input', 'half=[1]'], /input 'flag': element 0 \(1\) is not true or false \(BOOL\)/],
     [['busy', '--input', 'x=[1]'], /all replicas of busy are full/],
     [['loading', '--input', 'x=[1]'], /app 'loading' has no known inputs yet/]

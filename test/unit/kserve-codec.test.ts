@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import {
-  checkSignature, dataToJson, decodeElements, decodeInferRequest, decodeInferResponse, encodeBytesElements, encodeElements,
+  dataToJson, decodeElements, decodeInferRequest, decodeInferResponse, encodeBytesElements, encodeElements,
   encodeInferResponse, fromHalfBits, tensorFromJson, tensorOfValue, toHalfBits
 } from '../../src/serving/kserve/index.ts'
 import { InferenceFailedError, InvalidInferRequestError, type DataType, type InferResult, type ModelSignature, type Tensor } from '../../src/serving/types.ts'
@@ -215,13 +215,13 @@ test('the edge checks inputs and requested outputs against the model signature',
   const sr = { name: 'sr', datatype: 'INT64', shape: [], data: [16000] }
   const req = (inputs: unknown[], outputs?: unknown[]): Buffer => Buffer.from(JSON.stringify({ inputs, ...(outputs != null ? { outputs } : {}) }))
   assert.equal(decodeInferRequest(req([input(), sr], [{ name: 'stateN' }]), undefined, signature).inputs.length, 2)
-  invalid(() => decodeInferRequest(req([input({ name: 'inpt' }), sr]), undefined, signature), /unknown input 'inpt' \(the model's inputs: input, sr\)/)
+  invalid(() => decodeInferRequest(req([input({ name: 'inpt' }), sr]), undefined, signature), /unknown input 'inpt' \(model inputs: input, sr\)/)
   invalid(() => decodeInferRequest(req([input({ datatype: 'FP64' }), sr]), undefined, signature), /input 'input': datatype FP64, the model expects FP32/)
-  invalid(() => decodeInferRequest(req([input({ shape: [2], data: [0, 0] }), sr]), undefined, signature), /shape \[2\] does not fit the model's \[-1, -1\]/)
-  invalid(() => decodeInferRequest(req([input(), { ...sr, shape: [1] }]), undefined, signature), /input 'sr': shape \[1\] does not fit the model's \[\]/)
+  invalid(() => decodeInferRequest(req([input({ shape: [2], data: [0, 0] }), sr]), undefined, signature), /input 'input': shape \[2\] has rank 1, the model expects rank 2 \[-1, -1\]/)
+  invalid(() => decodeInferRequest(req([input(), { ...sr, shape: [1] }]), undefined, signature), /input 'sr': shape \[1\] has rank 1, the model expects rank 0 \[\]/)
   invalid(() => decodeInferRequest(req([input()]), undefined, signature), /missing input 'sr' \(INT64 \[\]\)/)
-  invalid(() => decodeInferRequest(req([input(), sr], [{ name: 'state' }]), undefined, signature), /unknown output 'state' \(the model's outputs: output, stateN\)/)
-  assert.doesNotThrow(() => { checkSignature({ inputs: [{ name: 'sr', datatype: 'INT64', shape: [], data: new Uint8Array(8) }, { name: 'input', datatype: 'FP32', shape: [3, 0], data: new Uint8Array(0) }] }, signature) })
+  invalid(() => decodeInferRequest(req([input(), sr], [{ name: 'state' }]), undefined, signature), /unknown output 'state' requested \(model outputs: output, stateN\)/)
+  assert.equal(decodeInferRequest(req([{ ...sr }, input({ shape: [3, 0], data: [] })]), undefined, signature).inputs.length, 2, 'a zero-size dimension fits a symbolic one')
 })
 
 test('raw binary request (Inference-Header-Content-Length: 0): the body is the one input, shape deduced from the signature', () => {

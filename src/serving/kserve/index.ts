@@ -4,7 +4,7 @@
  * See docs/kserve.md.
  */
 export { registerKServeRoutes, type KServeComponents } from './routes.ts'
-export { decodeInferRequest, checkSignature, shapeMatches, type DecodedInferRequest, type RequestedOutput } from './request.ts'
+export { decodeInferRequest, type DecodedInferRequest, type RequestedOutput } from './request.ts'
 export { encodeInferResponse, type EncodedInferResponse } from './response.ts'
 export {
   checkShape, checkTensorData, dataToJson, decodeElements, elementCount, encodeBytesElements, encodeElements,

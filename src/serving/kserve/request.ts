@@ -1,6 +1,7 @@
 import { DATATYPES, DATATYPE_SIZE, InvalidInferRequestError, type ModelSignature, type Tensor, type TensorSpec } from '../types.ts'
 import { InexactIntegerError, checkShape, checkTensorData, elementCount, encodeBytesElements, isDataType, tensorFromJson } from './codec.ts'
 import { MAX_TENSORS } from './constants.ts'
+import { validateInputs } from '../../inference/validate.ts'
 
 /**
  * Decoding of an infer request body (inference_rest.md "Inference Request JSON Object" plus
@@ -115,7 +116,8 @@ export function decodeInferRequest (body: Uint8Array, header: string | string[] 
     if (!(err instanceof InexactIntegerError)) throw err
     decoded = decodeDocument(parseExact(text), binary, true)
   }
-  if (signature != null) checkSignature(decoded, signature)
+  // The same check the replica's pool makes (src/inference/validate.ts), here before routing.
+  if (signature != null) validateInputs(signature, { inputs: decoded.inputs, outputs: decoded.outputs?.map(o => o.name), deadline: 0 })
   return decoded
 }
 
@@ -224,31 +226,6 @@ function decodeRawBinary (body: Uint8Array, signature?: ModelSignature): Decoded
   return { inputs: [tensor], binaryOutput: true }
 }
 
-/** Whether a concrete shape fits a declared one (-1 matches any size; ranks must agree). */
-export function shapeMatches (shape: readonly number[], declared: readonly number[]): boolean {
-  return shape.length === declared.length && shape.every((d, i) => declared[i] === -1 || declared[i] === d)
-}
-
-/**
- * The edge check against the model's signature: every input known and given once, with the
- * declared datatype and a shape that fits; every requested output known.
- */
-export function checkSignature (req: { inputs: readonly Tensor[], outputs?: readonly RequestedOutput[] }, signature: ModelSignature): void {
-  const declared = new Map(signature.inputs.map(s => [s.name, s]))
-  for (const t of req.inputs) {
-    const spec = declared.get(t.name)
-    if (spec == null) throw new InvalidInferRequestError(`unknown input '${t.name}' (the model's inputs: ${signature.inputs.map(s => s.name).join(', ') || 'none'})`)
-    if (t.datatype !== spec.datatype) throw new InvalidInferRequestError(`input '${t.name}': datatype ${t.datatype}, the model expects ${spec.datatype}`)
-    if (!shapeMatches(t.shape, spec.shape)) throw new InvalidInferRequestError(`input '${t.name}': shape ${fmtShape(t.shape)} does not fit the model's ${fmtShape(spec.shape)} (-1 = any size)`)
-  }
-  const given = new Set(req.inputs.map(t => t.name))
-  const missing = signature.inputs.filter(s => !given.has(s.name))
-  if (missing.length > 0) throw new InvalidInferRequestError(`missing input${missing.length > 1 ? 's' : ''} ${missing.map(s => `'${s.name}' (${s.datatype} ${fmtShape(s.shape)})`).join(', ')}`)
-  const outputs = new Set(signature.outputs.map(s => s.name))
-  for (const o of req.outputs ?? []) {
-    if (!outputs.has(o.name)) throw new InvalidInferRequestError(`unknown output '${o.name}' (the model's outputs: ${signature.outputs.map(s => s.name).join(', ') || 'none'})`)
-  }
-}
 
 /** A copy in a fresh ArrayBuffer (Buffer#slice would return a view of the same memory). */
 function copyBytes (data: Uint8Array): Uint8Array {
