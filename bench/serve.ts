@@ -18,7 +18,7 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { fileURLToPath, pathToFileURL } from 'node:url'
+import { fileURLToPath } from 'node:url'
 import { ensureBuilt, clockTicks } from './lib/build.ts'
 import { UsageError, parseFlags, intFlag } from './lib/args.ts'
 import { runBench, writeResult, installCleanupHooks, makeTempRoot, cleanup, killAll, setKeepTemp, now, sleep, waitFor, stop, type Managed } from './lib/procs.ts'
@@ -26,6 +26,8 @@ import { round, ratio } from './lib/stats.ts'
 import { startDaemon, cpuTicks, type AstradDaemon } from './lib/astrad.ts'
 import { machineCpu } from './lib/transfer-common.ts'
 import { runLoad, type LoadResult } from './lib/load.ts'
+import { runRoutingSim, formatRoutingSim } from './lib/routing-sim.ts'
+import { runPickCost, formatPickCost } from './lib/pick-cost.ts'
 import { startBaseline, type Baseline, type BaselineTensorMeta } from './lib/serve-baseline.ts'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
@@ -494,73 +496,22 @@ async function runOverhead (o: Options, root: string, ticks: number, log: (m: st
   return result
 }
 
-// ---- routing and pick parts (modules written alongside this harness) ----------------------
+// ---- routing and pick parts ---------------------------------------------------------------
 
 interface PartOutcome {
-  available: boolean
   result: unknown
   error: string | null
-  /** Printed lines (the module's own formatter, or a generic rendering of its JSON). */
+  /** Printed lines (the module's own formatter). */
   table: string[]
 }
 
-/**
- * Imports bench/lib/<file> and calls its `run` export. The module may export `format` (result →
- * lines); otherwise its JSON is rendered generically. A missing file is "not available".
- */
-async function runPart (what: string, file: string, run: string, format: string, log: (m: string) => void): Promise<PartOutcome> {
-  const full = path.join(ROOT, 'bench/lib', file)
-  if (!fs.existsSync(full)) return { available: false, result: null, error: null, table: [`${what} not available (bench/lib/${file} is missing)`] }
-  let mod: Record<string, unknown>
-  try {
-    mod = await import(pathToFileURL(full).href) as Record<string, unknown>
-  } catch (err) {
-    return { available: false, result: null, error: `import bench/lib/${file}: ${err instanceof Error ? err.message : String(err)}`, table: [`${what} not available (bench/lib/${file} does not load)`] }
-  }
-  const fn = mod[run]
-  if (typeof fn !== 'function') return { available: false, result: null, error: `bench/lib/${file} exports no ${run}()`, table: [`${what} not available (bench/lib/${file} exports no ${run}())`] }
-  log(`${what}: running ${run}()`)
+/** Runs one of the pure-CPU parts and formats its result. */
+function runPart<T> (what: string, run: () => T, format: (r: T) => string, log: (m: string) => void): PartOutcome {
+  log(`${what}: running`)
   const t0 = now()
-  const result: unknown = await (fn as () => unknown)()
+  const result = run()
   log(`${what}: done in ${((now() - t0) / 1000).toFixed(1)} s`)
-  const fmt = mod[format]
-  let table: string[]
-  if (typeof fmt === 'function') {
-    const t: unknown = (fmt as (r: unknown) => unknown)(result)
-    table = Array.isArray(t) ? t.map(String) : String(t).split('\n')
-  } else {
-    table = renderJson(result)
-  }
-  return { available: true, result, error: null, table }
-}
-
-function cell (v: unknown): string {
-  if (typeof v === 'number') return Number.isInteger(v) ? String(v) : Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toPrecision(3)
-  if (v == null) return '-'
-  if (typeof v === 'object') return JSON.stringify(v)
-  return String(v)
-}
-
-/** Scalars as `key: value`, arrays of objects as column tables, nested objects indented. */
-function renderJson (value: unknown, indent = ''): string[] {
-  if (value == null || typeof value !== 'object') return [`${indent}${cell(value)}`]
-  const lines: string[] = []
-  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-    if (Array.isArray(v) && v.length > 0 && v.every(x => x != null && typeof x === 'object' && !Array.isArray(x))) {
-      const rows = v as Array<Record<string, unknown>>
-      const cols = [...new Set(rows.flatMap(r => Object.keys(r).filter(c => r[c] == null || typeof r[c] !== 'object')))]
-      const widths = cols.map(c => Math.max(c.length, ...rows.map(r => cell(r[c]).length)))
-      lines.push(`${indent}${k}:`)
-      lines.push(`${indent}  ${cols.map((c, i) => c.padStart(widths[i] as number)).join('  ')}`)
-      for (const r of rows) lines.push(`${indent}  ${cols.map((c, i) => cell(r[c]).padStart(widths[i] as number)).join('  ')}`)
-    } else if (v != null && typeof v === 'object' && !Array.isArray(v)) {
-      lines.push(`${indent}${k}:`)
-      lines.push(...renderJson(v, indent + '  '))
-    } else {
-      lines.push(`${indent}${k}: ${Array.isArray(v) ? v.map(cell).join(', ') : cell(v)}`)
-    }
-  }
-  return lines
+  return { result, error: null, table: format(result).split('\n') }
 }
 
 // ---- output --------------------------------------------------------------------------------
@@ -650,20 +601,18 @@ async function main (): Promise<void> {
       await killAll()
     }
   }
-  const part = async (p: Part, what: string, file: string, run: string, format: string): Promise<PartOutcome | null> => {
+  const part = <T>(p: Part, what: string, run: () => T, format: (r: T) => string): PartOutcome | null => {
     if (!o.parts.has(p)) return null
     try {
-      const r = await runPart(what, file, run, format, log)
-      if (r.error != null) errors.push(`${p}: ${r.error}`)
-      return r
+      return runPart(what, run, format, log)
     } catch (err) {
       const msg = err instanceof Error ? (err.stack ?? err.message) : String(err)
       errors.push(`${p}: ${msg}`)
-      return { available: true, result: null, error: msg, table: [`${what} failed: ${msg.split('\n')[0] ?? ''}`] }
+      return { result: null, error: msg, table: [`${what} failed: ${msg.split('\n')[0] ?? ''}`] }
     }
   }
-  const routing = await part('routing', 'routing simulation', 'routing-sim.ts', 'runRoutingSim', 'formatRoutingSim')
-  const pick = await part('pick', 'pick cost', 'pick-cost.ts', 'runPickCost', 'formatPickCost')
+  const routing = part('routing', 'routing simulation', () => runRoutingSim(), formatRoutingSim)
+  const pick = part('pick', 'pick cost', () => runPickCost(), formatPickCost)
 
   const lines: string[] = []
   const out = (l: string): void => { lines.push(l) }
@@ -704,8 +653,8 @@ async function main (): Promise<void> {
     goals: { rpsRatioAtLeast: GOAL_RPS_RATIO, p99RatioAtMost: GOAL_P99_RATIO },
     overhead,
     overheadNotes: o.parts.has('overhead') ? overheadNotes(o, overhead) : [],
-    routing: routing == null ? null : { available: routing.available, error: routing.error, result: routing.result },
-    pick: pick == null ? null : { available: pick.available, error: pick.error, result: pick.result },
+    routing: routing == null ? null : { error: routing.error, result: routing.result },
+    pick: pick == null ? null : { error: pick.error, result: pick.result },
     errors,
     durationSec: round((now() - started) / 1000, 1)
   }

@@ -107,8 +107,6 @@ export class Daemon {
 
   /** The node role's capacity ledger. */
   get ledger (): Ledger | undefined { return this.ledgerValue }
-  /** The node role's replicas (worker pools). */
-  get replicas (): ReplicaHost | undefined { return this.replicaHost }
   /** The scheduler role's placement. */
   get placer (): Placer | undefined { return this.placerValue }
   /** The scheduler role's request router. */
@@ -192,7 +190,7 @@ export class Daemon {
         const local = this.ledgerValue != null ? { peerId: selfId, ledger: this.ledgerValue } : undefined
         const ledgers = this.ledgerView = new LedgerView({
           view, client, logger: componentLogger(this.logger, 'placement'),
-          local: local != null ? { ...local, incarnation: 0 } : undefined
+          local
         })
         this.placerValue = new Placer({
           view, ledgers, client, clusterLog: () => this.clusterLog, logger: componentLogger(this.logger, 'placement'),
@@ -247,7 +245,10 @@ export class Daemon {
       registerTransferRoutes(this.rpc, () => this.state === 'running' || this.state === 'draining' ? this.transferService : undefined)
       registerAppRoutes(this.rpc, { clusterLog: () => this.clusterLog, placer: () => this.placerValue, self: () => selfId })
       registerKServeRoutes(this.rpc, () => this.state === 'running' || this.state === 'draining' ? this.routerValue : undefined, {
-        registry: metrics.registry, logger: servingLogger, skipHealth: true
+        registry: metrics.registry,
+        logger: servingLogger,
+        // KServe readiness: the daemon is up and joined, and (on a scheduler) can route.
+        ready: () => this.ready && (this.routerValue?.serverReady() ?? true)
       })
 
       await libp2p.start()

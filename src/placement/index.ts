@@ -1,7 +1,7 @@
 export { appKind, parseAppSpec, needsRoll, InvalidAppError, ROUTING_WEIGHTS, type AppSpec, type AppRecord, type Resources, type RoutingWeight } from './app.ts'
 export { Ledger, ReservationRejectedError, type Reservation, type LedgerReplica, type LedgerSnapshot, type ReplicaState, type LedgerEvent } from './ledger.ts'
 export { serveReservations, ReserveClient, type ReserveApi } from './protocol.ts'
-export { LedgerView, type KnownLedger } from './ledger-view.ts'
+export { LedgerView } from './ledger-view.ts'
 export { Placer, type AppStatus, type PlacedReplica } from './placer.ts'
 export { rendezvousOwner } from './rendezvous.ts'
 export * as placementConstants from './constants.ts'

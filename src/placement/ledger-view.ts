@@ -6,7 +6,7 @@ import type { ReserveApi } from './protocol.ts'
 import { LEDGER_PULL_CONCURRENCY } from './constants.ts'
 
 /** A node's ledger as a scheduler last read it. */
-export interface KnownLedger {
+interface KnownLedger {
   peerId: string
   incarnation: number
   ledger: LedgerSnapshot
@@ -17,7 +17,7 @@ export interface LedgerViewComponents {
   client: ReserveApi
   logger: Logger
   /** The node role in this process, read directly (always fresh, no network). */
-  local?: { peerId: string, incarnation: number, ledger: Ledger }
+  local?: { peerId: string, ledger: Ledger }
 }
 
 /** How often the view checks heartbeats for newer ledger versions. */

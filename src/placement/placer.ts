@@ -140,12 +140,17 @@ export class Placer {
   }
 
   /** The owning scheduler of an app, from this daemon's view. */
-  owner (app: string): string | undefined {
-    const schedulers: string[] = []
-    for (const rec of this.components.view.list.all()) {
-      if (rec.state === 'alive' && rec.hb.roles.includes('scheduler')) schedulers.push(rec.hb.peerId)
-    }
+  owner (app: string, schedulers = this.schedulers()): string | undefined {
     return rendezvousOwner(app, schedulers)
+  }
+
+  /** Peer ids of the schedulers alive in this view (the candidates for ownership). */
+  private schedulers (): string[] {
+    const out: string[] = []
+    for (const rec of this.components.view.list.all()) {
+      if (rec.state === 'alive' && rec.hb.roles.includes('scheduler')) out.push(rec.hb.peerId)
+    }
+    return out
   }
 
   /** Every replica in the ledgers this scheduler holds, grouped by app. */
@@ -166,6 +171,7 @@ export class Placer {
 
   status (): AppStatus[] {
     const byApp = this.replicasByApp()
+    const schedulers = this.schedulers()
     return [...this.apps.values()].sort((a, b) => a.spec.name.localeCompare(b.spec.name)).map(record => {
       const { spec, generation } = record
       const live = (byApp.get(spec.name) ?? []).filter(p => counts(p.node) && p.replica.state !== 'failed')
@@ -178,7 +184,7 @@ export class Placer {
         placed: current.length,
         ready: current.filter(p => p.replica.state === 'ready').length,
         old: live.length - current.length,
-        owner: this.owner(spec.name)
+        owner: this.owner(spec.name, schedulers)
       }
       if (spec.cells != null) {
         status.cells = {}
@@ -220,8 +226,9 @@ export class Placer {
         }
         const byApp = this.replicasByApp()
         const names = new Set([...this.apps.keys(), ...byApp.keys()])
+        const schedulers = this.schedulers()
         for (const name of names) {
-          if (this.owner(name) !== this.init.self) continue
+          if (this.owner(name, schedulers) !== this.init.self) continue
           try {
             await this.reconcile(name, this.apps.get(name), byApp.get(name) ?? [])
           } catch (err) {

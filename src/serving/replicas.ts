@@ -67,17 +67,6 @@ export class ReplicaHost {
     await Promise.all([...this.hosted.keys()].map(async id => { await this.unload(id) }))
   }
 
-  /** Ready replicas on this node, with their pools' load (for `astrad status`). */
-  replicas (): Array<{ replica: LedgerReplica, queued: number, active: number }> {
-    return [...this.hosted.values()].map(h => ({ replica: h.replica, queued: h.pool?.stats().queued ?? 0, active: h.pool?.stats().active ?? 0 }))
-  }
-
-  /** Whether a replica of `app` is ready here (the router calls it directly then). */
-  has (app: string): boolean {
-    for (const h of this.hosted.values()) if (h.replica.app === app && h.pool != null && h.replica.state === 'ready') return true
-    return false
-  }
-
   /** Runs a request on the least busy ready replica of `app` on this node. */
   async infer (app: string, req: InferRequest, signal?: AbortSignal): Promise<InferResult> {
     let best: Hosted | undefined

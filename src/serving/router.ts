@@ -35,7 +35,11 @@ interface AppRoute {
   /** Nodes with a ready replica, by peer id. */
   nodes: Map<string, NodeRecord>
   signature?: ModelSignature
-  generation: number
+}
+
+function retryable (err: unknown): err is ServingError {
+  if (err instanceof RemoteInferError) return err.phase !== 'answered'
+  return err instanceof QueueFullError || err instanceof UnavailableError
 }
 
 /** Nodes that take new requests: alive only (draining, suspect, dead, left are routed around). */
@@ -154,14 +158,12 @@ export class Router implements ServingBackend {
             inflight: id => this.inflightByNode.get(id) ?? 0
           }),
           routing,
-          nodes: new Map(),
-          generation: record.generation
+          nodes: new Map()
         }
         this.routes.set(name, route)
       }
       const entry = byApp.get(name)
       route.nodes = entry?.nodes ?? new Map()
-      route.generation = record.generation
       if (entry?.signature != null) route.signature = entry.signature
       route.balancer.update([...route.nodes.values()].map(rec => ({ id: rec.hb.peerId, load: loadOf(rec) })))
     }
@@ -217,10 +219,9 @@ export class Router implements ServingBackend {
         route.balancer.success(id, result.computeMs)
         return result
       } catch (err) {
-        if (!(err instanceof ServingError)) throw err
-        if (err instanceof DeadlineError) throw err
-        if (err instanceof RemoteInferError && err.phase === 'answered') throw err
-        if (!(err instanceof RemoteInferError) && !(err instanceof QueueFullError) && !(err instanceof UnavailableError)) throw err
+        // Retried elsewhere: the node never ran it (unreachable, refused, full) or lost it with
+        // its connection. Answers (bad input, model errors) and deadlines go to the client.
+        if (!retryable(err)) throw err
         lastError = err
         if (err.status === 429) {
           sawFull = true

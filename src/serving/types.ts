@@ -113,8 +113,8 @@ export class InvalidInferRequestError extends ServingError {
 
 /** 404: no such model (app). */
 export class ModelNotFoundError extends ServingError {
-  constructor (name: string) {
-    super(`unknown model '${name}'`, 'ERR_MODEL_NOT_FOUND', 404)
+  constructor (name: string, message = `unknown model '${name}'`) {
+    super(message, 'ERR_MODEL_NOT_FOUND', 404)
     this.name = 'ModelNotFoundError'
   }
 }
@@ -155,7 +155,7 @@ export class InferenceFailedError extends ServingError {
 export function servingErrorFromCode (code: string, message: string, retryAfter?: number): ServingError {
   switch (code) {
     case 'ERR_INVALID_INPUT': return new InvalidInferRequestError(message)
-    case 'ERR_MODEL_NOT_FOUND': return Object.assign(new ModelNotFoundError(''), { message })
+    case 'ERR_MODEL_NOT_FOUND': return new ModelNotFoundError('', message)
     case 'ERR_QUEUE_FULL': return new QueueFullError(message, retryAfter)
     case 'ERR_DEADLINE': return new DeadlineError(message)
     case 'ERR_INFERENCE': return new InferenceFailedError(message)

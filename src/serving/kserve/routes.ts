@@ -21,11 +21,11 @@ export interface KServeComponents {
   registry?: Registry
   logger: Logger
   /**
-   * Leave out `GET /v2/health/live` and `GET /v2/health/ready` (the daemon registers its own).
-   * RpcServer answers a path with the first route registered for it, so registering both would
-   * silently shadow the later one.
+   * Whether `GET /v2/health/ready` says ready. The daemon passes its own state (joined, and on a
+   * scheduler able to route), which also holds for daemons without a backend (node-only).
+   * @default a backend is present and its serverReady() is true
    */
-  skipHealth?: boolean
+  ready?: () => boolean
 }
 
 /** The client closed its connection before the answer: nobody is waiting for it any more. */
@@ -61,14 +61,12 @@ export function registerKServeRoutes (rpc: RpcServer, backend: () => ServingBack
     return status
   }
 
-  if (components.skipHealth !== true) {
-    rpc.route('GET', '/v2/health/live', () => ({ status: 200, body: { live: true } }), { open: true })
-    rpc.route('GET', '/v2/health/ready', () => {
-      const b = backend()
-      const ready = b != null && b.serverReady()
-      return { status: ready ? 200 : 503, body: { ready } }
-    }, { open: true })
-  }
+  const serverReady = components.ready ?? (() => backend()?.serverReady() === true)
+  rpc.route('GET', '/v2/health/live', () => ({ status: 200, body: { live: true } }), { open: true })
+  rpc.route('GET', '/v2/health/ready', () => {
+    const ready = serverReady()
+    return { status: ready ? 200 : 503, body: { ready } }
+  }, { open: true })
 
   rpc.route('GET', '/v2', () => ({ status: 200, body: { name: SERVER_NAME, version: VERSION, extensions: [...EXTENSIONS] } }))
 
