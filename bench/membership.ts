@@ -16,7 +16,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ensureBuilt, clockTicks } from './lib/build.ts'
 import { UsageError, parseFlags, intFlag } from './lib/args.ts'
-import { runBench, writeResult, installCleanupHooks, makeTempRoot, cleanup, killAll, setKeepTemp, run, now } from './lib/procs.ts'
+import { runBench, writeResult, phaseRunner, installCleanupHooks, makeTempRoot, cleanup, setKeepTemp, run, now } from './lib/procs.ts'
 import { summarize, ratio, round, type Summary } from './lib/stats.ts'
 import { runAstradChurn, EVENTS, type AstradChurnResult, type ChurnEvent } from './lib/churn-astrad.ts'
 import { runSerfChurn, type SerfChurnResult } from './lib/churn-serf.ts'
@@ -229,21 +229,7 @@ async function main (): Promise<void> {
   let serf: SerfChurnResult | undefined
   let ingest: IngestResult | undefined
 
-  const phase = async <T>(name: string, fn: () => Promise<T>): Promise<T | undefined> => {
-    const t0 = now()
-    try {
-      const r = await fn()
-      log(`${name}: done in ${((now() - t0) / 1000).toFixed(1)} s`)
-      return r
-    } catch (err) {
-      const msg = err instanceof Error ? (err.stack ?? err.message) : String(err)
-      errors.push(`${name}: ${msg}`)
-      log(`${name} FAILED: ${msg}`)
-      // Nothing of a failed phase may keep running into the next one.
-      await killAll()
-      return undefined
-    }
-  }
+  const phase = phaseRunner(errors, log)
 
   if (!o.skipAstrad) astrad = await phase('astrad churn', async () => await runAstradChurn({ bin: o.bin, root, trials: o.trials, nodes: 9, pollMs: 10, freshIdentity: o.freshIdentity, events: EVENTS, log }))
   if (!o.skipSerf) serf = await phase('serf churn', async () => await runSerfChurn({ root, trials: o.trials, members: 10, events: EVENTS, log }))

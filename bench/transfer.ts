@@ -20,7 +20,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ensureBuilt, clockTicks } from './lib/build.ts'
 import { UsageError, parseFlags, intFlag } from './lib/args.ts'
-import { runBench, writeResult, installCleanupHooks, makeTempRoot, cleanup, killAll, setKeepTemp, now, sleep } from './lib/procs.ts'
+import { runBench, writeResult, phaseRunner, installCleanupHooks, makeTempRoot, cleanup, setKeepTemp, now, sleep } from './lib/procs.ts'
 import { round, ratio } from './lib/stats.ts'
 import { parseBytes, parseRate } from '../src/config/units.ts'
 import { writeRandomFile, machineCpu } from './lib/transfer-common.ts'
@@ -336,21 +336,7 @@ async function main (): Promise<void> {
   if (idleBusy > 0.25) log(`WARNING: the machine is ${(idleBusy * 100).toFixed(0)} % busy with other work before the run; the numbers will be skewed`)
 
   const results: Results = { raw: [], limiter: [] }
-  const phase = async <T>(name: string, fn: () => Promise<T>): Promise<T | undefined> => {
-    const t0 = now()
-    log(`${name}: start`)
-    try {
-      const r = await fn()
-      log(`${name}: done in ${((now() - t0) / 1000).toFixed(1)} s`)
-      return r
-    } catch (err) {
-      const msg = err instanceof Error ? (err.stack ?? err.message) : String(err)
-      errors.push(`${name}: ${msg}`)
-      log(`${name} FAILED: ${msg}`)
-      await killAll()
-      return undefined
-    }
-  }
+  const phase = phaseRunner(errors, log)
 
   const ctx: AstradContext = { bin: o.bin, root, file, size: o.size, sha256, clockTicks: ticks, verify: o.verify, log }
   if (want('raw')) {

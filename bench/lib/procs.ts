@@ -220,3 +220,26 @@ export function runBench (name: string, main: () => Promise<void>, isUsage: (err
     process.exit(1)
   })
 }
+
+/**
+ * A benchmark phase: logs its duration; a failure is recorded in `errors` (the run goes on with
+ * the next phase) after every process it started is killed, and yields undefined.
+ */
+export function phaseRunner (errors: string[], log: (line: string) => void): <T>(name: string, fn: () => Promise<T>) => Promise<T | undefined> {
+  return async <T>(name: string, fn: () => Promise<T>): Promise<T | undefined> => {
+    const t0 = now()
+    log(`${name}: start`)
+    try {
+      const r = await fn()
+      log(`${name}: done in ${((now() - t0) / 1000).toFixed(1)} s`)
+      return r
+    } catch (err) {
+      const msg = err instanceof Error ? (err.stack ?? err.message) : String(err)
+      errors.push(`${name}: ${msg}`)
+      log(`${name} FAILED: ${msg}`)
+      // Nothing of a failed phase may keep running into the next one.
+      await killAll()
+      return undefined
+    }
+  }
+}
