@@ -52,6 +52,11 @@ export interface ClusterLog {
   list<T>(kind: Kind<T>, options?: { includeDeleted?: boolean }): Array<Entry<T>>
   /** Local change feed: the rev of the newest change. */
   readonly revision: number
+  /**
+   * This replica's writer id (`<peerId>:<epoch>`): names the space its revs count in (revs
+   * survive a restart; a resource that lost its disk gets a new epoch).
+   */
+  readonly origin: string
   /** Objects changed after `rev`, oldest first, each once at its latest state (a compacted feed). */
   changesSince(rev: number, limit?: number): Array<Entry<unknown>>
   /** Called after every committed change (local or replicated), in rev order. Returns an unsubscribe. */
@@ -236,6 +241,10 @@ class ClusterLogService implements ClusterLog {
 
   get revision (): number {
     return this.openStore().revision
+  }
+
+  get origin (): string {
+    return this.openStore().origin
   }
 
   changesSince (rev: number, limit = DEFAULT_CHANGES_LIMIT): Array<Entry<unknown>> {

@@ -17,6 +17,9 @@ import { Ledger, LedgerView, Placer, ReserveClient, serveReservations, registerA
 import { ReplicaHost, Router, serveInference, UnavailableError } from '../serving/index.ts'
 import { registerKServeRoutes } from '../serving/kserve/index.ts'
 import { createPool } from '../inference/index.ts'
+import { MailboxServer, MailboxPuller } from '../mailbox/index.ts'
+import { NoticeEffects } from './notices.ts'
+import type { ActiveMessage } from './status.ts'
 import { lockDataDir } from './lock.ts'
 import { registerRoutes } from './routes.ts'
 import { DRAIN_TIMEOUT_MS, DRAIN_POLL_MS, DRAIN_GRACE_MS, LEAVE_FLUSH_MS } from './constants.ts'
@@ -66,6 +69,11 @@ export class Daemon {
   private ledgerView?: LedgerView
   private placerValue?: Placer
   private routerValue?: Router
+  private mailboxServer?: MailboxServer
+  private puller?: MailboxPuller
+  private noticeEffects?: NoticeEffects
+  /** A drain notice applied before the daemon was running: drained once it is. */
+  private drainWhenRunning = false
 
   constructor (options: DaemonOptions) {
     this.options = options
@@ -111,6 +119,11 @@ export class Daemon {
   get placer (): Placer | undefined { return this.placerValue }
   /** The scheduler role's request router. */
   get router (): Router | undefined { return this.routerValue }
+
+  /** The node role's mailbox (where it is, what it applied). */
+  get mailbox (): MailboxPuller | undefined { return this.puller }
+  /** `message` notices in force on this node. */
+  get messages (): ActiveMessage[] { return this.noticeEffects?.messages ?? [] }
 
   /** The local log's revision (resource role only). */
   get clusterLogStats (): { revision: number } | undefined {
@@ -223,7 +236,7 @@ export class Daemon {
           ledgerVersion: () => this.ledgerValue?.version ?? 0,
           readyReplicas: () => this.ledgerValue?.readyCount() ?? 0,
           modelsDigest: () => transfer.modelsDigest(),
-          mailboxCursor: () => 0,
+          mailboxCursor: () => this.puller?.revision ?? 0,
           // The bucket rates are the limits in force (Infinity = none, sent as 0).
           uploadLimit: () => finiteOrZero(transfer.limits.upload.rate),
           downloadLimit: () => finiteOrZero(transfer.limits.download.rate),
@@ -253,11 +266,31 @@ export class Daemon {
 
       await libp2p.start()
       await this.log?.start()
+      if (this.log != null) {
+        this.mailboxServer = new MailboxServer({ libp2p, log: this.log, logger: componentLogger(this.logger, 'mailbox'), registry: metrics.registry, clock: this.clock })
+        await this.mailboxServer.start()
+      }
       await this.logClient?.start()
       await this.resource?.start()
       await this.scheduler?.start()
       await this.resourcePeers?.start()
       await transfer.start()
+      if (roles.has('node')) {
+        const mailboxLogger = componentLogger(this.logger, 'mailbox')
+        const effects = this.noticeEffects = new NoticeEffects({
+          rootLogger: this.logger,
+          logger: mailboxLogger,
+          clock: this.clock,
+          defaults: { logLevel: config.logLevel, cacheSize: config.cacheSize },
+          transfer: () => transfer,
+          drain: () => { this.drainOnNotice() },
+          settle: id => { this.puller?.settle(id) }
+        })
+        this.puller = new MailboxPuller({
+          libp2p, logger: mailboxLogger, registry: metrics.registry, clock: this.clock, local: () => this.mailboxServer
+        }, { dataDir: config.dataDir, self: { peerId: selfId, cell: config.cell }, onActions: effects.onActions })
+        await this.puller.start()
+      }
       const ledger = this.ledgerValue
       const replicaHost = this.replicaHost
       if (ledger != null && replicaHost != null) {
@@ -283,6 +316,7 @@ export class Daemon {
       this.heartbeater.start()
       this.bootstrapper.start()
       this.state = 'running'
+      if (this.drainWhenRunning) void this.drain()
       this.logger.info({
         peerId: libp2p.peerId.toString(),
         roles: config.roles,
@@ -317,6 +351,12 @@ export class Daemon {
     }
     if (this.inflight.value > 0) this.logger.warn({ inflight: this.inflight.value }, 'drain timed out; leaving with requests in flight')
     await this.stop()
+  }
+
+  /** A drain notice: drain now, or as soon as the daemon runs. */
+  private drainOnNotice (): void {
+    if (this.state === 'running') void this.drain()
+    else if (this.state === 'starting') this.drainWhenRunning = true
   }
 
   /** Stops everything in order; safe to call more than once and before start. */
@@ -361,6 +401,10 @@ export class Daemon {
       await this.resource?.stop()
       await this.scheduler?.stop()
       this.resourcePeers?.stop()
+    })
+    await step('mailbox', async () => {
+      await this.puller?.stop()
+      await this.mailboxServer?.stop()
     })
     await step('transfers', async () => { await this.transferService?.stop() })
     await step('cluster log', async () => {

@@ -52,7 +52,36 @@ export interface StatusDocument {
   transfers: TransferInfo[]
   /** This daemon's P2P limits and rates. */
   limits: LimitsInfo
-  notices: unknown[]
+  /** Notices in the public and private mailboxes and how far each has rolled out. */
+  notices: NoticeSummary[]
+  /** `message` notices in force on this daemon (node role), newest first. */
+  messages: ActiveMessage[]
+}
+
+/** One notice as `astrad status --json` lists it (the issue's contract). */
+export interface NoticeSummary {
+  id: string
+  kind: string
+  state: string
+  /** 'all', 'cells: a,b', 'canary: n1,n2' (names), 'private: n1,n2'. */
+  audience: string
+  /** Live nodes (alive, suspect or draining, node role) the current revision is for. */
+  targets: number
+  /** Of those, nodes whose heartbeat reports a mailbox cursor at or past the current revision. */
+  applied: number
+  /** ms since the epoch; null = never. */
+  expiresAt: number | null
+  revision: number
+}
+
+/** A `message` notice in force on this node. */
+export interface ActiveMessage {
+  id: string
+  level: 'info' | 'warn'
+  text: string
+  /** When the notice was published or last edited (ms since the epoch). */
+  since: number
+  expiresAt: number | null
 }
 
 export async function buildStatus (daemon: Daemon): Promise<StatusDocument> {
@@ -110,7 +139,7 @@ export async function buildStatus (daemon: Daemon): Promise<StatusDocument> {
     ...a,
     weights: weights.filter(w => w.app === a.name).map(w => ({ node: w.node, name: names.get(w.node) ?? w.node, weight: round3(w.weight), ejected: w.ejected, inflight: w.inflight }))
   }))
-  return { self, view, nodes, apps, models, transfers: daemon.transfer.transfers(), limits: daemon.transfer.limitsInfo(), notices: [] }
+  return { self, view, nodes, apps, models, transfers: daemon.transfer.transfers(), limits: daemon.transfer.limitsInfo(), notices: [], messages: daemon.messages }
 }
 
 function round3 (n: number): number {

@@ -63,8 +63,6 @@ export const MAX_HAVE_BYTES = 2048
 /** Tracker request/response caps. */
 export const MAX_TRACKER_REQUEST_BYTES = 4096
 export const MAX_TRACKER_RESPONSE_BYTES = 1024 * 1024
-/** The cluster-wide limit set in the cluster log is re-read this often by every node. */
-export const CLUSTER_LIMIT_POLL_MS = 5_000
 
 /* ---- Rate limits (limiter.ts) and the automatic per-node limit (probe.ts) ---- */
 

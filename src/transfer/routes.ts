@@ -6,7 +6,7 @@ import { TransferError, type TransferService } from './service.ts'
 import { MAX_PIECES, MAX_PIECE_SIZE } from './constants.ts'
 
 /**
- * `/v1/models…`, `/v1/transfers…` and `/v1/limits/cluster` on the RPC port (the contract is
+ * `/v1/models…`, `/v1/transfers…` on the RPC port (the contract is
  * docs/transfer.md). `service` is read at request time: routes exist before the daemon has
  * started its parts.
  */
@@ -85,18 +85,6 @@ export function registerTransferRoutes (rpc: RpcServer, service: () => TransferS
     return { status: 200, body: info }
   })
 
-  const limitsBody = z.object({
-    upload: z.number().int().min(1).max(2 ** 40).nullable(),
-    download: z.number().int().min(1).max(2 ** 40).nullable()
-  }).strict()
-
-  rpc.route('GET', '/v1/limits/cluster', async () => await guard(async () => ({ status: 200, body: await svc().getClusterLimits() })))
-
-  rpc.route('PUT', '/v1/limits/cluster', async req => await guard(async () => {
-    const parsed = limitsBody.safeParse(await req.json())
-    if (!parsed.success) throw new HttpError(400, `expected {"upload": bytes/s | null, "download": bytes/s | null}: ${parsed.error.issues[0]?.message ?? ''}`, 'ERR_BAD_REQUEST')
-    return { status: 200, body: await svc().setClusterLimits(parsed.data) }
-  }))
 }
 
 const STATUS_BY_CODE: Record<string, number> = {

@@ -15,8 +15,7 @@ import { PieceServer, type Throttle } from './piece-protocol.ts'
 import { HaveAnnouncer } from './have.ts'
 import { Tracker, TrackerClient } from './tracker.ts'
 import { Download, type TransferInfo } from './downloader.ts'
-import { modelKind, clusterLimitsKind, CLUSTER_LIMITS_KEY, type ClusterLimits, type ModelRecord } from './kinds.ts'
-import { CLUSTER_LIMIT_POLL_MS } from './constants.ts'
+import { modelKind, type ModelRecord } from './kinds.ts'
 
 export interface ModelInfo {
   id: string
@@ -94,7 +93,6 @@ export class TransferService {
   private readonly uploadedBytes: Counter
   private readonly downloadedBytes: Counter
   private readonly pieceFailures: Counter<'reason'>
-  private pollTimer?: NodeJS.Timeout
   private unsubscribe?: () => void
   private started = false
 
@@ -185,12 +183,6 @@ export class TransferService {
     // A new resource (or one restarted with an empty tracker) learns what we hold at once.
     this.trackerClient.onResourceConnect(() => { this.announcer?.announceAll() })
     this.autoLimiter?.start()
-    if (this.init.node) {
-      // Only the node role is limited: other roles would ask the cluster log for nothing.
-      this.pollTimer = setInterval(() => { void this.pollClusterLimits() }, CLUSTER_LIMIT_POLL_MS)
-      this.pollTimer.unref()
-      void this.pollClusterLimits()
-    }
     this.started = true
     // A partial model on disk was wanted by someone: resume it.
     for (const m of this.store?.list() ?? []) {
@@ -201,7 +193,6 @@ export class TransferService {
   async stop (): Promise<void> {
     if (!this.started) return
     this.started = false
-    clearInterval(this.pollTimer)
     for (const d of this.downloads.values()) d.abort('daemon stopping')
     await Promise.allSettled([...this.downloads.values()].map(async d => { await d.run() }))
     this.autoLimiter?.stop()
@@ -219,24 +210,9 @@ export class TransferService {
     return this.store
   }
 
-  private async pollClusterLimits (): Promise<void> {
-    try {
-      const entry = await this.components.clusterLog().get(clusterLimitsKind, CLUSTER_LIMITS_KEY, { signal: AbortSignal.timeout(5_000) })
-      this.limits.setCluster(entry?.value ?? undefined)
-    } catch (err) {
-      this.logger.debug({ err: errorMessage(err) }, 'cluster limit not read')
-    }
-  }
-
-  async getClusterLimits (): Promise<ClusterLimits> {
-    const entry = await this.components.clusterLog().get(clusterLimitsKind, CLUSTER_LIMITS_KEY)
-    return entry?.value ?? { upload: null, download: null }
-  }
-
-  async setClusterLimits (limits: ClusterLimits): Promise<ClusterLimits> {
-    const entry = await this.components.clusterLog().put(clusterLimitsKind, CLUSTER_LIMITS_KEY, limits)
-    this.limits.setCluster(entry.value)
-    return entry.value ?? limits
+  /** The model cache size (a `config` notice changes it); undefined = disk watermarks only. */
+  setCacheSize (bytes: number | undefined): void {
+    this.store?.setMaxBytes(bytes ?? this.init.cacheSize)
   }
 
   /** `model add`: stores the bytes, records the manifest in the cluster log. */

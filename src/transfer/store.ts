@@ -178,7 +178,7 @@ export class PieceStore {
   private readonly logger: Logger
   private readonly clock: Clock
   private readonly dir: string
-  private readonly maxBytes: number | undefined
+  private maxBytes: number | undefined
   private readonly high: number
   private readonly low: number
   private readonly entries = new Map<string, Entry>()
@@ -635,6 +635,18 @@ export class PieceStore {
   }
 
   // ---------------------------------------------------------------- space
+
+  /**
+   * Changes the cache size at run time (a `config` notice); undefined = no cache size, only
+   * the disk watermarks. Shrinking evicts least recently used unpinned models at once.
+   */
+  setMaxBytes (maxBytes: number | undefined): void {
+    if (maxBytes !== undefined && (!Number.isSafeInteger(maxBytes) || maxBytes < 1)) throw new ConfigError('cacheSize', `must be a positive number of bytes, got ${maxBytes}`)
+    if (maxBytes === this.maxBytes) return
+    this.maxBytes = maxBytes
+    this.logger.info({ cacheSize: maxBytes ?? null }, 'cache size changed')
+    this.scheduleMaintenance()
+  }
 
   /**
    * Evicts least recently used unpinned models until `bytes` more fit under maxBytes and the

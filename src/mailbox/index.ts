@@ -1,0 +1,7 @@
+export * from './notice.ts'
+export * as mailboxConstants from './constants.ts'
+export { MailboxIndex } from './memory.ts'
+export { MailboxServer } from './server.ts'
+export { MailboxPuller } from './puller.ts'
+export { MailboxState, MailboxStateError, loadState, saveState, type AppliedRecord, type MailboxAction, type StandingEffects } from './state.ts'
+export { encodePullRequest, decodePullRequest, decodePullResponse, type Cursor, type PullRequest, type PullResponse, type Digest } from './wire.ts'

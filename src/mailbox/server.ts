@@ -1,0 +1,173 @@
+import type { Message } from '@libp2p/gossipsub'
+import { TopicValidatorResult } from '@libp2p/gossipsub'
+import { Counter, Registry } from 'prom-client'
+import { gaugeFn } from '../metrics/index.ts'
+import type { ClusterLog } from '../clusterlog/index.ts'
+import { serverErrorReason } from '../clusterlog/metrics.ts'
+import { handleRequests, type Host } from '../p2p/index.ts'
+import type { Logger } from '../util/logger.ts'
+import { errorMessage } from '../util/errors.ts'
+import { systemClock, type Clock } from '../util/time.ts'
+import { inboxKind, noticeKind, type NodeIdentity } from './notice.ts'
+import { MailboxIndex } from './memory.ts'
+import { decodeDigest, decodePullRequest, encodeDigest, encodePullResponse, type Cursor, type Digest } from './wire.ts'
+import {
+  DIGEST_DEBOUNCE_MS, DIGEST_INTERVAL_MS, MAILBOX_MAX_INBOUND_STREAMS, MAILBOX_PROTOCOL, MAILBOX_TOPIC, MAX_DIGEST_BYTES,
+  MAX_PULL_REQUEST_BYTES, MAX_PULL_RESPONSE_BYTES
+} from './constants.ts'
+
+export interface MailboxServerComponents {
+  libp2p: Host
+  log: ClusterLog
+  logger: Logger
+  registry?: Registry
+  clock?: Clock
+}
+
+export interface MailboxServerInit {
+  retentionMs?: number
+  digestIntervalMs?: number
+}
+
+/** Why a pull was refused (label `reason` of astrad_mailbox_refused_total). */
+type RefusedReason = 'bad_request' | 'too_large' | 'timeout' | 'refused' | 'stream'
+
+/**
+ * The resource side of the mailbox: answers `/astra/mailbox/1.0.0` pulls from the in-memory
+ * index (kept current by the cluster log's change feed) and announces its head on
+ * `astra/mailbox/1` when it moves and every DIGEST_INTERVAL_MS.
+ */
+export class MailboxServer {
+  private readonly components: MailboxServerComponents
+  private readonly init: MailboxServerInit
+  private readonly clock: Clock
+  private indexValue?: MailboxIndex
+  private unsubscribe?: () => void
+  private timer?: NodeJS.Timeout
+  private debounce?: NodeJS.Timeout
+  private gcTimer?: NodeJS.Timeout
+  private readonly headListeners = new Set<(d: Digest) => void>()
+  private readonly pulls: Counter<'mode'>
+  private readonly refused: Counter<'reason'>
+  private started = false
+
+  constructor (components: MailboxServerComponents, init: MailboxServerInit = {}) {
+    this.components = components
+    this.init = init
+    this.clock = components.clock ?? systemClock
+    const registers = [components.registry ?? new Registry()]
+    this.pulls = new Counter({ name: 'astrad_mailbox_pulls_total', help: 'Mailbox pulls answered by this resource, by mode (delta or snapshot)', labelNames: ['mode'], registers })
+    this.refused = new Counter({ name: 'astrad_mailbox_refused_total', help: 'Mailbox pulls and digests refused (malformed, oversized, timed out), by reason', labelNames: ['reason'], registers })
+    gaugeFn(registers[0] as Registry, 'astrad_mailbox_notices', 'Notices held in this resource\'s in-memory mailbox (public and private copies)', () => this.indexValue?.size ?? 0)
+  }
+
+  get index (): MailboxIndex {
+    if (this.indexValue == null) throw new Error('mailbox server not started')
+    return this.indexValue
+  }
+
+  /** After the cluster log has started. */
+  async start (): Promise<void> {
+    if (this.started) return
+    const { libp2p, log } = this.components
+    const index = new MailboxIndex({ source: log.origin, clock: this.clock, retentionMs: this.init.retentionMs })
+    index.load([...log.list(noticeKind, { includeDeleted: true }), ...log.list(inboxKind, { includeDeleted: true })])
+    this.indexValue = index
+    this.unsubscribe = log.onChange(entry => {
+      if (index.apply(entry)) this.headMoved()
+    })
+    await handleRequests(libp2p, MAILBOX_PROTOCOL, (bytes) => this.serve(bytes), {
+      maxRequestBytes: MAX_PULL_REQUEST_BYTES,
+      maxResponseBytes: MAX_PULL_RESPONSE_BYTES,
+      maxInboundStreams: MAILBOX_MAX_INBOUND_STREAMS,
+      onError: (err, peer) => {
+        const reason = serverErrorReason(err) as RefusedReason
+        this.refused.inc({ reason })
+        this.components.logger.debug({ peer: peer.toString(), reason, err: errorMessage(err) }, 'mailbox pull refused')
+      }
+    })
+    const pubsub = libp2p.services.pubsub
+    pubsub.topicValidators.set(MAILBOX_TOPIC, this.validateDigest)
+    const interval = this.init.digestIntervalMs ?? DIGEST_INTERVAL_MS
+    this.timer = setInterval(() => { this.publishDigest() }, interval)
+    this.timer.unref()
+    this.gcTimer = setInterval(() => {
+      if (index.gc() > 0) this.components.logger.debug({ size: index.size }, 'mailbox forgot ended notices')
+    }, 60_000)
+    this.gcTimer.unref()
+    this.started = true
+    this.components.logger.info({ notices: index.size, rev: index.rev, revision: index.revision }, 'mailbox serving')
+  }
+
+  async stop (): Promise<void> {
+    if (!this.started) return
+    this.started = false
+    clearInterval(this.timer)
+    clearInterval(this.gcTimer)
+    clearTimeout(this.debounce)
+    this.unsubscribe?.()
+    const { libp2p } = this.components
+    if (libp2p.services.pubsub.topicValidators.get(MAILBOX_TOPIC) === this.validateDigest) libp2p.services.pubsub.topicValidators.delete(MAILBOX_TOPIC)
+    try { await libp2p.unhandle(MAILBOX_PROTOCOL) } catch {}
+  }
+
+  /** The head as a digest. */
+  digest (): Digest {
+    const index = this.index
+    return { source: index.source, rev: index.rev, revision: index.revision }
+  }
+
+  /** In-process digests (a node role in the same daemon pulls from this server directly). */
+  onHead (listener: (d: Digest) => void): () => void {
+    this.headListeners.add(listener)
+    return () => { this.headListeners.delete(listener) }
+  }
+
+  /** A pull answered in-process: the same answer a remote pull gets, as bytes. */
+  pullLocal (node: NodeIdentity, cursor: Cursor | null): Uint8Array {
+    const answer = this.index.pull(node, cursor)
+    this.pulls.inc({ mode: answer.head.mode })
+    return encodePullResponse(answer.head, answer.items)
+  }
+
+  private serve (bytes: Uint8Array): Uint8Array {
+    const req = decodePullRequest(bytes)
+    // The node id comes from the request, not the connection: members are trusted inside the
+    // private network (as for the cluster log), and one connection may carry pulls for many
+    // simulated nodes (bench:mailbox).
+    return this.pullLocal({ peerId: req.node, cell: req.cell }, req.cursor)
+  }
+
+  private headMoved (): void {
+    if (this.debounce != null) return
+    this.debounce = setTimeout(() => {
+      this.debounce = undefined
+      this.publishDigest()
+    }, DIGEST_DEBOUNCE_MS)
+    this.debounce.unref()
+  }
+
+  private publishDigest (): void {
+    if (!this.started || this.indexValue == null) return
+    const d = this.digest()
+    for (const l of this.headListeners) {
+      try { l(d) } catch (err) { this.components.logger.warn({ err: errorMessage(err) }, 'mailbox head listener failed') }
+    }
+    const pubsub = this.components.libp2p.services.pubsub
+    if (pubsub.getSubscribers(MAILBOX_TOPIC).length === 0) return
+    pubsub.publish(MAILBOX_TOPIC, encodeDigest(d)).catch((err: unknown) => {
+      this.components.logger.debug({ err: errorMessage(err) }, 'mailbox digest not published')
+    })
+  }
+
+  private readonly validateDigest = (_peer: unknown, msg: Message): TopicValidatorResult => {
+    try {
+      if (msg.data.length > MAX_DIGEST_BYTES) throw new Error('too large')
+      decodeDigest(msg.data)
+      return TopicValidatorResult.Accept
+    } catch {
+      this.refused.inc({ reason: 'bad_request' })
+      return TopicValidatorResult.Reject
+    }
+  }
+}
