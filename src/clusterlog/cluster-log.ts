@@ -152,7 +152,6 @@ class ClusterLogService implements ClusterLog {
       await resources.start()
       this.resources = resources
       this.scheduleAntiEntropy()
-      void this.syncWithConnected()
       logger.info({ origin: this.store.origin, revision: this.store.revision, entries: this.store.entryCount }, 'cluster log open')
     } catch (err) {
       await this.teardown()
@@ -401,20 +400,6 @@ class ClusterLogService implements ClusterLog {
       this.scheduleAntiEntropy()
     }, delay)
     this.timer.unref()
-  }
-
-  /**
-   * Resources already connected when the log starts: the topology only reports peers
-   * identified after registration, so catch up from these explicitly.
-   */
-  private async syncWithConnected (): Promise<void> {
-    const { libp2p } = this.components
-    for (const peer of libp2p.getPeers()) {
-      try {
-        const info = await libp2p.peerStore.get(peer)
-        if (info.protocols.includes(SYNC_PROTOCOL)) void this.syncWith(peer)
-      } catch {}
-    }
   }
 
   private readonly validateHint = (_peer: PeerId, msg: Message): TopicValidatorResult => {

@@ -237,10 +237,15 @@ export class MailboxState {
       return
     }
     const changed = !r.active || JSON.stringify(r.data) !== JSON.stringify(n.data)
+    const expiryChanged = r.expiresAt !== n.expiresAt
     r.expiresAt = n.expiresAt
     r.active = true
     r.endedAt = null
-    if (!changed && r.executed) return
+    if (!changed) {
+      // The same order at a newer version (promoted, whitelist changed, re-sent): not again.
+      if (expiryChanged && isStanding(n.kind)) actions.push({ type: 'standing' })
+      return
+    }
     r.data = n.data
     r.appliedAt = now
     switch (n.kind) {

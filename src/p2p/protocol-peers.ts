@@ -27,6 +27,15 @@ export class ProtocolPeers {
       },
       onDisconnect: (peer) => { this.peers.delete(peer.toString()) }
     })
+    // The topology reports only peers identified from now on: add those already connected.
+    for (const peer of this.libp2p.getPeers()) {
+      try {
+        const info = await this.libp2p.peerStore.get(peer)
+        if (!info.protocols.includes(this.protocol) || this.peers.has(peer.toString())) continue
+        this.peers.set(peer.toString(), peer)
+        for (const l of this.listeners) l(peer)
+      } catch {}
+    }
   }
 
   stop (): void {
