@@ -8,6 +8,7 @@ import { swarmKeyCommand } from './commands/swarm-key.ts'
 import { modelCommand } from './commands/model/index.ts'
 import { appCommand } from './commands/app.ts'
 import { inferCommand } from './commands/infer.ts'
+import { noticeCommand } from './commands/notice.ts'
 
 /** Exit codes of every command: ok / failed / usage. */
 export const EXIT_OK = 0
@@ -32,7 +33,7 @@ export function createCli (io: CliIo = defaultIo): Command {
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
     .exitOverride()
     .showSuggestionAfterError()
-  for (const cmd of [startCommand(io), statusCommand(io), drainCommand(io), modelCommand(io), appCommand(io), inferCommand(io), swarmKeyCommand(io)]) {
+  for (const cmd of [startCommand(io), statusCommand(io), drainCommand(io), modelCommand(io), appCommand(io), noticeCommand(io), inferCommand(io), swarmKeyCommand(io)]) {
     program.addCommand(cmd.exitOverride().configureOutput({ writeOut: io.stdout, writeErr: io.stderr }))
   }
   return program

@@ -18,6 +18,8 @@ import { ReplicaHost, Router, serveInference, UnavailableError } from '../servin
 import { registerKServeRoutes } from '../serving/kserve/index.ts'
 import { createPool } from '../inference/index.ts'
 import { MailboxServer, MailboxPuller } from '../mailbox/index.ts'
+import { NoticeAdmin } from '../mailbox/admin.ts'
+import { registerNoticeRoutes } from '../mailbox/routes.ts'
 import { NoticeEffects } from './notices.ts'
 import type { ActiveMessage } from './status.ts'
 import { lockDataDir } from './lock.ts'
@@ -72,6 +74,7 @@ export class Daemon {
   private mailboxServer?: MailboxServer
   private puller?: MailboxPuller
   private noticeEffects?: NoticeEffects
+  private noticeAdminValue?: NoticeAdmin
   /** A drain notice applied before the daemon was running: drained once it is. */
   private drainWhenRunning = false
 
@@ -122,6 +125,8 @@ export class Daemon {
 
   /** The node role's mailbox (where it is, what it applied). */
   get mailbox (): MailboxPuller | undefined { return this.puller }
+  /** `astrad notice …`: publish and manage notices (every role). */
+  get noticeAdmin (): NoticeAdmin | undefined { return this.noticeAdminValue }
   /** `message` notices in force on this node. */
   get messages (): ActiveMessage[] { return this.noticeEffects?.messages ?? [] }
 
@@ -256,6 +261,15 @@ export class Daemon {
       this.rpc = new RpcServer({ logger: componentLogger(this.logger, 'rpc'), metrics }, { host: config.rpc.host, port: config.rpc.port, token: config.rpcToken })
       registerRoutes(this.rpc, this)
       registerTransferRoutes(this.rpc, () => this.state === 'running' || this.state === 'draining' ? this.transferService : undefined)
+      this.noticeAdminValue = new NoticeAdmin({
+        clusterLog: () => this.clusterLog,
+        members: async signal => (await this.onlineList(signal)).records.map(r => ({
+          peerId: r.hb.peerId, name: r.hb.name, cell: r.hb.cell, roles: r.hb.roles, state: r.state, mailboxCursor: r.hb.mailboxCursor
+        })),
+        self: () => config.name,
+        clock: this.clock
+      })
+      registerNoticeRoutes(this.rpc, () => this.state === 'running' || this.state === 'draining' ? this.noticeAdminValue : undefined)
       registerAppRoutes(this.rpc, { clusterLog: () => this.clusterLog, placer: () => this.placerValue, self: () => selfId })
       registerKServeRoutes(this.rpc, () => this.state === 'running' || this.state === 'draining' ? this.routerValue : undefined, {
         registry: metrics.registry,

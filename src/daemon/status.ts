@@ -139,7 +139,13 @@ export async function buildStatus (daemon: Daemon): Promise<StatusDocument> {
     ...a,
     weights: weights.filter(w => w.app === a.name).map(w => ({ node: w.node, name: names.get(w.node) ?? w.node, weight: round3(w.weight), ejected: w.ejected, inflight: w.inflight }))
   }))
-  return { self, view, nodes, apps, models, transfers: daemon.transfer.transfers(), limits: daemon.transfer.limitsInfo(), notices: [], messages: daemon.messages }
+  let notices: NoticeSummary[] = []
+  try {
+    notices = await daemon.noticeAdmin?.summaries(AbortSignal.timeout(5_000)) ?? []
+  } catch (err) {
+    view.error ??= `notices: ${err instanceof Error ? err.message : String(err)}`
+  }
+  return { self, view, nodes, apps, models, transfers: daemon.transfer.transfers(), limits: daemon.transfer.limitsInfo(), notices, messages: daemon.messages }
 }
 
 function round3 (n: number): number {

@@ -82,10 +82,8 @@ const seen = {
   uploads: [] as Array<{ name: string, contentLength: string | undefined, chunked: boolean, sha: string, size: number }>,
   polls: new Map<string, number>(),
   deletes: [] as string[],
-  limitPuts: [] as unknown[],
   unauthorized: 0
 }
-let clusterLimits: { upload: number | null, download: number | null } = { upload: null, download: 50_000_000 }
 
 const models: FakeModel[] = []
 function addFake (m: Omit<FakeModel, 'id'> & { id?: string }): FakeModel {
@@ -158,7 +156,7 @@ async function handle (req: http.IncomingMessage, res: http.ServerResponse): Pro
     send(res, 201, { id: sha(body), name, size: body.length, pieceSize: 4 * 1024 * 1024, pieces: 1 })
     return
   }
-  const body = await readBody(req)
+  await readBody(req)
   if (req.method === 'GET' && p === '/v1/models') return send(res, 200, { models: models.map(modelInfo) })
   if ((m = /^\/v1\/models\/([0-9a-f]{64})$/.exec(p)) != null) {
     const model = byId(m[1])
@@ -202,13 +200,6 @@ async function handle (req: http.IncomingMessage, res: http.ServerResponse): Pro
     res.end()
     return
   }
-  if (p === '/v1/limits/cluster') {
-    if (req.method === 'PUT') {
-      clusterLimits = JSON.parse(body.toString('utf8')) as typeof clusterLimits
-      seen.limitPuts.push(clusterLimits)
-    }
-    return send(res, 200, clusterLimits)
-  }
   if (req.method === 'GET' && p === '/v1/status') return send(res, 200, statusDoc())
   send(res, 404, { error: `no route ${p}` })
 }
@@ -244,13 +235,22 @@ function assertOneLine (r: { err: string }, what: string): void {
 test('model --help lists the subcommands; each has --help', async () => {
   const r = await run('model', '--help')
   assert.equal(r.code, EXIT_OK)
-  for (const sub of ['add', 'ls', 'pull', 'rm', 'limit']) {
+  for (const sub of ['add', 'ls', 'pull', 'rm']) {
     assert.match(r.out, new RegExp(`\\n  ${sub} `), sub)
     const s = await run('model', sub, '--help')
     assert.equal(s.code, EXIT_OK, sub)
     assert.match(s.out, new RegExp(`Usage: astrad model ${sub}`))
     assert.match(s.out, /--rpc <host:port>/)
   }
+})
+
+test('model limit is gone: the cluster-wide cap is a bandwidth notice', async () => {
+  const help = await run('model', '--help')
+  assert.doesNotMatch(help.out, /\n  limit /)
+  assert.match(help.out, /notice publish --kind bandwidth/)
+  const r = await run('model', 'limit', '--upload', '25MB/s', ...daemon())
+  assert.equal(r.code, EXIT_USAGE)
+  assert.match(r.err, /unknown command 'limit'/)
 })
 
 test('model add streams the file with its Content-Length and prints the id', async () => {
@@ -427,31 +427,10 @@ test('model rm: pinned is refused (exit 1); --forget asks for the cluster-wide d
   assert.match(f.out, /and forgot it cluster-wide/)
 })
 
-test('model limit shows and sets the cluster-wide cap; bad values exit 2', async () => {
-  const show = await run('model', 'limit', ...daemon())
-  assert.equal(show.code, EXIT_OK, show.err)
-  assert.equal(show.out, 'cluster-wide cap: upload none, download 50.0 MB/s\n')
-  const set = await run('model', 'limit', '--upload', '200Mbit/s', ...daemon())
-  assert.equal(set.code, EXIT_OK, set.err)
-  assert.deepEqual(seen.limitPuts.at(-1), { upload: 25_000_000, download: 50_000_000 }, 'the other direction is kept')
-  assert.equal(set.out, 'cluster-wide cap set: upload 25.0 MB/s, download 50.0 MB/s\n')
-  const clear = await run('model', 'limit', '--download', 'none', '--json', ...daemon())
-  assert.equal(clear.code, EXIT_OK, clear.err)
-  assert.deepEqual(JSON.parse(clear.out), { upload: 25_000_000, download: null })
-  const puts = seen.limitPuts.length
-  for (const bad of ['fast', 'auto', '0', '-5MB/s', '2TB/s', '']) {
-    const r = await run('model', 'limit', '--upload', bad, ...daemon())
-    assert.equal(r.code, EXIT_USAGE, `--upload '${bad}'`)
-    assert.match(r.err, /--upload <rate>/)
-    assertOneLine(r, `--upload '${bad}'`)
-  }
-  assert.equal(seen.limitPuts.length, puts, 'nothing was set by a bad value')
-})
-
 test('every model subcommand: no daemon → exit 1 with a clear message; a wrong token → exit 1', async () => {
   const file = path.join(tmp, 'small.bin')
   fs.writeFileSync(file, 'abc')
-  for (const args of [['add', file], ['ls'], ['pull', slow.id], ['rm', slow.id], ['limit'], ['limit', '--upload', '1MB/s']]) {
+  for (const args of [['add', file], ['ls'], ['pull', slow.id], ['rm', slow.id]]) {
     const r = await run('model', ...args, '--rpc', '127.0.0.1:1')
     assert.equal(r.code, EXIT_FAILED, args.join(' '))
     assert.match(r.err, /no astrad daemon answers at http:\/\/127\.0\.0\.1:1/, args.join(' '))
@@ -546,13 +525,12 @@ test('client commands load neither libp2p nor cli-progress', () => {
   assert.deepEqual(JSON.parse(r.stdout.trim()), { commander: true, heavy: [] })
 })
 
-test('against the daemon\'s real RPC server and transfer routes (stub service): add, refuse, ls, pull --output, rm, limit', async () => {
+test('against the daemon\'s real RPC server and transfer routes (stub service): add, refuse, ls, pull --output, rm', async () => {
   const { RpcServer } = await import('../../src/rpc/index.ts')
   const { registerTransferRoutes, TransferError } = await import('../../src/transfer/index.ts')
   const { createMetrics } = await import('../../src/metrics/index.ts')
   const { silentLogger } = await import('../../src/util/logger.ts')
   const held = new Map<string, { name: string, body: Buffer, pinned: boolean }>()
-  let cap: { upload: number | null, download: number | null } = { upload: null, download: null }
   const info = (id: string): Record<string, unknown> => {
     const m = held.get(id) as { name: string, body: Buffer, pinned: boolean }
     return { id, name: m.name, size: m.body.length, pieceSize: 4 << 20, pieces: 1, sha256: createHash('sha256').update(m.body).digest('hex'), addedAt: 1, addedBy: 'x', nodesComplete: 1, nodesPartial: 0, local: { havePieces: 1, haveBytes: m.body.length, complete: true, pinned: m.pinned } }
@@ -585,9 +563,7 @@ test('against the daemon\'s real RPC server and transfer routes (stub service): 
     remove: async (id: string) => {
       if (held.get(id)?.pinned === true) throw new TransferError(`model ${id} is in use by replica:r1`, 'ERR_PINNED', 409)
       held.delete(id)
-    },
-    getClusterLimits: async () => cap,
-    setClusterLimits: async (l: typeof cap) => { cap = l; return cap }
+    }
   }
   const rpcServer = new RpcServer({ logger: silentLogger(), metrics: createMetrics() }, { host: '127.0.0.1', port: 0, token: TOKEN })
   registerTransferRoutes(rpcServer, () => service as never)
@@ -630,10 +606,6 @@ test('against the daemon\'s real RPC server and transfer routes (stub service): 
     const rm = await run('model', 'rm', sha(data).slice(0, 10), ...real)
     assert.equal(rm.code, EXIT_OK, rm.err)
     assert.equal(held.has(sha(data)), false)
-
-    const lim = await run('model', 'limit', '--upload', '25MB/s', '--download', 'none', ...real)
-    assert.equal(lim.code, EXIT_OK, lim.err)
-    assert.deepEqual(cap, { upload: 25_000_000, download: null })
   } finally {
     await rpcServer.close()
   }

@@ -5,6 +5,7 @@ import { table, ago, formatNodeLimit, renderLimits, renderModels, renderTransfer
 import { formatRate } from '../../config/units.ts'
 import type { StatusDocument } from '../../daemon/status.ts'
 import type { LimitsInfo, ModelInfo, TransferInfo } from '../../transfer/index.ts'
+import { renderMessages, renderNotices } from './notice.ts'
 
 /**
  * The model-distribution parts of the status document (issue 3). Optional: a daemon of an
@@ -20,6 +21,10 @@ interface TransferStatus {
 export function renderStatus (s: StatusDocument): string {
   const self = s.self
   let out = `${self.name} (${self.peerId}) astrad ${self.version}, roles ${self.roles.join(',')}, ${self.state}\n`
+  // Absent from daemons older than the mailbox; messages are the operators' words: shown first.
+  const messages = s.messages ?? []
+  const notices = s.notices ?? []
+  if (messages.length > 0) out += `\nmessages:\n${renderMessages(messages)}\n`
   out += `view: ${s.view.source}${s.view.stalenessMs > 0 ? `, ${ago(s.view.stalenessMs)} old` : ''}${s.view.error != null ? ` (${s.view.error})` : ''}\n\n`
   const counts = new Map<string, number>()
   for (const n of s.nodes) counts.set(n.state, (counts.get(n.state) ?? 0) + 1)
@@ -50,6 +55,7 @@ export function renderStatus (s: StatusDocument): string {
       ])
     )
   }
+  if (notices.length > 0) out += `\nnotices:\n${renderNotices(notices)}`
   if (t.limits != null) out += `\nP2P limits of ${self.name}:\n${renderLimits(t.limits)}`
   if (t.transfers != null && t.transfers.length > 0) out += `\ntransfers on ${self.name}:\n${renderTransfers(t.transfers)}`
   if (t.models != null && t.models.length > 0) out += `\nmodels:\n${renderModels(t.models)}`

@@ -5,7 +5,7 @@ import { renderModels } from '../../format.ts'
 import { formatBytes, formatRate } from '../../../config/units.ts'
 import { addModel } from './add.ts'
 import { checkOutput, pullModel, saveModel } from './pull.ts'
-import { MIN_ID_PREFIX, checkIdArgument, parseCapArgument, parseNameArgument, resolveModel, type RpcFlags } from './shared.ts'
+import { MIN_ID_PREFIX, checkIdArgument, parseNameArgument, resolveModel, type RpcFlags } from './shared.ts'
 import type { ModelInfo } from '../../../transfer/index.ts'
 import { defaultProgressStream, type ProgressStream } from './progress.ts'
 
@@ -21,13 +21,6 @@ export interface ModelCommandOptions {
   pollIntervalMs?: number
 }
 
-interface ClusterLimits {
-  upload: number | null
-  download: number | null
-}
-
-const cap = (v: number | null): string => v == null ? 'none' : formatRate(v)
-
 /** Ctrl-C as an AbortSignal for the duration of `fn`, so bars stop and temporary files go. */
 async function interruptible<T> (fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
   const ac = new AbortController()
@@ -40,7 +33,7 @@ async function interruptible<T> (fn: (signal: AbortSignal) => Promise<T>): Promi
   }
 }
 
-/** `astrad model add|ls|pull|rm|limit`: the model store of the cluster, through the daemon at --rpc. */
+/** `astrad model add|ls|pull|rm`: the model store of the cluster, through the daemon at --rpc. */
 export function modelCommand (io: CliIo, opts: ModelCommandOptions = {}): Command {
   const progressStream = (): ProgressStream | null => opts.progressStream !== undefined ? opts.progressStream : defaultProgressStream()
   // Subcommands are built here, after createCli() has configured only this command: each gets
@@ -108,33 +101,10 @@ export function modelCommand (io: CliIo, opts: ModelCommandOptions = {}): Comman
       io.stdout(`removed ${model.id.slice(0, 12)} ${model.name}${flags.forget === true ? ' and forgot it cluster-wide' : ''}\n`)
     })
 
-  const limit = sub('limit')
-    .description('show or set the cluster-wide P2P rate cap (every node uses the lower of its own limit and this)')
-    .option('--upload <rate>', 'upload cap per node: a rate (25MB/s, 200Mbit/s) or none', parseCapArgument)
-    .option('--download <rate>', 'download cap per node: a rate or none', parseCapArgument)
-    .option('--json', 'print {"upload","download"} in bytes/s (null = no cap)')
-    .action(async (flags: RpcFlags & { upload?: number | 'none', download?: number | 'none', json?: boolean }) => {
-      const client = rpcClient(flags)
-      let limits = await client.call<ClusterLimits>('GET', '/v1/limits/cluster')
-      const given = (v: number | 'none' | undefined, current: number | null): number | null => v === undefined ? current : v === 'none' ? null : v
-      const set = flags.upload !== undefined || flags.download !== undefined
-      if (set) {
-        // Only the directions given change (read-modify-write: two operators setting different
-        // directions at the same instant may overwrite each other; the last write wins).
-        limits = await client.call<ClusterLimits>('PUT', '/v1/limits/cluster', {
-          upload: given(flags.upload, limits.upload),
-          download: given(flags.download, limits.download)
-        })
-      }
-      if (flags.json === true) io.stdout(JSON.stringify(limits) + '\n')
-      else io.stdout(`cluster-wide cap${set ? ' set' : ''}: upload ${cap(limits.upload)}, download ${cap(limits.download)}\n`)
-    })
-
   return new Command('model')
-    .description('add, list, pull and remove models (peer-to-peer distribution); set the cluster-wide rate cap')
+    .description('add, list, pull and remove models (peer-to-peer distribution); cap P2P rates cluster-wide with a bandwidth notice (astrad notice publish --kind bandwidth)')
     .addCommand(add)
     .addCommand(ls)
     .addCommand(pull)
     .addCommand(rm)
-    .addCommand(limit)
 }

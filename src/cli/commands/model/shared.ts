@@ -64,21 +64,6 @@ export async function resolveModel (client: RpcClient, raw: string): Promise<Mod
   return matches[0] as ModelInfo
 }
 
-/**
- * `--upload` / `--download` of `model limit`: a rate in bytes/s, or 'none' to clear the cap
- * (a string, not null: commander turns a parser's null into '').
- */
-export function parseCapArgument (value: string): number | 'none' {
-  const v = value.trim().toLowerCase()
-  if (v === 'none' || v === 'unlimited') return 'none'
-  try {
-    return parseRate(value)
-  } catch (err) {
-    const msg = (err as Error).message
-    throw new InvalidArgumentError(msg.startsWith('expected a rate') ? 'expected a rate such as 25MB/s or 200Mbit/s, or none.' : `${msg}.`)
-  }
-}
-
 /** `--name`: what the daemon accepts (1-200 characters, no control characters). */
 export function parseNameArgument (value: string): string {
   if (!/^[^\u0000-\u001f\u007f]{1,200}$/.test(value)) throw new InvalidArgumentError('expected 1-200 printable characters.')
