@@ -6,7 +6,7 @@ import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Registry } from 'prom-client'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import { createHost, request, type Host } from '../../src/p2p/index.ts'
+import { createHost, handleRequests, request, type Host } from '../../src/p2p/index.ts'
 import { silentLogger } from '../../src/util/logger.ts'
 import { clusterLog, type ClusterLog } from '../../src/clusterlog/index.ts'
 import {
@@ -200,6 +200,31 @@ test('malformed and oversized pulls are refused and counted; the resource keeps 
   const n1 = nodes[0] as Node
   await n1.puller.pull()
   assert.equal(n1.puller.state.cursor?.source, r2.log.origin)
+})
+
+test('an oversized or malformed answer is refused and counted by the node, which keeps its state', async () => {
+  const rogue = await newHost()
+  let answer: Uint8Array = Buffer.alloc(mailboxConstants.MAX_PULL_RESPONSE_BYTES + 1024, 32)
+  await handleRequests(rogue, mailboxConstants.MAILBOX_PROTOCOL, () => answer, { maxResponseBytes: 4 * mailboxConstants.MAX_PULL_RESPONSE_BYTES })
+  const host = await newHost()
+  await host.dial(rogue.getMultiaddrs()[0]!)
+  const dataDir = path.join(root, 'rogue-node')
+  fs.mkdirSync(dataDir)
+  const registry = new Registry()
+  const applied: Array<{ type: string, id: string }> = []
+  const puller = new MailboxPuller({ libp2p: host, logger: silentLogger(), registry }, {
+    dataDir, self: { peerId: host.peerId.toString(), cell: 'a' }, pullIntervalMs: 60_000, onActions: a => { applied.push(...a.map(x => ({ type: x.type, id: '' }))) }
+  })
+  await puller.start()
+  const errors = async (reason: string): Promise<number> =>
+    (await registry.getSingleMetric('astrad_mailbox_pull_errors_total')?.get())?.values.find(v => v.labels.reason === reason)?.value ?? 0
+  await waitFor('oversized answer counted', async () => await errors('too_large') >= 1, 5_000)
+  answer = Buffer.from(JSON.stringify({ mode: 'delta', source: 'x', rev: 1, revision: 1, more: false, items: [{ key: 'k', version: 'v', notice: { id: 'nope' } }] }))
+  await puller.pull()
+  assert.equal(await errors('bad_response'), 1)
+  assert.equal(puller.state.cursor, null, 'nothing was taken from the rogue resource')
+  assert.deepEqual(applied.filter(a => a.type !== 'standing'), [])
+  await puller.stop()
 })
 
 test('teardown', async () => {
