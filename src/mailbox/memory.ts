@@ -23,6 +23,8 @@ interface Slot {
   item: MailboxItem
   /** The item serialized once for every pull that sends it. */
   json: string
+  /** Its UTF-8 size (what the page budget counts). */
+  bytes: number
   /** Peer id of a private mailbox's owner; null for public notices. */
   owner: string | null
   /** Superseded by a newer change of the same key (left in the feed array until compaction). */
@@ -123,7 +125,8 @@ export class MailboxIndex {
     const notice = parsed.data
     const owner = entry.kind === inboxKind.name ? ownerOf(entry.key) : null
     const item: MailboxItem = { key: entry.key, version: entry.version, notice }
-    const slot: Slot = { key: slotKey(entry.kind, entry.key), rev: entry.rev, item, json: itemJson(item), owner, dead: false }
+    const json = itemJson(item)
+    const slot: Slot = { key: slotKey(entry.kind, entry.key), rev: entry.rev, item, json, bytes: Buffer.byteLength(json), owner, dead: false }
     if (this.forgettable(notice, this.clock.now())) {
       this.floor = Math.max(this.floor, entry.rev)
       return true
@@ -158,8 +161,11 @@ export class MailboxIndex {
 
   /** Answers one pull: a delta from the cursor, or a snapshot page; bounded in items and bytes. */
   pull (node: NodeIdentity, cursor: Cursor | null): PullAnswer {
-    const usable = cursor != null && cursor.source === this.source && cursor.rev >= this.floor && cursor.rev <= this.headRev
-    const mode = usable ? 'delta' : 'snapshot'
+    const ours = cursor != null && cursor.source === this.source && cursor.rev <= this.headRev
+    // A snapshot being paged continues from its cursor; a delta needs nothing forgotten after it.
+    const continuing = ours && cursor.snapshot === true
+    const usable = ours && (continuing || cursor.rev >= this.floor)
+    const mode = usable && !continuing ? 'delta' : 'snapshot'
     const from = usable ? cursor.rev : 0
     const pub = this.publicFeed
     const priv = this.privateFeeds.get(node.peerId)
@@ -180,12 +186,12 @@ export class MailboxIndex {
         last = slot.rev
         continue
       }
-      if (items.length >= MAX_PULL_ITEMS || (items.length > 0 && bytes + slot.json.length > PULL_BATCH_BYTES)) {
+      if (items.length >= MAX_PULL_ITEMS || (items.length > 0 && bytes + slot.bytes > PULL_BATCH_BYTES)) {
         more = true
         break
       }
       items.push(slot.json)
-      bytes += slot.json.length + 1
+      bytes += slot.bytes + 1
       last = slot.rev
     }
     const rev = more ? last : Math.max(this.headRev, from)

@@ -83,7 +83,7 @@ const recordSchema = z.object({
 
 const savedSchema = z.object({
   format: z.literal(1),
-  cursor: z.object({ source: z.string(), rev: z.number().int().min(0) }).strict().nullable(),
+  cursor: z.object({ source: z.string(), rev: z.number().int().min(0), snapshot: z.literal(true).optional() }).strict().nullable(),
   revision: z.number().int().min(0),
   applied: z.record(z.string(), recordSchema)
 }).strict()
@@ -107,7 +107,8 @@ export class MailboxState {
   constructor (self: NodeIdentity, saved?: SavedState) {
     this.self = self
     if (saved != null) {
-      this.cursorValue = saved.cursor
+      // A snapshot cut short by a restart starts again: the keys seen so far were in memory.
+      this.cursorValue = saved.cursor?.snapshot === true ? null : saved.cursor
       this.revisionValue = saved.revision
       for (const [id, r] of Object.entries(saved.applied)) this.applied.set(id, r)
     }
@@ -136,7 +137,7 @@ export class MailboxState {
       this.snapshotIds?.add(item.notice.id)
       this.processItem(item, now, actions)
     }
-    this.cursorValue = { source: page.source, rev: page.rev }
+    this.cursorValue = page.mode === 'snapshot' && page.more ? { source: page.source, rev: page.rev, snapshot: true } : { source: page.source, rev: page.rev }
     if (!page.more && this.snapshotIds != null) {
       // A complete snapshot lists every notice still in force for us: one we hold that it does
       // not list was recalled or expired long enough ago to be forgotten, or deleted.

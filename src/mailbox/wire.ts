@@ -16,6 +16,12 @@ import { MAX_DIGEST_BYTES, MAX_PULL_ITEMS, MAX_PULL_REQUEST_BYTES, MAX_PULL_RESP
 export interface Cursor {
   source: string
   rev: number
+  /**
+   * Set while a snapshot is being paged: the next page continues it from `rev` even if the
+   * resource forgot older notices meanwhile (otherwise a snapshot longer than a page, started
+   * below the forget floor, would restart from rev 0 forever).
+   */
+  snapshot?: true
 }
 
 export interface PullRequest {
@@ -45,7 +51,7 @@ export interface Digest {
 
 const SOURCE = z.string().min(1).max(256)
 const REV = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)
-const cursorSchema = z.object({ source: SOURCE, rev: REV }).strict()
+const cursorSchema = z.object({ source: SOURCE, rev: REV, snapshot: z.literal(true).optional() }).strict()
 
 const pullRequestSchema = z.object({
   node: z.string().regex(/^[1-9A-HJ-NP-Za-km-z]{40,100}$/, 'not a peer id'),

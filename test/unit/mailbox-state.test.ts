@@ -236,3 +236,52 @@ test('in-memory mailbox: pages are bounded; forgotten notices force a snapshot f
   assert.equal(pullOf(index, ME, { source: ORIGIN, rev: recallRev }).mode, 'delta')
   assert.equal(pullOf(index, ME, caughtUp).mode, 'snapshot', 'a cursor before the forgotten change cannot be served a delta')
 })
+
+test('a snapshot longer than a page completes even when forgotten notices put the floor past its first page', () => {
+  const now = { t: wall }
+  const index = new MailboxIndex({ source: ORIGIN, clock: { now: () => now.t }, retentionMs: 1_000 })
+  const total = mailboxConstants.MAX_PULL_ITEMS + 50
+  for (let i = 0; i < total; i++) index.apply(entry(notice(`2${String(i).padStart(11, '0')}`, 'message', { text: `m${i}`, level: 'info' })))
+  index.apply(entry(notice('3'.repeat(12), 'message', null, { state: 'recalled', updatedAt: now.t })))
+  now.t += 1_000
+  assert.equal(index.gc(), 1)
+  // A node whose state sends the cursor back each page, as the puller does.
+  const s = new MailboxState(ME)
+  let pages = 0
+  let last: PullResponse
+  do {
+    last = pullOf(index, ME, s.cursor)
+    s.receive(last, now.t)
+    pages++
+  } while (last.more && pages < 10)
+  assert.equal(pages, 2, 'two pages, not the first page over and over')
+  assert.equal(last.mode, 'snapshot')
+  assert.equal(s.standing(now.t).messages.length, total)
+  assert.equal(s.cursor?.snapshot, undefined, 'the cursor is an ordinary one once the snapshot is complete')
+  assert.equal(pullOf(index, ME, s.cursor).mode, 'delta')
+})
+
+test('a restart in the middle of a snapshot starts the snapshot again (its keys were only in memory)', () => {
+  const dir = fs.mkdtempSync(path.join(root, 'midsnap-'))
+  const s = new MailboxState(ME)
+  s.receive(page([item(notice('000000000601', 'message', { text: 'p1', level: 'info' }))], { mode: 'snapshot', more: true, rev: 5 }), wall)
+  assert.deepEqual(s.cursor, { source: ORIGIN, rev: 5, snapshot: true })
+  saveState(dir, s.toJSON())
+  assert.equal(new MailboxState(ME, loadState(dir)).cursor, null)
+})
+
+test('pages are budgeted in bytes, not characters: multi-byte text stays under the answer cap', () => {
+  const index = new MailboxIndex({ source: ORIGIN })
+  for (let i = 0; i < 150; i++) index.apply(entry(notice(`4${String(i).padStart(11, '0')}`, 'message', { text: '漢'.repeat(mailboxConstants.MAX_MESSAGE_CHARS), level: 'info' })))
+  let cursor: { source: string, rev: number } | null = null
+  let seen = 0
+  for (let p = 0; p < 10; p++) {
+    const a = index.pull(ME, cursor)
+    const bytes = encodePullResponse(a.head, a.items)
+    assert.ok(bytes.length <= mailboxConstants.MAX_PULL_RESPONSE_BYTES, `page of ${bytes.length} bytes`)
+    seen += a.items.length
+    cursor = { source: a.head.source, rev: a.head.rev }
+    if (!a.head.more) break
+  }
+  assert.equal(seen, 150)
+})
