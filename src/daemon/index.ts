@@ -18,7 +18,7 @@ import { ReplicaHost, Router, serveInference, UnavailableError } from '../servin
 import { registerKServeRoutes } from '../serving/kserve/index.ts'
 import { createPool } from '../inference/index.ts'
 import { MailboxServer, MailboxPuller } from '../mailbox/index.ts'
-import { NoticeAdmin } from '../mailbox/admin.ts'
+import { NoticeAdmin, memberOf } from '../mailbox/admin.ts'
 import { registerNoticeRoutes } from '../mailbox/routes.ts'
 import { NoticeEffects } from './notices.ts'
 import type { ActiveMessage } from './status.ts'
@@ -263,9 +263,7 @@ export class Daemon {
       registerTransferRoutes(this.rpc, () => this.state === 'running' || this.state === 'draining' ? this.transferService : undefined)
       this.noticeAdminValue = new NoticeAdmin({
         clusterLog: () => this.clusterLog,
-        members: async signal => (await this.onlineList(signal)).records.map(r => ({
-          peerId: r.hb.peerId, name: r.hb.name, cell: r.hb.cell, roles: r.hb.roles, state: r.state, mailboxCursor: r.hb.mailboxCursor
-        })),
+        members: async signal => (await this.onlineList(signal)).records.map(memberOf),
         self: () => config.name,
         clock: this.clock
       })

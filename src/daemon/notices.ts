@@ -59,7 +59,7 @@ export class NoticeEffects {
             setImmediate(() => { this.init.drain() })
             break
           case 'preload':
-            this.preload(action.notice.id, (action.notice.data as NoticeData['preload']).model)
+            this.preload(action.id, action.model)
             break
           case 'unpreload':
             this.unpreload(action.id, action.model)

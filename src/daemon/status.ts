@@ -5,6 +5,7 @@ import type { Daemon } from './index.ts'
 import type { NatStatus } from '../p2p/index.ts'
 import type { ModelInfo, LimitsInfo, TransferInfo } from '../transfer/index.ts'
 import type { AppStatus } from '../placement/index.ts'
+import { memberOf, type Member } from '../mailbox/admin.ts'
 
 /** `GET /v1/status` and `astrad status --json`: the contract of ARCHITECTURE §3. */
 export interface StatusDocument {
@@ -103,8 +104,10 @@ export async function buildStatus (daemon: Daemon): Promise<StatusDocument> {
   for (const w of weights) if (!w.ejected) nodeWeight.set(w.node, Math.max(nodeWeight.get(w.node) ?? 0, w.weight))
   let view: StatusDocument['view']
   let nodes: StatusDocument['nodes'] = []
+  let members: Member[] | undefined
   try {
     const list = await daemon.onlineList(AbortSignal.timeout(5_000))
+    members = list.records.map(memberOf)
     view = { source: list.source, stalenessMs: list.stalenessMs }
     nodes = list.records.map(r => ({
       peerId: r.hb.peerId,
@@ -141,7 +144,7 @@ export async function buildStatus (daemon: Daemon): Promise<StatusDocument> {
   }))
   let notices: NoticeSummary[] = []
   try {
-    notices = await daemon.noticeAdmin?.summaries(AbortSignal.timeout(5_000)) ?? []
+    notices = await daemon.noticeAdmin?.summaries(AbortSignal.timeout(5_000), members) ?? []
   } catch (err) {
     view.error ??= `notices: ${err instanceof Error ? err.message : String(err)}`
   }

@@ -1,7 +1,7 @@
 import type { ClusterLogAccess, Entry } from '../clusterlog/index.ts'
 import { LOG_LEVELS, type Role } from '../config/defaults.ts'
 import { parseBytes, parseRate } from '../config/units.ts'
-import type { NodeState } from '../membership/index.ts'
+import type { Heartbeat, NodeState } from '../membership/index.ts'
 import type { NoticeSummary } from '../daemon/status.ts'
 import { modelKind } from '../transfer/kinds.ts'
 import { AstradError, errorMessage } from '../util/errors.ts'
@@ -37,6 +37,11 @@ export interface Member {
   state: NodeState
   /** The highest mailbox revision the node has processed (from its heartbeat; 0 = none). */
   mailboxCursor: number
+}
+
+/** A record of the online list as the admin needs it. */
+export function memberOf (r: { hb: Heartbeat, state: NodeState }): Member {
+  return { peerId: r.hb.peerId, name: r.hb.name, cell: r.hb.cell, roles: r.hb.roles, state: r.state, mailboxCursor: r.hb.mailboxCursor }
 }
 
 export interface NoticeAdminComponents {
@@ -266,9 +271,12 @@ export class NoticeAdmin {
     })
   }
 
-  /** Every notice, newest first; the copies of a private notice are one view. */
-  async list (signal?: AbortSignal): Promise<NoticeView[]> {
-    const [mailbox, members] = await Promise.all([this.load(signal), this.readMembers(signal)])
+  /**
+   * Every notice, newest first; the copies of a private notice are one view. `known` is the
+   * online list when the caller already holds it (status), else it is read.
+   */
+  async list (signal?: AbortSignal, known?: Member[]): Promise<NoticeView[]> {
+    const [mailbox, members] = await Promise.all([this.load(signal), known ?? this.readMembers(signal)])
     return [...mailbox.groups.values()]
       .map(g => this.groupView(g, members))
       .sort((a, b) => b.createdAt - a.createdAt || b.revision - a.revision || a.id.localeCompare(b.id))
@@ -281,8 +289,8 @@ export class NoticeAdmin {
   }
 
   /** The `notices` of the status document. */
-  async summaries (signal?: AbortSignal): Promise<NoticeSummary[]> {
-    return (await this.list(signal)).map(v => ({
+  async summaries (signal?: AbortSignal, known?: Member[]): Promise<NoticeSummary[]> {
+    return (await this.list(signal, known)).map(v => ({
       id: v.id,
       kind: v.kind,
       state: v.state,

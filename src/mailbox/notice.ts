@@ -155,10 +155,8 @@ export function newNoticeId (): string {
 
 /** Whether a notice (in this state) is addressed to the node. */
 export function visibleTo (n: Notice, node: NodeIdentity): boolean {
-  if (n.audience.node != null) return n.audience.node === node.peerId
-  if (n.audience.cells != null && !n.audience.cells.includes(node.cell)) return false
-  if (n.state === 'canary') return n.audience.canary?.includes(node.peerId) ?? false
-  return true
+  if (!inAudience(n, node)) return false
+  return n.state !== 'canary' || n.audience.node != null || (n.audience.canary?.includes(node.peerId) ?? false)
 }
 
 /** Whether a notice's audience (ignoring its state) covers the node: the canary list counts. */

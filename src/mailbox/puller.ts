@@ -93,13 +93,7 @@ export class MailboxPuller {
     this.timer = setInterval(() => { void this.pull() }, interval)
     this.timer.unref()
     // Standing effects saved before a restart are in force again, and preloads cut short resume.
-    const state = this.stateValue
-    const resumed: MailboxAction[] = [{ type: 'standing' }]
-    for (const p of state.pendingPreloads()) {
-      const r = state.record(p.id)
-      if (r != null) resumed.push({ type: 'preload', notice: { id: r.id, kind: 'preload', data: r.data, audience: { cells: null, canary: null, node: null }, state: r.state, revision: r.revision, createdAt: 0, updatedAt: 0, expiresAt: r.expiresAt, by: '' } })
-    }
-    this.run(resumed)
+    this.run([{ type: 'standing' }, ...this.stateValue.pendingPreloads()])
     this.scheduleExpiry()
     void this.pull()
   }
@@ -183,6 +177,14 @@ export class MailboxPuller {
       if (!this.running) return
       this.pulls.inc({ result: res.mode })
       if (res.revision > this.seenRevision) this.seenRevision = res.revision
+      // An empty delta (most pulls) only moves the cursor: kept in memory, not written (a
+      // restart re-reads from the saved cursor; versions keep that from applying anything twice).
+      const changes = res.items.length > 0 || res.mode === 'snapshot'
+      if (!changes) {
+        state.receive(res, this.clock.now())
+        if (!res.more) return
+        continue
+      }
       const before = structuredClone(state.toJSON())
       const actions = state.receive(res, this.clock.now())
       try {

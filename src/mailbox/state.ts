@@ -45,7 +45,7 @@ export interface AppliedRecord {
 
 export type MailboxAction =
   | { type: 'drain', notice: Notice }
-  | { type: 'preload', notice: Notice }
+  | { type: 'preload', id: string, model: string }
   | { type: 'unpreload', id: string, model: string }
   /** A message came into force (to log); the standing set is recomputed by `standing`. */
   | { type: 'message', notice: Notice }
@@ -117,15 +117,6 @@ export class MailboxState {
   get cursor (): Cursor | null { return this.cursorValue }
   get revision (): number { return this.revisionValue }
 
-  record (id: string): AppliedRecord | undefined {
-    const r = this.applied.get(id)
-    return r != null ? { ...r } : undefined
-  }
-
-  records (): AppliedRecord[] {
-    return [...this.applied.values()].map(r => ({ ...r }))
-  }
-
   /** Takes one page of a pull; returns the actions to run once the state is saved. */
   receive (page: Pick<PullResponse, 'mode' | 'source' | 'rev' | 'more' | 'items'>, now: number): MailboxAction[] {
     const actions: MailboxAction[] = []
@@ -175,11 +166,11 @@ export class MailboxState {
     if (r != null) r.pending = false
   }
 
-  /** Preloads that were running when the daemon stopped. */
-  pendingPreloads (): Array<{ id: string, model: string }> {
+  /** Preloads that were running when the daemon stopped, as actions to run again. */
+  pendingPreloads (): MailboxAction[] {
     return [...this.applied.values()]
       .filter(r => r.kind === 'preload' && r.pending && r.active)
-      .map(r => ({ id: r.id, model: (r.data as NoticeData['preload']).model }))
+      .map(r => ({ type: 'preload', id: r.id, model: (r.data as NoticeData['preload']).model }))
   }
 
   /** The standing effects in force: later versions override earlier ones. */
@@ -255,7 +246,7 @@ export class MailboxState {
         r.executed = true
         break
       case 'preload':
-        actions.push({ type: 'preload', notice: n })
+        actions.push({ type: 'preload', id: n.id, model: (n.data as NoticeData['preload']).model })
         r.executed = true
         r.pending = true
         break

@@ -63,7 +63,7 @@ function startPuller (n: Pick<Node, 'host' | 'dataDir' | 'cell' | 'applied'>): M
     onActions: (actions: MailboxAction[]) => {
       for (const a of actions) {
         if (a.type === 'standing') continue
-        n.applied.push({ type: a.type, id: a.type === 'unpreload' ? a.id : a.notice.id })
+        n.applied.push({ type: a.type, id: a.type === 'unpreload' || a.type === 'preload' ? a.id : a.notice.id })
       }
     }
   })

@@ -85,7 +85,7 @@ test('one-shot drain and preload: exactly once, again only when an edit changes 
   const model = 'ab'.repeat(32)
   const pre = notice('0000000000e1', 'preload', { model })
   assert.deepEqual(types(s.receive(page([item(pre)]), wall)), ['preload'])
-  assert.deepEqual(s.pendingPreloads(), [{ id: pre.id, model }])
+  assert.deepEqual(s.pendingPreloads(), [{ type: 'preload', id: pre.id, model }])
   s.settle(pre.id)
   assert.deepEqual(s.pendingPreloads(), [])
   const other = 'cd'.repeat(32)

@@ -488,3 +488,29 @@ test('a model with a piece being written is not evicted for another model', asyn
     await store.close()
   }
 })
+
+test('a cache size set at run time (a config notice) evicts least recently used models at once; none lifts it', async () => {
+  const dir = freshDir()
+  const clock = new FakeClock()
+  const store = makeStore(dir, {}, clock)
+  await store.open()
+  try {
+    const models = []
+    for (let i = 0; i < 3; i++) {
+      models.push(await store.importModel(chunks(NINE.subarray(i * MiB, (i + 1) * MiB)), MiB))
+      clock.advance(60_000)
+    }
+    const removed: string[] = []
+    store.onChange(e => { if (e.type === 'removed') removed.push(e.id) })
+    store.setMaxBytes(2 * MiB)
+    for (let i = 0; i < 200 && removed.length < 2; i++) await new Promise(resolve => setTimeout(resolve, 10))
+    // Down to 90 % of 2 MiB: the two least recently used go.
+    assert.deepEqual(removed, [models[0]!.id, models[1]!.id])
+    assert.equal(store.usage().maxBytes, 2 * MiB)
+    store.setMaxBytes(undefined)
+    assert.equal(store.usage().maxBytes, null)
+    assert.throws(() => { store.setMaxBytes(0) }, { name: 'ConfigError' })
+  } finally {
+    await store.close()
+  }
+})
