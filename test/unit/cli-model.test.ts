@@ -8,12 +8,13 @@ import { Writable } from 'node:stream'
 import { spawnSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { Command } from 'commander'
-import { runCli, EXIT_OK, EXIT_FAILED, EXIT_USAGE } from '../../src/cli/index.ts'
+import { EXIT_OK, EXIT_FAILED, EXIT_USAGE } from '../../src/cli/index.ts'
 import { modelCommand } from '../../src/cli/commands/model/index.ts'
 import { saveModel } from '../../src/cli/commands/model/pull.ts'
 import { RpcClient } from '../../src/rpc/index.ts'
 import { renderStatus } from '../../src/cli/commands/status.ts'
 import type { StatusDocument } from '../../src/daemon/status.ts'
+import { run, assertOneLine } from '../helpers/cli.ts'
 
 /**
  * `astrad model …` against a fake daemon: a real HTTP server on 127.0.0.1 that implements the
@@ -219,18 +220,7 @@ after(async () => {
   fs.rmSync(tmp, { recursive: true, force: true })
 })
 
-async function run (...args: string[]): Promise<{ code: number, out: string, err: string }> {
-  let out = ''
-  let err = ''
-  const code = await runCli(['node', 'astrad', ...args], { stdout: s => { out += s }, stderr: s => { err += s } })
-  return { code, out, err }
-}
 const daemon = (): string[] => ['--rpc', rpc, '--rpc-token', TOKEN]
-
-function assertOneLine (r: { err: string }, what: string): void {
-  assert.doesNotMatch(r.err, /\n\s+at /, `stack trace for ${what}`)
-  assert.equal(r.err.trim().split('\n').length, 1, `one line for ${what}: ${r.err}`)
-}
 
 test('model --help lists the subcommands; each has --help', async () => {
   const r = await run('model', '--help')

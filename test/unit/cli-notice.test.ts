@@ -2,15 +2,16 @@ import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'
 import { spawnSync } from 'node:child_process'
-import { runCli, EXIT_OK, EXIT_FAILED, EXIT_USAGE } from '../../src/cli/index.ts'
+import { EXIT_OK, EXIT_FAILED, EXIT_USAGE } from '../../src/cli/index.ts'
 import { renderStatus } from '../../src/cli/commands/status.ts'
 import { RpcServer } from '../../src/rpc/index.ts'
 import { createMetrics } from '../../src/metrics/index.ts'
 import { silentLogger } from '../../src/util/logger.ts'
-import { InvalidEntryError, type ClusterLogAccess, type Entry, type Kind } from '../../src/clusterlog/index.ts'
+import { MemoryLog } from '../helpers/memory-log.ts'
 import { NoticeAdmin, type Member } from '../../src/mailbox/admin.ts'
 import { registerNoticeRoutes } from '../../src/mailbox/routes.ts'
 import type { StatusDocument } from '../../src/daemon/status.ts'
+import { run, assertOneLine } from '../helpers/cli.ts'
 
 /**
  * `astrad notice …` against the daemon's real RPC server and notice routes, backed by a
@@ -19,25 +20,6 @@ import type { StatusDocument } from '../../src/daemon/status.ts'
 
 const TOKEN = 'notice-token'
 
-/** The cluster log in a Map, values checked with their kind's schema. */
-class MemoryLog implements ClusterLogAccess {
-  readonly entries = new Map<string, Entry<unknown>>()
-  puts = 0
-  private version = 0
-  async put<T>(kind: Kind<T>, key: string, value: T): Promise<Entry<T>> {
-    const parsed = kind.schema.safeParse(value)
-    if (!parsed.success) throw new InvalidEntryError(`value does not match kind '${kind.name}'`)
-    this.puts++
-    this.version++
-    const e: Entry<T> = { kind: kind.name, key, value: parsed.data, deleted: false, version: String(this.version).padStart(16, '0'), origin: 'mem', rev: this.version }
-    this.entries.set(`${kind.name}/${key}`, e as Entry<unknown>)
-    return e
-  }
-
-  async delete<T>(): Promise<Entry<T>> { throw new Error('notices are never deleted') }
-  async get<T>(kind: Kind<T>, key: string): Promise<Entry<T> | undefined> { return this.entries.get(`${kind.name}/${key}`) as Entry<T> | undefined }
-  async list<T>(kind: Kind<T>): Promise<Array<Entry<T>>> { return [...this.entries.values()].filter(e => e.kind === kind.name) as Array<Entry<T>> }
-}
 
 const peer = (c: string): string => `12D3KooW${'B'.repeat(43)}${c}`
 const members: Member[] = [
@@ -59,18 +41,7 @@ before(async () => {
 })
 after(async () => { await server.close() })
 
-async function run (...args: string[]): Promise<{ code: number, out: string, err: string }> {
-  let out = ''
-  let err = ''
-  const code = await runCli(['node', 'astrad', ...args], { stdout: s => { out += s }, stderr: s => { err += s } })
-  return { code, out, err }
-}
 const daemon = (): string[] => ['--rpc', rpc, '--rpc-token', TOKEN]
-
-function assertOneLine (r: { err: string }, what: string): void {
-  assert.doesNotMatch(r.err, /\n\s+at /, `stack trace for ${what}`)
-  assert.equal(r.err.trim().split('\n').length, 1, `one line for ${what}: ${r.err}`)
-}
 
 async function ok (...args: string[]): Promise<string> {
   const r = await run(...args, ...daemon())
@@ -164,7 +135,7 @@ test('canary, promote, edit, stop, recall print "<id> <state> revision N"; ls an
 })
 
 test('usage errors exit 2 with one line and send nothing', async () => {
-  const puts = log.puts
+  const puts = log.puts.length
   const cases: Array<[string[], RegExp]> = [
     [['notice', 'publish', '--kind', 'message', '--data', '{text:'], /--data <json>.*not JSON/],
     [['notice', 'publish', '--data', '{}'], /required option '--kind <kind>' not specified/],
@@ -183,11 +154,11 @@ test('usage errors exit 2 with one line and send nothing', async () => {
     assert.match(r.err, re, args.join(' '))
     assertOneLine(r, args.join(' '))
   }
-  assert.equal(log.puts, puts)
+  assert.equal(log.puts.length, puts)
 })
 
 test('what the daemon refuses exits 1 with its message', async () => {
-  const puts = log.puts
+  const puts = log.puts.length
   const cases: Array<[string[], RegExp]> = [
     [['notice', 'publish', '--kind', 'shout', '--data', '{}'], /unknown notice kind "shout" \(kinds: bandwidth, drain, preload, message, config\)/],
     [['notice', 'publish', '--kind', 'message', '--data', '{"text":"x"}', '--canary', 'nosuch'], /unknown node 'nosuch' \(known nodes: alpha, beta, gamma\)/],
@@ -204,7 +175,7 @@ test('what the daemon refuses exits 1 with its message', async () => {
     assert.match(r.err, re, args.join(' '))
     assertOneLine(r, args.join(' '))
   }
-  assert.equal(log.puts, puts)
+  assert.equal(log.puts.length, puts)
   const none = await run('notice', 'ls', '--rpc', '127.0.0.1:1')
   assert.equal(none.code, EXIT_FAILED)
   assert.match(none.err, /no astrad daemon answers at http:\/\/127\.0\.0\.1:1/)

@@ -1,13 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { runCli, createCli, EXIT_USAGE, EXIT_FAILED, EXIT_OK } from '../../src/cli/index.ts'
-
-async function run (...args: string[]): Promise<{ code: number, out: string, err: string }> {
-  let out = ''
-  let err = ''
-  const code = await runCli(['node', 'astrad', ...args], { stdout: s => { out += s }, stderr: s => { err += s } })
-  return { code, out, err }
-}
+import { createCli, EXIT_USAGE, EXIT_FAILED, EXIT_OK } from '../../src/cli/index.ts'
+import { run } from '../helpers/cli.ts'
 
 test('every command has --help and exits 0', async () => {
   for (const cmd of createCli().commands.map(c => c.name())) {
