@@ -96,7 +96,10 @@ export function signal (m: Managed, sig: NodeJS.Signals): void {
 /** Waits for exit up to timeoutMs, then SIGKILLs. */
 export async function stop (m: Managed, sig: NodeJS.Signals = 'SIGTERM', timeoutMs = 5_000): Promise<void> {
   signal(m, sig)
-  const killed = await Promise.race([m.exited.then(() => false), sleep(timeoutMs).then(() => true)])
+  let timer: NodeJS.Timeout | undefined
+  const killed = await Promise.race([m.exited.then(() => false), new Promise<boolean>(resolve => { timer = setTimeout(() => { resolve(true) }, timeoutMs) })])
+  // A timer left running would hold the bench open for timeoutMs after the process is gone.
+  clearTimeout(timer)
   if (killed) {
     signal(m, 'SIGKILL')
     await m.exited
