@@ -32,7 +32,7 @@ test('a cluster of real processes: status, drain by SIGTERM and by `astrad drain
   await waitFor('all four nodes alive at the scheduler', async () => {
     const s = await res.status()
     return ids.every(id => stateOf(s, id) === 'alive')
-  }, 15_000)
+  })
 
   // The admin view through the CLI, JSON and table.
   const json = await runBinary(['status', '--json', '--rpc', res.rpc])
@@ -53,33 +53,35 @@ test('a cluster of real processes: status, drain by SIGTERM and by `astrad drain
   assert.equal(fromNode.view.source, 'pulled')
   assert.ok(fromNode.nodes.length >= 5)
 
-  // SIGTERM: out of the scheduler's view as alive within 1 s, exits 0, then `left`.
-  let t0 = Date.now()
+  // SIGTERM: out of the scheduler's view as announced (draining/left, never suspect/dead), exits 0.
+  // How fast is measured by `npm run bench:membership`, not here.
+  const seen = new Set<string>()
+  const watch = async (id: string): Promise<string | undefined> => {
+    const s = stateOf(await res.status(), id)
+    if (s != null) seen.add(s)
+    return s
+  }
   nodes[0]!.child.kill('SIGTERM')
-  await waitFor('SIGTERM\'d node not alive', async () => stateOf(await res.status(), ids[0]!) !== 'alive', 1_000, 10)
-  const drainMs = Date.now() - t0
-  assert.equal(await nodes[0]!.exited, 0)
-  await waitFor('left', async () => stateOf(await res.status(), ids[0]!) === 'left')
+  await waitFor('SIGTERM\'d n1 not alive at the scheduler', async () => await watch(ids[0]!) !== 'alive')
+  assert.equal(await nodes[0]!.exited, 0, `n1 exit code after SIGTERM; log:\n${nodes[0]!.log()}`)
+  await waitFor('SIGTERM\'d n1 left', async () => await watch(ids[0]!) === 'left')
+  assert.ok(!seen.has('suspect') && !seen.has('dead'), `n1 went through the failure detector: ${[...seen].join(' → ')}`)
 
   // `astrad drain` (the preStop hook) returns once the daemon is gone.
   const d = await runBinary(['drain', '--rpc', nodes[1]!.rpc])
-  assert.equal(d.code, 0, d.stderr)
-  assert.equal(await nodes[1]!.exited, 0)
-  await waitFor('drained via CLI is left', async () => stateOf(await res.status(), ids[1]!) === 'left', 2_000)
+  assert.equal(d.code, 0, `astrad drain n2: ${d.stderr}`)
+  assert.equal(await nodes[1]!.exited, 0, `n2 exit code after astrad drain; log:\n${nodes[1]!.log()}`)
+  await waitFor('n2 drained via CLI is left', async () => stateOf(await res.status(), ids[1]!) === 'left')
 
-  // kill -9: dead within 3 s.
-  t0 = Date.now()
+  // kill -9: concluded dead; the healthy node stays alive.
   nodes[2]!.child.kill('SIGKILL')
-  await waitFor('killed node dead', async () => stateOf(await res.status(), ids[2]!) === 'dead', 4_000, 10)
-  const deadMs = Date.now() - t0
-  assert.equal(stateOf(await res.status(), ids[3]!), 'alive', 'the healthy node stayed alive')
-  assert.ok(drainMs <= 1_000, `drain removal took ${drainMs} ms`)
-  assert.ok(deadMs <= 3_000, `crash detection took ${deadMs} ms`)
+  await waitFor('killed n3 dead', async () => stateOf(await res.status(), ids[2]!) === 'dead')
+  assert.equal(stateOf(await res.status(), ids[3]!), 'alive', 'the healthy node n4 stayed alive')
 
   // Restarting on the same data dir keeps the peer id and comes back alive.
   const again = await cluster.start('n3', ['--role', 'node', '--bootstrap', boot], { dataDir: nodes[2]!.dataDir })
   assert.equal((await again.status()).self.peerId, ids[2])
-  await waitFor('restarted node alive', async () => stateOf(await res.status(), ids[2]!) === 'alive', 5_000)
+  await waitFor('restarted node alive', async () => stateOf(await res.status(), ids[2]!) === 'alive')
 })
 
 test('a daemon with another swarm key is never listed', async () => {

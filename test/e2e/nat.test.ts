@@ -59,7 +59,7 @@ async function startDaemon (l: NatLab, ns: string, name: string, args: string[])
   await waitFor(`${name} to answer`, async () => {
     if (exited) throw new Error(`${name} exited:\n${out}`)
     return await status(l, ns)
-  }, 10_000, 50).catch((err: Error) => { throw new Error(`${err.message}\n${out}`) })
+  }).catch((err: Error) => { throw new Error(`${err.message}\n${out}`) })
 }
 
 async function cli (l: NatLab, ns: string, args: string[], timeoutMs = 30_000): Promise<{ code: number | null, stdout: string, stderr: string }> {
@@ -96,14 +96,14 @@ await host.start()
 const attempt = async (what) => {
   const t = performance.now()
   try {
-    const c = await host.dial(what, { signal: AbortSignal.timeout(8000) })
+    const c = await host.dial(what, { signal: AbortSignal.timeout(20000) })
     return { ok: true, ms: Math.round(performance.now() - t), remoteAddr: c.remoteAddr.toString(), limited: c.limits != null }
   } catch (err) {
     return { ok: false, ms: Math.round(performance.now() - t), error: err.name + ': ' + err.message }
   }
 }
 try {
-  const res = await host.dial(multiaddr(input.resource), { signal: AbortSignal.timeout(5000) })
+  const res = await host.dial(multiaddr(input.resource), { signal: AbortSignal.timeout(20000) })
   const circuit = multiaddr(input.resource + '/p2p/' + res.remotePeer.toString() + '/p2p-circuit/p2p/' + input.target)
   out.nonMember = await attempt(circuit)
   out.direct = await attempt(multiaddr(input.targetLan + '/p2p/' + input.target))
@@ -118,7 +118,7 @@ try {
   do {
     relayed = await attempt(circuit)
     if (!relayed.ok) await new Promise(resolve => setTimeout(resolve, 100))
-  } while (!relayed.ok && performance.now() - t0 < 10000)
+  } while (!relayed.ok && performance.now() - t0 < 30000)
   out.relayed = { ...relayed, afterHeartbeatMs: Math.round(performance.now() - t0) }
   if (relayed.ok) {
     out.pingMs = []
@@ -172,7 +172,7 @@ test('nodes behind two NATs reach each other only through the resource\'s relay;
     const s = await status(l, ns)
     return s.self.addrs.some((a: string) => a.startsWith(relayPrefix)) ? s : undefined
   }
-  const [a, b] = await Promise.all([l.ns.a, l.ns.b].map(async ns => await waitFor(`${ns} advertises a relayed address`, async () => await relayedSelf(ns), 10_000, 100)
+  const [a, b] = await Promise.all([l.ns.a, l.ns.b].map(async ns => await waitFor(`${ns} advertises a relayed address`, async () => await relayedSelf(ns))
     .catch((err: Error) => { throw new Error(`${err.message}\n${logsOf('a', 'b', 'res')}`) })))
   const reservedMs = Date.now() - started
 
@@ -180,20 +180,20 @@ test('nodes behind two NATs reach each other only through the resource\'s relay;
   await waitFor('a, b and c alive at the resource', async () => {
     const s = await status(l, l.ns.pub)
     return ['a', 'b', 'c'].every(n => s.nodes.find((x: any) => x.name === n)?.state === 'alive')
-  }, 10_000, 100)
+  })
 
   // c, on the public net, has its address confirmed by AutoNAT and holds no slot; the
   // resource's own public address is confirmed too (by the nodes' dial-backs).
   await waitFor('c advertises its public address and no relayed one', async () => {
     const s = await status(l, l.ns.c)
     return s.self.addrs.some((x: string) => x.startsWith(`/ip4/${l.ip.c}/tcp/${P2P_PORT}`)) && !s.self.addrs.some((x: string) => x.includes('/p2p-circuit'))
-  }, 10_000, 100).catch((err: Error) => { throw new Error(`${err.message}\n${logsOf('c')}`) })
+  }).catch((err: Error) => { throw new Error(`${err.message}\n${logsOf('c')}`) })
   const resAddrs: string[] = (await status(l, l.ns.pub)).self.addrs
   assert.ok(resAddrs.some(x => x.startsWith(`/ip4/${l.ip.resource}/tcp/${P2P_PORT}`)), `resource advertises its public address: ${resAddrs.join(' ')}`)
 
   // From b's namespace: a cannot be dialled directly, only through the relay, and only by members.
   const probe = await l.exec(l.ns.b, [NODE, '--input-type=module', '--eval', PROBE], {
-    timeoutMs: 40_000,
+    timeoutMs: 120_000,
     env: {
       HOME: dir,
       DEBUG: process.env.ASTRAD_NAT_DEBUG ?? '',
@@ -240,7 +240,7 @@ test('nodes behind two NATs reach each other only through the resource\'s relay;
       const ls = await cli(l, l.ns.pub, ['model', 'ls', '--json'])
       const m = JSON.parse(ls.stdout).models?.find((x: any) => x.id === id)
       return m?.nodesComplete === 1 ? m : undefined
-    }, 10_000, 100)
+    })
     assert.equal(listed.local?.complete ?? false, false, 'the resource holds no copy')
     const out = path.join(dir, 'pulled.bin')
     const t0 = Date.now()

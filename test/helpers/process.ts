@@ -10,6 +10,9 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '
 /** The single executable under test (built by `npm run build`, which `npm test` runs first). */
 export const BINARY = path.join(ROOT, 'dist', 'astrad')
 
+/** A status call's allowance: generous, a daemon at load 8 can take seconds to answer. */
+const STATUS_TIMEOUT_MS = 20_000
+
 export function requireBinary (): void {
   if (!fs.existsSync(BINARY)) throw new Error(`${BINARY} is missing: run 'npm run build' (npm test does it first)`)
 }
@@ -49,6 +52,17 @@ export interface DaemonProcess {
   status: () => Promise<any>
 }
 
+/**
+ * Every daemon a test spawned that has not exited yet. Killed when this test process exits for any
+ * reason (a test runner's forced exit or timeout included), so no daemon outlives its test file.
+ */
+const live = new Set<ChildProcess>()
+const killLive = (): void => { for (const c of live) c.kill('SIGKILL') }
+process.once('exit', killLive)
+for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+  process.once(sig, () => { killLive(); process.exit(128 + os.constants.signals[sig]) })
+}
+
 /** Spawned `astrad start` processes with temp data dirs; `cleanup()` kills what is left. */
 export class ProcessCluster {
   readonly procs: DaemonProcess[] = []
@@ -65,11 +79,17 @@ export class ProcessCluster {
     })
     child.stdout.on('data', (d: Buffer) => { out += d.toString() })
     child.stderr.on('data', (d: Buffer) => { out += d.toString() })
-    const exited = new Promise<number | null>(resolve => { child.on('exit', code => { resolve(code) }) })
+    live.add(child)
+    const exited = new Promise<number | null>(resolve => { child.on('exit', code => { live.delete(child); resolve(code) }) })
     const status = async (): Promise<any> => {
-      const res = await fetch(`http://${rpc}/v1/status`, { signal: AbortSignal.timeout(5000) })
-      if (!res.ok) throw new Error(`status ${res.status}`)
-      return await res.json()
+      try {
+        const res = await fetch(`http://${rpc}/v1/status`, { signal: AbortSignal.timeout(STATUS_TIMEOUT_MS) })
+        if (!res.ok) throw new Error(`HTTP ${res.status}: ${(await res.text()).slice(0, 300)}`)
+        return await res.json()
+      } catch (err) {
+        const state = child.exitCode != null || child.signalCode != null ? ` (exited: ${child.exitCode ?? child.signalCode})` : ''
+        throw new Error(`GET /v1/status of ${name} at ${rpc}${state} failed: ${String(err)}`)
+      }
     }
     const proc: DaemonProcess = { name, child, rpc, dataDir, log: () => out, exited, status }
     this.procs.push(proc)
@@ -78,7 +98,7 @@ export class ProcessCluster {
     await waitFor(`${name} to answer on ${rpc}`, async () => {
       if (gone) throw new Error(`${name} exited early:\n${out}`)
       return (await fetch(`http://${rpc}/v2/health/live`)).ok
-    }, 15_000, 50).catch((err: Error) => { throw new Error(`${err.message}\n--- log of ${name} ---\n${out}`) })
+    }).catch((err: Error) => { throw new Error(`${err.message}\n--- log of ${name} ---\n${out}`) })
     return proc
   }
 

@@ -24,14 +24,14 @@ test('a node re-dials its bootstrap peer until it appears, and again after it re
   const resDir = path.join(dir, 'res')
   let res = await cluster.start({ roles: ['resource', 'scheduler'], listen, dataDir: resDir })
   const nodeId = node.host.peerId.toString()
-  await waitFor('node joined the late resource', () => stateIn(res, nodeId) === 'alive', 10_000)
+  await waitFor('node joined the late resource', () => stateIn(res, nodeId) === 'alive')
   assert.equal(node.ready, true)
 
   // The resource restarts on the same address and identity; the node finds it again.
   await res.stop()
   await new Promise(resolve => setTimeout(resolve, 500))
   res = await cluster.start({ roles: ['resource', 'scheduler'], listen, dataDir: resDir })
-  await waitFor('node rejoined the restarted resource', () => stateIn(res, nodeId) === 'alive', 10_000)
+  await waitFor('node rejoined the restarted resource', () => stateIn(res, nodeId) === 'alive')
 })
 
 test('a daemon whose bootstrap list names itself skips that entry, is ready, and joins the others', async () => {
@@ -49,11 +49,11 @@ test('a daemon whose bootstrap list names itself skips that entry, is ready, and
   // Alone, with only its own address (host:port form) to bootstrap to: ready, not retrying.
   const lonePort = await freePort()
   const lone = await cluster.start({ roles: ['resource'], listen: [`/ip4/127.0.0.1/tcp/${lonePort}`], bootstrap: [`/ip4/127.0.0.1/tcp/${lonePort}`] })
-  await waitFor('self-only resource ready', () => lone.ready, 3_000)
+  await waitFor('self-only resource ready', () => lone.ready)
   // And with its full /p2p/ address.
   const full = await cluster.start({ roles: ['resource'] })
   const fullAgain = cluster.addr(full)
   await full.stop()
   const byId = await cluster.start({ roles: ['resource'], listen: [fullAgain.replace(/\/p2p\/.*$/, '')], bootstrap: [fullAgain], dataDir: full.config.dataDir })
-  await waitFor('resource bootstrapping to its own peer id is ready', () => byId.ready, 3_000)
+  await waitFor('resource bootstrapping to its own peer id is ready', () => byId.ready)
 })

@@ -17,25 +17,30 @@ test('nodes join through a resource; a scheduler-only daemon sees them all alive
   assert.equal(rec?.hb.cores, 2)
   assert.ok(rec != null && rec.hb.cpuUtil >= 0 && rec.hb.cpuUtil <= 1)
 
-  // A drained node leaves the scheduler's view as alive within a second (pushed digest).
+  // A drained node leaves the scheduler's view as announced (draining, then left), never through
+  // the failure detector (suspect/dead). How fast is measured by `npm run bench:membership`.
   const target = nodes[0]!
   const id = target.host.peerId.toString()
-  const t0 = Date.now()
+  const seen = new Set<string>()
   const draining = target.drain()
-  await waitFor('drained node not alive at the scheduler', () => stateIn(sched, id) !== 'alive', 1_000, 5)
-  const removedMs = Date.now() - t0
+  await waitFor('drained node not alive at the scheduler', () => {
+    const s = stateIn(sched, id)
+    if (s != null) seen.add(s)
+    return s !== 'alive'
+  }, undefined, 5)
   await draining
-  await waitFor('drained node left', () => stateIn(sched, id) === 'left')
-  assert.ok(removedMs <= 1_000, `removed after ${removedMs} ms`)
+  await waitFor('drained node left', () => {
+    const s = stateIn(sched, id)
+    if (s != null) seen.add(s)
+    return s === 'left'
+  }, undefined, 5)
+  assert.ok(!seen.has('suspect') && !seen.has('dead'), `a drained node went through the failure detector: ${[...seen].join(' → ')}`)
 
-  // A node whose process stops without announcing (its connections close) is dead within 3 s.
+  // A node whose process stops without announcing (its connections close) is concluded dead.
   const victim = nodes[1]!
   const vid = victim.host.peerId.toString()
-  const t1 = Date.now()
   await victim.host.stop() // no `left`: what the cluster sees of a crash is silence and closed sockets
-  await waitFor('crashed node dead at the scheduler', () => stateIn(sched, vid) === 'dead', 4_000, 10)
-  const deadMs = Date.now() - t1
-  assert.ok(deadMs <= 3_000, `dead after ${deadMs} ms`)
+  await waitFor('crashed node dead at the scheduler', () => stateIn(sched, vid) === 'dead')
   assert.equal(stateIn(sched, nodes[2]!.host.peerId.toString()), 'alive', 'the healthy node stays alive')
 })
 
@@ -53,7 +58,7 @@ test('two resources converge to the same view; a late resource catches up', asyn
   assert.equal(view(a), view(b))
 
   const late = await cluster.start({ roles: ['resource'], bootstrap: [cluster.addr(b)] })
-  await waitFor('late resource caught up', () => view(late) === view(a), 8_000)
+  await waitFor('late resource caught up', () => view(late) === view(a))
 })
 
 test('a node-only daemon answers status by pulling the list from a resource', async () => {

@@ -80,7 +80,7 @@ test('a peer with no public address reserves a slot on a resource; members of th
 
   const t0 = Date.now()
   await a.dial(relayAddr)
-  await waitFor('a holds a reservation', () => a.services.nat.status.reachability === 'relayed', 5_000, 5)
+  await waitFor('a holds a reservation', () => a.services.nat.status.reachability === 'relayed')
   const reservedMs = Date.now() - t0
   const relayed = a.services.nat.status.relayAddrs
   assert.ok(relayed.some(ma => ma.startsWith(`${relayAddr.toString()}/p2p-circuit/p2p/${a.peerId.toString()}`)), relayed.join(' '))
@@ -90,7 +90,7 @@ test('a peer with no public address reserves a slot on a resource; members of th
   const learnt = await waitFor('the relay learnt a\'s relayed address', async () => {
     const known = (await relay.peerStore.get(a.peerId)).addresses.map(x => x.multiaddr)
     return known.some(isRelayed) ? known : undefined
-  }, 5_000)
+  })
   const learntMs = Date.now() - t0
 
   await b.dial(relayAddr)
@@ -117,10 +117,10 @@ test('a peer with no public address reserves a slot on a resource; members of th
 
   // The slot survives the relay connection dropping: a new one is made when a reconnects.
   await a.hangUp(relay.peerId)
-  await waitFor('a dropped its relayed address', () => a.services.nat.status.relayAddrs.length === 0, 5_000, 5)
+  await waitFor('a dropped its relayed address', () => a.services.nat.status.relayAddrs.length === 0)
   const t2 = Date.now()
   await a.dial(relayAddr)
-  await waitFor('a holds a reservation again', () => a.services.nat.status.reachability === 'relayed', 5_000, 5)
+  await waitFor('a holds a reservation again', () => a.services.nat.status.reachability === 'relayed')
   t.diagnostic(`re-reserved ${Date.now() - t2} ms after reconnecting`)
 })
 
@@ -137,7 +137,7 @@ test('a relay with libp2p\'s default limits marks connections limited and cuts t
   const a = await host()
   const b = await host({ relay: { reserve: 'never' } })
   await a.dial(plain.getMultiaddrs()[0]!)
-  await waitFor('a holds a reservation', () => a.services.nat.status.reachability === 'relayed', 5_000, 5)
+  await waitFor('a holds a reservation', () => a.services.nat.status.reachability === 'relayed')
   await serveBulk(a, { runOnLimitedConnection: true })
 
   const conn = await b.dial(circuitAddress(plain.getMultiaddrs()[0]!, a.peerId))
@@ -150,7 +150,7 @@ test('a relay with libp2p\'s default limits marks connections limited and cuts t
     const sent = Number(/after (\d+) bytes/.exec(err.message)?.[1] ?? NaN)
     return sent < 1024 * 1024
   })
-  await waitFor('the relayed connection is gone', () => conn.status !== 'open', 2_000)
+  await waitFor('the relayed connection is gone', () => conn.status !== 'open')
 })
 
 test('when its relay goes away, a node moves its slot to another connected resource', async (t) => {
@@ -159,13 +159,13 @@ test('when its relay goes away, a node moves its slot to another connected resou
   const a = await host()
   await a.dial(r1.getMultiaddrs()[0]!)
   await a.dial(r2.getMultiaddrs()[0]!)
-  await waitFor('a holds a reservation', () => a.services.nat.status.reachability === 'relayed', 5_000, 5)
+  await waitFor('a holds a reservation', () => a.services.nat.status.reachability === 'relayed')
   const on = (r: Host): boolean => a.services.nat.status.relayAddrs.some(x => x.includes(`/p2p/${r.peerId.toString()}/p2p-circuit`))
   const [holder, other] = on(r1) ? [r1, r2] : [r2, r1]
   assert.equal(on(other), false, 'one slot, on one relay')
   const t0 = Date.now()
   await holder.stop()
-  await waitFor('a reserved on the other relay', () => on(other) && !on(holder), 5_000, 5)
+  await waitFor('a reserved on the other relay', () => on(other) && !on(holder))
   t.diagnostic(`slot moved to the other resource ${Date.now() - t0} ms after its relay stopped`)
 })
 

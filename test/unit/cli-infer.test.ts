@@ -167,12 +167,13 @@ test('server errors exit 1 with the server\'s message', async () => {
 test('--timeout becomes the request deadline: a model that never answers fails at it with 504', async () => {
   const t0 = Date.now()
   const r = await run('hang', '--input', 'x=[1]', '--timeout', '200', ...rpc)
-  const took = Date.now() - t0
+  const t1 = Date.now()
   assert.equal(r.code, EXIT_FAILED)
   assert.match(r.err, /deadline of 200 ms/)
-  assert.ok(took < 3000, `took ${took} ms`)
   const req = seen.at(-1) as InferRequest
-  assert.ok(req.deadline - t0 <= 400, 'the deadline the backend got is --timeout from now')
+  // The backend never answers: only the deadline ended the call. The deadline the backend got is
+  // --timeout from when the request was made, somewhere between t0 and the answer.
+  assert.ok(req.deadline >= t0 + 200 && req.deadline <= t1 + 200, `deadline ${req.deadline - t0} ms after t0, answer at ${t1 - t0} ms`)
 })
 
 test('--help documents the command', async () => {

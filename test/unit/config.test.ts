@@ -1,4 +1,4 @@
-import { test } from 'node:test'
+import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -7,6 +7,7 @@ import { resolveConfig, parseBootstrap } from '../../src/config/index.ts'
 import { ConfigError } from '../../src/util/errors.ts'
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'astrad-cfg-'))
+after(() => { fs.rmSync(tmp, { recursive: true, force: true }) })
 function file (name: string, content: string): string {
   const p = path.join(tmp, name)
   fs.writeFileSync(p, content)
