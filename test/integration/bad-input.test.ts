@@ -53,7 +53,10 @@ test('forged, malformed and oversized gossip is dropped and counted; the resourc
     await dropped(async () => await m.heartbeatsDropped.get(), 'oversize') === 1 &&
     await dropped(async () => await m.digestsDropped.get(), 'decode') === 1)
   await new Promise(resolve => setTimeout(resolve, 1200))
-  assert.equal(stateIn(res, victimId), 'alive', 'the forged `left` did not take the real node out')
+  // Had the forged `left` (seq 1,000,000) been taken, the real node's lower-seq beats could not
+  // bring it back: it must be alive (a busy machine may make it suspect for a moment).
+  assert.notEqual(stateIn(res, victimId), 'left', 'the forged `left` took the real node out')
+  await waitFor('the real node alive after the forged `left`', () => stateIn(res, victimId) === 'alive')
   assert.equal(stateIn(res, rogue.peerId.toString()), undefined, 'the rogue never heartbeat validly')
 
   // A malformed snapshot request gets an answer or a refusal, never a crash.
@@ -61,7 +64,7 @@ test('forged, malformed and oversized gossip is dropped and counted; the resourc
     () => assert.fail('oversized request accepted'),
     (err: Error) => { assert.equal(err.name, 'RequestError') })
   assert.equal(res.state, 'running')
-  assert.equal(stateIn(res, victimId), 'alive')
+  await waitFor('the real node still alive', () => stateIn(res, victimId) === 'alive')
 })
 
 test('with a swarm key, only daemons holding the same key can join', async () => {

@@ -12,6 +12,7 @@ import { createHost, handleRequests, request, type Host } from '../../src/p2p/in
 import { silentLogger } from '../../src/util/logger.ts'
 import { clusterLog, clusterLogClient, defineKind, type ClusterLog, type Entry } from '../../src/clusterlog/index.ts'
 import { SYNC_PROTOCOL } from '../../src/clusterlog/constants.ts'
+import { waitFor } from '../helpers/wait.ts'
 
 /**
  * Real libp2p hosts in one process on 127.0.0.1: resources replicate the cluster log, recover
@@ -77,16 +78,8 @@ function snapshot (log: ClusterLog): unknown[] {
   return [...log.list(app, { includeDeleted: true }).map(rows), ...log.list(notice, { includeDeleted: true }).map(rows)]
 }
 
-async function until (what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await cond())) {
-    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await sleep(20)
-  }
-}
-
 async function converged (rs: Resource[], expectedObjects?: number): Promise<void> {
-  await until(`${rs.map(r => r.name).join(', ')} to converge`, () => {
+  await waitFor(`${rs.map(r => r.name).join(', ')} to converge`, () => {
     const first = JSON.stringify(snapshot(rs[0]?.log as ClusterLog))
     if (expectedObjects != null && snapshot(rs[0]?.log as ClusterLog).length !== expectedObjects) return false
     return rs.every(r => JSON.stringify(snapshot(r.log)) === first)
@@ -138,7 +131,7 @@ test('a write reaches peer resources by push hint, without waiting for anti-entr
     await connect(a.host, b.host)
     await connect(a.host, c.host)
     await connect(b.host, c.host)
-    await until('the resources to see each other on the hint topic', () =>
+    await waitFor('the resources to see each other on the hint topic', () =>
       [a, b, c].every(r => r.host.services.pubsub.getSubscribers('astra/log/1').length === 2))
     const latencies: number[] = []
     for (let i = 0; i < 5; i++) {
@@ -215,7 +208,7 @@ test('a node-role daemon writes and reads through a resource, fails over, and sa
     await assert.rejects(client.get(app, 'x'), { name: 'RequestError', code: 'ERR_NO_RESOURCE' })
     await connect(nodeHost, a.host)
     await connect(nodeHost, b.host)
-    await until('the client to see both resources', async () => {
+    await waitFor('the client to see both resources', async () => {
       try { await client.get(app, 'x'); return true } catch { return false }
     })
 
@@ -241,12 +234,12 @@ test('a node-role daemon writes and reads through a resource, fails over, and sa
 
     // Failover: whichever resource answered, stop it; the other keeps serving.
     await stopResource(a)
-    await until('the connection to a to close', () => nodeHost.getConnections(a.host.peerId).length === 0)
+    await waitFor('the connection to a to close', () => nodeHost.getConnections(a.host.peerId).length === 0)
     const again = await client.put(notice, 'after-failover', 'still writable')
     assert.equal(again.origin, b.host.peerId.toString())
     assert.equal((await client.get(notice, 'after-failover'))?.value, 'still writable')
     await stopResource(b)
-    await until('the connection to b to close', () => nodeHost.getConnections().length === 0)
+    await waitFor('the connection to b to close', () => nodeHost.getConnections().length === 0)
     await assert.rejects(client.list(app), { name: 'RequestError', code: 'ERR_NO_RESOURCE' })
     await client.stop()
   } finally {
@@ -265,14 +258,14 @@ test('garbage and oversized sync requests are refused and counted; the resource 
       await assert.rejects(request(evil, a.host.peerId, SYNC_PROTOCOL, bytes.encode(garbage)), { name: 'RequestError', code: 'ERR_DECODE' })
     }
     await assert.rejects(request(evil, a.host.peerId, SYNC_PROTOCOL, new Uint8Array(300 * 1024)), { name: 'RequestError' })
-    await until('the refusals to be counted', async () =>
+    await waitFor('the refusals to be counted', async () =>
       await counter(a.registry, 'astrad_clusterlog_sync_errors_total', 'bad_request') === 4 &&
       await counter(a.registry, 'astrad_clusterlog_sync_errors_total', 'too_large') === 1)
     // A malformed hint on the gossip topic is rejected by the validator and counted.
     evil.services.pubsub.subscribe('astra/log/1')
-    await until('a to see evil on the topic', () => a.host.services.pubsub.getSubscribers('astra/log/1').some(p => p.equals(evil.peerId)))
+    await waitFor('a to see evil on the topic', () => a.host.services.pubsub.getSubscribers('astra/log/1').some(p => p.equals(evil.peerId)))
     await evil.services.pubsub.publish('astra/log/1', bytes.encode('{"origin":"nope","seq":-1}'))
-    await until('the bad hint to be counted', async () => await counter(a.registry, 'astrad_clusterlog_sync_errors_total', 'bad_hint') === 1)
+    await waitFor('the bad hint to be counted', async () => await counter(a.registry, 'astrad_clusterlog_sync_errors_total', 'bad_hint') === 1)
 
     // Fake resources answering pulls with garbage or with far too much: refused and counted.
     const liar = await newHost()
@@ -281,7 +274,7 @@ test('garbage and oversized sync requests are refused and counted; the resource 
     await handleRequests(flood, SYNC_PROTOCOL, () => new Uint8Array(3 * 1024 * 1024).fill(0x20), { maxResponseBytes: 8 * 1024 * 1024 })
     await connect(liar, a.host)
     await connect(flood, a.host)
-    await until('the bad responses to be counted', async () =>
+    await waitFor('the bad responses to be counted', async () =>
       await counter(a.registry, 'astrad_clusterlog_sync_errors_total', 'bad_response') >= 1 &&
       await counter(a.registry, 'astrad_clusterlog_sync_errors_total', 'too_large') >= 2)
 

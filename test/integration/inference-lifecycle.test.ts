@@ -10,6 +10,7 @@ import type { WorkerPool } from '../../src/inference/pool.ts'
 import { InferenceFailedError, type InferRequest } from '../../src/serving/types.ts'
 import { ConfigError } from '../../src/util/errors.ts'
 import { silentLogger, type Logger } from '../../src/util/logger.ts'
+import { waitFor } from '../helpers/wait.ts'
 
 // Pools that fail to start, lose workers, and come and go: no thread, session or memory may be
 // left behind.
@@ -39,14 +40,6 @@ async function rejection (p: Promise<unknown>): Promise<Error> {
     return err as Error
   }
   assert.fail('expected a rejection')
-}
-
-async function until (what: string, check: () => boolean, timeoutMs = 5_000): Promise<void> {
-  const end = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > end) assert.fail(`timed out waiting for: ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 10))
-  }
 }
 
 /** A logger that keeps every line, to see what the pool reported. */
@@ -115,7 +108,7 @@ describe('workers that die', () => {
       assert.ok(err instanceof InferenceFailedError, String(err))
       assert.equal(err.code, 'ERR_WORKER_EXIT')
       assert.equal(err.status, 500)
-      await until('the replacement is ready', () => pool.stats().workers === 2)
+      await waitFor('the replacement is ready', () => pool.stats().workers === 2)
       assert.ok(lines.some(l => l.level === 40 && l.worker === 0), 'the death was logged')
       await Promise.all([pool.infer(request()), pool.infer(request())])
     } finally {
@@ -131,7 +124,7 @@ describe('workers that die', () => {
     try {
       await rm(modelPath)
       pool.crashWorker(0)
-      await until('the slot is given up', () => lines.some(l => l.level === 50 && l.worker === 0))
+      await waitFor('the slot is given up', () => lines.some(l => l.level === 50 && l.worker === 0))
       const giveUp = lines.find(l => l.level === 50)!
       assert.equal(giveUp.failures, inferenceConstants.MAX_RESTART_FAILURES)
       assert.ok(lines.some(l => l.level === 40 && l.worker === 0 && typeof l.err === 'string' && l.err.includes('vanishing.onnx')), 'a failed replacement was logged with its reason')
