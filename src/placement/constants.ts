@@ -34,6 +34,15 @@ export const FAILED_NODE_BACKOFF_MS = 30_000
 export const DEFAULT_TIMEOUT_MS = 30_000
 export const DEFAULT_MAX_QUEUE = 64
 export const DEFAULT_THREADS = 1
+/**
+ * GPUs a replica reserves when its spec does not say: none. Most models served here run on cpu,
+ * and a gpu reserved by default would keep every replica off gpu-less nodes. (`cpu` defaults to
+ * `threads`, in app.ts: one core per worker thread, each running one onnxruntime session.)
+ */
+export const DEFAULT_GPU = 0
+/** Resources of one replica at most: beyond any one machine's, so a typo, not a plan. */
+export const MAX_CPU = 4096
+export const MAX_GPU = 64
 /** Upper bounds of an app spec: more is a typo, not a plan. */
 export const MAX_REPLICAS = 100_000
 export const MAX_THREADS = 64

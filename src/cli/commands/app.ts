@@ -58,7 +58,7 @@ export function appCommand (io: CliIo): Command {
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
 
   const deploy = sub('deploy')
-    .description('deploy an app from a JSON spec, or scale/roll it if it exists: {"name","model","replicas","resources":{"cpu","gpu"}, "cells"?, "timeoutMs"?, "maxQueue"?, "threads"?}')
+    .description('deploy an app from a JSON spec, or scale/roll it if it exists: {"name","model","replicas","resources"?:{"cpu"?,"gpu"?}, "cells"?, "timeoutMs"?, "maxQueue"?, "threads"?} (cpu defaults to threads, gpu to 0)')
     .argument('<FILE>', 'the spec (JSON)')
     .option('--json', 'print the stored record and the kind of change')
     .action(async (file: string, flags: RpcFlags & { json?: boolean }) => {
