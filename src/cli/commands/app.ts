@@ -46,7 +46,7 @@ export function renderApps (apps: AppListEntry[]): string {
       String(a.spec.resources.cpu), String(a.spec.resources.gpu), String(a.spec.threads),
       a.spec.cells != null ? Object.entries(a.spec.cells).map(([c, n]) => `${c}:${n}`).join(',') : '-',
       ago(Math.max(0, Date.now() - a.deployedAt)),
-      a.status?.old != null && a.status.old > 0 ? `rolling (${a.status.old} old)` : a.status?.lastError != null && (a.status.ready < a.spec.replicas) ? a.status.lastError.slice(0, 60) : ''
+      a.status?.old != null && a.status.old > 0 ? `rolling (${a.status.old} old)` : a.status?.lastError != null && (a.status.ready < a.spec.replicas) ? a.status.lastError : ''
     ])
   )
 }
