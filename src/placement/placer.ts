@@ -79,8 +79,8 @@ interface AppNotes {
   lastError?: string
   /** The last load failure, kept while no other node can take the replica. */
   loadError?: string
-  /** A rebalancing move in flight: the new replica, and the node with one too many. */
-  move?: { replica: string, from: string }
+  /** The new replica of a rebalancing move in flight (loading). */
+  moving?: string
   lastMoveAt: number
 }
 
@@ -288,8 +288,8 @@ export class Placer {
 
     // A rebalancing move: its new replica stands outside the plan while it loads; once it is
     // ready it counts, and the replica in excess is taken from the most crowded node.
-    const moving = notes.move != null ? current.find(p => p.replica.replica === notes.move!.replica) : undefined
-    if (notes.move != null && moving?.replica.state !== 'loading') notes.move = undefined
+    const moving = notes.moving != null ? current.find(p => p.replica.replica === notes.moving) : undefined
+    if (moving?.replica.state !== 'loading') notes.moving = undefined
     const moved = moving?.replica.state === 'ready'
     if (moving != null && !moved) current = current.filter(p => p !== moving)
 
@@ -352,7 +352,7 @@ export class Placer {
     notes.lastMoveAt = now
     const placed = await this.placeOne(record, cell, current, { empty: true })
     if (placed == null) return
-    notes.move = { replica: placed.replica.replica, from: source.hb.peerId }
+    notes.moving = placed.replica.replica
     this.components.logger.info({ app: record.spec.name, replica: placed.replica.replica, from: source.hb.name, to: placed.node.hb.name }, 'rebalancing: replica moving')
   }
 
