@@ -26,6 +26,8 @@ export interface OnnxValueInfo {
   name: string
   elemType: OnnxDataType
   shape: Array<number | string>
+  /** A sequence of such tensors (SequenceConstruct's output) instead of one tensor. @default false */
+  sequence?: boolean
 }
 
 /** A node attribute: an integer, a float or a list of integers (AttributeProto). */
@@ -153,15 +155,22 @@ function writeValueInfo (w: ProtoWriter, v: OnnxValueInfo): void {
   // ValueInfoProto: name = 1, type = 2 → TypeProto: tensor_type = 1 →
   // TypeProto.Tensor: elem_type = 1, shape = 2 → TensorShapeProto: dim = 1 →
   // Dimension: dim_value = 1 | dim_param = 2.
+  // A sequence: TypeProto: sequence_type = 4 → TypeProto.Sequence: elem_type = 1 → TypeProto.
   w.string(1, v.name)
-  w.message(2, type => type.message(1, tensor => {
-    tensor.int(1, v.elemType)
-    tensor.message(2, shape => {
-      for (const d of v.shape) {
-        shape.message(1, dim => { if (typeof d === 'number') dim.int(1, d); else dim.string(2, d) })
-      }
+  const tensorType = (type: ProtoWriter): void => {
+    type.message(1, tensor => {
+      tensor.int(1, v.elemType)
+      tensor.message(2, shape => {
+        for (const d of v.shape) {
+          shape.message(1, dim => { if (typeof d === 'number') dim.int(1, d); else dim.string(2, d) })
+        }
+      })
     })
-  }))
+  }
+  w.message(2, type => {
+    if (v.sequence === true) type.message(4, seq => { seq.message(1, tensorType) })
+    else tensorType(type)
+  })
 }
 
 function writeAttribute (w: ProtoWriter, a: OnnxAttribute): void {

@@ -5,9 +5,13 @@ import { AstradError } from '../util/errors.ts'
  * onnxruntime does not have, an input kind astrad cannot feed). createPool rejects with it.
  */
 export class ModelLoadError extends AstradError {
-  constructor (message: string, options?: ErrorOptions) {
+  /** Why, without the file path the message starts with: what an operator is shown (app ls). */
+  readonly reason: string
+
+  constructor (message: string, options?: ErrorOptions & { reason?: string }) {
     super(message, 'ERR_MODEL_LOAD', options)
     this.name = 'ModelLoadError'
+    this.reason = options?.reason ?? message
   }
 }
 

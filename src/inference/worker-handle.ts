@@ -61,7 +61,7 @@ export class WorkerHandle {
           break
         case 'load-failed':
           this.lastError = msg.message
-          ready.reject(new ModelLoadError(`cannot load model ${init.modelPath}: ${msg.message}`))
+          ready.reject(new ModelLoadError(`cannot load model ${init.modelPath}: ${msg.message}`, { reason: msg.message }))
           break
         default:
           init.onReply(msg)
@@ -73,7 +73,8 @@ export class WorkerHandle {
     })
     this.worker.on('exit', (code) => {
       const reason = this.lastError !== undefined ? `${this.lastError} (exit code ${code})` : `exit code ${code}`
-      ready.reject(new ModelLoadError(`cannot load model ${init.modelPath}: the worker ended before it was ready: ${reason}`))
+      const why = `the worker ended before it was ready: ${reason}`
+      ready.reject(new ModelLoadError(`cannot load model ${init.modelPath}: ${why}`, { reason: why }))
       exited.resolve()
       if (this.isReady && !this.closing) init.onExit(reason)
     })

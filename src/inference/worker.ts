@@ -21,7 +21,7 @@ type OrtModule = typeof Ort
 /** Turns the session's metadata into a KServe signature; refuses what astrad cannot feed. */
 function specsOf (kind: 'input' | 'output', metadata: readonly Ort.InferenceSession.ValueMetadata[]): TensorSpec[] {
   return metadata.map(m => {
-    if (!m.isTensor) throw new AstradError(`${kind} '${m.name}' is not a tensor (sequence or map): not supported`, 'ERR_MODEL_LOAD')
+    if (!m.isTensor) throw new AstradError(`${kind} '${m.name}' is a sequence or map, not a tensor`, 'ERR_MODEL_LOAD')
     const datatype = datatypeFromOrt(m.type)
     if (datatype === undefined) throw new AstradError(`${kind} '${m.name}' has onnxruntime type '${m.type}', which has no KServe datatype`, 'ERR_MODEL_LOAD')
     // A symbolic dimension is a string (its name, possibly empty) in onnxruntime's metadata.

@@ -5,6 +5,7 @@ import type { Heartbeat, NodeState } from '../membership/index.ts'
 import type { NoticeSummary } from '../daemon/status.ts'
 import { modelKind } from '../transfer/kinds.ts'
 import { AstradError, errorMessage } from '../util/errors.ts'
+import { parseForPeople } from '../util/schema.ts'
 import { systemClock, type Clock } from '../util/time.ts'
 import {
   DATA_SCHEMAS, NOTICE_KINDS, inAudience, inboxKey, inboxKind, isExpired, newNoticeId, noticeKind, noticeSchema, visibleTo,
@@ -463,11 +464,8 @@ export class NoticeAdmin {
         break
       }
     }
-    const parsed = DATA_SCHEMAS[kind].safeParse(data)
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0]
-      throw bad(`${kind} data: ${issue != null ? `${issue.path.join('.') || '(root)'}: ${issue.message}` : 'invalid'}`)
-    }
+    const parsed = parseForPeople(DATA_SCHEMAS[kind], data)
+    if (!parsed.success) throw bad(`${kind} data: ${parsed.problems}`)
     const bytes = Buffer.byteLength(JSON.stringify(parsed.data))
     if (bytes > MAX_DATA_BYTES) throw bad(`${kind} data has ${bytes} bytes of JSON; at most ${MAX_DATA_BYTES}`)
     return parsed.data

@@ -1,11 +1,17 @@
 import { z } from 'zod'
 import { defineKind } from '../clusterlog/index.ts'
 import { AstradError } from '../util/errors.ts'
+import { parseForPeople } from '../util/schema.ts'
 import {
-  APP_NAME_PATTERN, DEFAULT_MAX_QUEUE, DEFAULT_THREADS, DEFAULT_TIMEOUT_MS, MAX_QUEUE, MAX_REPLICAS, MAX_THREADS, MAX_TIMEOUT_MS
+  APP_NAME_PATTERN, DEFAULT_GPU, DEFAULT_MAX_QUEUE, DEFAULT_THREADS, DEFAULT_TIMEOUT_MS, MAX_CPU, MAX_GPU, MAX_QUEUE, MAX_REPLICAS,
+  MAX_THREADS, MAX_TIMEOUT_MS
 } from './constants.ts'
 
-/** Resources one replica reserves on a node's ledger. */
+/**
+ * Resources one replica reserves on a node's ledger. In a spec both may be left out: `cpu`
+ * defaults to `threads` (each worker thread runs one onnxruntime session on one core), `gpu`
+ * to 0 (constants.ts).
+ */
 export interface Resources {
   cpu: number
   gpu: number
@@ -57,15 +63,14 @@ export class InvalidAppError extends AstradError {
 }
 
 const cellName = z.string().min(1).max(63)
+const cpu = z.number().min(0).max(MAX_CPU)
+const gpu = z.number().int().min(0).max(MAX_GPU)
 
 export const appSpecSchema = z.object({
   name: z.string().regex(APP_NAME_PATTERN, 'must be 1-63 of a-z 0-9 . _ - starting with a letter or digit'),
   model: z.string().regex(/^[0-9a-f]{64}$/, 'must be a model id (64 hex digits; see astrad model ls)'),
   replicas: z.number().int().min(0).max(MAX_REPLICAS).optional(),
-  resources: z.object({
-    cpu: z.number().min(0).max(4096),
-    gpu: z.number().int().min(0).max(64)
-  }).strict(),
+  resources: z.object({ cpu: cpu.optional(), gpu: gpu.optional() }).strict().optional(),
   cells: z.record(cellName, z.number().int().min(0).max(MAX_REPLICAS)).optional(),
   timeoutMs: z.number().int().min(1).max(MAX_TIMEOUT_MS).default(DEFAULT_TIMEOUT_MS),
   maxQueue: z.number().int().min(0).max(MAX_QUEUE).default(DEFAULT_MAX_QUEUE),
@@ -78,20 +83,19 @@ export const appSpecSchema = z.object({
  * if both are given they must agree.
  */
 export function parseAppSpec (input: unknown): AppSpec {
-  const parsed = appSpecSchema.safeParse(input)
-  if (!parsed.success) {
-    throw new InvalidAppError(parsed.error.issues.map(i => `${i.path.join('.') || '(spec)'}: ${i.message}`).join('; '))
-  }
+  const parsed = parseForPeople(appSpecSchema, input)
+  if (!parsed.success) throw new InvalidAppError(`app spec: ${parsed.problems}`)
   const s = parsed.data
   let replicas = s.replicas
   if (s.cells != null) {
     const sum = Object.values(s.cells).reduce((a, b) => a + b, 0)
-    if (replicas != null && replicas !== sum) throw new InvalidAppError(`replicas: ${replicas} differs from the sum of cells (${sum})`)
+    if (replicas != null && replicas !== sum) throw new InvalidAppError(`app spec: replicas (${replicas}) differs from the sum of cells (${sum})`)
     replicas = sum
   }
-  if (replicas == null) throw new InvalidAppError('replicas: required (or give cells)')
-  if (s.resources.cpu === 0 && s.resources.gpu === 0) throw new InvalidAppError('resources: a replica must reserve some cpu or gpu')
-  const spec: AppSpec = { name: s.name, model: s.model, replicas, resources: s.resources, timeoutMs: s.timeoutMs, maxQueue: s.maxQueue, threads: s.threads, routing: s.routing }
+  if (replicas == null) throw new InvalidAppError('app spec: replicas is required (or give cells)')
+  const resources: Resources = { cpu: s.resources?.cpu ?? s.threads, gpu: s.resources?.gpu ?? DEFAULT_GPU }
+  if (resources.cpu === 0 && resources.gpu === 0) throw new InvalidAppError('app spec: resources must reserve some cpu or gpu (both are 0)')
+  const spec: AppSpec = { name: s.name, model: s.model, replicas, resources, timeoutMs: s.timeoutMs, maxQueue: s.maxQueue, threads: s.threads, routing: s.routing }
   if (s.cells != null) spec.cells = s.cells
   return spec
 }
@@ -102,7 +106,11 @@ export function needsRoll (a: AppSpec, b: AppSpec): boolean {
     a.threads !== b.threads || a.maxQueue !== b.maxQueue
 }
 
-const storedSpec = appSpecSchema.extend({ replicas: z.number().int().min(0).max(MAX_REPLICAS) })
+/** As stored: parseAppSpec has filled in the replica count and the resources. */
+const storedSpec = appSpecSchema.extend({
+  replicas: z.number().int().min(0).max(MAX_REPLICAS),
+  resources: z.object({ cpu, gpu }).strict()
+})
 
 export const appKind = defineKind<AppRecord>('app', z.object({
   spec: storedSpec,

@@ -27,13 +27,37 @@ export const MAX_RESERVE_ATTEMPTS = 4
 export const LEDGER_PULL_CONCURRENCY = 8
 /** Schedulers re-read the app list from the cluster log this often (apps change rarely). */
 export const APPS_REFRESH_MS = 1_000
-/** A replica that failed to load is not retried on the same node for this long. */
+/**
+ * A replica that failed to load is not retried on the same node for this long, for the same
+ * deployment of the app (a redeploy or `app rm` starts afresh: the fix may be in the spec).
+ */
 export const FAILED_NODE_BACKOFF_MS = 30_000
+/**
+ * Why a replica failed to load, as a node keeps it in its ledger (and schedulers show it): the
+ * first 500 characters say it; the ledger answer's bound above assumes replicas of < 1 KiB.
+ */
+export const MAX_REPLICA_ERROR_CHARS = 500
+/**
+ * An app whose replicas are unevenly spread (two on one node, none on another eligible one) has
+ * one replica moved at most this often: a move starts a replica, waits for it to be ready, then
+ * releases one from the crowded node. Each move lowers the spread, so moves end; the interval
+ * keeps nodes that come and go from moving replicas back and forth.
+ */
+export const REBALANCE_INTERVAL_MS = 30_000
 
 /** Defaults of an app spec. */
 export const DEFAULT_TIMEOUT_MS = 30_000
 export const DEFAULT_MAX_QUEUE = 64
 export const DEFAULT_THREADS = 1
+/**
+ * GPUs a replica reserves when its spec does not say: none. Most models served here run on cpu,
+ * and a gpu reserved by default would keep every replica off gpu-less nodes. (`cpu` defaults to
+ * `threads`, in app.ts: one core per worker thread, each running one onnxruntime session.)
+ */
+export const DEFAULT_GPU = 0
+/** Resources of one replica at most: beyond any one machine's, so a typo, not a plan. */
+export const MAX_CPU = 4096
+export const MAX_GPU = 64
 /** Upper bounds of an app spec: more is a typo, not a plan. */
 export const MAX_REPLICAS = 100_000
 export const MAX_THREADS = 64

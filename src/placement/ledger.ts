@@ -1,7 +1,7 @@
 import { AstradError } from '../util/errors.ts'
 import type { ModelSignature } from '../serving/types.ts'
 import type { Resources } from './app.ts'
-import { MAX_REPLICAS_PER_NODE } from './constants.ts'
+import { MAX_REPLICA_ERROR_CHARS, MAX_REPLICAS_PER_NODE } from './constants.ts'
 
 /** What a scheduler asks a node to hold. */
 export interface Reservation {
@@ -110,7 +110,7 @@ export class Ledger {
     const replica = this.replicas.get(id)
     if (replica == null || replica.state === state) return
     replica.state = state
-    if (detail.error != null) replica.error = detail.error
+    if (detail.error != null) replica.error = detail.error.slice(0, MAX_REPLICA_ERROR_CHARS)
     if (detail.signature != null) replica.signature = detail.signature
     this.bump({ type: 'state', replica })
   }

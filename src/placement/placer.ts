@@ -11,7 +11,7 @@ import type { LedgerView } from './ledger-view.ts'
 import type { ReserveApi } from './protocol.ts'
 import { rendezvousOwner } from './rendezvous.ts'
 import {
-  APPS_REFRESH_MS, FAILED_NODE_BACKOFF_MS, MAX_RESERVE_ATTEMPTS, RECONCILE_DEBOUNCE_MS, RECONCILE_INTERVAL_MS
+  APPS_REFRESH_MS, FAILED_NODE_BACKOFF_MS, MAX_RESERVE_ATTEMPTS, REBALANCE_INTERVAL_MS, RECONCILE_DEBOUNCE_MS, RECONCILE_INTERVAL_MS
 } from './constants.ts'
 
 /** One replica as the scheduler sees it: where it is and in what state. */
@@ -34,7 +34,10 @@ export interface AppStatus {
   /** Peer id of the scheduler that owns the app's placement. */
   owner?: string
   cells?: Record<string, { desired: number, placed: number, ready: number }>
-  /** Replicas that failed to load, last one's reason. */
+  /**
+   * Why the app is short of ready replicas: the last load failure (`replica failed to load on
+   * n2: …`) or why a replica could not be placed. Cleared once the desired count is ready.
+   */
   lastError?: string
 }
 
@@ -66,6 +69,26 @@ function counts (rec: NodeRecord): boolean {
 }
 
 /**
+ * What the owner remembers about one deployment of an app (its record as last written: a
+ * redeploy, scale or roll, or `app rm` and a new deploy, starts afresh).
+ */
+interface AppNotes {
+  deployment: string
+  /** node → time until which it is not tried again (a replica failed to load there). */
+  backoff: Map<string, number>
+  lastError?: string
+  /** The last load failure, kept while no other node can take the replica. */
+  loadError?: string
+  /** The new replica of a rebalancing move in flight (loading). */
+  moving?: string
+  lastMoveAt: number
+}
+
+function deploymentOf (record: AppRecord): string {
+  return `${record.generation}/${record.deployedAt}`
+}
+
+/**
  * Starlink placement (ARCHITECTURE §2): every scheduler sees every node's ledger; the owner of
  * an app (rendezvous hash over live schedulers) places its replicas optimistically — it picks
  * the best node from its view and sends `reserve`; the node's ledger accepts or rejects
@@ -82,9 +105,7 @@ export class Placer {
   private timer?: NodeJS.Timeout
   private debounce?: NodeJS.Timeout
   private unsubscribe: Array<() => void> = []
-  /** app → node → time until which the node is not tried again (a replica failed there). */
-  private readonly backoff = new Map<string, Map<string, number>>()
-  private readonly lastError = new Map<string, string>()
+  private readonly notes = new Map<string, AppNotes>()
   private readonly reservations?: Counter<'result'>
   private readonly releases?: Counter<'reason'>
 
@@ -94,7 +115,7 @@ export class Placer {
     if (components.registry != null) {
       const registers = [components.registry]
       this.reservations = new Counter({ name: 'astrad_placement_reservations_total', help: 'Reservations sent by this scheduler, by result (accepted, rejected = conflict or full, error = unreachable)', labelNames: ['result'], registers })
-      this.releases = new Counter({ name: 'astrad_placement_releases_total', help: 'Replicas released by this scheduler, by reason (scale, roll, failed, removed)', labelNames: ['reason'], registers })
+      this.releases = new Counter({ name: 'astrad_placement_releases_total', help: 'Replicas released by this scheduler, by reason (scale, roll, failed, removed, rebalance)', labelNames: ['reason'], registers })
     }
   }
 
@@ -193,8 +214,8 @@ export class Placer {
           status.cells[cell] = { desired: want, placed: inCell.length, ready: inCell.filter(p => p.replica.state === 'ready').length }
         }
       }
-      const err = this.lastError.get(spec.name)
-      if (err != null) status.lastError = err
+      const notes = this.notes.get(spec.name)
+      if (notes?.lastError != null && notes.deployment === deploymentOf(record)) status.lastError = notes.lastError
       return status
     })
   }
@@ -224,6 +245,7 @@ export class Placer {
         } catch (err) {
           this.components.logger.debug({ err: errorMessage(err) }, 'app list not readable; placing from the last one')
         }
+        for (const name of this.notes.keys()) if (!this.apps.has(name)) this.notes.delete(name)
         const byApp = this.replicasByApp()
         const names = new Set([...this.apps.keys(), ...byApp.keys()])
         const schedulers = this.schedulers()
@@ -243,22 +265,33 @@ export class Placer {
 
   private async reconcile (name: string, record: AppRecord | undefined, replicas: PlacedReplica[]): Promise<void> {
     const live = replicas.filter(p => counts(p.node))
-    // Removed app: release everything it still holds.
+    // Removed app: release everything it still holds, and forget its back-offs and notes.
     if (record == null) {
+      this.notes.delete(name)
       for (const p of live) await this.release(p, 'removed')
       return
     }
     const { spec, generation } = record
+    const notes = this.notesOf(record)
     // Replicas that failed to load: free them, and keep away from that node for a while.
     for (const p of live.filter(r => r.replica.state === 'failed')) {
-      this.lastError.set(name, `${p.node.hb.name}: ${p.replica.error ?? 'failed'}`)
-      this.nodeBackoff(name).set(p.node.hb.peerId, this.components.clock.now() + FAILED_NODE_BACKOFF_MS)
+      if (p.replica.generation === generation) {
+        notes.loadError = notes.lastError = `replica failed to load on ${p.node.hb.name}: ${p.replica.error ?? 'no reason given'}`
+        notes.backoff.set(p.node.hb.peerId, this.components.clock.now() + FAILED_NODE_BACKOFF_MS)
+      }
       await this.release(p, 'failed')
     }
     const healthy = live.filter(p => p.replica.state !== 'failed')
-    const current = healthy.filter(p => p.replica.generation === generation)
+    let current = healthy.filter(p => p.replica.generation === generation)
     const old = healthy.filter(p => p.replica.generation !== generation)
     const readyCurrent = current.filter(p => p.replica.state === 'ready').length
+
+    // A rebalancing move: its new replica stands outside the plan while it loads; once it is
+    // ready it counts, and the replica in excess is taken from the most crowded node.
+    const moving = notes.moving != null ? current.find(p => p.replica.replica === notes.moving) : undefined
+    if (moving?.replica.state !== 'loading') notes.moving = undefined
+    const moved = moving?.replica.state === 'ready'
+    if (moving != null && !moved) current = current.filter(p => p !== moving)
 
     const { missing, excess } = this.plan(record, current)
     let unplaced = 0
@@ -274,7 +307,7 @@ export class Placer {
         if (ready - 1 < spec.replicas) continue
         ready--
       }
-      await this.release(p, 'scale')
+      await this.release(p, moved ? 'rebalance' : 'scale')
     }
     // Roll: old replicas go once enough new ones are ready (ready capacity never drops), or
     // one at a time when the new ones cannot be placed because the old ones hold the room.
@@ -288,6 +321,39 @@ export class Placer {
       const victim = old.find(p => p.replica.state === 'ready')
       if (victim != null) await this.release(victim, 'roll')
     }
+    if (unplaced === 0 && readyCurrent >= spec.replicas) {
+      // At the desired ready count: an earlier failure or "no room" (a roll's surge) is history.
+      notes.lastError = undefined
+      notes.loadError = undefined
+      if (missing.length === 0 && excess.length === 0 && old.length === 0 && moving == null) await this.rebalance(record, notes, current)
+    }
+  }
+
+  /**
+   * Moves one replica from a node holding two or more of the app's replicas to an eligible node
+   * holding none (in the same cell when the app has cells): the new one is placed now, the one
+   * in excess is released once the new one is ready (reconcile), so ready capacity never drops.
+   * At most one move per app per REBALANCE_INTERVAL_MS.
+   */
+  private async rebalance (record: AppRecord, notes: AppNotes, current: PlacedReplica[]): Promise<void> {
+    const now = this.components.clock.now()
+    if (now - notes.lastMoveAt < REBALANCE_INTERVAL_MS) return
+    const perNode = new Map<string, PlacedReplica[]>()
+    for (const p of current) {
+      const list = perNode.get(p.node.hb.peerId)
+      if (list == null) perNode.set(p.node.hb.peerId, [p])
+      else list.push(p)
+    }
+    let from: PlacedReplica[] | undefined
+    for (const list of perNode.values()) if (list.length >= 2 && (from == null || list.length > from.length)) from = list
+    if (from == null) return
+    const source = from[0]!.node
+    const cell = record.spec.cells != null ? source.hb.cell : undefined
+    notes.lastMoveAt = now
+    const placed = await this.placeOne(record, cell, current, { empty: true })
+    if (placed == null) return
+    notes.moving = placed.replica.replica
+    this.components.logger.info({ app: record.spec.name, replica: placed.replica.replica, from: source.hb.name, to: placed.node.hb.name }, 'rebalancing: replica moving')
   }
 
   /**
@@ -299,6 +365,10 @@ export class Placer {
     const { spec } = record
     const missing: Array<string | undefined> = []
     const excess: PlacedReplica[] = []
+    // Replicas on nodes holding more of the app come last, so they are the ones in excess.
+    const onNode = new Map<string, number>()
+    for (const p of current) onNode.set(p.node.hb.peerId, (onNode.get(p.node.hb.peerId) ?? 0) + 1)
+    current = [...current].sort((a, b) => onNode.get(a.node.hb.peerId)! - onNode.get(b.node.hb.peerId)!)
     if (spec.cells == null) {
       for (let i = current.length; i < spec.replicas; i++) missing.push(undefined)
       excess.push(...current.slice(spec.replicas))
@@ -332,38 +402,54 @@ export class Placer {
     return { missing, excess }
   }
 
-  private nodeBackoff (app: string): Map<string, number> {
-    let m = this.backoff.get(app)
-    if (m == null) this.backoff.set(app, m = new Map())
-    return m
+  /** The notes of the app's current deployment (fresh ones after a redeploy). */
+  private notesOf (record: AppRecord): AppNotes {
+    const deployment = deploymentOf(record)
+    let notes = this.notes.get(record.spec.name)
+    if (notes?.deployment !== deployment) {
+      notes = { deployment, backoff: new Map(), lastMoveAt: Number.NEGATIVE_INFINITY }
+      this.notes.set(record.spec.name, notes)
+    }
+    return notes
   }
 
-  /** Picks nodes by score and reserves until one accepts. */
-  private async placeOne (record: AppRecord, cell: string | undefined, current: PlacedReplica[]): Promise<PlacedReplica | undefined> {
+  /**
+   * Picks nodes by score and reserves until one accepts. `empty`: only nodes holding none of
+   * `current` (a rebalancing move), and no note when there is none.
+   */
+  private async placeOne (record: AppRecord, cell: string | undefined, current: PlacedReplica[], options: { empty?: boolean } = {}): Promise<PlacedReplica | undefined> {
     const { spec, generation } = record
     const now = this.components.clock.now()
-    const backoff = this.nodeBackoff(spec.name)
+    const notes = this.notesOf(record)
+    const backoff = notes.backoff
     const tried = new Set<string>()
+    let backedOff = 0
     for (let attempt = 0; attempt < MAX_RESERVE_ATTEMPTS; attempt++) {
       let best: { rec: NodeRecord, ledger: LedgerSnapshot, score: number } | undefined
       for (const rec of this.components.view.list.all()) {
         const id = rec.hb.peerId
         if (!placeable(rec) || tried.has(id)) continue
         if (cell != null && rec.hb.cell !== cell) continue
-        if ((backoff.get(id) ?? 0) > now) continue
+        if ((backoff.get(id) ?? 0) > now) { backedOff++; continue }
+        const same = current.filter(p => p.node.hb.peerId === id).length
+        if (options.empty === true && same > 0) continue
         const ledger = this.components.ledgers.get(id)
         if (ledger == null || !ledger.accepting) continue
         const freeCpu = ledger.capacity.cpu - ledger.used.cpu
         const freeGpu = ledger.capacity.gpu - ledger.used.gpu
         if (freeCpu + 1e-9 < spec.resources.cpu || freeGpu < spec.resources.gpu) continue
         // Spread an app's replicas, then prefer roomy and idle nodes.
-        const same = current.filter(p => p.node.hb.peerId === id).length
         const room = ledger.capacity.cpu > 0 ? freeCpu / ledger.capacity.cpu : 0
         const score = -same * 1000 + room * 100 - rec.hb.cpuUtil * 10
         if (best == null || score > best.score) best = { rec, ledger, score }
       }
       if (best == null) {
-        if (attempt === 0) this.lastError.set(spec.name, `no ${cell != null ? `node in cell ${cell}` : 'node'} with cpu ${spec.resources.cpu} gpu ${spec.resources.gpu} free`)
+        // A load failure is the real reason while the node it happened on is backed off.
+        if (attempt === 0 && options.empty !== true) {
+          notes.lastError = backedOff > 0 && notes.loadError != null
+            ? notes.loadError
+            : `no ${cell != null ? `node in cell ${cell}` : 'node'} with cpu ${spec.resources.cpu} gpu ${spec.resources.gpu} free`
+        }
         return undefined
       }
       tried.add(best.rec.hb.peerId)

@@ -6,7 +6,7 @@ import { handleRequests, request } from '../p2p/index.ts'
 import { DecodeError, errorMessage } from '../util/errors.ts'
 import type { Ledger, LedgerSnapshot, Reservation } from './ledger.ts'
 import {
-  MAX_LEDGER_RESPONSE_BYTES, MAX_RESERVE_REQUEST_BYTES, MAX_RESERVE_STREAMS, RESERVE_PROTOCOL, RESERVE_TIMEOUT_MS
+  MAX_CPU, MAX_GPU, MAX_LEDGER_RESPONSE_BYTES, MAX_RESERVE_REQUEST_BYTES, MAX_RESERVE_STREAMS, RESERVE_PROTOCOL, RESERVE_TIMEOUT_MS
 } from './constants.ts'
 
 /**
@@ -18,7 +18,7 @@ import {
  * Every answer carries the whole ledger, so a rejected scheduler refreshes its view for free.
  */
 
-const resources = z.object({ cpu: z.number().min(0).max(4096), gpu: z.number().int().min(0).max(64) }).strict()
+const resources = z.object({ cpu: z.number().min(0).max(MAX_CPU), gpu: z.number().int().min(0).max(MAX_GPU) }).strict()
 
 const reservationSchema = z.object({
   replica: z.string().min(1).max(200),

@@ -4,7 +4,7 @@ import type { Logger } from '../util/logger.ts'
 import { AstradError, errorMessage } from '../util/errors.ts'
 import type { Ledger, LedgerReplica } from '../placement/index.ts'
 import type { TransferService } from '../transfer/index.ts'
-import type { InferencePool, PoolComponents, PoolInit } from '../inference/index.ts'
+import { ModelLoadError, type InferencePool, type PoolComponents, type PoolInit } from '../inference/index.ts'
 import { UnavailableError, type InferRequest, type InferResult } from './types.ts'
 import { LOAD_TIMEOUT_MS, MODELS_DIR } from './constants.ts'
 
@@ -107,7 +107,8 @@ export class ReplicaHost {
       } catch (err) {
         if (hosted.abort.signal.aborted) return
         logger.warn({ app: replica.app, replica: replica.replica, err: errorMessage(err) }, 'replica failed to load')
-        ledger.setState(replica.replica, 'failed', { error: errorMessage(err) })
+        // The reason travels in the ledger to the owning scheduler, which shows it in app ls.
+        ledger.setState(replica.replica, 'failed', { error: err instanceof ModelLoadError ? err.reason : errorMessage(err) })
         hosted.unpin?.()
       }
     })()

@@ -11,6 +11,7 @@ import { InferenceFailedError, type InferRequest } from '../../src/serving/types
 import { ConfigError } from '../../src/util/errors.ts'
 import { silentLogger, type Logger } from '../../src/util/logger.ts'
 import { waitFor } from '../helpers/wait.ts'
+import { sequenceOutputModel, SEQUENCE_OUTPUT } from '../helpers/onnx-models.ts'
 
 // Pools that fail to start, lose workers, and come and go: no thread, session or memory may be
 // left behind.
@@ -77,6 +78,17 @@ describe('a pool that cannot start', () => {
       assert.equal(err.code, 'ERR_MODEL_LOAD')
       assert.equal(await threadCount(), threads, `${modelPath}: a worker thread was left running`)
     }
+  })
+
+  test('a model with a sequence output: ModelLoadError naming the output, no worker left running', async () => {
+    const file = join(dir, 'sequence.onnx')
+    await writeFile(file, sequenceOutputModel())
+    const threads = await threadCount()
+    const err = await rejection(createPool({ logger: silentLogger() }, { modelPath: file, name: 'seq', workers: 2, maxQueue: 1 }))
+    assert.ok(err instanceof ModelLoadError, String(err))
+    assert.equal(err.code, 'ERR_MODEL_LOAD')
+    assert.match(err.message, new RegExp(`output '${SEQUENCE_OUTPUT}' is a sequence or map, not a tensor`))
+    assert.equal(await threadCount(), threads, 'a worker thread was left running')
   })
 
   test('aborted while loading: rejects with the reason, no worker left running', async () => {

@@ -12,6 +12,11 @@ test('app spec: defaults, cells give the replica count, bad specs name the key',
   const s = parseAppSpec({ name: 'vad', model: MODEL, replicas: 2, resources: { cpu: 1, gpu: 0 } })
   assert.deepEqual(s, { name: 'vad', model: MODEL, replicas: 2, resources: { cpu: 1, gpu: 0 }, timeoutMs: 30_000, maxQueue: 64, threads: 1, routing: 'measured' })
   assert.equal(parseAppSpec({ name: 'x', model: MODEL, resources: { cpu: 1, gpu: 0 }, cells: { a: 2, b: 1 } }).replicas, 3)
+  // Resources may be left out: cpu = threads (a core per worker thread), gpu = 0.
+  assert.deepEqual(parseAppSpec({ name: 'vad', model: MODEL, replicas: 1 }).resources, { cpu: 1, gpu: 0 })
+  assert.deepEqual(parseAppSpec({ name: 'vad', model: MODEL, replicas: 1, threads: 4 }).resources, { cpu: 4, gpu: 0 })
+  assert.deepEqual(parseAppSpec({ name: 'vad', model: MODEL, replicas: 1, resources: { cpu: 0.5 } }).resources, { cpu: 0.5, gpu: 0 })
+  assert.deepEqual(parseAppSpec({ name: 'vad', model: MODEL, replicas: 1, resources: { gpu: 1 } }).resources, { cpu: 1, gpu: 1 })
   const bad: Array<[unknown, RegExp]> = [
     [{ name: 'Vad', model: MODEL, replicas: 1, resources: { cpu: 1, gpu: 0 } }, /name/],
     [{ name: 'vad', model: 'xyz', replicas: 1, resources: { cpu: 1, gpu: 0 } }, /model/],
@@ -19,10 +24,12 @@ test('app spec: defaults, cells give the replica count, bad specs name the key',
     [{ name: 'vad', model: MODEL, resources: { cpu: 1, gpu: 0 } }, /replicas/],
     [{ name: 'vad', model: MODEL, replicas: 2, resources: { cpu: 1, gpu: 0 }, cells: { a: 1 } }, /cells/],
     [{ name: 'vad', model: MODEL, replicas: 1, resources: { cpu: 0, gpu: 0 } }, /resources/],
-    [{ name: 'vad', model: MODEL, replicas: 1, resources: { cpu: 1 } }, /resources\.gpu/],
+    [{ name: 'vad', model: MODEL, replicas: 1, resources: { cpu: 'two' } }, /^app spec: resources\.cpu must be a number from 0 to 4096 \(got "two"\)$/],
+    [{ name: 'vad', model: MODEL, replicas: 1, resources: { gpu: 0.5 } }, /^app spec: resources\.gpu must be an integer \(got 0\.5\)$/],
+    [{ name: 'vad', model: MODEL, replicas: 1, cells: { '': 1 } }, /^app spec: cells key "" must have at least 1 character/],
     [{ name: 'vad', model: MODEL, replicas: 1, resources: { cpu: 1, gpu: 0 }, threads: 0 }, /threads/],
     [{ name: 'vad', model: MODEL, replicas: 1, resources: { cpu: 1, gpu: 0 }, colour: 'red' }, /colour|Unrecognized/],
-    ['not an object', /spec|expected/]
+    ['not an object', /^app spec: must be a JSON object \(got "not an object"\)$/]
   ]
   for (const [input, re] of bad) {
     assert.throws(() => parseAppSpec(input), (err: Error & { code?: string }) => err.name === 'InvalidAppError' && err.code === 'ERR_INVALID_APP' && re.test(err.message), JSON.stringify(input))

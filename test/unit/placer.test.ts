@@ -78,7 +78,7 @@ class World {
 
   deploy (spec: Partial<AppSpec> & { name: string }, generation = 1): void {
     const full = parseAppSpec({ model: MODEL_A, resources: { cpu: 1, gpu: 0 }, ...spec })
-    this.apps.set(full.name, { spec: full, generation, deployedAt: 0, deployedBy: 'test' })
+    this.apps.set(full.name, { spec: full, generation, deployedAt: this.now, deployedBy: 'test' })
     this.placer.appsChanged()
   }
 
@@ -97,6 +97,22 @@ class World {
 
   readyAll (): void {
     for (const l of this.ledgers.values()) for (const r of l.all()) l.setState(r.replica, 'ready')
+  }
+
+  perNode (app = 'vad'): Record<string, number> {
+    const out: Record<string, number> = {}
+    for (const r of this.replicas(app)) out[r.node] = (out[r.node] ?? 0) + 1
+    return out
+  }
+
+  /** Brings a dead node back: a new incarnation with an empty ledger. */
+  revive (id: string, cores = 2): void {
+    this.ledgers.set(id, new Ledger({ cpu: cores, gpu: 0 }))
+    this.beat({ peerId: id, incarnation: this.hbs.get(id)!.incarnation + 1, state: 'alive' })
+  }
+
+  fail (app: string, error: string): void {
+    for (const l of this.ledgers.values()) for (const r of l.all()) if (r.app === app && r.state === 'loading') l.setState(r.replica, 'failed', { error })
   }
 
   perCell (app = 'vad'): Record<string, number> {
@@ -181,7 +197,7 @@ test('roll: a new model gets new replicas; old ones go only once the new ones ar
   assert.deepEqual(w.replicas().map(r => r.gen), [2, 2])
 })
 
-test('roll without room for both: old replicas make way one at a time', async () => {
+test('roll without room for both: old replicas make way one at a time; the surge\'s note goes once rolled', async () => {
   const w = new World()
   w.addNode(1, 'default', 1); w.addNode(2, 'default', 1)
   w.deploy({ name: 'vad', replicas: 2 })
@@ -190,8 +206,13 @@ test('roll without room for both: old replicas make way one at a time', async ()
   w.deploy({ name: 'vad', replicas: 2, model: MODEL_B }, 2)
   await w.reconcile()
   assert.deepEqual(w.replicas().map(r => r.gen).sort(), [1])
+  assert.match(w.placer.status()[0]!.lastError ?? '', /no node with cpu 1/, 'no room for the surge: said while it lasts')
   for (let i = 0; i < 4; i++) { await w.reconcile(); w.readyAll() }
   assert.deepEqual(w.replicas().map(r => r.gen), [2, 2])
+  await w.reconcile()
+  const status = w.placer.status()[0]!
+  assert.deepEqual([status.ready, status.old], [2, 0])
+  assert.equal(status.lastError, undefined, 'no stale note after a successful roll')
 })
 
 test('failed loads are released and the node is avoided; drained and dead nodes are re-placed', async () => {
@@ -262,4 +283,135 @@ test('a stale view makes reservations collide: rejected, counted, placed elsewhe
   const metrics = await w.registry.metrics()
   assert.match(metrics, /astrad_placement_reservations_total\{result="rejected"\} 1/)
   assert.match(metrics, /astrad_placement_reservations_total\{result="accepted"\} 1/)
+})
+
+const NOT_A_TENSOR = "output 'seq' is a sequence or map, not a tensor"
+
+test('a load failure stays the note while its node is backed off, not "no node free"', async () => {
+  const w = new World()
+  w.addNode(1)
+  w.deploy({ name: 'vad', replicas: 1 })
+  await w.reconcile()
+  w.fail('vad', NOT_A_TENSOR)
+  for (let round = 1; round <= 5; round++) {
+    await w.reconcile()
+    assert.equal(w.replicas().length, 0, `round ${round}: the failed replica is released and n1 is backed off`)
+    assert.equal(w.placer.status()[0]!.lastError, `replica failed to load on n1: ${NOT_A_TENSOR}`, `round ${round}`)
+  }
+})
+
+test('app rm, or a redeploy, clears the failed-node back-off: a fixed app is placed at once', async () => {
+  const w = new World()
+  w.addNode(1)
+  w.deploy({ name: 'vad', replicas: 1 })
+  await w.reconcile()
+  w.fail('vad', NOT_A_TENSOR)
+  await w.reconcile()
+  assert.equal(w.replicas().length, 0, 'released and backed off')
+  // app rm, then the same spec again (generation 1 again), well inside the 30 s back-off.
+  w.apps.delete('vad')
+  w.placer.appsChanged()
+  await w.reconcile()
+  w.deploy({ name: 'vad', replicas: 1 })
+  await w.reconcile()
+  assert.equal(w.replicas().length, 1, 'after rm and deploy: placed on n1 at once')
+  assert.equal(w.placer.status()[0]!.lastError, undefined, 'no note from the removed app')
+  // Fails again; a redeploy with a fixed model (a roll, no rm) is placed at once too.
+  w.fail('vad', NOT_A_TENSOR)
+  await w.reconcile()
+  assert.equal(w.replicas().length, 0)
+  assert.match(w.placer.status()[0]!.lastError ?? '', /failed to load on n1/)
+  w.deploy({ name: 'vad', replicas: 1, model: MODEL_B }, 2)
+  await w.reconcile()
+  assert.deepEqual(w.replicas().map(r => [r.node, r.gen]), [['n1', 2]], 'after a redeploy: placed on n1 at once')
+  assert.equal(w.placer.status()[0]!.lastError, undefined)
+})
+
+test('a load failure is the note until the desired count is ready, then cleared', async () => {
+  const w = new World()
+  w.addNode(1, 'default', 1); w.addNode(2, 'default', 1)
+  w.deploy({ name: 'vad', replicas: 2 })
+  await w.reconcile()
+  w.readyAll()
+  // One replica goes, its replacement fails to load; then a good load clears the note.
+  const r = w.replicas()[0]!
+  for (const l of w.ledgers.values()) if (l.get(r.id) != null) l.release(r.id)
+  await w.reconcile()
+  w.fail('vad', 'bad model')
+  await w.reconcile()
+  assert.match(w.placer.status()[0]!.lastError ?? '', /replica failed to load on n\d: bad model/)
+  w.now += 30_000
+  await w.reconcile()
+  w.readyAll()
+  await w.reconcile()
+  assert.equal(w.placer.status()[0]!.ready, 2)
+  assert.equal(w.placer.status()[0]!.lastError, undefined)
+})
+
+test('two replicas on one node and none on another: one moves, ready capacity kept, then no more moves', async () => {
+  const w = new World()
+  w.addNode(1)
+  const n2 = w.addNode(2)
+  w.deploy({ name: 'vad', replicas: 2 })
+  await w.reconcile()
+  w.readyAll()
+  assert.deepEqual(w.perNode(), { n1: 1, n2: 1 })
+  // n2 dies: its replica is re-placed on n1; n2 comes back empty.
+  w.kill(n2)
+  await w.reconcile()
+  w.readyAll()
+  assert.deepEqual(w.perNode(), { n1: 2 })
+  w.revive(n2)
+  const readyCount = (): number => w.replicas().filter(r => r.state === 'ready').length
+  await w.reconcile()
+  assert.deepEqual(w.perNode(), { n1: 2, n2: 1 }, 'the new replica starts on n2 first')
+  for (let i = 0; i < 3; i++) {
+    await w.reconcile()
+    assert.deepEqual(w.perNode(), { n1: 2, n2: 1 }, `round ${i}: nothing released while the new one loads`)
+    assert.equal(readyCount(), 2)
+  }
+  w.readyAll()
+  await w.reconcile()
+  assert.deepEqual(w.perNode(), { n1: 1, n2: 1 }, 'one of n1\'s released once n2\'s is ready')
+  assert.equal(readyCount(), 2)
+  const metrics = await w.registry.metrics()
+  assert.match(metrics, /astrad_placement_releases_total\{reason="rebalance"\} 1/)
+  // n2 dies and comes back at once (~12 s after the move began): the next move waits for
+  // REBALANCE_INTERVAL_MS (30 s) since the last one.
+  w.kill(n2)
+  await w.reconcile()
+  w.readyAll()
+  w.revive(n2)
+  await w.reconcile()
+  assert.deepEqual(w.perNode(), { n1: 2 }, 'no second move within the interval')
+  w.now += 30_000
+  await w.reconcile()
+  assert.deepEqual(w.perNode(), { n1: 2, n2: 1 }, 'moves once the interval has passed')
+  w.readyAll()
+  await w.reconcile()
+  assert.deepEqual(w.perNode(), { n1: 1, n2: 1 })
+  // Spread evenly: nothing moves again, however long.
+  const settled = w.replicas().map(r => r.id).sort()
+  for (let i = 0; i < 40; i++) await w.reconcile()
+  assert.deepEqual(w.replicas().map(r => r.id).sort(), settled, 'no further moves')
+})
+
+test('with cells, a move stays in the replica\'s cell', async () => {
+  const w = new World()
+  w.addNode(1, 'A')
+  const a2 = w.addNode(2, 'A')
+  w.addNode(3, 'B')
+  w.deploy({ name: 'vad', cells: { A: 2 } })
+  await w.reconcile()
+  w.readyAll()
+  assert.deepEqual(w.perNode(), { n1: 1, n2: 1 })
+  w.kill(a2)
+  await w.reconcile()
+  w.readyAll()
+  assert.deepEqual(w.perNode(), { n1: 2 }, 'cell A still has n1: both there, none in B')
+  w.revive(a2)
+  await w.reconcile()
+  w.readyAll()
+  await w.reconcile()
+  assert.deepEqual(w.perNode(), { n1: 1, n2: 1 }, 'moved to n2 (cell A), never to n3 (cell B)')
 })

@@ -46,7 +46,7 @@ export function renderApps (apps: AppListEntry[]): string {
       String(a.spec.resources.cpu), String(a.spec.resources.gpu), String(a.spec.threads),
       a.spec.cells != null ? Object.entries(a.spec.cells).map(([c, n]) => `${c}:${n}`).join(',') : '-',
       ago(Math.max(0, Date.now() - a.deployedAt)),
-      a.status?.old != null && a.status.old > 0 ? `rolling (${a.status.old} old)` : a.status?.lastError != null && (a.status.ready < a.spec.replicas) ? a.status.lastError.slice(0, 60) : ''
+      a.status?.old != null && a.status.old > 0 ? `rolling (${a.status.old} old)` : a.status?.lastError != null && (a.status.ready < a.spec.replicas) ? a.status.lastError : ''
     ])
   )
 }
@@ -58,7 +58,7 @@ export function appCommand (io: CliIo): Command {
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
 
   const deploy = sub('deploy')
-    .description('deploy an app from a JSON spec, or scale/roll it if it exists: {"name","model","replicas","resources":{"cpu","gpu"}, "cells"?, "timeoutMs"?, "maxQueue"?, "threads"?}')
+    .description('deploy an app from a JSON spec, or scale/roll it if it exists: {"name","model","replicas","resources"?:{"cpu"?,"gpu"?}, "cells"?, "timeoutMs"?, "maxQueue"?, "threads"?} (cpu defaults to threads, gpu to 0)')
     .argument('<FILE>', 'the spec (JSON)')
     .option('--json', 'print the stored record and the kind of change')
     .action(async (file: string, flags: RpcFlags & { json?: boolean }) => {
