@@ -95,6 +95,8 @@ test('a real ONNX model deployed on two nodes answers with onnxruntime\'s own nu
   for (let i = 0; i < 4; i++) {
     const r = await post(res.rpc, '/v2/models/vad/infer', body)
     assert.equal(r.status, 200, JSON.stringify(r.json))
+    // The replicas are on other daemons: their version crosses /astra/infer (generation 1).
+    assert.equal(r.json.model_version, '1', 'model_version from a remote replica')
     const out = r.json.outputs.find((o: any) => o.name === 'output')
     assert.deepEqual(out.shape, [3, 1])
     assert.deepEqual(out.data, [...(direct.output!.data as Float32Array)])
