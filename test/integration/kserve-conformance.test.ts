@@ -166,6 +166,38 @@ test('server metadata, health and model metadata endpoints', async () => {
   assertError(await call('GET', '/v2/models/nope/ready'), 404, /unknown model/)
 })
 
+test('HTTP details: 405 with Allow, HEAD on GET routes, 401 with a Bearer challenge, the scheme in any case', async () => {
+  const put = await call('PUT', '/v2/models/double/infer')
+  assert.equal(put.status, 405)
+  assert.equal(put.headers.allow, 'POST', 'a 405 lists the route\'s methods (RFC 9110 §15.5.6)')
+  const post = await call('POST', '/v2/models/double')
+  assert.equal(post.status, 405)
+  assert.equal(post.headers.allow, 'GET, HEAD')
+
+  for (const path of ['/v2', '/v2/models/double', '/v2/health/ready']) {
+    const get = await call('GET', path)
+    const head = await call('HEAD', path)
+    assert.equal(head.status, 200, `HEAD ${path}: ${head.status}`)
+    assert.equal(head.body.length, 0, `HEAD ${path} has no body`)
+    assert.equal(head.headers['content-type'], get.headers['content-type'], `HEAD ${path}: the GET answer's content-type`)
+    assert.equal(Number(head.headers['content-length']), get.body.length, `HEAD ${path}: the GET answer's length`)
+  }
+  assert.equal((await call('HEAD', '/v2/models/nope')).status, 404)
+  assert.equal((await call('HEAD', '/v2/models/double/infer')).status, 405, 'HEAD only where GET is')
+
+  const none = await call('GET', '/v2', { token: false })
+  assert.equal(none.status, 401)
+  assert.equal(none.headers['www-authenticate'], 'Bearer realm="astrad"', 'a 401 carries a challenge (RFC 9110 §15.5.2)')
+  const wrong = await call('GET', '/v2', { token: false, headers: { authorization: 'Bearer nope' } })
+  assert.equal(wrong.status, 401)
+  assert.equal(wrong.headers['www-authenticate'], 'Bearer realm="astrad", error="invalid_token"')
+  for (const scheme of ['bearer', 'BEARER', 'BeArEr']) {
+    const r = await call('GET', '/v2', { token: false, headers: { authorization: `${scheme} ${TOKEN}` } })
+    assert.equal(r.status, 200, `scheme '${scheme}': ${r.status}`)
+  }
+  assert.equal((await call('GET', '/v2', { token: false, headers: { authorization: `Basic ${TOKEN}` } })).status, 401, 'another scheme is not a bearer token')
+})
+
 test('readiness follows the backend; no backend at all is not ready and infer is 503 with Retry-After', async () => {
   backend.ready = false
   assert.equal((await call('GET', '/v2/health/ready', { token: false })).status, 503)
