@@ -3,9 +3,13 @@ import { timingSafeEqual } from 'node:crypto'
 import type { Logger } from '../util/logger.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { AstradError, errorMessage } from '../util/errors.ts'
+import { HttpError } from './errors.ts'
+import { readBody } from './body.ts'
 import { pipeline } from 'node:stream/promises'
 import { Readable } from 'node:stream'
 import { HEADERS_TIMEOUT_MS, IDLE_TIMEOUT_MS, KEEP_ALIVE_TIMEOUT_MS, MAX_ADMIN_BODY_BYTES } from './constants.ts'
+
+export { HttpError }
 
 export interface RpcRequest {
   method: string
@@ -39,18 +43,6 @@ interface Route {
   name: string
   open: boolean
   handler: RouteHandler
-}
-
-/** An error that maps to an HTTP status with `{"error": "..."}` (and headers the status needs). */
-export class HttpError extends AstradError {
-  readonly status: number
-  readonly headers?: Record<string, string>
-  constructor (status: number, message: string, code = 'ERR_HTTP', headers?: Record<string, string>) {
-    super(message, code)
-    this.name = 'HttpError'
-    this.status = status
-    this.headers = headers
-  }
 }
 
 /** `Authorization: Bearer <token>`, the scheme in any case (RFC 9110 §11.1); the token, or undefined. */
@@ -227,16 +219,7 @@ export class RpcServer {
 }
 
 async function readJson (req: http.IncomingMessage, maxBytes: number): Promise<unknown> {
-  const declared = Number(req.headers['content-length'] ?? '0')
-  if (declared > maxBytes) throw new HttpError(413, `body of ${declared} bytes exceeds ${maxBytes}`)
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length
-    if (size > maxBytes) throw new HttpError(413, `body exceeds ${maxBytes} bytes`)
-    chunks.push(chunk as Buffer)
-  }
-  const text = Buffer.concat(chunks).toString('utf8')
+  const text = (await readBody(req, maxBytes)).toString('utf8')
   if (text === '') return undefined
   try {
     return JSON.parse(text)

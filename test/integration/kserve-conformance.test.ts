@@ -1,6 +1,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'
+import zlib from 'node:zlib'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { RpcServer } from '../../src/rpc/index.ts'
 import { createMetrics } from '../../src/metrics/index.ts'
@@ -77,6 +78,8 @@ let serving: ServingBackend | undefined = backend
 const metrics = createMetrics()
 const server = new RpcServer({ logger: silentLogger(), metrics }, { host: '127.0.0.1', port: 0, token: TOKEN })
 registerKServeRoutes(server, () => serving, { registry: metrics.registry, logger: silentLogger() })
+// An admin-style JSON route: the RPC port's own body reader decodes codings too.
+server.route('POST', '/test/echo', async req => ({ status: 200, body: { got: await req.json() } }))
 let port = 0
 
 before(async () => { port = (await server.listen()).port })
@@ -196,6 +199,68 @@ test('HTTP details: 405 with Allow, HEAD on GET routes, 401 with a Bearer challe
     assert.equal(r.status, 200, `scheme '${scheme}': ${r.status}`)
   }
   assert.equal((await call('GET', '/v2', { token: false, headers: { authorization: `Basic ${TOKEN}` } })).status, 401, 'another scheme is not a bearer token')
+})
+
+test('Content-Encoding: gzip and deflate bodies are decoded (JSON and binary), others are 415, a bomb is 413', async () => {
+  const doc = { id: 'z', inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }] }
+  const plain = await postJson('/v2/models/double/infer', doc)
+  assert.equal(plain.status, 200, plain.body.toString())
+  const json = Buffer.from(JSON.stringify(doc))
+  for (const [coding, body] of [['gzip', zlib.gzipSync(json)], ['x-gzip', zlib.gzipSync(json)], ['deflate', zlib.deflateSync(json)], ['GZIP', zlib.gzipSync(json)], ['identity', json]] as const) {
+    const r = await call('POST', '/v2/models/double/infer', { body, headers: { 'content-type': 'application/json', 'content-encoding': coding } })
+    assert.equal(r.status, 200, `${coding}: ${r.body.toString()}`)
+    assert.deepEqual(r.json(), plain.json(), `${coding}: the same answer as the plain body`)
+  }
+
+  // Binary extension: Inference-Header-Content-Length counts the decoded JSON.
+  const header = Buffer.from(JSON.stringify({ inputs: [{ name: 'x', shape: [2, 4], datatype: 'FP32', parameters: { binary_data_size: 32 } }], parameters: { binary_data_output: true } }))
+  const raw = Buffer.concat([header, f32(1, 2, 3, 4, 5, 6, 7, 8)])
+  for (const [coding, body] of [['gzip', zlib.gzipSync(raw)], ['deflate', zlib.deflateSync(raw)]] as const) {
+    const r = await call('POST', '/v2/models/double/infer', { body, headers: { 'content-encoding': coding, 'inference-header-content-length': String(header.length) } })
+    assert.equal(r.status, 200, `binary ${coding}: ${r.body.toString()}`)
+    const out = decodeInferResponse(r.body, String(r.headers['inference-header-content-length']))
+    assert.deepEqual(out.outputs[0]?.values, [2, 4, 6, 8, 10, 12, 14, 16], `binary ${coding}`)
+  }
+
+  const echo = await call('POST', '/test/echo', { body: zlib.gzipSync('{"a":[1,2]}'), headers: { 'content-encoding': 'gzip' } })
+  assert.equal(echo.status, 200, echo.body.toString())
+  assert.deepEqual(echo.json(), { got: { a: [1, 2] } }, 'the RPC port\'s JSON routes decode too')
+
+  const before = backend.seen.length
+  const br = await call('POST', '/v2/models/double/infer', { body: zlib.brotliCompressSync(json), headers: { 'content-encoding': 'br' } })
+  assertError(br, 415, /Content-Encoding "br": 'br' is not supported; send the body plain, gzip or deflate/)
+  assert.equal(br.headers['accept-encoding'], 'gzip, deflate', 'a 415 for a coding says which are accepted (RFC 9110 §15.5.16)')
+  assertError(await call('POST', '/v2/models/double/infer', { body: zlib.gzipSync(zlib.gzipSync(json)), headers: { 'content-encoding': 'gzip, gzip' } }), 415, /one coding at most/)
+  assertError(await call('POST', '/v2/models/double/infer', { body: json, headers: { 'content-encoding': 'gzip' } }), 400, /the gzip request body cannot be decoded/)
+  assertError(await call('POST', '/v2/models/double/infer', { body: zlib.gzipSync(json).subarray(0, 20), headers: { 'content-encoding': 'gzip' } }), 400, /the gzip request body cannot be decoded/)
+  assert.equal((await call('POST', '/test/echo', { body: '{}', headers: { 'content-encoding': 'br' } })).status, 415)
+
+  // A bomb: ~65 KB of gzip that inflates past the body cap is stopped at the cap.
+  const bomb = zlib.gzipSync(Buffer.alloc(MAX_INFER_BODY_BYTES + 1024 * 1024), { level: 9 })
+  assert.ok(bomb.length < 1024 * 1024, `the bomb is small (${bomb.length} bytes)`)
+  const boom = await call('POST', '/v2/models/double/infer', { body: bomb, headers: { 'content-encoding': 'gzip' } })
+  assertError(boom, 413, /the decoded gzip request body exceeds the limit of 67108864 bytes/)
+  assert.equal(backend.seen.length, before, 'no refused body reached the backend')
+  assert.equal((await call('GET', '/v2/health/live', { token: false })).status, 200, 'still serving')
+})
+
+test('Accept-Encoding: gzip or deflate answers are compressed, the inference header length still counts the decoded JSON', async () => {
+  const doc = { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }], outputs: [{ name: 'y', parameters: { binary_data: true } }, { name: 'rows' }] }
+  const plain = await postJson('/v2/models/double/infer', doc)
+  assert.equal(plain.headers['content-encoding'], undefined)
+  for (const [accept, coding, decode] of [['gzip', 'gzip', zlib.gunzipSync], ['deflate', 'deflate', zlib.inflateSync], ['deflate;q=0.5, gzip;q=0.8', 'gzip', zlib.gunzipSync], ['gzip;q=0, deflate', 'deflate', zlib.inflateSync]] as const) {
+    const r = await postJson('/v2/models/double/infer', doc, { 'accept-encoding': accept })
+    assert.equal(r.status, 200, `${accept}: ${r.body.toString()}`)
+    assert.equal(r.headers['content-encoding'], coding, `Accept-Encoding: ${accept}`)
+    assert.equal(Number(r.headers['content-length']), r.body.length)
+    assert.equal(r.headers['inference-header-content-length'], plain.headers['inference-header-content-length'])
+    assert.deepEqual(decode(r.body), plain.body, `${accept}: the plain answer, compressed`)
+  }
+  for (const accept of ['br', 'identity', '*', 'gzip;q=0']) {
+    const r = await postJson('/v2/models/double/infer', doc, { 'accept-encoding': accept })
+    assert.equal(r.headers['content-encoding'], undefined, `Accept-Encoding: ${accept} gets a plain answer`)
+    assert.deepEqual(r.body, plain.body)
+  }
 })
 
 test('readiness follows the backend; no backend at all is not ready and infer is 503 with Retry-After', async () => {

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import type { Registry } from 'prom-client'
-import { HttpError, type RpcRequest, type RpcResponse, type RpcServer } from '../../rpc/index.ts'
+import { BodyAbortedError, HttpError, acceptedCoding, encodeBody, readBody, type RpcRequest, type RpcResponse, type RpcServer } from '../../rpc/index.ts'
 import type { Logger } from '../../util/logger.ts'
 import { AstradError, errorMessage } from '../../util/errors.ts'
 import { VERSION } from '../../version.ts'
@@ -103,15 +103,22 @@ export function registerKServeRoutes (rpc: RpcServer, backend: () => ServingBack
       const status = modelOf(b, req)
       model = status.name
       const headerTimeoutMs = timeoutHeader(req.headers[TIMEOUT_HEADER])
-      const body = await readBody(req.raw, MAX_INFER_BODY_BYTES)
+      const body = await readBody(req.raw, MAX_INFER_BODY_BYTES).catch((err: unknown) => {
+        throw err instanceof BodyAbortedError ? new ClientGoneError() : err
+      })
       const decoded = decodeInferRequest(body, req.headers[HEADER_LENGTH_HEADER], status.signature)
       const budgetMs = timeoutMs(headerTimeoutMs, decoded.timeoutUs)
       const result = await runInfer(b, status.name, decoded, { deadline: startedAt + budgetMs, budgetMs }, req.raw)
       const encoded = encodeInferResponse(result, decoded, status.name)
       const requestMs = performance.now() - started
       metrics?.success(status.name, { batch: batchSize(status, decoded), requestMs, queueMs: result.queueMs, computeMs: result.computeMs })
+      // Compressed when the client asks (Triton's response_compression_algorithm); the
+      // Inference-Header-Content-Length still counts the decoded JSON, as Triton's clients expect.
+      const coding = acceptedCoding(req.headers['accept-encoding'])
+      const payload = coding !== undefined ? await encodeBody(encoded.body, coding) : encoded.body
+      if (coding !== undefined) encoded.headers['content-encoding'] = coding
       // Content-Length always: the binary extension requires it to give the full body length.
-      return { status: 200, bytes: encoded.body, headers: { ...encoded.headers, 'content-length': String(encoded.body.length) } }
+      return { status: 200, bytes: payload, headers: { ...encoded.headers, 'content-length': String(payload.length) } }
     } catch (err) {
       const res = errorResponse(log, err, model)
       if (model != null) metrics?.failure(model, failureReason(err, res.status))
@@ -143,8 +150,9 @@ function errorResponse (log: Logger, err: unknown, model?: string): RpcResponse 
     if (status === 429 || status === 503) headers['retry-after'] = String(Math.max(0, Math.ceil(err.retryAfter ?? DEFAULT_RETRY_AFTER_S)))
   } else if (err instanceof HttpError) {
     status = err.status
-    // The rest of an oversized body is not worth reading: close once answered.
-    if (status === 413) headers.connection = 'close'
+    Object.assign(headers, err.headers)
+    // The rest of an oversized or undecodable body is not worth reading: close once answered.
+    if (status === 413 || status === 415) headers.connection = 'close'
   }
   if (status >= 500 && status !== 503 && status !== 504) log.warn({ model, err: errorMessage(err), code: err instanceof AstradError ? err.code : undefined }, 'inference request failed')
   else log.debug({ model, status, err: errorMessage(err) }, 'inference request refused')
@@ -183,50 +191,6 @@ function batchSize (status: ModelStatus, req: DecodedInferRequest): number {
   const first = req.inputs[0]
   const spec = status.signature?.inputs.find(s => s.name === first?.name)
   return first != null && spec?.shape[0] === -1 && first.shape.length > 0 ? (first.shape[0] ?? 1) : 1
-}
-
-/** Reads the raw body, at most `max` bytes (413 beyond, before reading when Content-Length says so). */
-async function readBody (raw: IncomingMessage, max: number): Promise<Buffer> {
-  const declared = Number(raw.headers['content-length'] ?? '0')
-  if (declared > max) throw new HttpError(413, `the request body of ${declared} bytes exceeds the limit of ${max} bytes`, 'ERR_TOO_LARGE')
-  // Events rather than `for await`: the async iterator costs several µs per request.
-  return await new Promise<Buffer>((resolve, reject) => {
-    const chunks: Buffer[] = []
-    let size = 0
-    const cleanup = (): void => {
-      raw.off('data', onData)
-      raw.off('end', onEnd)
-      raw.off('error', onError)
-      raw.off('aborted', onError)
-    }
-    const onData = (chunk: Buffer): void => {
-      size += chunk.length
-      if (size > max) {
-        cleanup()
-        raw.resume()
-        reject(new HttpError(413, `the request body exceeds the limit of ${max} bytes`, 'ERR_TOO_LARGE'))
-        return
-      }
-      chunks.push(chunk)
-    }
-    const onEnd = (): void => {
-      cleanup()
-      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))
-    }
-    // Anything but our own refusal is the connection failing mid-body (ECONNRESET, aborted).
-    const onError = (): void => {
-      cleanup()
-      reject(new ClientGoneError())
-    }
-    if (raw.complete && raw.readableEnded) {
-      resolve(Buffer.alloc(0))
-      return
-    }
-    raw.on('data', onData)
-    raw.on('end', onEnd)
-    raw.on('error', onError)
-    raw.on('aborted', onError)
-  })
 }
 
 /**
