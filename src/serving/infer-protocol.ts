@@ -16,7 +16,7 @@ import {
  *   request:  JSON header {app, id?, timeoutMs, outputs?, inputs: [{name, datatype, shape, size}]}
  *             then one message per input with its raw bytes
  *   answer:   [0] + JSON {outputs: [{name, datatype, shape, size}], version?, queueMs, computeMs,
- *             compute?} then one message per output; or [1] + JSON {code, message, retryAfter?}
+ *             compute?: {inputMs, inferMs, outputMs}} then one message per output; or [1] + JSON {code, message, retryAfter?}
  * The deadline travels as the time left (clocks need not agree). Headers are capped at 64 KiB,
  * tensors at 64 MiB in total, 64 of them.
  */
@@ -48,7 +48,8 @@ const answerHeader = z.object({
   /** The version (app generation) of the replica that ran it: the KServe answer's model_version. */
   version: z.string().max(64).optional(),
   queueMs: z.number().min(0),
-  computeMs: z.number().min(0)
+  computeMs: z.number().min(0),
+  compute: z.object({ inputMs: z.number().min(0), inferMs: z.number().min(0), outputMs: z.number().min(0) }).optional()
 })
 
 const encoder = new TextEncoder()
@@ -113,6 +114,7 @@ export async function serveInference (libp2p: Host, infer: LocalInfer, options: 
       checkTotal(headersOf(result.outputs))
       const answerHead: z.infer<typeof answerHeader> = { outputs: headersOf(result.outputs), queueMs: result.queueMs, computeMs: result.computeMs }
       if (result.version != null) answerHead.version = result.version
+      if (result.compute != null) answerHead.compute = result.compute
       const head = encoder.encode(JSON.stringify(answerHead))
       answer = [concat([STATUS_OK], head), ...result.outputs.map(t => t.data)]
     } catch (err) {
@@ -198,6 +200,7 @@ export async function inferRemote (libp2p: Host, peer: PeerId, app: string, req:
     await stream.close({ signal: all }).catch(() => {})
     const result: InferResult = { model: app, outputs, queueMs: head.queueMs, computeMs: head.computeMs }
     if (head.version != null) result.version = head.version
+    if (head.compute != null) result.compute = head.compute
     if (req.id != null) result.id = req.id
     return result
   } catch (err) {

@@ -51,7 +51,7 @@ class FakeBackend implements ServingBackend {
 
   infer = async (name: string, req: InferRequest, signal?: AbortSignal): Promise<InferResult> => {
     this.seen.push({ model: name, req, signal, at: Date.now() })
-    const done = (outputs: Tensor[]): InferResult => ({ id: req.id, model: name, version: '1', outputs, queueMs: 3, computeMs: 4 })
+    const done = (outputs: Tensor[]): InferResult => ({ id: req.id, model: name, version: '1', outputs, queueMs: 3, computeMs: 4, compute: { inputMs: 1, inferMs: 2.5, outputMs: 0.5 } })
     switch (name) {
       case 'double': {
         const x = req.inputs[0] as Tensor
@@ -77,7 +77,10 @@ const backend = new FakeBackend()
 let serving: ServingBackend | undefined = backend
 const metrics = createMetrics()
 const server = new RpcServer({ logger: silentLogger(), metrics }, { host: '127.0.0.1', port: 0, token: TOKEN })
-registerKServeRoutes(server, () => serving, { registry: metrics.registry, logger: silentLogger() })
+/** Requests the fake's "replicas" hold waiting, for astrad_inference_pending_request_count. */
+let pendingDouble = 0
+registerKServeRoutes(server, () => serving, { registry: metrics.registry, logger: silentLogger(), pending: () => [{ model: 'double', version: '1', count: pendingDouble }] })
+server.route('GET', '/metrics', async () => ({ status: 200, text: await metrics.registry.metrics(), headers: { 'content-type': metrics.registry.contentType } }))
 // An admin-style JSON route: the RPC port's own body reader decodes codings too.
 server.route('POST', '/test/echo', async req => ({ status: 200, body: { got: await req.json() } }))
 let port = 0
@@ -137,6 +140,31 @@ function assertError (a: Answer, status: number, pattern: RegExp): void {
   assert.deepEqual(Object.keys(body), ['error'], 'the spec\'s error object and nothing else')
   assert.match(body.error, pattern)
 }
+
+/** Scrapes GET /metrics; `value(series)` is the sample of that exact series, NaN when absent. */
+async function scrape (): Promise<{ text: string, value: (series: string) => number }> {
+  const r = await call('GET', '/metrics')
+  assert.equal(r.status, 200, `GET /metrics: ${r.status}`)
+  const text = r.body.toString()
+  const value = (series: string): number => {
+    const m = text.split('\n').find(l => l.startsWith(series + ' '))
+    return m == null ? NaN : Number(m.slice(series.length + 1))
+  }
+  return { text, value }
+}
+
+test('metrics: every known model has its series at 0 before its first request (Triton\'s reasons, version label)', async () => {
+  const { value } = await scrape()
+  for (const model of ['double', 'busy', 'crash', 'loading']) {
+    for (const reason of ['REJECTED', 'CANCELED', 'BACKEND', 'OTHER']) {
+      assert.equal(value(`astrad_inference_request_failure{model="${model}",version="1",reason="${reason}"}`), 0, `${model} ${reason} failures exist at 0`)
+    }
+    for (const name of ['request_success', 'count', 'exec_count', 'request_duration_us', 'queue_duration_us', 'compute_input_duration_us', 'compute_infer_duration_us', 'compute_output_duration_us']) {
+      assert.equal(value(`astrad_inference_${name}{model="${model}",version="1"}`), 0, `astrad_inference_${name} of ${model} exists at 0`)
+    }
+    assert.equal(value(`astrad_inference_pending_request_count{model="${model}",version="1"}`), 0, `${model} pending at 0`)
+  }
+})
 
 test('server metadata, health and model metadata endpoints', async () => {
   const meta = await call('GET', '/v2')
@@ -463,25 +491,52 @@ test('a client that goes away aborts the backend\'s signal', async () => {
   assert.equal((seen.signal.reason as { code?: string }).code, 'ERR_CANCELED')
 })
 
-test('astrad_inference_* metrics: Triton\'s set, by model, failures by reason, no label for unknown models', async () => {
-  const text = await metrics.registry.metrics()
-  const value = (line: string): number => {
-    const m = text.split('\n').find(l => l.startsWith(line + ' '))
-    return m == null ? NaN : Number(m.slice(line.length + 1))
+test('astrad_inference_* metrics: Triton\'s set with model and version labels, failures by Triton\'s reasons, pending count, compute split', async () => {
+  // Every failure reason, provoked once more here so the test does not lean on the order of the others.
+  const one = { inputs: [{ name: 'x', shape: [1], datatype: 'FP32', data: [1] }] }
+  const before = await scrape()
+  assert.equal((await postJson('/v2/models/busy/infer', one)).status, 429)
+  assert.equal((await postJson('/v2/models/crash/infer', one)).status, 500)
+  assert.equal((await postJson('/v2/models/down/infer', one)).status, 503)
+  assert.equal((await postJson('/v2/models/double/infer', { inputs: [] })).status, 400)
+  const ac = new AbortController()
+  const count = backend.seen.length
+  const gone = call('POST', '/v2/models/hang/infer', { body: JSON.stringify(one), signal: ac.signal }).catch((err: unknown) => err)
+  for (let i = 0; i < 500 && !backend.seen.slice(count).some(x => x.model === 'hang'); i++) await sleep(10)
+  ac.abort()
+  await gone
+  const failures = (b: typeof before, model: string, reason: string): number => b.value(`astrad_inference_request_failure{model="${model}",version="1",reason="${reason}"}`)
+  let after = await scrape()
+  for (let i = 0; i < 500 && failures(after, 'hang', 'CANCELED') === failures(before, 'hang', 'CANCELED'); i++) {
+    await sleep(10)
+    after = await scrape()
   }
-  assert.ok(value('astrad_inference_request_success{model="double"}') >= 5)
-  assert.ok(value('astrad_inference_exec_count{model="double"}') >= 5)
-  assert.ok(value('astrad_inference_count{model="double"}') > value('astrad_inference_request_success{model="double"}'), 'batch elements counted')
-  assert.ok(value('astrad_inference_queue_duration_us{model="double"}') >= 5 * 3000, 'queueMs × 1000 per request')
-  assert.ok(value('astrad_inference_compute_infer_duration_us{model="double"}') >= 5 * 4000)
-  assert.ok(value('astrad_inference_request_duration_us{model="double"}') > 0)
-  assert.ok(value('astrad_inference_request_duration_seconds_count{model="double"}') >= 5)
-  assert.ok(value('astrad_inference_request_failure{model="double",reason="invalid"}') >= 10)
-  assert.equal(value('astrad_inference_request_failure{model="busy",reason="rejected"}'), 1)
-  assert.equal(value('astrad_inference_request_failure{model="down",reason="unavailable"}'), 1)
-  assert.equal(value('astrad_inference_request_failure{model="late",reason="deadline"}'), 1)
-  assert.equal(value('astrad_inference_request_failure{model="crash",reason="backend"}'), 1)
-  assert.ok(value('astrad_inference_request_failure{model="hang",reason="deadline"}') >= 1)
-  assert.ok(value('astrad_inference_request_failure{model="hang",reason="canceled"}') >= 1)
+  const grew = (model: string, reason: string): number => failures(after, model, reason) - failures(before, model, reason)
+  assert.equal(grew('busy', 'REJECTED'), 1, 'queue full (429) is REJECTED')
+  assert.equal(grew('crash', 'BACKEND'), 1, 'the model failed (500) is BACKEND')
+  assert.equal(grew('down', 'OTHER'), 1, 'no replica ready (503) is OTHER')
+  assert.equal(grew('double', 'OTHER'), 1, 'a bad request (400) is OTHER')
+  assert.equal(grew('hang', 'CANCELED'), 1, 'the client left: CANCELED')
+  assert.doesNotMatch(after.text, /reason="(invalid|rejected|unavailable|deadline|canceled|backend)"/, 'no lower-case reasons')
+
+  const { value, text } = after
+  const v = (name: string): number => value(`astrad_inference_${name}{model="double",version="1"}`)
+  assert.ok(v('request_success') >= 5, `successes: ${v('request_success')}`)
+  assert.equal(v('exec_count'), v('request_success'), 'one execution per request')
+  assert.ok(v('count') > v('request_success'), 'batch elements counted')
+  assert.ok(v('queue_duration_us') >= v('request_success') * 3000, 'queueMs × 1000 per request')
+  assert.equal(v('compute_input_duration_us'), v('request_success') * 1000, 'the backend\'s compute split, input')
+  assert.equal(v('compute_infer_duration_us'), v('request_success') * 2500, 'the backend\'s compute split, run')
+  assert.equal(v('compute_output_duration_us'), v('request_success') * 500, 'the backend\'s compute split, output')
+  assert.ok(v('request_duration_us') > 0)
+  assert.equal(v('request_duration_seconds_count'), v('request_success'))
+  assert.ok(value('astrad_inference_request_failure{model="late",version="1",reason="OTHER"}') >= 1, 'deadline (504) is OTHER')
+
+  assert.equal(v('pending_request_count'), 0)
+  pendingDouble = 3
+  assert.equal((await scrape()).value('astrad_inference_pending_request_count{model="double",version="1"}'), 3, 'read from the replicas at scrape')
+  pendingDouble = 0
   assert.doesNotMatch(text, /model="nope"/)
+  assert.match(text, /# TYPE astrad_inference_request_failure counter/)
+  assert.match(text, /# TYPE astrad_inference_pending_request_count gauge/)
 })

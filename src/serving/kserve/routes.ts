@@ -14,7 +14,7 @@ import {
 } from './constants.ts'
 import { decodeInferRequest, type DecodedInferRequest } from './request.ts'
 import { encodeInferResponse } from './response.ts'
-import { createInferenceMetrics, type FailureReason, type InferenceMetrics } from './metrics.ts'
+import { createInferenceMetrics, type FailureReason, type ModelVersion } from './metrics.ts'
 
 export interface KServeComponents {
   /** Prometheus registry for the astrad_inference_* metrics; none are kept without one. */
@@ -26,6 +26,11 @@ export interface KServeComponents {
    * @default a backend is present and its serverReady() is true
    */
   ready?: () => boolean
+  /**
+   * Requests waiting for a worker in this daemon's replicas, by model (app) and version
+   * (generation), for astrad_inference_pending_request_count; read at scrape.
+   */
+  pending?: () => Array<ModelVersion & { count: number }>
 }
 
 /** The client closed its connection before the answer: nobody is waiting for it any more. */
@@ -42,8 +47,16 @@ class ClientGoneError extends AstradError {
  * Health routes are open (probes carry no token); the others follow the port's token.
  */
 export function registerKServeRoutes (rpc: RpcServer, backend: () => ServingBackend | undefined, components: KServeComponents): void {
-  const metrics = components.registry != null ? createInferenceMetrics(components.registry) : undefined
   const log = components.logger
+  const known = (): ModelVersion[] => {
+    const b = backend()
+    if (b == null) return []
+    return b.models().flatMap(model => {
+      const version = b.model(model)?.versions.at(-1)
+      return version != null ? [{ model, version }] : []
+    })
+  }
+  const metrics = components.registry != null ? createInferenceMetrics(components.registry, { known, pending: components.pending }) : undefined
 
   const serving = (): ServingBackend => {
     const b = backend()
@@ -98,10 +111,13 @@ export function registerKServeRoutes (rpc: RpcServer, backend: () => ServingBack
     const started = performance.now()
     const startedAt = Date.now()
     let model: string | undefined
+    let version = ''
     try {
       const b = serving()
       const status = modelOf(b, req)
       model = status.name
+      // The version asked for, else the current one; a success counts under the version that ran it.
+      version = req.params.version ?? status.versions.at(-1) ?? ''
       const headerTimeoutMs = timeoutHeader(req.headers[TIMEOUT_HEADER])
       const body = await readBody(req.raw, MAX_INFER_BODY_BYTES).catch((err: unknown) => {
         throw err instanceof BodyAbortedError ? new ClientGoneError() : err
@@ -111,7 +127,15 @@ export function registerKServeRoutes (rpc: RpcServer, backend: () => ServingBack
       const result = await runInfer(b, status.name, decoded, { deadline: startedAt + budgetMs, budgetMs }, req.raw)
       const encoded = encodeInferResponse(result, decoded, status.name)
       const requestMs = performance.now() - started
-      metrics?.success(status.name, { batch: batchSize(status, decoded), requestMs, queueMs: result.queueMs, computeMs: result.computeMs })
+      metrics?.success(status.name, result.version ?? version, {
+        batch: batchSize(status, decoded),
+        requestMs,
+        queueMs: result.queueMs,
+        // A backend that does not split its compute time reports it all as the run.
+        computeInputMs: result.compute?.inputMs ?? 0,
+        computeInferMs: result.compute?.inferMs ?? result.computeMs,
+        computeOutputMs: result.compute?.outputMs ?? 0
+      })
       // Compressed when the client asks (Triton's response_compression_algorithm); the
       // Inference-Header-Content-Length still counts the decoded JSON, as Triton's clients expect.
       const coding = acceptedCoding(req.headers['accept-encoding'])
@@ -121,7 +145,7 @@ export function registerKServeRoutes (rpc: RpcServer, backend: () => ServingBack
       return { status: 200, bytes: payload, headers: { ...encoded.headers, 'content-length': String(payload.length) } }
     } catch (err) {
       const res = errorResponse(log, err, model)
-      if (model != null) metrics?.failure(model, failureReason(err, res.status))
+      if (model != null) metrics?.failure(model, version, failureReason(err, res.status))
       return res
     }
   }
@@ -159,13 +183,16 @@ function errorResponse (log: Logger, err: unknown, model?: string): RpcResponse 
   return { status, body: { error: errorMessage(err) }, headers }
 }
 
+/**
+ * Triton's failure reasons: REJECTED the queue was full (429), CANCELED the client left,
+ * BACKEND the model failed (500: onnxruntime error, a worker died, a bad output), OTHER the rest
+ * (bad requests, no replica ready, deadline passed, body refused).
+ */
 function failureReason (err: unknown, status: number): FailureReason {
-  if (err instanceof ClientGoneError) return 'canceled'
-  if (status === 429) return 'rejected'
-  if (status === 503) return 'unavailable'
-  if (status === 504) return 'deadline'
-  if (status >= 400 && status < 500) return 'invalid'
-  return 'backend'
+  if (err instanceof ClientGoneError) return 'CANCELED'
+  if (status === 429) return 'REJECTED'
+  if (status === 500) return 'BACKEND'
+  return 'OTHER'
 }
 
 /** The astrad-timeout-ms header: a positive integer of milliseconds, or absent. */
