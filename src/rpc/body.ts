@@ -73,6 +73,7 @@ export async function readBody (req: IncomingMessage, maxBytes: number): Promise
       reject(err)
     }
     const keep = (chunk: Buffer): void => {
+      if (settled) return
       kept += chunk.length
       if (kept > maxBytes) finish(new HttpError(413, `the ${what} exceeds the limit of ${maxBytes} bytes`, 'ERR_TOO_LARGE'))
       else chunks.push(chunk)

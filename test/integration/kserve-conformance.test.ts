@@ -269,6 +269,26 @@ test('Content-Encoding: gzip and deflate bodies are decoded (JSON and binary), o
   const boom = await call('POST', '/v2/models/double/infer', { body: bomb, headers: { 'content-encoding': 'gzip' } })
   assertError(boom, 413, /the decoded gzip request body exceeds the limit of 67108864 bytes/)
   assert.equal(backend.seen.length, before, 'no refused body reached the backend')
+
+  // A client that leaves halfway through a gzip body: counted as CANCELED, nothing reaches the backend.
+  const canceled = async (): Promise<number> => (await scrape()).value('astrad_inference_request_failure{model="double",version="1",reason="CANCELED"}')
+  const canceledBefore = await canceled()
+  const half = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/v2/models/double/infer', agent: false, headers: { authorization: `Bearer ${TOKEN}`, 'content-encoding': 'gzip', 'content-length': String(json.length * 10) } })
+  half.on('error', () => {})
+  half.write(zlib.gzipSync(json).subarray(0, 10))
+  let seenCanceled = canceledBefore
+  try {
+    await sleep(50)
+    half.destroy()
+    for (let i = 0; i < 500 && seenCanceled === canceledBefore; i++) {
+      await sleep(10)
+      seenCanceled = await canceled()
+    }
+  } finally {
+    half.destroy()
+  }
+  assert.equal(seenCanceled - canceledBefore, 1, `a gzip body cut off by the client is CANCELED (last seen ${seenCanceled}, before ${canceledBefore})`)
+  assert.equal(backend.seen.length, before, 'the cut-off body did not reach the backend')
   assert.equal((await call('GET', '/v2/health/live', { token: false })).status, 200, 'still serving')
 })
 
