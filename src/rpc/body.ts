@@ -12,7 +12,7 @@ import { HttpError } from './errors.ts'
 export type Coding = 'gzip' | 'deflate'
 
 /** The codings a client may send, for the Accept-Encoding of a 415 (§15.5.16). */
-export const ACCEPTED_CODINGS = 'gzip, deflate'
+const ACCEPTED_CODINGS = 'gzip, deflate'
 
 /** The request body ended with its connection (reset, aborted) before it was whole. */
 export class BodyAbortedError extends AstradError {
