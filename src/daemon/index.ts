@@ -273,7 +273,8 @@ export class Daemon {
         registry: metrics.registry,
         logger: servingLogger,
         // KServe readiness: the daemon is up and joined, and (on a scheduler) can route.
-        ready: () => this.ready && (this.routerValue?.serverReady() ?? true)
+        ready: () => this.ready && (this.routerValue?.serverReady() ?? true),
+        pending: () => this.replicaHost?.pending() ?? []
       })
 
       await libp2p.start()

@@ -26,6 +26,10 @@ export type FromWorker =
   | { type: 'ready', signature: ModelSignature, loadMs: number, warmupMs: number, warmupError?: string }
   /** Load or warm-up failed; the worker exits after sending this. */
   | { type: 'load-failed', message: string }
-  | { type: 'result', id: number, outputs: Tensor[] }
+  /**
+   * `startedAt`/`endedAt`: the run's start and end as `performance.timeOrigin + performance.now()`,
+   * a clock the threads share (each thread's timeOrigin differs, the sum does not).
+   */
+  | { type: 'result', id: number, outputs: Tensor[], startedAt: number, endedAt: number }
   /** The run failed (onnxruntime error); the worker stays usable. */
   | { type: 'failed', id: number, message: string, code: string }

@@ -1,7 +1,7 @@
 import { stat } from 'node:fs/promises'
 import {
   DeadlineError, InferenceFailedError, InvalidInferRequestError, QueueFullError, UnavailableError,
-  type InferRequest, type ModelSignature, type Tensor
+  type ComputeTiming, type InferRequest, type ModelSignature, type Tensor
 } from '../serving/types.ts'
 import { ConfigError } from '../util/errors.ts'
 import type { Logger } from '../util/logger.ts'
@@ -44,6 +44,11 @@ export interface InferOutcome {
   queueMs: number
   /** From the hand-off to the answer (the run plus the two message hops). */
   computeMs: number
+  /**
+   * computeMs in three (Triton's compute input/infer/output): hand-off to the run's start (the
+   * message to the worker, onnxruntime tensors), the run, the run's end to the answer here.
+   */
+  compute: ComputeTiming
 }
 
 export interface PoolStats {
@@ -103,6 +108,17 @@ function checkInit (init: PoolInit): Required<PoolInit> {
   if (!Number.isSafeInteger(intraOpThreads) || intraOpThreads < 1) throw new ConfigError('intraOpThreads', `must be an integer ≥ 1, got ${intraOpThreads}`)
   if (!Number.isSafeInteger(init.maxQueue) || init.maxQueue < 0) throw new ConfigError('maxQueue', `must be an integer ≥ 0, got ${init.maxQueue}`)
   return { ...init, intraOpThreads, transferInputs: init.transferInputs ?? false }
+}
+
+/**
+ * Splits a run's compute time at the worker's start and end stamps. The run is measured on the
+ * worker's own clock; the hand-off side compares the two threads' clocks once, and whatever the
+ * clocks disagree by is clamped, so the three parts always add up to computeMs.
+ */
+function splitCompute (dispatchedAt: number, computeMs: number, run: { startedAt: number, endedAt: number }): ComputeTiming {
+  const inferMs = Math.min(computeMs, Math.max(0, run.endedAt - run.startedAt))
+  const inputMs = Math.min(computeMs - inferMs, Math.max(0, run.startedAt - (performance.timeOrigin + dispatchedAt)))
+  return { inputMs, inferMs, outputMs: computeMs - inferMs - inputMs }
 }
 
 function abortReason (signal: AbortSignal): unknown {
@@ -288,6 +304,7 @@ export class WorkerPool implements InferencePool {
       return { name: t.name, datatype: t.datatype, shape: t.shape, data: bytes }
     })
     const outputs = job.req.outputs !== undefined && job.req.outputs.length > 0 ? job.req.outputs : undefined
+    job.dispatchedAt = performance.now()
     try {
       slot.handle!.run({ type: 'run', id, inputs, outputs }, [...transfer])
     } catch (err) {
@@ -296,7 +313,6 @@ export class WorkerPool implements InferencePool {
       this.pump()
       return
     }
-    job.dispatchedAt = performance.now()
     slot.state = 'busy'
     slot.job = job
     slot.runId = id
@@ -333,7 +349,8 @@ export class WorkerPool implements InferencePool {
     slot.ranSinceStart = true
     slot.failures = 0
     if (reply.type === 'result') {
-      this.succeed(job, { outputs: reply.outputs, queueMs: job.dispatchedAt - job.enqueuedAt, computeMs: performance.now() - job.dispatchedAt })
+      const computeMs = performance.now() - job.dispatchedAt
+      this.succeed(job, { outputs: reply.outputs, queueMs: job.dispatchedAt - job.enqueuedAt, computeMs, compute: splitCompute(job.dispatchedAt, computeMs, reply) })
     } else if (reply.code === 'ERR_INVALID_INPUT') {
       this.fail(job, new InvalidInferRequestError(reply.message))
     } else {

@@ -113,7 +113,9 @@ class SessionWorker {
       const feeds: Record<string, Ort.Tensor> = {}
       for (const t of msg.inputs) feeds[t.name] = new this.ort.Tensor(ortTypeOf(t.datatype), rawToTyped(t.datatype, t.data), t.shape)
       const names = msg.outputs ?? this.outputNames
+      const startedAt = performance.timeOrigin + performance.now()
       const results = await this.session.run(feeds, names)
+      const endedAt = performance.timeOrigin + performance.now()
       const outputs: Tensor[] = []
       const transfer: ArrayBuffer[] = []
       for (const name of names) {
@@ -125,7 +127,7 @@ class SessionWorker {
         if (!transfer.includes(buffer)) transfer.push(buffer)
         outputs.push({ name, datatype, shape: [...value.dims], data: bytes })
       }
-      this.post({ type: 'result', id: msg.id, outputs }, transfer)
+      this.post({ type: 'result', id: msg.id, outputs, startedAt, endedAt }, transfer)
     } catch (err) {
       const code = err instanceof AstradError ? err.code : 'ERR_INFERENCE'
       this.post({ type: 'failed', id: msg.id, message: errorText(err), code })

@@ -3,9 +3,13 @@ import { timingSafeEqual } from 'node:crypto'
 import type { Logger } from '../util/logger.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { AstradError, errorMessage } from '../util/errors.ts'
+import { HttpError } from './errors.ts'
+import { readBody } from './body.ts'
 import { pipeline } from 'node:stream/promises'
 import { Readable } from 'node:stream'
 import { HEADERS_TIMEOUT_MS, IDLE_TIMEOUT_MS, KEEP_ALIVE_TIMEOUT_MS, MAX_ADMIN_BODY_BYTES } from './constants.ts'
+
+export { HttpError }
 
 export interface RpcRequest {
   method: string
@@ -41,15 +45,8 @@ interface Route {
   handler: RouteHandler
 }
 
-/** An error that maps to an HTTP status with `{"error": "..."}`. */
-export class HttpError extends AstradError {
-  readonly status: number
-  constructor (status: number, message: string, code = 'ERR_HTTP') {
-    super(message, code)
-    this.name = 'HttpError'
-    this.status = status
-  }
-}
+/** `Authorization: Bearer <token>`, the scheme in any case (RFC 9110 §11.1); the token, or undefined. */
+const BEARER = /^bearer +(\S+) *$/i
 
 export interface RpcServerComponents {
   logger: Logger
@@ -59,7 +56,7 @@ export interface RpcServerComponents {
 export interface RpcServerInit {
   host: string
   port: number
-  /** When set, every route not marked open needs `Authorization: Bearer <token>`. */
+  /** When set, every route not marked open needs `Authorization: Bearer <token>` (RFC 6750). */
   token?: string
 }
 
@@ -133,12 +130,16 @@ export class RpcServer {
     child.inc()
   }
 
-  private authorized (req: http.IncomingMessage): boolean {
-    if (this.init.token == null) return true
-    const header = req.headers.authorization ?? ''
-    const given = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '')
+  /** Throws 401 with the challenge RFC 9110 §15.5.2 requires unless the request has the token. */
+  private authorize (req: http.IncomingMessage): void {
+    if (this.init.token == null) return
+    const header = req.headers.authorization
+    const given = Buffer.from(BEARER.exec(header ?? '')?.[1] ?? '')
     const want = Buffer.from(this.init.token)
-    return given.length === want.length && timingSafeEqual(given, want)
+    if (given.length === want.length && timingSafeEqual(given, want)) return
+    // RFC 6750 §3: no credentials, a bare challenge; wrong ones, error="invalid_token".
+    const challenge = header == null ? 'Bearer realm="astrad"' : 'Bearer realm="astrad", error="invalid_token"'
+    throw new HttpError(401, 'missing or wrong bearer token', 'ERR_HTTP', { 'www-authenticate': challenge })
   }
 
   private async dispatch (req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -151,10 +152,15 @@ export class RpcServer {
     try {
       const matches = this.routes.filter(r => r.pattern.test(url.pathname))
       if (matches.length === 0) throw new HttpError(404, `no route ${url.pathname}`)
-      const route = matches.find(r => r.method === req.method)
-      if (route == null) throw new HttpError(405, `${req.method ?? '?'} not allowed on ${url.pathname} (allowed: ${matches.map(m => m.method).join(', ')})`)
+      // HEAD is answered by the GET route, without the body (RFC 9110 §9.3.2).
+      const route = matches.find(r => r.method === req.method) ?? (req.method === 'HEAD' ? matches.find(r => r.method === 'GET') : undefined)
+      if (route == null) {
+        const allowed = [...new Set(matches.flatMap(m => m.method === 'GET' ? ['GET', 'HEAD'] : [m.method]))].join(', ')
+        // RFC 9110 §15.5.6: a 405 lists the methods the resource has in Allow.
+        throw new HttpError(405, `${req.method ?? '?'} not allowed on ${url.pathname} (allowed: ${allowed})`, 'ERR_HTTP', { allow: allowed })
+      }
       routeName = route.name
-      if (!route.open && !this.authorized(req)) throw new HttpError(401, 'missing or wrong bearer token')
+      if (!route.open) this.authorize(req)
       const m = route.pattern.exec(url.pathname) as RegExpExecArray
       const params: Record<string, string> = {}
       route.keys.forEach((k, i) => { params[k] = decodeURIComponent(m[i + 1] ?? '') })
@@ -172,6 +178,7 @@ export class RpcServer {
       if (status >= 500) this.components.logger.error({ err: errorMessage(err), path: url.pathname }, 'rpc handler failed')
       const code = err instanceof AstradError && err.code !== 'ERR_HTTP' ? err.code : undefined
       out = { status, body: code != null ? { error: errorMessage(err), code } : { error: errorMessage(err) } }
+      if (err instanceof HttpError && err.headers != null) out.headers = err.headers
     }
     this.countRequest(routeName, out.status)
     if (res.headersSent) return
@@ -190,6 +197,11 @@ export class RpcServer {
     if (out.stream != null) {
       headers['content-type'] ??= 'application/octet-stream'
       res.writeHead(out.status, headers)
+      if (req.method === 'HEAD') {
+        // Not iterated: a generator that was never started holds nothing open.
+        res.end()
+        return
+      }
       try {
         await pipeline(Readable.from(out.stream, { objectMode: false }), res)
       } catch (err) {
@@ -199,22 +211,15 @@ export class RpcServer {
       }
       return
     }
+    // HEAD: the GET answer's headers, Content-Length included; node:http drops the body itself.
+    if (req.method === 'HEAD' && payload != null) headers['content-length'] ??= String(typeof payload === 'string' ? Buffer.byteLength(payload) : payload.byteLength)
     res.writeHead(out.status, headers)
     res.end(payload)
   }
 }
 
 async function readJson (req: http.IncomingMessage, maxBytes: number): Promise<unknown> {
-  const declared = Number(req.headers['content-length'] ?? '0')
-  if (declared > maxBytes) throw new HttpError(413, `body of ${declared} bytes exceeds ${maxBytes}`)
-  const chunks: Buffer[] = []
-  let size = 0
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length
-    if (size > maxBytes) throw new HttpError(413, `body exceeds ${maxBytes} bytes`)
-    chunks.push(chunk as Buffer)
-  }
-  const text = Buffer.concat(chunks).toString('utf8')
+  const text = (await readBody(req, maxBytes)).toString('utf8')
   if (text === '') return undefined
   try {
     return JSON.parse(text)

@@ -15,8 +15,8 @@ import {
  * `/astra/infer/1.0.0`, one stream per request, length-prefixed messages:
  *   request:  JSON header {app, id?, timeoutMs, outputs?, inputs: [{name, datatype, shape, size}]}
  *             then one message per input with its raw bytes
- *   answer:   [0] + JSON {outputs: [{name, datatype, shape, size}], queueMs, computeMs} then one
- *             message per output; or [1] + JSON {code, message, retryAfter?}
+ *   answer:   [0] + JSON {outputs: [{name, datatype, shape, size}], version?, queueMs, computeMs,
+ *             compute?: {inputMs, inferMs, outputMs}} then one message per output; or [1] + JSON {code, message, retryAfter?}
  * The deadline travels as the time left (clocks need not agree). Headers are capped at 64 KiB,
  * tensors at 64 MiB in total, 64 of them.
  */
@@ -39,11 +39,18 @@ const requestHeader = z.object({
   inputs: z.array(tensorHeader).max(MAX_INFER_TENSORS)
 }).strict()
 
+/**
+ * Not strict: fields a newer node adds are ignored, not refused. (Routers before `version` was
+ * added parse strictly and refuse answers that carry it: upgrade schedulers before nodes.)
+ */
 const answerHeader = z.object({
   outputs: z.array(tensorHeader).max(MAX_INFER_TENSORS),
+  /** The version (app generation) of the replica that ran it: the KServe answer's model_version. */
+  version: z.string().max(64).optional(),
   queueMs: z.number().min(0),
-  computeMs: z.number().min(0)
-}).strict()
+  computeMs: z.number().min(0),
+  compute: z.object({ inputMs: z.number().min(0), inferMs: z.number().min(0), outputMs: z.number().min(0) }).optional()
+})
 
 const encoder = new TextEncoder()
 const decoder = new TextDecoder()
@@ -105,7 +112,10 @@ export async function serveInference (libp2p: Host, infer: LocalInfer, options: 
       }
       const result = await infer(app, req, signal)
       checkTotal(headersOf(result.outputs))
-      const head = encoder.encode(JSON.stringify({ outputs: headersOf(result.outputs), queueMs: result.queueMs, computeMs: result.computeMs }))
+      const answerHead: z.infer<typeof answerHeader> = { outputs: headersOf(result.outputs), queueMs: result.queueMs, computeMs: result.computeMs }
+      if (result.version != null) answerHead.version = result.version
+      if (result.compute != null) answerHead.compute = result.compute
+      const head = encoder.encode(JSON.stringify(answerHead))
       answer = [concat([STATUS_OK], head), ...result.outputs.map(t => t.data)]
     } catch (err) {
       answer = [errorAnswer(err)]
@@ -189,6 +199,8 @@ export async function inferRemote (libp2p: Host, peer: PeerId, app: string, req:
     }
     await stream.close({ signal: all }).catch(() => {})
     const result: InferResult = { model: app, outputs, queueMs: head.queueMs, computeMs: head.computeMs }
+    if (head.version != null) result.version = head.version
+    if (head.compute != null) result.compute = head.compute
     if (req.id != null) result.id = req.id
     return result
   } catch (err) {

@@ -79,9 +79,18 @@ export class ReplicaHost {
     }
     if (best?.pool == null) throw new UnavailableError(`no ready replica of '${app}' on this node`, 'ERR_NO_REPLICA')
     const out = await best.pool.infer(req, signal)
-    const result: InferResult = { model: app, version: String(best.replica.generation), outputs: out.outputs, queueMs: out.queueMs, computeMs: out.computeMs }
+    const result: InferResult = { model: app, version: String(best.replica.generation), outputs: out.outputs, queueMs: out.queueMs, computeMs: out.computeMs, compute: out.compute }
     if (req.id != null) result.id = req.id
     return result
+  }
+
+  /** Requests waiting for a worker, per app and version (generation) hosted here. */
+  pending (): Array<{ model: string, version: string, count: number }> {
+    const out = []
+    for (const h of this.hosted.values()) {
+      if (h.pool != null) out.push({ model: h.replica.app, version: String(h.replica.generation), count: h.pool.stats().queued })
+    }
+    return out
   }
 
   private load (replica: LedgerReplica): void {

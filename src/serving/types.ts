@@ -59,6 +59,18 @@ export interface InferResult {
   /** Time spent queued and computing on the node that ran it (ms). */
   queueMs: number
   computeMs: number
+  /**
+   * `computeMs` split as Triton's compute_input/infer/output durations (ms): hand-off to the
+   * run's start, the run, the run's end to the outputs back in the pool. Absent from backends
+   * that do not measure it.
+   */
+  compute?: ComputeTiming
+}
+
+export interface ComputeTiming {
+  inputMs: number
+  inferMs: number
+  outputMs: number
 }
 
 /** What the KServe HTTP layer knows about one model (= one app). */

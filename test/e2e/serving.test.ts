@@ -98,12 +98,29 @@ test('a real ONNX model deployed on two nodes answers with onnxruntime\'s own nu
   for (let i = 0; i < 4; i++) {
     const r = await post(res.rpc, '/v2/models/vad/infer', body)
     assert.equal(r.status, 200, JSON.stringify(r.json))
+    // The replicas are on other daemons: their version crosses /astra/infer (generation 1).
+    assert.equal(r.json.model_version, '1', 'model_version from a remote replica')
     const out = r.json.outputs.find((o: any) => o.name === 'output')
     assert.deepEqual(out.shape, [3, 1])
     assert.deepEqual(out.data, [...(direct.output!.data as Float32Array)])
     const stateN = r.json.outputs.find((o: any) => o.name === 'stateN')
     assert.deepEqual(stateN.data, [...(direct.stateN!.data as Float32Array)])
   }
+  // Triton's per-model metrics on the scheduler: version label, zero-initialised failure
+  // reasons, the compute split measured on the remote replicas; the pending count on the nodes.
+  const edge = await (await fetch(`http://${res.rpc}/metrics`)).text()
+  const sample = (text: string, series: string): number => Number(text.split('\n').find(l => l.startsWith(series + ' '))?.slice(series.length + 1) ?? NaN)
+  assert.ok(sample(edge, 'astrad_inference_request_success{model="vad",version="1"}') >= 4, 'successes by model and version')
+  for (const reason of ['REJECTED', 'CANCELED', 'BACKEND', 'OTHER']) {
+    assert.equal(sample(edge, `astrad_inference_request_failure{model="vad",version="1",reason="${reason}"}`), 0, `failures ${reason} exist at 0`)
+  }
+  for (const part of ['input', 'infer', 'output']) {
+    assert.ok(sample(edge, `astrad_inference_compute_${part}_duration_us{model="vad",version="1"}`) >= 0, `compute ${part} duration reported`)
+  }
+  assert.ok(sample(edge, 'astrad_inference_compute_infer_duration_us{model="vad",version="1"}') > 0, 'the remote runs were timed')
+  const pendingOnNodes = await Promise.all(nodes.map(async n => sample(await (await fetch(`http://${n.rpc}/metrics`)).text(), 'astrad_inference_pending_request_count{model="vad",version="1"}')))
+  assert.equal(pendingOnNodes.filter(p => p === 0).length, 2, `the two nodes with a replica report their (empty) queue: ${pendingOnNodes.join(', ')}`)
+
   // Both replicas are on different nodes, and both served (SWRR spreads the requests).
   const st = await res.status()
   const app = st.apps.find((a: any) => a.name === 'vad')

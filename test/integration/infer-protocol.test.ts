@@ -36,7 +36,7 @@ test('infer protocol: round trip, remote errors with codes, malformed requests r
     if (mode === 'slow') await new Promise((resolve, reject) => { const t = setTimeout(resolve, 5_000); signal.addEventListener('abort', () => { clearTimeout(t); reject(new Error('aborted')) }) })
     const x = new Float32Array(new Uint8Array(req.inputs[0]!.data).buffer)
     const y = Float32Array.from(x, v => v * 2)
-    return { model: app, outputs: [{ name: 'y', datatype: 'FP32', shape: req.inputs[0]!.shape, data: new Uint8Array(y.buffer) }], queueMs: 1, computeMs: 2 }
+    return { model: app, version: '7', outputs: [{ name: 'y', datatype: 'FP32', shape: req.inputs[0]!.shape, data: new Uint8Array(y.buffer) }], queueMs: 1, computeMs: 2, compute: { inputMs: 0.25, inferMs: 1.5, outputMs: 0.25 } }
   }, { onBadRequest: () => { bad++ } })
   await router.dial(node.getMultiaddrs()[0]!)
 
@@ -45,6 +45,8 @@ test('infer protocol: round trip, remote errors with codes, malformed requests r
   assert.deepEqual(res.outputs[0]!.shape, [1, 3])
   assert.deepEqual([...new Float32Array(new Uint8Array(res.outputs[0]!.data).buffer)], [2, 5, -6])
   assert.equal(res.computeMs, 2)
+  assert.equal(res.version, '7', 'the replica\'s version comes back (the KServe answer\'s model_version)')
+  assert.deepEqual(res.compute, { inputMs: 0.25, inferMs: 1.5, outputMs: 0.25 }, 'the compute split comes back (Triton\'s compute durations)')
 
   mode = 'full'
   await assert.rejects(inferRemote(router, node.peerId, 'app', { inputs: [fp32('x', [1])], deadline: Date.now() + 5_000 }),

@@ -115,6 +115,16 @@ describe('inference pool on Silero VAD', () => {
     }
   })
 
+  test('the compute time splits into input, run and output (Triton\'s compute durations), adding up to computeMs', async () => {
+    const got = await two.infer(vadRequest(vadInput(LONG_BATCH, 5)))
+    const { inputMs, inferMs, outputMs } = got.compute
+    for (const [name, ms] of [['inputMs', inputMs], ['inferMs', inferMs], ['outputMs', outputMs]] as const) {
+      assert.ok(Number.isFinite(ms) && ms >= 0, `${name} is a duration: ${ms}`)
+    }
+    assert.ok(Math.abs(inputMs + inferMs + outputMs - got.computeMs) < 1e-6, `${inputMs} + ${inferMs} + ${outputMs} = computeMs ${got.computeMs}`)
+    assert.ok(inferMs > 0, `the run was measured: ${inferMs} ms`)
+  })
+
   test('only the requested outputs come back', async () => {
     const v = vadInput(1, 3)
     const got = await two.infer(vadRequest(v, { outputs: ['stateN'] }))

@@ -1,6 +1,7 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'
+import zlib from 'node:zlib'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { RpcServer } from '../../src/rpc/index.ts'
 import { createMetrics } from '../../src/metrics/index.ts'
@@ -50,7 +51,7 @@ class FakeBackend implements ServingBackend {
 
   infer = async (name: string, req: InferRequest, signal?: AbortSignal): Promise<InferResult> => {
     this.seen.push({ model: name, req, signal, at: Date.now() })
-    const done = (outputs: Tensor[]): InferResult => ({ id: req.id, model: name, version: '1', outputs, queueMs: 3, computeMs: 4 })
+    const done = (outputs: Tensor[]): InferResult => ({ id: req.id, model: name, version: '1', outputs, queueMs: 3, computeMs: 4, compute: { inputMs: 1, inferMs: 2.5, outputMs: 0.5 } })
     switch (name) {
       case 'double': {
         const x = req.inputs[0] as Tensor
@@ -76,7 +77,12 @@ const backend = new FakeBackend()
 let serving: ServingBackend | undefined = backend
 const metrics = createMetrics()
 const server = new RpcServer({ logger: silentLogger(), metrics }, { host: '127.0.0.1', port: 0, token: TOKEN })
-registerKServeRoutes(server, () => serving, { registry: metrics.registry, logger: silentLogger() })
+/** Requests the fake's "replicas" hold waiting, for astrad_inference_pending_request_count. */
+let pendingDouble = 0
+registerKServeRoutes(server, () => serving, { registry: metrics.registry, logger: silentLogger(), pending: () => [{ model: 'double', version: '1', count: pendingDouble }] })
+server.route('GET', '/metrics', async () => ({ status: 200, text: await metrics.registry.metrics(), headers: { 'content-type': metrics.registry.contentType } }))
+// An admin-style JSON route: the RPC port's own body reader decodes codings too.
+server.route('POST', '/test/echo', async req => ({ status: 200, body: { got: await req.json() } }))
 let port = 0
 
 before(async () => { port = (await server.listen()).port })
@@ -135,6 +141,31 @@ function assertError (a: Answer, status: number, pattern: RegExp): void {
   assert.match(body.error, pattern)
 }
 
+/** Scrapes GET /metrics; `value(series)` is the sample of that exact series, NaN when absent. */
+async function scrape (): Promise<{ text: string, value: (series: string) => number }> {
+  const r = await call('GET', '/metrics')
+  assert.equal(r.status, 200, `GET /metrics: ${r.status}`)
+  const text = r.body.toString()
+  const value = (series: string): number => {
+    const m = text.split('\n').find(l => l.startsWith(series + ' '))
+    return m == null ? NaN : Number(m.slice(series.length + 1))
+  }
+  return { text, value }
+}
+
+test('metrics: every known model has its series at 0 before its first request (Triton\'s reasons, version label)', async () => {
+  const { value } = await scrape()
+  for (const model of ['double', 'busy', 'crash', 'loading']) {
+    for (const reason of ['REJECTED', 'CANCELED', 'BACKEND', 'OTHER']) {
+      assert.equal(value(`astrad_inference_request_failure{model="${model}",version="1",reason="${reason}"}`), 0, `${model} ${reason} failures exist at 0`)
+    }
+    for (const name of ['request_success', 'count', 'exec_count', 'request_duration_us', 'queue_duration_us', 'compute_input_duration_us', 'compute_infer_duration_us', 'compute_output_duration_us']) {
+      assert.equal(value(`astrad_inference_${name}{model="${model}",version="1"}`), 0, `astrad_inference_${name} of ${model} exists at 0`)
+    }
+    assert.equal(value(`astrad_inference_pending_request_count{model="${model}",version="1"}`), 0, `${model} pending at 0`)
+  }
+})
+
 test('server metadata, health and model metadata endpoints', async () => {
   const meta = await call('GET', '/v2')
   assert.equal(meta.status, 200)
@@ -164,6 +195,120 @@ test('server metadata, health and model metadata endpoints', async () => {
   assert.equal(loading.status, 503)
   assert.deepEqual(loading.json(), { name: 'loading', ready: false })
   assertError(await call('GET', '/v2/models/nope/ready'), 404, /unknown model/)
+})
+
+test('HTTP details: 405 with Allow, HEAD on GET routes, 401 with a Bearer challenge, the scheme in any case', async () => {
+  const put = await call('PUT', '/v2/models/double/infer')
+  assert.equal(put.status, 405)
+  assert.equal(put.headers.allow, 'POST', 'a 405 lists the route\'s methods (RFC 9110 §15.5.6)')
+  const post = await call('POST', '/v2/models/double')
+  assert.equal(post.status, 405)
+  assert.equal(post.headers.allow, 'GET, HEAD')
+
+  for (const path of ['/v2', '/v2/models/double', '/v2/health/ready']) {
+    const get = await call('GET', path)
+    const head = await call('HEAD', path)
+    assert.equal(head.status, 200, `HEAD ${path}: ${head.status}`)
+    assert.equal(head.body.length, 0, `HEAD ${path} has no body`)
+    assert.equal(head.headers['content-type'], get.headers['content-type'], `HEAD ${path}: the GET answer's content-type`)
+    assert.equal(Number(head.headers['content-length']), get.body.length, `HEAD ${path}: the GET answer's length`)
+  }
+  assert.equal((await call('HEAD', '/v2/models/nope')).status, 404)
+  assert.equal((await call('HEAD', '/v2/models/double/infer')).status, 405, 'HEAD only where GET is')
+
+  const none = await call('GET', '/v2', { token: false })
+  assert.equal(none.status, 401)
+  assert.equal(none.headers['www-authenticate'], 'Bearer realm="astrad"', 'a 401 carries a challenge (RFC 9110 §15.5.2)')
+  const wrong = await call('GET', '/v2', { token: false, headers: { authorization: 'Bearer nope' } })
+  assert.equal(wrong.status, 401)
+  assert.equal(wrong.headers['www-authenticate'], 'Bearer realm="astrad", error="invalid_token"')
+  for (const scheme of ['bearer', 'BEARER', 'BeArEr']) {
+    const r = await call('GET', '/v2', { token: false, headers: { authorization: `${scheme} ${TOKEN}` } })
+    assert.equal(r.status, 200, `scheme '${scheme}': ${r.status}`)
+  }
+  assert.equal((await call('GET', '/v2', { token: false, headers: { authorization: `Basic ${TOKEN}` } })).status, 401, 'another scheme is not a bearer token')
+})
+
+test('Content-Encoding: gzip and deflate bodies are decoded (JSON and binary), others are 415, a bomb is 413', async () => {
+  const doc = { id: 'z', inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }] }
+  const plain = await postJson('/v2/models/double/infer', doc)
+  assert.equal(plain.status, 200, plain.body.toString())
+  const json = Buffer.from(JSON.stringify(doc))
+  for (const [coding, body] of [['gzip', zlib.gzipSync(json)], ['x-gzip', zlib.gzipSync(json)], ['deflate', zlib.deflateSync(json)], ['GZIP', zlib.gzipSync(json)], ['identity', json]] as const) {
+    const r = await call('POST', '/v2/models/double/infer', { body, headers: { 'content-type': 'application/json', 'content-encoding': coding } })
+    assert.equal(r.status, 200, `${coding}: ${r.body.toString()}`)
+    assert.deepEqual(r.json(), plain.json(), `${coding}: the same answer as the plain body`)
+  }
+
+  // Binary extension: Inference-Header-Content-Length counts the decoded JSON.
+  const header = Buffer.from(JSON.stringify({ inputs: [{ name: 'x', shape: [2, 4], datatype: 'FP32', parameters: { binary_data_size: 32 } }], parameters: { binary_data_output: true } }))
+  const raw = Buffer.concat([header, f32(1, 2, 3, 4, 5, 6, 7, 8)])
+  for (const [coding, body] of [['gzip', zlib.gzipSync(raw)], ['deflate', zlib.deflateSync(raw)]] as const) {
+    const r = await call('POST', '/v2/models/double/infer', { body, headers: { 'content-encoding': coding, 'inference-header-content-length': String(header.length) } })
+    assert.equal(r.status, 200, `binary ${coding}: ${r.body.toString()}`)
+    const out = decodeInferResponse(r.body, String(r.headers['inference-header-content-length']))
+    assert.deepEqual(out.outputs[0]?.values, [2, 4, 6, 8, 10, 12, 14, 16], `binary ${coding}`)
+  }
+
+  const echo = await call('POST', '/test/echo', { body: zlib.gzipSync('{"a":[1,2]}'), headers: { 'content-encoding': 'gzip' } })
+  assert.equal(echo.status, 200, echo.body.toString())
+  assert.deepEqual(echo.json(), { got: { a: [1, 2] } }, 'the RPC port\'s JSON routes decode too')
+
+  const before = backend.seen.length
+  const br = await call('POST', '/v2/models/double/infer', { body: zlib.brotliCompressSync(json), headers: { 'content-encoding': 'br' } })
+  assertError(br, 415, /Content-Encoding "br": 'br' is not supported; send the body plain, gzip or deflate/)
+  assert.equal(br.headers['accept-encoding'], 'gzip, deflate', 'a 415 for a coding says which are accepted (RFC 9110 §15.5.16)')
+  assertError(await call('POST', '/v2/models/double/infer', { body: zlib.gzipSync(zlib.gzipSync(json)), headers: { 'content-encoding': 'gzip, gzip' } }), 415, /one coding at most/)
+  assertError(await call('POST', '/v2/models/double/infer', { body: json, headers: { 'content-encoding': 'gzip' } }), 400, /the gzip request body cannot be decoded/)
+  assertError(await call('POST', '/v2/models/double/infer', { body: zlib.gzipSync(json).subarray(0, 20), headers: { 'content-encoding': 'gzip' } }), 400, /the gzip request body cannot be decoded/)
+  assert.equal((await call('POST', '/test/echo', { body: '{}', headers: { 'content-encoding': 'br' } })).status, 415)
+
+  // A bomb: ~65 KB of gzip that inflates past the body cap is stopped at the cap.
+  const bomb = zlib.gzipSync(Buffer.alloc(MAX_INFER_BODY_BYTES + 1024 * 1024), { level: 9 })
+  assert.ok(bomb.length < 1024 * 1024, `the bomb is small (${bomb.length} bytes)`)
+  const boom = await call('POST', '/v2/models/double/infer', { body: bomb, headers: { 'content-encoding': 'gzip' } })
+  assertError(boom, 413, /the decoded gzip request body exceeds the limit of 67108864 bytes/)
+  assert.equal(backend.seen.length, before, 'no refused body reached the backend')
+
+  // A client that leaves halfway through a gzip body: counted as CANCELED, nothing reaches the backend.
+  const canceled = async (): Promise<number> => (await scrape()).value('astrad_inference_request_failure{model="double",version="1",reason="CANCELED"}')
+  const canceledBefore = await canceled()
+  const half = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/v2/models/double/infer', agent: false, headers: { authorization: `Bearer ${TOKEN}`, 'content-encoding': 'gzip', 'content-length': String(json.length * 10) } })
+  half.on('error', () => {})
+  half.write(zlib.gzipSync(json).subarray(0, 10))
+  let seenCanceled = canceledBefore
+  try {
+    await sleep(50)
+    half.destroy()
+    for (let i = 0; i < 500 && seenCanceled === canceledBefore; i++) {
+      await sleep(10)
+      seenCanceled = await canceled()
+    }
+  } finally {
+    half.destroy()
+  }
+  assert.equal(seenCanceled - canceledBefore, 1, `a gzip body cut off by the client is CANCELED (last seen ${seenCanceled}, before ${canceledBefore})`)
+  assert.equal(backend.seen.length, before, 'the cut-off body did not reach the backend')
+  assert.equal((await call('GET', '/v2/health/live', { token: false })).status, 200, 'still serving')
+})
+
+test('Accept-Encoding: gzip or deflate answers are compressed, the inference header length still counts the decoded JSON', async () => {
+  const doc = { inputs: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }], outputs: [{ name: 'y', parameters: { binary_data: true } }, { name: 'rows' }] }
+  const plain = await postJson('/v2/models/double/infer', doc)
+  assert.equal(plain.headers['content-encoding'], undefined)
+  for (const [accept, coding, decode] of [['gzip', 'gzip', zlib.gunzipSync], ['deflate', 'deflate', zlib.inflateSync], ['deflate;q=0.5, gzip;q=0.8', 'gzip', zlib.gunzipSync], ['gzip;q=0, deflate', 'deflate', zlib.inflateSync]] as const) {
+    const r = await postJson('/v2/models/double/infer', doc, { 'accept-encoding': accept })
+    assert.equal(r.status, 200, `${accept}: ${r.body.toString()}`)
+    assert.equal(r.headers['content-encoding'], coding, `Accept-Encoding: ${accept}`)
+    assert.equal(Number(r.headers['content-length']), r.body.length)
+    assert.equal(r.headers['inference-header-content-length'], plain.headers['inference-header-content-length'])
+    assert.deepEqual(decode(r.body), plain.body, `${accept}: the plain answer, compressed`)
+  }
+  for (const accept of ['br', 'identity', '*', 'gzip;q=0']) {
+    const r = await postJson('/v2/models/double/infer', doc, { 'accept-encoding': accept })
+    assert.equal(r.headers['content-encoding'], undefined, `Accept-Encoding: ${accept} gets a plain answer`)
+    assert.deepEqual(r.body, plain.body)
+  }
 })
 
 test('readiness follows the backend; no backend at all is not ready and infer is 503 with Retry-After', async () => {
@@ -367,25 +512,52 @@ test('a client that goes away aborts the backend\'s signal', async () => {
   assert.equal((seen.signal.reason as { code?: string }).code, 'ERR_CANCELED')
 })
 
-test('astrad_inference_* metrics: Triton\'s set, by model, failures by reason, no label for unknown models', async () => {
-  const text = await metrics.registry.metrics()
-  const value = (line: string): number => {
-    const m = text.split('\n').find(l => l.startsWith(line + ' '))
-    return m == null ? NaN : Number(m.slice(line.length + 1))
+test('astrad_inference_* metrics: Triton\'s set with model and version labels, failures by Triton\'s reasons, pending count, compute split', async () => {
+  // Every failure reason, provoked once more here so the test does not lean on the order of the others.
+  const one = { inputs: [{ name: 'x', shape: [1], datatype: 'FP32', data: [1] }] }
+  const before = await scrape()
+  assert.equal((await postJson('/v2/models/busy/infer', one)).status, 429)
+  assert.equal((await postJson('/v2/models/crash/infer', one)).status, 500)
+  assert.equal((await postJson('/v2/models/down/infer', one)).status, 503)
+  assert.equal((await postJson('/v2/models/double/infer', { inputs: [] })).status, 400)
+  const ac = new AbortController()
+  const count = backend.seen.length
+  const gone = call('POST', '/v2/models/hang/infer', { body: JSON.stringify(one), signal: ac.signal }).catch((err: unknown) => err)
+  for (let i = 0; i < 500 && !backend.seen.slice(count).some(x => x.model === 'hang'); i++) await sleep(10)
+  ac.abort()
+  await gone
+  const failures = (b: typeof before, model: string, reason: string): number => b.value(`astrad_inference_request_failure{model="${model}",version="1",reason="${reason}"}`)
+  let after = await scrape()
+  for (let i = 0; i < 500 && failures(after, 'hang', 'CANCELED') === failures(before, 'hang', 'CANCELED'); i++) {
+    await sleep(10)
+    after = await scrape()
   }
-  assert.ok(value('astrad_inference_request_success{model="double"}') >= 5)
-  assert.ok(value('astrad_inference_exec_count{model="double"}') >= 5)
-  assert.ok(value('astrad_inference_count{model="double"}') > value('astrad_inference_request_success{model="double"}'), 'batch elements counted')
-  assert.ok(value('astrad_inference_queue_duration_us{model="double"}') >= 5 * 3000, 'queueMs × 1000 per request')
-  assert.ok(value('astrad_inference_compute_infer_duration_us{model="double"}') >= 5 * 4000)
-  assert.ok(value('astrad_inference_request_duration_us{model="double"}') > 0)
-  assert.ok(value('astrad_inference_request_duration_seconds_count{model="double"}') >= 5)
-  assert.ok(value('astrad_inference_request_failure{model="double",reason="invalid"}') >= 10)
-  assert.equal(value('astrad_inference_request_failure{model="busy",reason="rejected"}'), 1)
-  assert.equal(value('astrad_inference_request_failure{model="down",reason="unavailable"}'), 1)
-  assert.equal(value('astrad_inference_request_failure{model="late",reason="deadline"}'), 1)
-  assert.equal(value('astrad_inference_request_failure{model="crash",reason="backend"}'), 1)
-  assert.ok(value('astrad_inference_request_failure{model="hang",reason="deadline"}') >= 1)
-  assert.ok(value('astrad_inference_request_failure{model="hang",reason="canceled"}') >= 1)
+  const grew = (model: string, reason: string): number => failures(after, model, reason) - failures(before, model, reason)
+  assert.equal(grew('busy', 'REJECTED'), 1, 'queue full (429) is REJECTED')
+  assert.equal(grew('crash', 'BACKEND'), 1, 'the model failed (500) is BACKEND')
+  assert.equal(grew('down', 'OTHER'), 1, 'no replica ready (503) is OTHER')
+  assert.equal(grew('double', 'OTHER'), 1, 'a bad request (400) is OTHER')
+  assert.equal(grew('hang', 'CANCELED'), 1, 'the client left: CANCELED')
+  assert.doesNotMatch(after.text, /reason="(invalid|rejected|unavailable|deadline|canceled|backend)"/, 'no lower-case reasons')
+
+  const { value, text } = after
+  const v = (name: string): number => value(`astrad_inference_${name}{model="double",version="1"}`)
+  assert.ok(v('request_success') >= 5, `successes: ${v('request_success')}`)
+  assert.equal(v('exec_count'), v('request_success'), 'one execution per request')
+  assert.ok(v('count') > v('request_success'), 'batch elements counted')
+  assert.ok(v('queue_duration_us') >= v('request_success') * 3000, 'queueMs × 1000 per request')
+  assert.equal(v('compute_input_duration_us'), v('request_success') * 1000, 'the backend\'s compute split, input')
+  assert.equal(v('compute_infer_duration_us'), v('request_success') * 2500, 'the backend\'s compute split, run')
+  assert.equal(v('compute_output_duration_us'), v('request_success') * 500, 'the backend\'s compute split, output')
+  assert.ok(v('request_duration_us') > 0)
+  assert.equal(v('request_duration_seconds_count'), v('request_success'))
+  assert.ok(value('astrad_inference_request_failure{model="late",version="1",reason="OTHER"}') >= 1, 'deadline (504) is OTHER')
+
+  assert.equal(v('pending_request_count'), 0)
+  pendingDouble = 3
+  assert.equal((await scrape()).value('astrad_inference_pending_request_count{model="double",version="1"}'), 3, 'read from the replicas at scrape')
+  pendingDouble = 0
   assert.doesNotMatch(text, /model="nope"/)
+  assert.match(text, /# TYPE astrad_inference_request_failure counter/)
+  assert.match(text, /# TYPE astrad_inference_pending_request_count gauge/)
 })

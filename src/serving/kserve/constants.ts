@@ -59,6 +59,12 @@ export const TIMEOUT_HEADER = 'astrad-timeout-ms'
 export const DEFAULT_RETRY_AFTER_S = 1
 
 /**
+ * Prefix of the per-model inference metrics: Triton's `nv_inference_` renamed, as the style's
+ * `astrad_<area>_` asks (a Prometheus relabel rule turns one into the other: docs/kserve.md).
+ */
+export const METRICS_PREFIX = 'astrad_inference_'
+
+/**
  * Latency histogram buckets (seconds): 1 ms … 30 s, roughly ×2.5 apart, covering a tiny model
  * on CPU up to the default deadline.
  */

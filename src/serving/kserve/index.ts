@@ -11,6 +11,6 @@ export {
   flattenData, isDataType, splitBytesElements, tensorFromJson, type TensorValue
 } from './codec.ts'
 export { toHalfBits, fromHalfBits } from './fp16.ts'
-export { createInferenceMetrics, type InferenceMetrics, type FailureReason } from './metrics.ts'
+export { createInferenceMetrics, FAILURE_REASONS, type InferenceMetrics, type InferenceMetricsSources, type InferenceSample, type FailureReason, type ModelVersion } from './metrics.ts'
 export * from './constants.ts'
 export { decodeInferResponse, jsonElements, parseJsonExact, tensorOfValue, NotATensorError, type DecodedInferResponse, type DecodedOutput, type ModelMetadata } from './client.ts'

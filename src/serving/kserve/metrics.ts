@@ -1,73 +1,164 @@
-import { Counter, Histogram, type Registry } from 'prom-client'
-import { LATENCY_BUCKETS_S } from './constants.ts'
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
+import { LATENCY_BUCKETS_S, METRICS_PREFIX } from './constants.ts'
 
 /**
- * Per-model inference metrics: Triton's `nv_inference_*` set under the `astrad_inference_`
- * prefix, same names and meanings, so Triton dashboards port by a rename (Triton's names carry
- * no `_total` suffix; neither do these). Labelled by model (= app) name; only models the
- * backend knows are counted, so a client cannot blow up the label set with made-up names.
+ * Per-model inference metrics: Triton's `nv_inference_*` set (docs/user_guide/metrics.md of
+ * triton-inference-server/server) under the `astrad_inference_` prefix, with Triton's names,
+ * labels (`model`, `version`), failure reasons and meanings, so a Triton dashboard works after a
+ * rename of the prefix (docs/kserve.md gives the relabelling rule). Like Triton's, the counters
+ * carry no `_total` suffix, and a model's series exist, at 0, from the moment the daemon knows
+ * the model: a dashboard sees 0 failures, not no data. Only models the backend knows are
+ * labelled, so a client cannot blow up the label set with made-up names.
  */
 
-/** Why a request failed (the `reason` label of astrad_inference_request_failure). */
-export type FailureReason = 'invalid' | 'rejected' | 'unavailable' | 'deadline' | 'canceled' | 'backend'
+/** Triton's `reason` label values of nv_inference_request_failure. */
+export const FAILURE_REASONS = ['REJECTED', 'CANCELED', 'BACKEND', 'OTHER'] as const
+export type FailureReason = typeof FAILURE_REASONS[number]
+
+export interface ModelVersion {
+  model: string
+  version: string
+}
+
+/** One successful request, as the edge saw it (milliseconds). */
+export interface InferenceSample {
+  /** Inferences in the request (Triton's inference_count). */
+  batch: number
+  requestMs: number
+  queueMs: number
+  computeInputMs: number
+  computeInferMs: number
+  computeOutputMs: number
+}
+
+export interface InferenceMetricsSources {
+  /** The models (at their current version) the edge serves: their series exist from the first scrape. */
+  known: () => ModelVersion[]
+  /** Requests waiting for a worker in this daemon's replicas (read at scrape). */
+  pending?: () => Array<ModelVersion & { count: number }>
+}
 
 export interface InferenceMetrics {
-  success: (model: string, s: { batch: number, requestMs: number, queueMs: number, computeMs: number }) => void
-  failure: (model: string, reason: FailureReason) => void
+  success: (model: string, version: string, s: InferenceSample) => void
+  failure: (model: string, version: string, reason: FailureReason) => void
 }
 
-/** Reuses a metric when a second RPC server registers on the same registry (tests, restarts). */
-function counter (registry: Registry, name: string, help: string, labelNames: string[]): Counter {
-  const existing = registry.getSingleMetric(name)
-  if (existing instanceof Counter) return existing
-  return new Counter({ name, help, labelNames, registers: [registry] })
+interface Inc { inc: (v?: number) => void }
+
+/** A model version's label children, looked up once: a labelled inc() validates its label object on every call. */
+interface Series {
+  success: Inc
+  failure: Record<FailureReason, Inc>
+  count: Inc
+  exec: Inc
+  request: Inc
+  queue: Inc
+  computeInput: Inc
+  computeInfer: Inc
+  computeOutput: Inc
+  latency: { observe: (v: number) => void }
 }
 
-export function createInferenceMetrics (registry: Registry): InferenceMetrics {
-  const success = counter(registry, 'astrad_inference_request_success', 'Successful inference requests, by model', ['model'])
-  const failure = counter(registry, 'astrad_inference_request_failure', 'Failed inference requests, by model and reason (invalid, rejected, unavailable, deadline, canceled, backend)', ['model', 'reason'])
-  const count = counter(registry, 'astrad_inference_count', 'Inferences performed, counting each element of a batch (the leading dimension when the model declares it variable)', ['model'])
-  const execCount = counter(registry, 'astrad_inference_exec_count', 'Model executions (one per successful request: astrad does not merge requests into batches)', ['model'])
-  const requestUs = counter(registry, 'astrad_inference_request_duration_us', 'Cumulative end-to-end inference request handling time at the edge, microseconds', ['model'])
-  const queueUs = counter(registry, 'astrad_inference_queue_duration_us', 'Cumulative time requests waited in replica queues, microseconds', ['model'])
-  const computeUs = counter(registry, 'astrad_inference_compute_infer_duration_us', 'Cumulative time spent running the model, microseconds', ['model'])
-  const name = 'astrad_inference_request_duration_seconds'
-  const existing = registry.getSingleMetric(name)
-  const latency = existing instanceof Histogram
-    ? existing
-    : new Histogram({ name, help: 'Latency of successful inference requests at the edge, by model', labelNames: ['model'], buckets: LATENCY_BUCKETS_S, registers: [registry] })
-  // Per-model children, looked up once: labelled inc() hashes its label object on every call
-  // (seven times per request here).
-  const children = new Map<string, { success: { inc: (v?: number) => void }, count: { inc: (v?: number) => void }, exec: { inc: (v?: number) => void }, request: { inc: (v?: number) => void }, queue: { inc: (v?: number) => void }, compute: { inc: (v?: number) => void }, latency: { observe: (v: number) => void } }>()
-  const of = (model: string): NonNullable<ReturnType<typeof children.get>> => {
-    let c = children.get(model)
-    if (c == null) {
-      c = {
-        success: success.labels({ model }),
-        count: count.labels({ model }),
-        exec: execCount.labels({ model }),
-        request: requestUs.labels({ model }),
-        queue: queueUs.labels({ model }),
-        compute: computeUs.labels({ model }),
-        latency: latency.labels({ model })
+/** One per registry: a second RPC server on the same registry (tests, restarts) shares the metrics and adds its sources. */
+interface State {
+  series: (model: string, version: string) => Series
+  sources: Set<InferenceMetricsSources>
+}
+
+const states = new WeakMap<Registry, State>()
+
+function createState (registry: Registry): State {
+  const sources = new Set<InferenceMetricsSources>()
+  const byModel = new Map<string, Map<string, Series>>()
+  const registers = [registry]
+  // Every metric makes the known models' series before it is read, whichever is read first.
+  const collect = (): void => { for (const s of sources) for (const k of s.known()) series(k.model, k.version) }
+  const counter = (what: string, help: string, labelNames = ['model', 'version']): Counter =>
+    new Counter({ name: METRICS_PREFIX + what, help, labelNames, registers, collect })
+  const success = counter('request_success', 'Successful inference requests (a batch counts once), by model and version')
+  const failure = counter('request_failure', 'Failed inference requests, by model, version and reason (REJECTED: queue full; CANCELED: the client left; BACKEND: the model failed; OTHER: the rest)', ['model', 'version', 'reason'])
+  const count = counter('count', 'Inferences performed, counting each element of a batch (the leading dimension when the model declares it variable)')
+  const exec = counter('exec_count', 'Model executions (one per successful request: astrad does not merge requests into batches)')
+  const request = counter('request_duration_us', 'Cumulative end-to-end inference request handling time at the edge, microseconds')
+  const queue = counter('queue_duration_us', 'Cumulative time requests waited in replica queues, microseconds')
+  const computeInput = counter('compute_input_duration_us', 'Cumulative time from the hand-off to a worker until the model starts (inputs to the worker thread, onnxruntime tensors), microseconds')
+  const computeInfer = counter('compute_infer_duration_us', 'Cumulative time spent running the model (onnxruntime run), microseconds')
+  const computeOutput = counter('compute_output_duration_us', 'Cumulative time from the end of the run until the pool has the outputs (raw bytes, back from the worker thread), microseconds')
+  const latency = new Histogram({ name: METRICS_PREFIX + 'request_duration_seconds', help: 'Latency of successful inference requests at the edge, by model and version', labelNames: ['model', 'version'], buckets: LATENCY_BUCKETS_S, registers, collect })
+  new Gauge({ // eslint-disable-line no-new
+    name: METRICS_PREFIX + 'pending_request_count',
+    help: 'Inference requests waiting for a worker in this daemon\'s replicas, by model and version (0 for the models the edge serves; sum over daemons for the cluster)',
+    labelNames: ['model', 'version'],
+    registers,
+    collect () {
+      this.reset()
+      for (const s of sources) {
+        for (const k of s.known()) this.set({ model: k.model, version: k.version }, 0)
       }
-      children.set(model, c)
+      for (const s of sources) {
+        for (const p of s.pending?.() ?? []) this.inc({ model: p.model, version: p.version }, p.count)
+      }
     }
-    return c
+  })
+
+  function series (model: string, version: string): Series {
+    let versions = byModel.get(model)
+    if (versions == null) byModel.set(model, versions = new Map())
+    let s = versions.get(version)
+    if (s != null) return s
+    const labels = { model, version }
+    const child = (c: Counter): Inc => {
+      const ch = c.labels(labels)
+      ch.inc(0) // the series exists from now on, at 0
+      return ch
+    }
+    const failures = {} as Record<FailureReason, Inc>
+    for (const reason of FAILURE_REASONS) {
+      const ch = failure.labels({ ...labels, reason })
+      ch.inc(0)
+      failures[reason] = ch
+    }
+    latency.zero(labels)
+    s = {
+      success: child(success),
+      failure: failures,
+      count: child(count),
+      exec: child(exec),
+      request: child(request),
+      queue: child(queue),
+      computeInput: child(computeInput),
+      computeInfer: child(computeInfer),
+      computeOutput: child(computeOutput),
+      latency: latency.labels(labels)
+    }
+    versions.set(version, s)
+    return s
   }
+  return { series, sources }
+}
+
+const us = (ms: number): number => Math.round(Math.max(0, ms) * 1000)
+
+export function createInferenceMetrics (registry: Registry, sources: InferenceMetricsSources): InferenceMetrics {
+  let state = states.get(registry)
+  if (state == null) states.set(registry, state = createState(registry))
+  state.sources.add(sources)
+  const { series } = state
   return {
-    success (model, s) {
-      const c = of(model)
+    success (model, version, s) {
+      const c = series(model, version)
       c.success.inc()
       c.count.inc(s.batch)
       c.exec.inc()
-      c.request.inc(Math.round(s.requestMs * 1000))
-      c.queue.inc(Math.round(Math.max(0, s.queueMs) * 1000))
-      c.compute.inc(Math.round(Math.max(0, s.computeMs) * 1000))
+      c.request.inc(us(s.requestMs))
+      c.queue.inc(us(s.queueMs))
+      c.computeInput.inc(us(s.computeInputMs))
+      c.computeInfer.inc(us(s.computeInferMs))
+      c.computeOutput.inc(us(s.computeOutputMs))
       c.latency.observe(s.requestMs / 1000)
     },
-    failure (model, reason) {
-      failure.inc({ model, reason })
+    failure (model, version, reason) {
+      series(model, version).failure[reason].inc()
     }
   }
 }

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import type { Registry } from 'prom-client'
-import { HttpError, type RpcRequest, type RpcResponse, type RpcServer } from '../../rpc/index.ts'
+import { BodyAbortedError, HttpError, acceptedCoding, encodeBody, readBody, type RpcRequest, type RpcResponse, type RpcServer } from '../../rpc/index.ts'
 import type { Logger } from '../../util/logger.ts'
 import { AstradError, errorMessage } from '../../util/errors.ts'
 import { VERSION } from '../../version.ts'
@@ -14,7 +14,7 @@ import {
 } from './constants.ts'
 import { decodeInferRequest, type DecodedInferRequest } from './request.ts'
 import { encodeInferResponse } from './response.ts'
-import { createInferenceMetrics, type FailureReason, type InferenceMetrics } from './metrics.ts'
+import { createInferenceMetrics, type FailureReason, type ModelVersion } from './metrics.ts'
 
 export interface KServeComponents {
   /** Prometheus registry for the astrad_inference_* metrics; none are kept without one. */
@@ -26,6 +26,11 @@ export interface KServeComponents {
    * @default a backend is present and its serverReady() is true
    */
   ready?: () => boolean
+  /**
+   * Requests waiting for a worker in this daemon's replicas, by model (app) and version
+   * (generation), for astrad_inference_pending_request_count; read at scrape.
+   */
+  pending?: () => Array<ModelVersion & { count: number }>
 }
 
 /** The client closed its connection before the answer: nobody is waiting for it any more. */
@@ -42,8 +47,16 @@ class ClientGoneError extends AstradError {
  * Health routes are open (probes carry no token); the others follow the port's token.
  */
 export function registerKServeRoutes (rpc: RpcServer, backend: () => ServingBackend | undefined, components: KServeComponents): void {
-  const metrics = components.registry != null ? createInferenceMetrics(components.registry) : undefined
   const log = components.logger
+  const known = (): ModelVersion[] => {
+    const b = backend()
+    if (b == null) return []
+    return b.models().flatMap(model => {
+      const version = b.model(model)?.versions.at(-1)
+      return version != null ? [{ model, version }] : []
+    })
+  }
+  const metrics = components.registry != null ? createInferenceMetrics(components.registry, { known, pending: components.pending }) : undefined
 
   const serving = (): ServingBackend => {
     const b = backend()
@@ -98,23 +111,41 @@ export function registerKServeRoutes (rpc: RpcServer, backend: () => ServingBack
     const started = performance.now()
     const startedAt = Date.now()
     let model: string | undefined
+    let version = ''
     try {
       const b = serving()
       const status = modelOf(b, req)
       model = status.name
+      // The version asked for, else the current one; a success counts under the version that ran it.
+      version = req.params.version ?? status.versions.at(-1) ?? ''
       const headerTimeoutMs = timeoutHeader(req.headers[TIMEOUT_HEADER])
-      const body = await readBody(req.raw, MAX_INFER_BODY_BYTES)
+      const body = await readBody(req.raw, MAX_INFER_BODY_BYTES).catch((err: unknown) => {
+        throw err instanceof BodyAbortedError ? new ClientGoneError() : err
+      })
       const decoded = decodeInferRequest(body, req.headers[HEADER_LENGTH_HEADER], status.signature)
       const budgetMs = timeoutMs(headerTimeoutMs, decoded.timeoutUs)
       const result = await runInfer(b, status.name, decoded, { deadline: startedAt + budgetMs, budgetMs }, req.raw)
       const encoded = encodeInferResponse(result, decoded, status.name)
       const requestMs = performance.now() - started
-      metrics?.success(status.name, { batch: batchSize(status, decoded), requestMs, queueMs: result.queueMs, computeMs: result.computeMs })
+      metrics?.success(status.name, result.version ?? version, {
+        batch: batchSize(status, decoded),
+        requestMs,
+        queueMs: result.queueMs,
+        // A backend that does not split its compute time reports it all as the run.
+        computeInputMs: result.compute?.inputMs ?? 0,
+        computeInferMs: result.compute?.inferMs ?? result.computeMs,
+        computeOutputMs: result.compute?.outputMs ?? 0
+      })
+      // Compressed when the client asks (Triton's response_compression_algorithm); the
+      // Inference-Header-Content-Length still counts the decoded JSON, as Triton's clients expect.
+      const coding = acceptedCoding(req.headers['accept-encoding'])
+      const payload = coding !== undefined ? await encodeBody(encoded.body, coding) : encoded.body
+      if (coding !== undefined) encoded.headers['content-encoding'] = coding
       // Content-Length always: the binary extension requires it to give the full body length.
-      return { status: 200, bytes: encoded.body, headers: { ...encoded.headers, 'content-length': String(encoded.body.length) } }
+      return { status: 200, bytes: payload, headers: { ...encoded.headers, 'content-length': String(payload.length) } }
     } catch (err) {
       const res = errorResponse(log, err, model)
-      if (model != null) metrics?.failure(model, failureReason(err, res.status))
+      if (model != null) metrics?.failure(model, version, failureReason(err, res.status))
       return res
     }
   }
@@ -143,21 +174,25 @@ function errorResponse (log: Logger, err: unknown, model?: string): RpcResponse 
     if (status === 429 || status === 503) headers['retry-after'] = String(Math.max(0, Math.ceil(err.retryAfter ?? DEFAULT_RETRY_AFTER_S)))
   } else if (err instanceof HttpError) {
     status = err.status
-    // The rest of an oversized body is not worth reading: close once answered.
-    if (status === 413) headers.connection = 'close'
+    Object.assign(headers, err.headers)
+    // The rest of an oversized or undecodable body is not worth reading: close once answered.
+    if (status === 413 || status === 415) headers.connection = 'close'
   }
   if (status >= 500 && status !== 503 && status !== 504) log.warn({ model, err: errorMessage(err), code: err instanceof AstradError ? err.code : undefined }, 'inference request failed')
   else log.debug({ model, status, err: errorMessage(err) }, 'inference request refused')
   return { status, body: { error: errorMessage(err) }, headers }
 }
 
+/**
+ * Triton's failure reasons: REJECTED the queue was full (429), CANCELED the client left,
+ * BACKEND the model failed (500: onnxruntime error, a worker died, a bad output), OTHER the rest
+ * (bad requests, no replica ready, deadline passed, body refused).
+ */
 function failureReason (err: unknown, status: number): FailureReason {
-  if (err instanceof ClientGoneError) return 'canceled'
-  if (status === 429) return 'rejected'
-  if (status === 503) return 'unavailable'
-  if (status === 504) return 'deadline'
-  if (status >= 400 && status < 500) return 'invalid'
-  return 'backend'
+  if (err instanceof ClientGoneError) return 'CANCELED'
+  if (status === 429) return 'REJECTED'
+  if (status === 500) return 'BACKEND'
+  return 'OTHER'
 }
 
 /** The astrad-timeout-ms header: a positive integer of milliseconds, or absent. */
@@ -183,50 +218,6 @@ function batchSize (status: ModelStatus, req: DecodedInferRequest): number {
   const first = req.inputs[0]
   const spec = status.signature?.inputs.find(s => s.name === first?.name)
   return first != null && spec?.shape[0] === -1 && first.shape.length > 0 ? (first.shape[0] ?? 1) : 1
-}
-
-/** Reads the raw body, at most `max` bytes (413 beyond, before reading when Content-Length says so). */
-async function readBody (raw: IncomingMessage, max: number): Promise<Buffer> {
-  const declared = Number(raw.headers['content-length'] ?? '0')
-  if (declared > max) throw new HttpError(413, `the request body of ${declared} bytes exceeds the limit of ${max} bytes`, 'ERR_TOO_LARGE')
-  // Events rather than `for await`: the async iterator costs several µs per request.
-  return await new Promise<Buffer>((resolve, reject) => {
-    const chunks: Buffer[] = []
-    let size = 0
-    const cleanup = (): void => {
-      raw.off('data', onData)
-      raw.off('end', onEnd)
-      raw.off('error', onError)
-      raw.off('aborted', onError)
-    }
-    const onData = (chunk: Buffer): void => {
-      size += chunk.length
-      if (size > max) {
-        cleanup()
-        raw.resume()
-        reject(new HttpError(413, `the request body exceeds the limit of ${max} bytes`, 'ERR_TOO_LARGE'))
-        return
-      }
-      chunks.push(chunk)
-    }
-    const onEnd = (): void => {
-      cleanup()
-      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))
-    }
-    // Anything but our own refusal is the connection failing mid-body (ECONNRESET, aborted).
-    const onError = (): void => {
-      cleanup()
-      reject(new ClientGoneError())
-    }
-    if (raw.complete && raw.readableEnded) {
-      resolve(Buffer.alloc(0))
-      return
-    }
-    raw.on('data', onData)
-    raw.on('end', onEnd)
-    raw.on('error', onError)
-    raw.on('aborted', onError)
-  })
 }
 
 /**
