@@ -13,8 +13,11 @@ export const ONLINE_PROTOCOL = '/astra/online/1.0.0'
 export const HEARTBEAT_INTERVAL_MS = 1_000
 /** A heartbeat on the wire must stay under 512 B (ARCHITECTURE §2). */
 export const MAX_HEARTBEAT_BYTES = 512
-/** Wire format version, first byte of every heartbeat and record. */
-export const HEARTBEAT_VERSION = 2
+/**
+ * Wire format version, first byte of every heartbeat and record. 3 added a flags byte after the
+ * state (cordoned); version 2 is still read (no flags), a daemon older than 3 cannot read 3.
+ */
+export const HEARTBEAT_VERSION = 3
 
 /**
  * Silence after which a node is `suspect`: two heartbeats missed (2 s) plus 250 ms of jitter

@@ -15,6 +15,8 @@ export interface Heartbeat {
   incarnation: number
   seq: number
   state: AnnouncedState
+  /** The operator cordoned the node (`astrad cordon`): schedulers place no new replica there. */
+  cordoned: boolean
   roles: Role[]
   name: string
   cell: string
@@ -43,6 +45,10 @@ export interface Heartbeat {
 }
 
 const ANNOUNCED: AnnouncedState[] = ['alive', 'draining', 'left']
+/** Bits of the flags byte (version 3 on). */
+const FLAG_CORDONED = 1
+/** The version before the flags byte: still read, so a newer daemon understands an older one. */
+const HEARTBEAT_VERSION_NO_FLAGS = 2
 const PEER_ID_RE = /^[1-9A-HJ-NP-Za-km-z]{40,100}$/
 
 function clampU16 (v: number): number { return Math.max(0, Math.min(0xffff, Math.round(v))) }
@@ -63,6 +69,7 @@ function rolesFromMask (m: number): Role[] {
 export function writeHeartbeat (w: Writer, hb: Heartbeat): void {
   w.u8(HEARTBEAT_VERSION)
     .u8(ANNOUNCED.indexOf(hb.state))
+    .u8(hb.cordoned ? FLAG_CORDONED : 0)
     .u64(hb.incarnation)
     .u32(hb.seq)
     .str8(hb.peerId)
@@ -88,10 +95,11 @@ export function writeHeartbeat (w: Writer, hb: Heartbeat): void {
 
 export function readHeartbeat (r: Reader): Heartbeat {
   const version = r.u8('version')
-  if (version !== HEARTBEAT_VERSION) throw new DecodeError(`unsupported heartbeat version ${version}`)
+  if (version !== HEARTBEAT_VERSION && version !== HEARTBEAT_VERSION_NO_FLAGS) throw new DecodeError(`unsupported heartbeat version ${version}`)
   const stateIdx = r.u8('state')
   const state = ANNOUNCED[stateIdx]
   if (state == null) throw new DecodeError(`invalid state ${stateIdx}`)
+  const flags = version === HEARTBEAT_VERSION_NO_FLAGS ? 0 : r.u8('flags')
   const incarnation = r.u64('incarnation')
   const seq = r.u32('seq')
   const peerId = r.str8('peerId')
@@ -110,6 +118,7 @@ export function readHeartbeat (r: Reader): Heartbeat {
     incarnation,
     seq,
     state,
+    cordoned: (flags & FLAG_CORDONED) !== 0,
     roles,
     name,
     cell,
