@@ -15,7 +15,8 @@ export const HEARTBEAT_INTERVAL_MS = 1_000
 export const MAX_HEARTBEAT_BYTES = 512
 /**
  * Wire format version, first byte of every heartbeat and record. 3 added a flags byte after the
- * state (cordoned); version 2 is still read (no flags), a daemon older than 3 cannot read 3.
+ * state (cordoned); a heartbeat without flags is still written and read as version 2, so only a
+ * cordoned node's heartbeat is unreadable to a daemon older than version 3.
  */
 export const HEARTBEAT_VERSION = 3
 

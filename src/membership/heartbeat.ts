@@ -67,10 +67,12 @@ function rolesFromMask (m: number): Role[] {
 
 /** Writes the heartbeat fields (shared by heartbeats and online-list records). */
 export function writeHeartbeat (w: Writer, hb: Heartbeat): void {
-  w.u8(HEARTBEAT_VERSION)
-    .u8(ANNOUNCED.indexOf(hb.state))
-    .u8(hb.cordoned ? FLAG_CORDONED : 0)
-    .u64(hb.incarnation)
+  // Without flags the older version 2 is written, so daemons that predate version 3 still read
+  // every heartbeat but a cordoned node's.
+  const flags = hb.cordoned ? FLAG_CORDONED : 0
+  if (flags === 0) w.u8(HEARTBEAT_VERSION_NO_FLAGS).u8(ANNOUNCED.indexOf(hb.state))
+  else w.u8(HEARTBEAT_VERSION).u8(ANNOUNCED.indexOf(hb.state)).u8(flags)
+  w.u64(hb.incarnation)
     .u32(hb.seq)
     .str8(hb.peerId)
     .u8(rolesMask(hb.roles))
