@@ -20,7 +20,7 @@ test('every command has --help and exits 0', async () => {
 })
 
 test('usage errors exit 2 with one line and no stack trace', async () => {
-  for (const args of [['--bogus'], ['start', '--bogus'], ['nosuchcommand'], ['start', '--cores', 'x'], ['start', '--rpc', 'nope'], ['status', '--rpc', 'nope'], ['start', '--log-level', 'loud'], ['drain', '--timeout', 'soon', '--rpc', '127.0.0.1:1']]) {
+  for (const args of [['--bogus'], ['start', '--bogus'], ['nosuchcommand'], ['start', '--cores', 'x'], ['start', '--rpc', 'nope'], ['status', '--rpc', 'nope'], ['start', '--log-level', 'loud'], ['drain', '--timeout', 'soon', '--rpc', '127.0.0.1:1'], ['cordon', '--rpc', 'nope'], ['uncordon', 'extra-arg']]) {
     const r = await run(...args)
     assert.equal(r.code, EXIT_USAGE, args.join(' '))
     assert.doesNotMatch(r.err, /\n\s+at /, `stack trace for ${args.join(' ')}`)
