@@ -6,7 +6,7 @@ import { CORDON_FILE } from './constants.ts'
 
 /**
  * A cordon outlives the process, as Kubernetes' `spec.unschedulable` does: it is a file in the
- * node's data dir (present = cordoned; it holds when and why, for people reading it).
+ * node's data dir (present = cordoned; it says since when and how to lift it, for people reading it).
  */
 export function readCordon (dataDir: string): boolean {
   return fs.existsSync(path.join(dataDir, CORDON_FILE))
