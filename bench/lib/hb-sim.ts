@@ -89,6 +89,7 @@ function heartbeat (v: Virtual): Heartbeat {
     incarnation: v.incarnation,
     seq: v.seq++,
     state: 'alive',
+    cordoned: false,
     roles: ['node'],
     name: `sim-${v.index}`,
     cell: 'default',

@@ -14,3 +14,5 @@ export const DRAIN_POLL_MS = 50
 export const LEAVE_FLUSH_MS = 150
 /** Lock file that keeps two daemons from sharing one data dir (and one identity). */
 export const LOCK_FILE = 'astrad.lock'
+/** Present in a node's data dir while it is cordoned (`astrad cordon`), so a restart keeps it. */
+export const CORDON_FILE = 'cordon.json'

@@ -23,6 +23,7 @@ import { registerNoticeRoutes } from '../mailbox/routes.ts'
 import { NoticeEffects } from './notices.ts'
 import type { ActiveMessage } from './status.ts'
 import { lockDataDir } from './lock.ts'
+import { readCordon, saveCordon } from './cordon.ts'
 import { registerRoutes } from './routes.ts'
 import { DRAIN_TIMEOUT_MS, DRAIN_POLL_MS, DRAIN_GRACE_MS, LEAVE_FLUSH_MS } from './constants.ts'
 
@@ -200,6 +201,7 @@ export class Daemon {
       const servingLogger = componentLogger(this.logger, 'serving')
       if (roles.has('node')) {
         const ledger = this.ledgerValue = new Ledger({ cpu: config.cores, gpu: config.gpus })
+        if (readCordon(config.dataDir)) ledger.setCordoned(true)
         this.replicaHost = new ReplicaHost({ ledger, transfer, logger: servingLogger, createPool }, { dataDir: config.dataDir })
       }
       const view = this.view
@@ -239,6 +241,7 @@ export class Daemon {
           gpuUtil: () => 0,
           inflight: () => this.inflight.value,
           ledgerVersion: () => this.ledgerValue?.version ?? 0,
+          cordoned: () => this.ledgerValue?.cordoned ?? false,
           readyReplicas: () => this.ledgerValue?.readyCount() ?? 0,
           modelsDigest: () => transfer.modelsDigest(),
           mailboxCursor: () => this.puller?.revision ?? 0,
@@ -274,7 +277,8 @@ export class Daemon {
         logger: servingLogger,
         // KServe readiness: the daemon is up and joined, and (on a scheduler) can route.
         ready: () => this.ready && (this.routerValue?.serverReady() ?? true),
-        pending: () => this.replicaHost?.pending() ?? []
+        pending: () => this.replicaHost?.pending() ?? [],
+        scheduler: roles.has('scheduler')
       })
 
       await libp2p.start()
@@ -364,6 +368,20 @@ export class Daemon {
     }
     if (this.inflight.value > 0) this.logger.warn({ inflight: this.inflight.value }, 'drain timed out; leaving with requests in flight')
     await this.stop()
+  }
+
+  /**
+   * `astrad cordon` / `uncordon` (node role): no new replicas here, the ones held keep serving.
+   * Saved in the data dir first, so a restart keeps it; the ledger's answer and the next
+   * heartbeat tell the schedulers.
+   */
+  setCordoned (cordoned: boolean): void {
+    const ledger = this.ledgerValue
+    if (ledger == null) throw new LifecycleError('this daemon has no node role')
+    if (ledger.cordoned === cordoned) return
+    saveCordon(this.config.dataDir, cordoned, this.clock.now())
+    ledger.setCordoned(cordoned)
+    this.logger.info({ replicas: ledger.all().length }, cordoned ? 'cordoned: no new replicas; the ones held keep serving' : 'uncordoned')
   }
 
   /** A drain notice: drain now, or as soon as the daemon runs. */

@@ -16,6 +16,17 @@ export function registerRoutes (rpc: RpcServer, daemon: Daemon): void {
     return { status: 202, body: { state: daemon.state } }
   })
 
+  // Cordon is an operator action on the node's own RPC port (token-protected off loopback, as
+  // drain); schedulers learn of it from the node's ledger and signed heartbeat.
+  const cordon = (cordoned: boolean) => () => {
+    if (daemon.state !== 'running' && daemon.state !== 'draining') throw new HttpError(503, `daemon is ${daemon.state}`, 'ERR_UNAVAILABLE')
+    if (daemon.ledger == null) throw new HttpError(409, `this daemon (roles ${daemon.config.roles.join(',')}) has no node role: cordon the node's own daemon (its --rpc)`, 'ERR_NOT_NODE')
+    daemon.setCordoned(cordoned)
+    return { status: 200, body: { name: daemon.config.name, cordoned, replicas: daemon.ledger.all().length } }
+  }
+  rpc.route('POST', '/v1/cordon', cordon(true))
+  rpc.route('POST', '/v1/uncordon', cordon(false))
+
   rpc.route('GET', '/metrics', async () => ({
     status: 200,
     text: await daemon.metrics.registry.metrics(),

@@ -29,6 +29,8 @@ export interface StatusDocument {
     name: string
     cell: string
     state: NodeState
+    /** The node was cordoned by its operator: no new replicas (from its heartbeat). */
+    cordoned: boolean
     roles: Role[]
     cores: number
     gpus: number
@@ -114,6 +116,7 @@ export async function buildStatus (daemon: Daemon): Promise<StatusDocument> {
       name: r.hb.name,
       cell: r.hb.cell,
       state: r.state,
+      cordoned: r.hb.cordoned,
       roles: r.hb.roles,
       cores: r.hb.cores,
       gpus: r.hb.gpus,

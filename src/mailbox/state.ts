@@ -3,6 +3,7 @@ import path from 'node:path'
 import { z } from 'zod'
 import { compareVersions, isVersion } from '../clusterlog/hlc.ts'
 import { AstradError, errorMessage } from '../util/errors.ts'
+import { writeFileAtomic } from '../util/fs.ts'
 import { isExpired, isStanding, NOTICE_KINDS, NOTICE_STATES, visibleTo, type MailboxItem, type Notice, type NoticeData, type NodeIdentity, type NoticeKind, type NoticeState, type RuntimeSettings } from './notice.ts'
 import type { Cursor, PullResponse } from './wire.ts'
 import { APPLIED_RETENTION_MS, STATE_FILE } from './constants.ts'
@@ -310,16 +311,5 @@ export function loadState (dataDir: string): SavedState | undefined {
 
 /** Writes the state atomically: temp file, fsync, rename, fsync of the directory. */
 export function saveState (dataDir: string, state: SavedState): void {
-  const file = path.join(dataDir, STATE_FILE)
-  const tmp = `${file}.tmp`
-  const fd = fs.openSync(tmp, 'w', 0o600)
-  try {
-    fs.writeSync(fd, JSON.stringify(state))
-    fs.fsyncSync(fd)
-  } finally {
-    fs.closeSync(fd)
-  }
-  fs.renameSync(tmp, file)
-  const dir = fs.openSync(dataDir, 'r')
-  try { fs.fsyncSync(dir) } finally { fs.closeSync(dir) }
+  writeFileAtomic(path.join(dataDir, STATE_FILE), JSON.stringify(state))
 }

@@ -13,8 +13,12 @@ export const ONLINE_PROTOCOL = '/astra/online/1.0.0'
 export const HEARTBEAT_INTERVAL_MS = 1_000
 /** A heartbeat on the wire must stay under 512 B (ARCHITECTURE §2). */
 export const MAX_HEARTBEAT_BYTES = 512
-/** Wire format version, first byte of every heartbeat and record. */
-export const HEARTBEAT_VERSION = 2
+/**
+ * Wire format version, first byte of every heartbeat and record. 3 added a flags byte after the
+ * state (cordoned); a heartbeat without flags is still written and read as version 2, so only a
+ * cordoned node's heartbeat is unreadable to a daemon older than version 3.
+ */
+export const HEARTBEAT_VERSION = 3
 
 /**
  * Silence after which a node is `suspect`: two heartbeats missed (2 s) plus 250 ms of jitter

@@ -15,6 +15,8 @@ export interface Heartbeat {
   incarnation: number
   seq: number
   state: AnnouncedState
+  /** The operator cordoned the node (`astrad cordon`): schedulers place no new replica there. */
+  cordoned: boolean
   roles: Role[]
   name: string
   cell: string
@@ -43,6 +45,10 @@ export interface Heartbeat {
 }
 
 const ANNOUNCED: AnnouncedState[] = ['alive', 'draining', 'left']
+/** Bits of the flags byte (version 3 on). */
+const FLAG_CORDONED = 1
+/** The version before the flags byte: still read, so a newer daemon understands an older one. */
+const HEARTBEAT_VERSION_NO_FLAGS = 2
 const PEER_ID_RE = /^[1-9A-HJ-NP-Za-km-z]{40,100}$/
 
 function clampU16 (v: number): number { return Math.max(0, Math.min(0xffff, Math.round(v))) }
@@ -61,9 +67,12 @@ function rolesFromMask (m: number): Role[] {
 
 /** Writes the heartbeat fields (shared by heartbeats and online-list records). */
 export function writeHeartbeat (w: Writer, hb: Heartbeat): void {
-  w.u8(HEARTBEAT_VERSION)
-    .u8(ANNOUNCED.indexOf(hb.state))
-    .u64(hb.incarnation)
+  // Without flags the older version 2 is written, so daemons that predate version 3 still read
+  // every heartbeat but a cordoned node's.
+  const flags = hb.cordoned ? FLAG_CORDONED : 0
+  if (flags === 0) w.u8(HEARTBEAT_VERSION_NO_FLAGS).u8(ANNOUNCED.indexOf(hb.state))
+  else w.u8(HEARTBEAT_VERSION).u8(ANNOUNCED.indexOf(hb.state)).u8(flags)
+  w.u64(hb.incarnation)
     .u32(hb.seq)
     .str8(hb.peerId)
     .u8(rolesMask(hb.roles))
@@ -88,10 +97,11 @@ export function writeHeartbeat (w: Writer, hb: Heartbeat): void {
 
 export function readHeartbeat (r: Reader): Heartbeat {
   const version = r.u8('version')
-  if (version !== HEARTBEAT_VERSION) throw new DecodeError(`unsupported heartbeat version ${version}`)
+  if (version !== HEARTBEAT_VERSION && version !== HEARTBEAT_VERSION_NO_FLAGS) throw new DecodeError(`unsupported heartbeat version ${version}`)
   const stateIdx = r.u8('state')
   const state = ANNOUNCED[stateIdx]
   if (state == null) throw new DecodeError(`invalid state ${stateIdx}`)
+  const flags = version === HEARTBEAT_VERSION_NO_FLAGS ? 0 : r.u8('flags')
   const incarnation = r.u64('incarnation')
   const seq = r.u32('seq')
   const peerId = r.str8('peerId')
@@ -110,6 +120,7 @@ export function readHeartbeat (r: Reader): Heartbeat {
     incarnation,
     seq,
     state,
+    cordoned: (flags & FLAG_CORDONED) !== 0,
     roles,
     name,
     cell,

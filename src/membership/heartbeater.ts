@@ -9,7 +9,10 @@ import { HEARTBEAT_INTERVAL_MS, HEARTBEAT_SHARDS } from './constants.ts'
 /** Fixed facts about the daemon, plus a reader for each measured field, read at every beat. */
 type Measured = 'cpuUtil' | 'gpuUtil' | 'inflight' | 'ledgerVersion' | 'readyReplicas' | 'modelsDigest' | 'mailboxCursor' |
   'uploadLimit' | 'downloadLimit' | 'uploadRate' | 'downloadRate' | 'transfers'
-export type SelfReport = Pick<Heartbeat, 'roles' | 'name' | 'cell' | 'cores' | 'gpus' | 'gpuPerf'> & { [K in Measured]: () => number }
+export type SelfReport = Pick<Heartbeat, 'roles' | 'name' | 'cell' | 'cores' | 'gpus' | 'gpuPerf'> & { [K in Measured]: () => number } & {
+  /** Whether the operator cordoned this node (absent: never). */
+  cordoned?: () => boolean
+}
 
 export interface HeartbeaterComponents {
   libp2p: Host
@@ -70,6 +73,7 @@ export class Heartbeater {
       incarnation: this.incarnation,
       seq: this.seq++,
       state: this.state,
+      cordoned: r.cordoned?.() ?? false,
       roles: r.roles,
       name: r.name,
       cell: r.cell,

@@ -48,7 +48,7 @@ export function compareVersions (a: Pick<NodeRecord, 'hb' | 'state'>, b: Pick<No
 /** Fields whose change is announced at once; load figures travel in the periodic pull. */
 function staticChanged (a: Heartbeat, b: Heartbeat): boolean {
   return a.name !== b.name || a.cell !== b.cell || a.cores !== b.cores || a.gpus !== b.gpus ||
-    a.gpuPerf !== b.gpuPerf || a.roles.join() !== b.roles.join() || a.incarnation !== b.incarnation
+    a.gpuPerf !== b.gpuPerf || a.roles.join() !== b.roles.join() || a.incarnation !== b.incarnation || a.cordoned !== b.cordoned
 }
 
 /**

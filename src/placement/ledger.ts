@@ -35,14 +35,19 @@ export interface LedgerSnapshot {
   version: number
   capacity: Resources
   used: Resources
-  /** false while the node drains: it accepts no reservation. */
+  /** false while the node drains or is cordoned: it accepts no reservation. */
   accepting: boolean
+  /**
+   * The operator cordoned the node (`astrad cordon`): no new replicas, the ones it holds keep
+   * serving. Absent from nodes older than cordon.
+   */
+  cordoned?: boolean
   replicas: LedgerReplica[]
 }
 
 /** A reservation the node refuses; `code` says why (crosses the wire). */
 export class ReservationRejectedError extends AstradError {
-  constructor (message: string, code: 'ERR_NO_CAPACITY' | 'ERR_DRAINING' | 'ERR_DUPLICATE' | 'ERR_TOO_MANY') {
+  constructor (message: string, code: 'ERR_NO_CAPACITY' | 'ERR_DRAINING' | 'ERR_CORDONED' | 'ERR_DUPLICATE' | 'ERR_TOO_MANY') {
     super(message, code)
     this.name = 'ReservationRejectedError'
   }
@@ -62,6 +67,7 @@ export class Ledger {
   private readonly listeners = new Set<(event: LedgerEvent) => void>()
   private versionValue = 0
   private accepting = true
+  private cordonedValue = false
   private readonly now: () => number
 
   constructor (capacity: Resources, now: () => number = Date.now) {
@@ -83,6 +89,7 @@ export class Ledger {
   /** Reserves at once or throws ReservationRejectedError; never partially. */
   reserve (r: Reservation): LedgerReplica {
     if (!this.accepting) throw new ReservationRejectedError('node is draining', 'ERR_DRAINING')
+    if (this.cordonedValue) throw new ReservationRejectedError('node is cordoned (astrad uncordon lifts it)', 'ERR_CORDONED')
     if (this.replicas.has(r.replica)) throw new ReservationRejectedError(`replica ${r.replica} already reserved`, 'ERR_DUPLICATE')
     if (this.replicas.size >= MAX_REPLICAS_PER_NODE) throw new ReservationRejectedError(`node holds ${this.replicas.size} replicas (limit ${MAX_REPLICAS_PER_NODE})`, 'ERR_TOO_MANY')
     const used = this.used()
@@ -122,6 +129,18 @@ export class Ledger {
     this.bump()
   }
 
+  /**
+   * Cordons (or uncordons) the node, as Kubernetes' unschedulable: it refuses new reservations,
+   * and the replicas it holds stay placed and keep serving (drain is what leaves).
+   */
+  setCordoned (cordoned: boolean): void {
+    if (this.cordonedValue === cordoned) return
+    this.cordonedValue = cordoned
+    this.bump()
+  }
+
+  get cordoned (): boolean { return this.cordonedValue }
+
   get (id: string): LedgerReplica | undefined { return this.replicas.get(id) }
 
   all (): LedgerReplica[] { return [...this.replicas.values()] }
@@ -137,7 +156,8 @@ export class Ledger {
       version: this.versionValue,
       capacity: { ...this.capacity },
       used: this.used(),
-      accepting: this.accepting,
+      accepting: this.accepting && !this.cordonedValue,
+      cordoned: this.cordonedValue,
       replicas: this.all().map(r => ({ ...r }))
     }
   }

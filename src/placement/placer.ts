@@ -472,7 +472,7 @@ export class Placer {
         return undefined
       } catch (err) {
         const code = err instanceof AstradError ? err.code : 'ERR_UNKNOWN'
-        const conflict = code === 'ERR_NO_CAPACITY' || code === 'ERR_DRAINING' || code === 'ERR_TOO_MANY' || code === 'ERR_DUPLICATE'
+        const conflict = code === 'ERR_NO_CAPACITY' || code === 'ERR_DRAINING' || code === 'ERR_CORDONED' || code === 'ERR_TOO_MANY' || code === 'ERR_DUPLICATE'
         this.reservations?.inc({ result: conflict ? 'rejected' : 'error' })
         this.components.logger.debug({ app: spec.name, node: best.rec.hb.name, code, err: errorMessage(err) }, 'reservation rejected; trying another node')
       }

@@ -12,7 +12,7 @@ import {
 /**
  * `/astra/reserve/1.0.0`: one JSON request, one JSON answer (p2p/request.ts framing).
  *   {op:'reserve', reservation} → the ledger after the commit, or an error ERR_NO_CAPACITY /
- *                                 ERR_DRAINING / ERR_DUPLICATE / ERR_TOO_MANY (with the code)
+ *                                 ERR_DRAINING / ERR_CORDONED / ERR_DUPLICATE / ERR_TOO_MANY (with the code)
  *   {op:'release', replica}     → the ledger after the release
  *   {op:'ledger'}               → the ledger
  * Every answer carries the whole ledger, so a rejected scheduler refreshes its view for free.
@@ -45,6 +45,7 @@ const ledgerSchema = z.object({
   capacity: resources,
   used: z.object({ cpu: z.number(), gpu: z.number() }),
   accepting: z.boolean(),
+  cordoned: z.boolean().optional(),
   replicas: z.array(reservationSchema.extend({
     state: z.enum(['loading', 'ready', 'failed']),
     error: z.string().optional(),

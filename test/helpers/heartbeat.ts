@@ -15,6 +15,7 @@ export function heartbeat (overrides: Partial<Heartbeat> = {}): Heartbeat {
     incarnation: 1_700_000_000_000,
     seq: 1,
     state: 'alive',
+    cordoned: false,
     roles: ['node'],
     name: 'n1',
     cell: 'default',

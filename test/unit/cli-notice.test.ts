@@ -74,21 +74,25 @@ test('notice --help lists the subcommands; each has --help with --rpc', async ()
   }
 })
 
-test('publish prints the id first; --json exactly {id, revision, state}', async () => {
-  const out = await ok('notice', 'publish', '--kind', 'message', '--data', '{"text":"maintenance tonight 22:00","level":"warn"}')
-  const m = /^([0-9a-f]{12}) published revision (\d+) \(message, all\)\n$/.exec(out)
-  assert.ok(m != null, out)
+test('publish prints just the id on stdout (N=$(…); notice show $N works), details on stderr; --json exactly {id, revision, state}', async () => {
+  const r = await run('notice', 'publish', '--kind', 'message', '--data', '{"text":"maintenance tonight 22:00","level":"warn"}', ...daemon())
+  assert.equal(r.code, EXIT_OK, r.err)
+  assert.match(r.out, /^[0-9a-f]{12}\n$/, 'stdout is the id and a newline')
+  const m = /^message notice published, revision (\d+), audience all\n$/.exec(r.err)
+  assert.ok(m != null, `stderr: ${r.err}`)
+  assert.match(await ok('notice', 'show', r.out.trim()), new RegExp(`^id: +${r.out.trim()}$`, 'm'))
   const j = JSON.parse(await ok('notice', 'publish', '--kind', 'bandwidth', '--data', '{"upload":"200Mbit/s"}', '--canary', 'alpha', '--canary', 'beta', '--cells', 'a', '--expires', '2h', '--json')) as Record<string, unknown>
   assert.deepEqual(Object.keys(j).sort(), ['id', 'revision', 'state'])
   assert.equal(j.state, 'canary')
-  assert.equal(j.revision, Number(m[2]) + 1)
+  assert.equal(j.revision, Number(m[1]) + 1)
   const v = await admin.get(j.id as string)
   assert.deepEqual(v.data, { upload: 25_000_000, download: null })
   assert.deepEqual(v.audience, { cells: ['a'], canary: [peer('a'), peer('b')], node: null })
   assert.ok(v.expiresAt != null && Math.abs(v.expiresAt - (Date.now() + 7_200_000)) < 10_000)
 
-  const p = await ok('notice', 'publish', '--kind', 'drain', '--node', 'gamma,beta')
-  assert.match(p, /^[0-9a-f]{12} published revision \d+ \(drain, private: gamma,beta\)\n$/)
+  const p = await run('notice', 'publish', '--kind', 'drain', '--node', 'gamma,beta', ...daemon())
+  assert.match(p.out, /^[0-9a-f]{12}\n$/)
+  assert.match(p.err, /^drain notice published, revision \d+, audience private: gamma,beta\n$/)
 })
 
 test('canary, promote, edit, stop, recall print "<id> <state> revision N"; ls and show follow', async () => {

@@ -2,7 +2,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { encodeHeartbeat, decodeHeartbeat, heartbeatTopic } from '../../src/membership/heartbeat.ts'
 import { encodeRecords, decodeRecords } from '../../src/membership/records.ts'
-import { MAX_HEARTBEAT_BYTES } from '../../src/membership/constants.ts'
+import { HEARTBEAT_VERSION, MAX_HEARTBEAT_BYTES } from '../../src/membership/constants.ts'
 import { DecodeError } from '../../src/util/errors.ts'
 import { heartbeat, fakePeerId } from '../helpers/heartbeat.ts'
 
@@ -13,6 +13,20 @@ test('a heartbeat round-trips and stays under 512 bytes even with the longest la
   const back = decodeHeartbeat(bytes)
   assert.deepEqual({ ...back, cpuUtil: 0 }, { ...hb, cpuUtil: 0 })
   assert.ok(Math.abs(back.cpuUtil - 0.1234) < 1e-4)
+})
+
+test('a cordoned heartbeat says so (version 3, flags byte); without flags version 2 is written and read', () => {
+  const hb = heartbeat({ cordoned: true })
+  const bytes = encodeHeartbeat(hb)
+  assert.equal(bytes[0], HEARTBEAT_VERSION)
+  assert.deepEqual(decodeHeartbeat(bytes), hb)
+  // Version 2 is version 3 without the flags byte after the state; with no flag set it is what
+  // is written, so daemons older than version 3 keep reading every node that is not cordoned.
+  const v2 = new Uint8Array([2, bytes[1]!, ...bytes.subarray(3)])
+  assert.deepEqual(decodeHeartbeat(v2), { ...hb, cordoned: false })
+  assert.deepEqual(encodeHeartbeat({ ...hb, cordoned: false }), v2)
+  const recs = [{ hb, state: 'alive' as const, lastSeen: 0, changedAt: 0 }]
+  assert.equal(decodeRecords(encodeRecords(recs, 0), 1)[0]?.hb.cordoned, true)
 })
 
 test('malformed heartbeats are DecodeErrors, never crashes', () => {

@@ -17,6 +17,15 @@ test('a new node is alive and announced; a load-only update is not announced', (
   assert.equal(rec?.hb.inflight, 10)
 })
 
+test('a node that is cordoned or uncordoned is announced at once', () => {
+  const clock = new FakeClock()
+  const list = new OnlineList(clock, T)
+  list.ingest(heartbeat({ seq: 1 }))
+  assert.equal(list.ingest(heartbeat({ seq: 2, cordoned: true }))?.hb.cordoned, true)
+  assert.equal(list.ingest(heartbeat({ seq: 3, cordoned: true })), undefined)
+  assert.equal(list.ingest(heartbeat({ seq: 4 }))?.hb.cordoned, false)
+})
+
 test('silence makes a node suspect after 2 missed heartbeats and dead after 2.8 s', () => {
   const clock = new FakeClock()
   const list = new OnlineList(clock, T)

@@ -81,6 +81,31 @@ test('ledger: a draining node accepts nothing; states and ready counts are track
   assert.deepEqual(events, ['reserved:app/1/1', 'state:app/1/1', 'released:app/1/1'])
 })
 
+test('ledger: a cordoned node refuses new reservations with ERR_CORDONED and keeps the replicas it holds; uncordon lifts it', () => {
+  const ledger = new Ledger({ cpu: 4, gpu: 0 })
+  ledger.reserve(reservation(1))
+  ledger.setState('app/1/1', 'ready')
+  const v0 = ledger.version
+  ledger.setCordoned(true)
+  assert.ok(ledger.version > v0, 'the version moves, so schedulers re-read the ledger')
+  assert.throws(() => ledger.reserve(reservation(2)), { name: 'ReservationRejectedError', code: 'ERR_CORDONED' })
+  const snap = ledger.snapshot()
+  assert.equal(snap.cordoned, true)
+  assert.equal(snap.accepting, false, 'schedulers (also older ones) skip it')
+  assert.deepEqual(snap.replicas.map(r => [r.replica, r.state]), [['app/1/1', 'ready']], 'the replica it holds stays placed')
+  assert.equal(ledger.readyCount(), 1)
+  ledger.setCordoned(false)
+  assert.equal(ledger.snapshot().accepting, true)
+  assert.equal(ledger.snapshot().cordoned, false)
+  ledger.reserve(reservation(2))
+  assert.equal(ledger.all().length, 2)
+  // A draining node stays refused when uncordoned: the two states are separate.
+  ledger.setAccepting(false)
+  ledger.setCordoned(true)
+  ledger.setCordoned(false)
+  assert.throws(() => ledger.reserve(reservation(3)), { code: 'ERR_DRAINING' })
+})
+
 test('ledger: 8 schedulers reserving concurrently never overcommit a node', async () => {
   // Each scheduler works from a stale view (it believes the node is empty) and fires
   // reservations at random moments; the ledger alone decides.

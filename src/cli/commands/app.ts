@@ -58,14 +58,18 @@ export function appCommand (io: CliIo): Command {
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
 
   const deploy = sub('deploy')
-    .description('deploy an app from a JSON spec, or scale/roll it if it exists: {"name","model","replicas","resources"?:{"cpu"?,"gpu"?}, "cells"?, "timeoutMs"?, "maxQueue"?, "threads"?} (cpu defaults to threads, gpu to 0)')
+    .description('deploy an app from a JSON spec, or scale/roll it if it exists: {"name","model","replicas","resources"?:{"cpu"?,"gpu"?}, "cells"?, "timeoutMs"?, "maxQueue"?, "threads"?} (cpu defaults to threads, gpu to 0); prints the app name')
     .argument('<FILE>', 'the spec (JSON)')
     .option('--json', 'print the stored record and the kind of change')
     .action(async (file: string, flags: RpcFlags & { json?: boolean }) => {
       const spec = await readSpec(file, flags)
       const result = await rpcClient(flags).call<DeployResult>('POST', '/v1/apps', spec)
       if (flags.json === true) io.stdout(JSON.stringify(result) + '\n')
-      else io.stdout(`${result.app.spec.name}: ${result.change} (generation ${result.app.generation}, ${result.app.spec.replicas} replica(s))\n`)
+      else {
+        // The name alone on stdout (the app's id); what changed goes to stderr for humans.
+        io.stdout(`${result.app.spec.name}\n`)
+        io.stderr(`${result.app.spec.name}: ${result.change} (generation ${result.app.generation}, ${result.app.spec.replicas} replica(s))\n`)
+      }
     })
 
   const ls = sub('ls')

@@ -119,7 +119,12 @@ export function noticeCommand (io: CliIo): Command {
         ...(flags.expires != null ? { expires: flags.expires } : {})
       }
       const v = await rpcClient(flags).call<NoticeView>('POST', '/v1/notices', req)
-      result(v, flags.json, ` (${v.kind}, ${v.audienceText})`)
+      // The id alone on stdout, so `N=$(astrad notice publish …)` works; the rest for humans.
+      if (flags.json === true) result(v, true)
+      else {
+        io.stdout(`${v.id}\n`)
+        io.stderr(`${v.kind} notice ${v.state}, revision ${v.revision}, audience ${v.audienceText}\n`)
+      }
     })
 
   const canary = sub('canary')

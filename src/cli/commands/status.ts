@@ -34,7 +34,7 @@ export function renderStatus (s: StatusDocument): string {
     s.nodes.map((n, i) => {
       const x = t.nodes[i] ?? {}
       return [
-        n.name, n.cell, n.state, n.roles.join(','), String(n.cores), String(n.gpus),
+        n.name, n.cell, n.cordoned === true ? `${n.state},cordoned` : n.state, n.roles.join(','), String(n.cores), String(n.gpus),
         `${Math.round(n.cpuUtil * 100)}%`, String(n.inflight), String(n.replicas), n.weight != null ? n.weight.toFixed(2) : '-',
         formatNodeLimit(x.uploadLimit), x.uploadRate != null ? formatRate(x.uploadRate) : '-',
         formatNodeLimit(x.downloadLimit), x.downloadRate != null ? formatRate(x.downloadRate) : '-',

@@ -6,7 +6,7 @@ import { AstradError, errorMessage } from '../../util/errors.ts'
 
 export function swarmKeyCommand (io: CliIo): Command {
   return new Command('swarm-key')
-    .description('create a private-network key for --swarm-key (prints it, or writes FILE with mode 0600)')
+    .description('create a private-network key for --swarm-key (prints it, or writes FILE with mode 0600 and prints its path)')
     .argument('[file]', 'file to create (refuses to overwrite)')
     .action((file: string | undefined) => {
       const key = newSwarmKey()
@@ -19,6 +19,7 @@ export function swarmKeyCommand (io: CliIo): Command {
       } catch (err) {
         throw new AstradError(`cannot create ${file}: ${errorMessage(err)}`, 'ERR_IO')
       }
-      io.stdout(`wrote ${file}\n`)
+      // The file is what was created: its path alone on stdout, like every creating command.
+      io.stdout(`${file}\n`)
     })
 }

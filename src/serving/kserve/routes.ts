@@ -31,6 +31,12 @@ export interface KServeComponents {
    * (generation), for astrad_inference_pending_request_count; read at scrape.
    */
   pending?: () => Array<ModelVersion & { count: number }>
+  /**
+   * Whether this daemon routes inference (has the scheduler role). One without it answers 503
+   * ERR_NOT_SCHEDULER saying where to send requests, not that it is starting or stopping.
+   * @default true
+   */
+  scheduler?: boolean
 }
 
 /** The client closed its connection before the answer: nobody is waiting for it any more. */
@@ -38,6 +44,17 @@ class ClientGoneError extends AstradError {
   constructor () {
     super('the client closed the connection', 'ERR_CANCELED')
     this.name = 'ClientGoneError'
+  }
+}
+
+/**
+ * A daemon without the scheduler role never serves inference: no Retry-After, since retrying
+ * here cannot help.
+ */
+class NotSchedulerError extends HttpError {
+  constructor () {
+    super(503, "this daemon has no scheduler role; send inference requests to a scheduler's RPC port (astrad status lists roles)", 'ERR_NOT_SCHEDULER')
+    this.name = 'NotSchedulerError'
   }
 }
 
@@ -59,6 +76,7 @@ export function registerKServeRoutes (rpc: RpcServer, backend: () => ServingBack
   const metrics = components.registry != null ? createInferenceMetrics(components.registry, { known, pending: components.pending }) : undefined
 
   const serving = (): ServingBackend => {
+    if (components.scheduler === false) throw new NotSchedulerError()
     const b = backend()
     if (b == null) throw new UnavailableError('this daemon is not serving (starting or stopping)', 'ERR_UNAVAILABLE', DEFAULT_RETRY_AFTER_S)
     return b
