@@ -157,7 +157,9 @@ export class OnlineList {
     let next: NodeState = rec.state
     if (silence >= t.deadAfterMs || (lostLink && now - (rec.disconnectedAt as number) >= t.deadAfterDisconnectMs)) {
       next = 'dead'
-    } else if (silence >= t.suspectAfterMs || lostLink) {
+    } else if (silence >= t.suspectAfterMs || (lostLink && rec.state !== 'draining')) {
+      // A draining node closing its connection is leaving as announced (its `left` may still be
+      // in validation behind the close): it stays draining, and is dead if no `left` follows.
       next = 'suspect'
     }
     if (next === rec.state) return undefined

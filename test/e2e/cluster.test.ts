@@ -65,13 +65,17 @@ test('a cluster of real processes: status, drain by SIGTERM and by `astrad drain
   await waitFor('SIGTERM\'d n1 not alive at the scheduler', async () => await watch(ids[0]!) !== 'alive')
   assert.equal(await nodes[0]!.exited, 0, `n1 exit code after SIGTERM; log:\n${nodes[0]!.log()}`)
   await waitFor('SIGTERM\'d n1 left', async () => await watch(ids[0]!) === 'left')
-  assert.ok(!seen.has('suspect') && !seen.has('dead'), `n1 went through the failure detector: ${[...seen].join(' → ')}`)
+  assert.ok(!seen.has('dead'), `n1 was concluded dead, not left: ${[...seen].join(' → ')}`)
 
   // `astrad drain` (the preStop hook) returns once the daemon is gone.
   const d = await runBinary(['drain', '--rpc', nodes[1]!.rpc])
   assert.equal(d.code, 0, `astrad drain n2: ${d.stderr}`)
   assert.equal(await nodes[1]!.exited, 0, `n2 exit code after astrad drain; log:\n${nodes[1]!.log()}`)
-  await waitFor('n2 drained via CLI is left', async () => stateOf(await res.status(), ids[1]!) === 'left')
+  await waitFor('n2 drained via CLI is left', async () => {
+    const state = stateOf(await res.status(), ids[1]!)
+    if (state !== 'left') throw new Error(`n2 is ${String(state)} at res; res log:\n${res.log().split('\n').filter(l => l.includes('"n2"')).slice(-10).join('\n')}`)
+    return true
+  })
 
   // kill -9: concluded dead; the healthy node stays alive.
   nodes[2]!.child.kill('SIGKILL')

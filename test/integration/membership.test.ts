@@ -34,7 +34,9 @@ test('nodes join through a resource; a scheduler-only daemon sees them all alive
     if (s != null) seen.add(s)
     return s === 'left'
   }, undefined, 5)
-  assert.ok(!seen.has('suspect') && !seen.has('dead'), `a drained node went through the failure detector: ${[...seen].join(' → ')}`)
+  // Never concluded dead. (A transient `suspect` is possible: the resource may see the connection
+  // close before it has validated the `draining`/`left` heartbeats sent just before.)
+  assert.ok(!seen.has('dead'), `a drained node was concluded dead: ${[...seen].join(' → ')}`)
 
   // A node whose process stops without announcing (its connections close) is concluded dead.
   const victim = nodes[1]!

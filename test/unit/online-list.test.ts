@@ -81,6 +81,23 @@ test('draining and left are announced; a left node is never marked suspect or de
   assert.equal(list.get(fakePeerId(0))?.state, 'left')
 })
 
+test('a draining node that closes its connection stays draining until its `left` arrives (dead if none does)', () => {
+  const clock = new FakeClock()
+  const list = new OnlineList(clock, T)
+  list.ingest(heartbeat({ seq: 1 }))
+  list.ingest(heartbeat({ seq: 2, state: 'draining' }))
+  assert.equal(list.disconnected(fakePeerId(0)), undefined, 'no change: draining nodes close their connections')
+  clock.advance(100)
+  assert.deepEqual(list.tick(), [])
+  assert.equal(list.ingest(heartbeat({ seq: 3, state: 'left' }))?.state, 'left', 'the `left` validated after the close')
+
+  const lost = new OnlineList(clock, T)
+  lost.ingest(heartbeat({ seq: 1, state: 'draining' }))
+  lost.disconnected(fakePeerId(0))
+  clock.advance(1500)
+  assert.deepEqual(lost.tick().map(r => r.state), ['dead'], 'no `left` ever came')
+})
+
 test('a closed connection makes a node suspect at once and dead 1.5 s later unless it speaks', () => {
   const clock = new FakeClock()
   const list = new OnlineList(clock, T)
