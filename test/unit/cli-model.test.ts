@@ -470,10 +470,10 @@ test('a progress bar is drawn on a terminal (bytes, rate, peers, ETA), nothing o
   assert.match(tty2.text(), /uploading \[.*\] 100% \| 2\.10 MB\/2\.10 MB/)
 })
 
-test('status shows transfers, limits with their source, per-node limits and rates, models', () => {
-  const text = renderStatus(statusDoc() as unknown as StatusDocument)
+test('status shows transfers, limits with their source, per-node limits and rates (--wide), models', () => {
+  const text = renderStatus(statusDoc() as unknown as StatusDocument, { wide: true })
   const lines = text.split('\n')
-  assert.match(lines.find(l => l.startsWith('NAME')) ?? '', /INFLIGHT\s+REPLICAS\s+WEIGHT\s+UP LIMIT\s+UP RATE\s+DOWN LIMIT\s+DOWN RATE\s+PULLS\s+LAST SEEN/)
+  assert.match(lines.find(l => l.startsWith('NAME')) ?? '', /REPLICAS\s+AGE\s+CORES\s+GPUS\s+INFLIGHT\s+WEIGHT\s+UP LIMIT\s+UP RATE\s+DOWN LIMIT\s+DOWN RATE\s+PULLS\s+LAST SEEN/)
   assert.match(lines.find(l => l.startsWith('alpha  ')) ?? '', /25\.0 MB\/s\s+1\.20 MB\/s\s+unlimited\s+30\.0 MB\/s\s+1\s/)
   assert.match(lines.find(l => l.startsWith('beta  ')) ?? '', /-\s+-\s+-\s+-\s+-\s/, 'a daemon without the fields shows dashes')
   assert.match(text, /upload: {3}25\.0 MB\/s \(auto, measured 210 MB\/s\), now 1\.20 MB\/s/)
