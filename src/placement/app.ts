@@ -2,7 +2,7 @@ import { z } from 'zod'
 import { defineKind } from '../clusterlog/index.ts'
 import { AstradError } from '../util/errors.ts'
 import {
-  APP_NAME_PATTERN, DEFAULT_MAX_QUEUE, DEFAULT_THREADS, DEFAULT_TIMEOUT_MS, MAX_QUEUE, MAX_REPLICAS, MAX_THREADS, MAX_TIMEOUT_MS
+  APP_NAME_PATTERN, DEFAULT_MAX_QUEUE, DEFAULT_THREADS, DEFAULT_TIMEOUT_MS, MAX_QUEUE, MAX_REPLICAS, MAX_THREADS, MAX_TIMEOUT_MS, ROUTING_WEIGHTS
 } from './constants.ts'
 
 /** Resources one replica reserves on a node's ledger. */
@@ -33,7 +33,7 @@ export interface AppSpec {
   routing: RoutingWeight
 }
 
-export const ROUTING_WEIGHTS = ['measured', 'article', 'static'] as const
+export { ROUTING_WEIGHTS }
 export type RoutingWeight = typeof ROUTING_WEIGHTS[number]
 
 /** The app as stored in the cluster log (kind `app`, key = name). */
