@@ -23,6 +23,8 @@
 //   --out <file>       ASTRAD_BUILD_OUT     executable to write (default dist/astrad)
 //   --no-strip         ASTRAD_BUILD_STRIP=0 keep the Node binary's symbols (+~17 MB)
 //   --bundle-only                           stop after the bundle (no blob, no executable)
+//   --if-changed                            skip the build when the executable exists and its
+//                                           inputs are unchanged (npm start; see build-stamp.ts)
 // With a non-default entry or output, intermediate files go to build/<name>.cjs / .blob and the
 // SEA config is derived from pkg.config.json (build/<name>.sea.json), so pkg.config.json stays
 // the single source of SEA settings (assets, code cache, …).
@@ -36,6 +38,7 @@ import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:pat
 import { fileURLToPath } from 'node:url'
 import { NATIVE_ASSETS, WORKER_ASSET } from '../src/inference/constants.ts'
 import { contentHash } from '../src/inference/native-cache.ts'
+import { clearStamp, inputsHash, isUpToDate, writeStamp } from './build-stamp.ts'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..')
 const SEA_CONFIG = join(ROOT, 'pkg.config.json')
@@ -68,6 +71,7 @@ interface Options {
   out: string
   strip: boolean
   bundleOnly: boolean
+  ifChanged: boolean
 }
 
 class BuildError extends Error {}
@@ -81,7 +85,8 @@ function parseOptions (argv: string[], env: NodeJS.ProcessEnv): Options {
     entry: env.ASTRAD_BUILD_ENTRY ?? DEFAULT_ENTRY,
     out: env.ASTRAD_BUILD_OUT ?? DEFAULT_OUT,
     strip: env.ASTRAD_BUILD_STRIP !== '0',
-    bundleOnly: false
+    bundleOnly: false,
+    ifChanged: false
   }
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!
@@ -96,8 +101,9 @@ function parseOptions (argv: string[], env: NodeJS.ProcessEnv): Options {
     else if (arg.startsWith('--out=')) opts.out = arg.slice('--out='.length)
     else if (arg === '--no-strip') opts.strip = false
     else if (arg === '--bundle-only') opts.bundleOnly = true
+    else if (arg === '--if-changed') opts.ifChanged = true
     else if (arg === '--help' || arg === '-h') {
-      process.stdout.write('usage: node scripts/build.ts [--entry <file>] [--out <file>] [--no-strip] [--bundle-only]\n')
+      process.stdout.write('usage: node scripts/build.ts [--entry <file>] [--out <file>] [--no-strip] [--bundle-only] [--if-changed]\n')
       process.exit(0)
     } else fail(`unknown option ${arg} (try --help)`)
   }
@@ -285,6 +291,14 @@ async function main (): Promise<void> {
   const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version?: string }
   if (typeof pkg.version !== 'string') fail('package.json has no version')
 
+  // Hashing the inputs takes well under a second; a build takes many.
+  const stamp = opts.bundleOnly ? null : inputsHash(ROOT, { entry: rel(opts.entry), out: rel(opts.out), strip: opts.strip })
+  if (stamp != null && opts.ifChanged && isUpToDate(opts.out, stamp)) {
+    process.stdout.write(`${rel(opts.out)} is up to date (no input changed since it was built; 'npm run build' rebuilds)\n`)
+    return
+  }
+  if (!opts.bundleOnly) clearStamp(opts.out)
+
   const baseConfig = readSeaConfig()
   const isDefault = opts.entry === DEFAULT_ENTRY && opts.out === DEFAULT_OUT
   const name = basename(opts.out)
@@ -355,6 +369,7 @@ async function main (): Promise<void> {
     if (printed !== pkg.version) fail(`${rel(opts.out)} --version printed "${printed}", expected "${pkg.version}"`)
   }
 
+  if (stamp != null) writeStamp(opts.out, stamp)
   const seconds = (performance.now() - t0) / 1000
   process.stdout.write(`${rel(opts.out)}: ${mb(statSync(opts.out).size)} (${bundles}, blob ${mb(statSync(blobPath).size)}), ${seconds.toFixed(1)} s\n`)
 }
