@@ -32,7 +32,8 @@ export function startCommand (io: CliIo): Command {
       // `astrad start` alone is the newcomer's one-host cluster: it serves the demo model.
       const demo = flags.demo === true || (Object.keys(flags).length === 0 && cmd.args.length === 0)
       delete flags.demo
-      // Loaded here, not at the top: `--version` and `status` stay fast without libp2p.
+      // Loaded here, not at the top: `--version` and `status` stay fast without libp2p. In the
+      // executable this import runs the daemon's own bundle (scripts/build.ts, daemon-asset.ts).
       const { runDaemon } = await import('../run-daemon.ts')
       await runDaemon(flags, io, { demo })
     })
