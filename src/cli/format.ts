@@ -45,7 +45,8 @@ export function formatLimitState (l: LimitState): string {
   const notes: string[] = []
   if (l.source === 'flag') notes.push('set by flag')
   else if (l.source === 'auto') notes.push(l.measured != null ? `auto, measured ${formatRate(l.measured)}` : 'auto')
-  else if (l.source === 'probing') notes.push('measuring the link')
+  else if (l.source === 'probing') notes.push('auto: measuring the link')
+  else if (l.source === 'no-peer') notes.push('auto: no peer to measure')
   else if (l.source === 'cluster') notes.push(`cluster cap${l.node != null ? `; node ${formatRate(l.node)}` : ''}`)
   if (l.source !== 'cluster' && l.cluster != null) notes.push(`cluster cap ${formatRate(l.cluster)}`)
   return `${l.limit == null ? 'unlimited' : formatRate(l.limit)}${notes.length > 0 ? ` (${notes.join('; ')})` : ''}`

@@ -1,5 +1,5 @@
 import { resolveConfig } from '../config/index.ts'
-import { createLogger } from '../util/logger.ts'
+import { chooseLogFormat, createLogger } from '../util/logger.ts'
 import { errorMessage } from '../util/errors.ts'
 import { Daemon } from '../daemon/index.ts'
 import type { CliIo } from './index.ts'
@@ -10,7 +10,7 @@ import type { CliIo } from './index.ts'
  */
 export async function runDaemon (flags: Record<string, unknown>, io: CliIo, options: { demo?: boolean } = {}): Promise<void> {
   const config = resolveConfig({ flags, env: process.env })
-  const logger = createLogger({ level: config.logLevel, base: { name: config.name } })
+  const logger = createLogger({ level: config.logLevel, base: { name: config.name }, format: chooseLogFormat(config.logFormat, process.stdout.isTTY) })
   const daemon = new Daemon({ config, logger, processMetrics: true })
 
   let signals = 0

@@ -5,6 +5,7 @@ export const ROLES = ['node', 'resource', 'scheduler'] as const
 export type Role = typeof ROLES[number]
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+export const LOG_FORMATS = ['json', 'pretty'] as const
 
 /** The daemon's settings after merging flags > ASTRAD_* env > config file > defaults. */
 export interface DaemonConfig {
@@ -32,6 +33,8 @@ export interface DaemonConfig {
   swarmKey?: string
   /** @default 'info' */
   logLevel: typeof LOG_LEVELS[number]
+  /** Log lines as JSON or human-readable. @default pretty on a terminal, JSON otherwise */
+  logFormat?: typeof LOG_FORMATS[number]
   /**
    * P2P upload limit in bytes/s: a number, 'unlimited', or 'auto' (measured at join and set
    * so model transfers never starve serving). @default 'auto'

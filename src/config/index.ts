@@ -4,10 +4,10 @@ import { ConfigError, errorMessage } from '../util/errors.ts'
 import { defaultConfig, type DaemonConfig } from './defaults.ts'
 import {
   parseRoles, parseName, parsePositiveInt, parseNonNegativeInt, parseMultiaddr, parseList,
-  parseHostPort, parseBootstrap, parseLogLevel, parseToken, isLoopbackHost, parseRateSetting, parseBytes
+  parseHostPort, parseBootstrap, parseLogLevel, parseLogFormat, parseToken, isLoopbackHost, parseRateSetting, parseBytes
 } from './parse.ts'
 
-export { defaultConfig, ROLES, DEFAULT_RPC_PORT, DEFAULT_P2P_PORT } from './defaults.ts'
+export { defaultConfig, ROLES, LOG_LEVELS, LOG_FORMATS, DEFAULT_RPC_PORT, DEFAULT_P2P_PORT } from './defaults.ts'
 export type { DaemonConfig, Role, RateSetting } from './defaults.ts'
 export { parseHostPort, parseBootstrap, isLoopbackHost, parseRate, parseBytes, parseRateSetting, formatBytes, formatRate } from './parse.ts'
 
@@ -35,6 +35,7 @@ const SETTINGS: Setting[] = [
   { key: 'gpus', flag: 'gpus', env: 'ASTRAD_GPUS', parse: v => parseNonNegativeInt(v, 256) },
   { key: 'swarmKey', flag: 'swarmKey', env: 'ASTRAD_SWARM_KEY', parse: v => path.resolve(String(v)) },
   { key: 'logLevel', flag: 'logLevel', env: 'ASTRAD_LOG_LEVEL', parse: parseLogLevel },
+  { key: 'logFormat', flag: 'logFormat', env: 'ASTRAD_LOG_FORMAT', parse: parseLogFormat },
   { key: 'uploadLimit', flag: 'uploadLimit', env: 'ASTRAD_UPLOAD_LIMIT', parse: parseRateSetting },
   { key: 'downloadLimit', flag: 'downloadLimit', env: 'ASTRAD_DOWNLOAD_LIMIT', parse: parseRateSetting },
   { key: 'cacheSize', flag: 'cacheSize', env: 'ASTRAD_CACHE_SIZE', parse: parseBytes },

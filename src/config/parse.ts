@@ -1,6 +1,6 @@
 import net from 'node:net'
 import { multiaddr } from '@multiformats/multiaddr'
-import { ROLES, LOG_LEVELS, type Role } from './defaults.ts'
+import { ROLES, LOG_LEVELS, LOG_FORMATS, type Role } from './defaults.ts'
 import { parseHostPort } from './host-port.ts'
 
 export { parseHostPort, isLoopbackHost } from './host-port.ts'
@@ -79,6 +79,12 @@ export function parseLogLevel (v: unknown): typeof LOG_LEVELS[number] {
   const s = String(v)
   if (!(LOG_LEVELS as readonly string[]).includes(s)) throw new Error(`expected one of ${LOG_LEVELS.join(', ')}, got '${s}'`)
   return s as typeof LOG_LEVELS[number]
+}
+
+export function parseLogFormat (v: unknown): typeof LOG_FORMATS[number] {
+  const s = String(v)
+  if (!(LOG_FORMATS as readonly string[]).includes(s)) throw new Error(`expected one of ${LOG_FORMATS.join(', ')}, got '${s}'`)
+  return s as typeof LOG_FORMATS[number]
 }
 
 export function parseToken (v: unknown): string {

@@ -1,6 +1,6 @@
 import { VERSION } from '../version.ts'
 import type { Role } from '../config/index.ts'
-import type { NodeState } from '../membership/index.ts'
+import type { NodeState, WireRecord } from '../membership/index.ts'
 import type { Daemon } from './index.ts'
 import type { NatStatus } from '../p2p/index.ts'
 import type { ModelInfo, LimitsInfo, TransferInfo } from '../transfer/index.ts'
@@ -37,6 +37,9 @@ export interface StatusDocument {
     cpuUtil: number
     inflight: number
     lastSeenMs: number
+    /** When the node's process started (ms since the epoch, its own clock): `status` shows its age. */
+    startedAt: number
+    /** Ready replicas; 0 for a dead or left node, as are inflight, the rates and transfers. */
     replicas: number
     /** Routing weight this scheduler gives the node (largest over its apps; absent if it serves none). */
     weight?: number
@@ -68,10 +71,15 @@ export interface NoticeSummary {
   state: string
   /** 'all', 'cells: a,b', 'canary: n1,n2' (names), 'private: n1,n2'. */
   audience: string
-  /** Live nodes (alive, suspect or draining, node role) the current revision is for. */
+  /**
+   * Live nodes (alive, suspect or draining, node role) the current revision is for, plus nodes
+   * that applied it and then left (a drain notice's targets exit).
+   */
   targets: number
   /** Of those, nodes whose heartbeat reports a mailbox cursor at or past the current revision. */
   applied: number
+  /** Of those that applied, nodes that have left since; absent from older daemons. */
+  left?: number
   /** ms since the epoch; null = never. */
   expiresAt: number | null
   revision: number
@@ -111,26 +119,8 @@ export async function buildStatus (daemon: Daemon): Promise<StatusDocument> {
     const list = await daemon.onlineList(AbortSignal.timeout(5_000))
     members = list.records.map(memberOf)
     view = { source: list.source, stalenessMs: list.stalenessMs }
-    nodes = list.records.map(r => ({
-      peerId: r.hb.peerId,
-      name: r.hb.name,
-      cell: r.hb.cell,
-      state: r.state,
-      cordoned: r.hb.cordoned,
-      roles: r.hb.roles,
-      cores: r.hb.cores,
-      gpus: r.hb.gpus,
-      cpuUtil: Math.round(r.hb.cpuUtil * 1000) / 1000,
-      inflight: r.hb.inflight,
-      lastSeenMs: r.ageMs,
-      replicas: r.hb.readyReplicas,
-      ...(nodeWeight.has(r.hb.peerId) ? { weight: round3(nodeWeight.get(r.hb.peerId)!) } : {}),
-      uploadLimit: r.hb.uploadLimit,
-      downloadLimit: r.hb.downloadLimit,
-      uploadRate: r.hb.uploadRate,
-      downloadRate: r.hb.downloadRate,
-      transfers: r.hb.transfers
-    })).sort((a, b) => a.name.localeCompare(b.name) || a.peerId.localeCompare(b.peerId))
+    nodes = list.records.map(r => nodeEntry(r, nodeWeight.get(r.hb.peerId)))
+      .sort((a, b) => a.name.localeCompare(b.name) || a.peerId.localeCompare(b.peerId))
   } catch (err) {
     view = { source: 'none', stalenessMs: -1, error: err instanceof Error ? err.message : String(err) }
   }
@@ -152,6 +142,33 @@ export async function buildStatus (daemon: Daemon): Promise<StatusDocument> {
     view.error ??= `notices: ${err instanceof Error ? err.message : String(err)}`
   }
   return { self, view, nodes, apps, models, transfers: daemon.transfer.transfers(), limits: daemon.transfer.limitsInfo(), notices, messages: daemon.messages }
+}
+
+/** A node of the status document from its online-list record and this scheduler's weight for it. */
+export function nodeEntry (r: WireRecord, weight: number | undefined): StatusDocument['nodes'][number] {
+  // A dead or left node serves and moves nothing: its last heartbeat's figures are history.
+  const live = r.state !== 'dead' && r.state !== 'left'
+  return {
+    peerId: r.hb.peerId,
+    name: r.hb.name,
+    cell: r.hb.cell,
+    state: r.state,
+    cordoned: r.hb.cordoned,
+    roles: r.hb.roles,
+    cores: r.hb.cores,
+    gpus: r.hb.gpus,
+    cpuUtil: Math.round(r.hb.cpuUtil * 1000) / 1000,
+    inflight: live ? r.hb.inflight : 0,
+    lastSeenMs: r.ageMs,
+    startedAt: r.hb.incarnation,
+    replicas: live ? r.hb.readyReplicas : 0,
+    ...(weight != null ? { weight: round3(weight) } : {}),
+    uploadLimit: r.hb.uploadLimit,
+    downloadLimit: r.hb.downloadLimit,
+    uploadRate: live ? r.hb.uploadRate : 0,
+    downloadRate: live ? r.hb.downloadRate : 0,
+    transfers: live ? r.hb.transfers : 0
+  }
 }
 
 function round3 (n: number): number {

@@ -76,10 +76,15 @@ export interface PublishRequest {
  */
 export interface NoticeView extends Notice {
   private: boolean
-  /** Live nodes (node role; alive, suspect or draining) the current revision is for. */
+  /**
+   * Live nodes (node role; alive, suspect or draining) the current revision is for, plus nodes
+   * that applied it and then left.
+   */
   targets: number
   /** Of those, nodes whose mailbox cursor is at or past the current revision. */
   applied: number
+  /** Of those that applied, nodes that have left since (a drain notice's targets exit). */
+  left: number
   /** 'all', 'cells: a,b', 'canary: n1,n2', 'private: n1,n2' (names; "+N more" after five). */
   audienceText: string
   nodes?: Array<{ peerId: string, name: string }>
@@ -298,6 +303,7 @@ export class NoticeAdmin {
       audience: v.audienceText,
       targets: v.targets,
       applied: v.applied,
+      left: v.left,
       expiresAt: v.expiresAt,
       revision: v.revision
     }))
@@ -494,19 +500,24 @@ export class NoticeAdmin {
     const byPeer = new Map(members.map(m => [m.peerId, m]))
     const nameOf = (peerId: string): string => byPeer.get(peerId)?.name ?? `…${peerId.slice(-8)}`
     const wanted = addressed != null ? new Set(addressed) : null
-    const targets = members.filter(m => {
-      if (!isLiveNode(m)) return false
+    const addressedTo = (m: Member): boolean => {
+      if (!m.roles.includes('node')) return false
       if (wanted != null) return wanted.has(m.peerId)
       return notice.state === 'canary' ? visibleTo(notice, m) : inAudience(notice, m)
-    })
-    const applied = targets.filter(m => m.mailboxCursor >= notice.revision).length
+    }
+    // A node that applied the current revision and then left (a drain notice's targets exit)
+    // still counts as a target that applied it; a node that left without applying does not.
+    const left = members.filter(m => m.state === 'left' && m.mailboxCursor >= notice.revision && addressedTo(m)).length
+    const live = members.filter(m => LIVE_STATES.has(m.state) && addressedTo(m))
+    const applied = live.filter(m => m.mailboxCursor >= notice.revision).length + left
     const listed = addressed ?? notice.audience.canary
     const view: NoticeView = {
       ...notice,
       audience: addressed != null ? { cells: null, canary: null, node: null } : notice.audience,
       private: addressed != null,
-      targets: targets.length,
+      targets: live.length + left,
       applied,
+      left,
       audienceText: audienceText(notice, addressed, nameOf)
     }
     if (listed != null) view.nodes = listed.map(peerId => ({ peerId, name: nameOf(peerId) }))

@@ -4,7 +4,7 @@ import { AstradError } from '../util/errors.ts'
 import { parseForPeople } from '../util/schema.ts'
 import {
   APP_NAME_PATTERN, DEFAULT_GPU, DEFAULT_MAX_QUEUE, DEFAULT_THREADS, DEFAULT_TIMEOUT_MS, MAX_CPU, MAX_GPU, MAX_QUEUE, MAX_REPLICAS,
-  MAX_THREADS, MAX_TIMEOUT_MS
+  MAX_THREADS, MAX_TIMEOUT_MS, ROUTING_WEIGHTS
 } from './constants.ts'
 
 /**
@@ -39,7 +39,7 @@ export interface AppSpec {
   routing: RoutingWeight
 }
 
-export const ROUTING_WEIGHTS = ['measured', 'article', 'static'] as const
+export { ROUTING_WEIGHTS }
 export type RoutingWeight = typeof ROUTING_WEIGHTS[number]
 
 /** The app as stored in the cluster log (kind `app`, key = name). */

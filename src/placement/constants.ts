@@ -65,3 +65,6 @@ export const MAX_QUEUE = 100_000
 export const MAX_TIMEOUT_MS = 10 * 60_000
 /** App names are KServe model names in URLs: lower-case, digits, '.', '_', '-'. */
 export const APP_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/
+
+/** An app's routing weight functions (docs/routing.md); here, free of imports, for the CLI's help. */
+export const ROUTING_WEIGHTS = ['measured', 'article', 'static'] as const

@@ -227,7 +227,12 @@ export class RateMeter {
   get total (): number { return this._total }
 }
 
-export type LimitSource = 'flag' | 'auto' | 'probing' | 'cluster' | 'unlimited'
+/**
+ * Where a limit in force comes from. `probing`: an `auto` direction waiting for its measurement
+ * (AUTO_INTERIM_BPS meanwhile); `no-peer`: an `auto` direction with no peer to measure against
+ * (a one-host cluster, or before the first resource connects): nothing to move, so no limit.
+ */
+export type LimitSource = 'flag' | 'auto' | 'probing' | 'no-peer' | 'cluster' | 'unlimited'
 
 export interface LimitState {
   /** Bytes/s in force; null = none. */
@@ -278,6 +283,7 @@ export class TransferLimits {
   private readonly logger?: Logger
   private readonly measured: Record<Direction, number | null> = { upload: null, download: null }
   private readonly cluster: Record<Direction, number | null> = { upload: null, download: null }
+  private noPeer = false
   private current: { upload: LimitState, download: LimitState }
   private readonly listeners = new Set<() => void>()
 
@@ -307,6 +313,15 @@ export class TransferLimits {
     const download = m.download !== undefined ? checkCap('measured download', m.download) : undefined
     if (upload != null && this.settings.upload === 'auto') this.measured.upload = upload
     if (download != null && this.settings.download === 'auto') this.measured.download = download
+    this.update()
+  }
+
+  /**
+   * Whether the `auto` directions not yet measured have no peer to measure against (AutoLimiter
+   * sets it while it finds no probe peer): they show `no-peer` and run unlimited meanwhile.
+   */
+  setNoPeer (noPeer: boolean): void {
+    this.noPeer = noPeer
     this.update()
   }
 
@@ -343,6 +358,8 @@ export class TransferLimits {
       if (measured != null) {
         node = own = Math.max(1, Math.round(measured * this.autoShare))
         ownSource = 'auto'
+      } else if (this.noPeer) {
+        ownSource = 'no-peer'
       } else {
         own = AUTO_INTERIM_BPS
         ownSource = 'probing'

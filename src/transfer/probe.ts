@@ -544,6 +544,7 @@ export class AutoLimiter {
           return
         }
         const peers = (await this.candidates()).slice(0, this.options.peersPerRound ?? 3)
+        this.limits.setNoPeer(peers.length === 0)
         if (peers.length === 0) {
           if (!await this.waitForPeer(giveUpAt - performance.now(), signal)) break
           continue
@@ -600,6 +601,11 @@ export class AutoLimiter {
 
   private giveUp (): void {
     const link = (this.options.linkSpeed ?? linkSpeedBps)()
+    if (link == null && this.needed().every(d => this.limits.state()[d].source === 'no-peer')) {
+      // A one-host cluster: nothing to measure against and nothing to move; not a fault.
+      this.logger.info({ missing: this.needed() }, 'speed probe: no peer to measure against; auto limit off until one connects')
+      return
+    }
     this.logger.warn({ missing: this.needed(), linkBps: link ?? null }, link != null
       ? 'speed probe did not finish; auto limit from the link speed until a probe succeeds (set --upload-limit/--download-limit to choose)'
       : 'speed probe did not finish and the link speed is unknown; auto limit stays at the interim rate (set --upload-limit/--download-limit to choose)')

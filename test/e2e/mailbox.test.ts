@@ -155,6 +155,11 @@ test('a drain notice takes its target out of routing, once: the restarted node d
   assert.equal(await n2.exited, 0, 'n2 drained and left as on SIGTERM')
   for (let i = 0; i < 20; i++) assert.equal(await infer(), 200)
   assert.match(n2.log(), /draining on a drain notice/)
+  // n2 applied it and left: it still counts as applied, not 0/0.
+  await waitFor('the drain counted as applied by n2, which left', async () => {
+    const n = await notice(drain.id)
+    return n?.targets === 1 && n.applied === 1 && n.left === 1
+  })
 
   // Restarted on the same data dir: the drain was applied once and is not applied again.
   const boot = await cluster.addr(res)

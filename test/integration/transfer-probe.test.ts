@@ -220,7 +220,9 @@ test('AutoLimiter measures at join and sets the auto limits (min of probe and li
   assert.deepEqual(limits.state().upload, { limit: 5_000_000, source: 'flag', node: 5_000_000, cluster: null, measured: null })
   assert.equal(rs.stats.served, 1, 'one probe: the flag direction is not probed')
   assert.ok(auto.measured)
-  assert.deepEqual(changes, ['auto'])
+  // Started before the connect: possibly 'no-peer' for a moment, then measured.
+  assert.equal(changes.at(-1), 'auto', changes.join(' → '))
+  assert.ok(changes.every(c => ['no-peer', 'probing', 'auto'].includes(c)), changes.join(' → '))
   auto.stop()
 
   // A slower NIC than the probe found: the link speed wins.
@@ -267,6 +269,35 @@ test('AutoLimiter retries a busy resource and gives up to the link speed when pr
   const after = refused
   await new Promise(resolve => setTimeout(resolve, 200))
   assert.equal(refused, after)
+})
+
+test('AutoLimiter on a one-host cluster: no peer to measure, unlimited, then measured when a peer comes', async () => {
+  // Node and resource roles in one process: its own probe server is no peer to measure against.
+  const lone = await newHost()
+  const own = new ProbeServer(lone)
+  await own.start()
+  const limits = new TransferLimits({ upload: 'auto', download: 'auto' })
+  const auto = new AutoLimiter({ libp2p: lone, logger: silentLogger() }, limits, { ...SMALL, linkSpeed: () => undefined })
+  const resource = await newHost()
+  const rs = new ProbeServer(resource)
+  try {
+    auto.start()
+    await waitFor(`no-peer (last seen ${limits.state().upload.source})`, () => limits.state().upload.source === 'no-peer')
+    for (const d of ['upload', 'download'] as const) {
+      assert.deepEqual(limits.state()[d], { limit: null, source: 'no-peer', node: null, cluster: null, measured: null }, d)
+      assert.equal(limits[d].rate, Infinity, `${d} bucket unlimited`)
+    }
+    await rs.start()
+    await connect(lone, resource)
+    await waitFor(`measured (last seen ${limits.state().upload.source})`, () => auto.measured)
+    assert.equal(limits.state().upload.source, 'auto')
+    assert.equal(limits.state().download.source, 'auto')
+    assert.equal(own.stats.served, 0, 'never probed itself')
+  } finally {
+    auto.stop()
+    await rs.stop()
+    await own.stop()
+  }
 })
 
 test('AutoLimiter lifecycle: nothing to do without auto, stop before start, start twice', async () => {

@@ -11,6 +11,7 @@ import { Command } from 'commander'
 import { EXIT_OK, EXIT_FAILED, EXIT_USAGE } from '../../src/cli/index.ts'
 import { modelCommand } from '../../src/cli/commands/model/index.ts'
 import { saveModel } from '../../src/cli/commands/model/pull.ts'
+import { createProgress } from '../../src/cli/commands/model/progress.ts'
 import { RpcClient } from '../../src/rpc/index.ts'
 import { renderStatus } from '../../src/cli/commands/status.ts'
 import type { StatusDocument } from '../../src/daemon/status.ts'
@@ -455,7 +456,7 @@ test('a progress bar is drawn on a terminal (bytes, rate, peers, ETA), nothing o
   assert.match(out, /complete/)
   const drawn = tty.text()
   assert.match(drawn, /pulling \[/)
-  assert.match(drawn, /\d+% \| [\d.]+ kB\/300 kB \| 12\.5 MB\/s \| 3 peers \| ETA \d+s/)
+  assert.match(drawn, /pulling \[=+\] 100% \| 300 kB\/300 kB \| [\d.]+ [kMG]?B\/s average \| done in \d+s/)
   assert.match(drawn, /saving \[/)
 
   const pipe = fakeTty(false)
@@ -470,10 +471,32 @@ test('a progress bar is drawn on a terminal (bytes, rate, peers, ETA), nothing o
   assert.match(tty2.text(), /uploading \[.*\] 100% \| 2\.10 MB\/2\.10 MB/)
 })
 
-test('status shows transfers, limits with their source, per-node limits and rates, models', () => {
-  const text = renderStatus(statusDoc() as unknown as StatusDocument)
+test('the final bar line of a finished transfer shows its average rate and duration, not 0 B/s and 0 peers', async () => {
+  const tty = fakeTty(true)
+  const bar = await createProgress(tty as never, 'pulling', 2_000_000)
+  bar.update({ done: 0, rateBps: 0, peers: 0, etaSeconds: null })
+  bar.update({ done: 1_000_000, rateBps: 5_000_000, peers: 3, etaSeconds: 1 })
+  // cli-progress redraws on a timer (8 frames/s): let it draw the running figures.
+  await new Promise(resolve => setTimeout(resolve, 300))
+  bar.update({ done: 2_000_000, rateBps: 0, peers: 0, etaSeconds: 0 })
+  bar.stop()
+  const frames = tty.text().split(/\r|\x1b\[[0-9;?]*[A-Za-z]|\x1b[78]/).map(f => f.trim()).filter(f => f !== '')
+  const final = frames.at(-1) ?? ''
+  assert.match(final, /^pulling \[=+\] 100% \| 2\.00 MB\/2\.00 MB \| [\d.]+ [kMG]?B\/s average \| done in \d+s$/, `final line: ${final}`)
+  assert.ok(frames.some(f => / \| 3 peers \| ETA 1s$/.test(f)), `a running frame shows peers and ETA:\n${frames.join('\n')}`)
+
+  // Stopped before the end (a failure): the last running figures stay.
+  const cut = fakeTty(true)
+  const partial = await createProgress(cut as never, 'pulling', 2_000_000)
+  partial.update({ done: 500_000, rateBps: 1_000_000, peers: 2, etaSeconds: 2 })
+  partial.stop()
+  assert.doesNotMatch(cut.text(), /average|done in/)
+})
+
+test('status shows transfers, limits with their source, per-node limits and rates (--wide), models', () => {
+  const text = renderStatus(statusDoc() as unknown as StatusDocument, { wide: true })
   const lines = text.split('\n')
-  assert.match(lines.find(l => l.startsWith('NAME')) ?? '', /INFLIGHT\s+REPLICAS\s+WEIGHT\s+UP LIMIT\s+UP RATE\s+DOWN LIMIT\s+DOWN RATE\s+PULLS\s+LAST SEEN/)
+  assert.match(lines.find(l => l.startsWith('NAME')) ?? '', /REPLICAS\s+AGE\s+CORES\s+GPUS\s+INFLIGHT\s+WEIGHT\s+UP LIMIT\s+UP RATE\s+DOWN LIMIT\s+DOWN RATE\s+PULLS\s+LAST SEEN/)
   assert.match(lines.find(l => l.startsWith('alpha  ')) ?? '', /25\.0 MB\/s\s+1\.20 MB\/s\s+unlimited\s+30\.0 MB\/s\s+1\s/)
   assert.match(lines.find(l => l.startsWith('beta  ')) ?? '', /-\s+-\s+-\s+-\s+-\s/, 'a daemon without the fields shows dashes')
   assert.match(text, /upload: {3}25\.0 MB\/s \(auto, measured 210 MB\/s\), now 1\.20 MB\/s/)

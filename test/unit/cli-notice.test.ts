@@ -121,7 +121,7 @@ test('canary, promote, edit, stop, recall print "<id> <state> revision N"; ls an
   assert.match(show, /^state: +published$/m)
   assert.match(show, /^audience: +every cell$/m)
   assert.doesNotMatch(show, /^canary:/m, 'promoted: no whitelist any more')
-  assert.match(show, /^applied: +1 of 3 live target node\(s\) at revision \d+$/m)
+  assert.match(show, /^applied: +1 of 3 target node\(s\) at revision \d+$/m)
   assert.match(show, /^expires: +never$/m)
   assert.match(show, /^created: +\d{4}-\d\d-\d\dT.*Z \([\d.]+s ago\)$/m)
   assert.match(show, /^by: +ops$/m)

@@ -72,3 +72,23 @@ test('creating commands print just the id on stdout: app deploy the app name, sw
     fs.rmSync(dir, { recursive: true, force: true })
   }
 })
+
+test('help texts: no "(default: [])" or doubled default, app deploy lists routing, --log-level and --log-format show their defaults', async () => {
+  const helps = new Map<string, string>()
+  const visit = async (path: string[], cmd: ReturnType<typeof createCli>): Promise<void> => {
+    const r = await run(...path, '--help')
+    assert.equal(r.code, EXIT_OK, path.join(' '))
+    helps.set(path.join(' ') || 'astrad', r.out.replace(/\s+/g, ' '))
+    for (const sub of cmd.commands) await visit([...path, sub.name()], sub)
+  }
+  await visit([], createCli())
+  assert.ok(helps.size > 20, `every command and subcommand: ${[...helps.keys()].join(', ')}`)
+  for (const [name, text] of helps) {
+    assert.doesNotMatch(text, /\(default: \[\]\)/, name)
+    assert.doesNotMatch(text, /\(default: [^)]*\) \(default:/, name)
+  }
+  assert.match(helps.get('infer') ?? '', /--output <NAME> return this output only; repeat for several \(default: all\) --json/)
+  assert.match(helps.get('app deploy') ?? '', /"routing"\?: measured\|article\|static/)
+  assert.match(helps.get('start') ?? '', /--log-level <level> log level \(default: info\)/)
+  assert.match(helps.get('start') ?? '', /--log-format <format> log lines as json or pretty \(default: pretty on a terminal, json otherwise\)/)
+})

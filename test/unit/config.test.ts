@@ -82,3 +82,13 @@ test('a non-loopback RPC bind needs a token', () => {
   assert.equal(c.rpc.host, '0.0.0.0')
   assert.throws(() => resolveConfig({ flags: { rpc: '0.0.0.0:7070', rpcToken: 'short' }, env: {} }), configError('--rpc-token'))
 })
+
+test('log format: unset by default (chosen by the terminal), set by flag, ASTRAD_LOG_FORMAT or the file key logFormat; bad values name the key', () => {
+  assert.equal(resolveConfig({ flags: {}, env: {} }).logFormat, undefined)
+  assert.equal(resolveConfig({ flags: { logFormat: 'json' }, env: { ASTRAD_LOG_FORMAT: 'pretty' } }).logFormat, 'json')
+  assert.equal(resolveConfig({ flags: {}, env: { ASTRAD_LOG_FORMAT: 'pretty' } }).logFormat, 'pretty')
+  assert.equal(resolveConfig({ flags: { config: file('fmt.json', '{"logFormat":"json"}') }, env: {} }).logFormat, 'json')
+  assert.throws(() => resolveConfig({ flags: { logFormat: 'xml' }, env: {} }), configError('--log-format'))
+  assert.throws(() => resolveConfig({ flags: {}, env: { ASTRAD_LOG_FORMAT: 'xml' } }), configError('ASTRAD_LOG_FORMAT'))
+  assert.throws(() => resolveConfig({ flags: { config: file('bad-fmt.json', '{"logFormat":"xml"}') }, env: {} }), configError('logFormat (in'))
+})

@@ -323,7 +323,7 @@ test('applied counts the targets whose heartbeat cursor reached the current revi
   let got = await admin.get(v.id)
   assert.deepEqual([got.targets, got.applied], [4, 3])
   const [summary] = await admin.summaries()
-  assert.deepEqual(summary, { id: v.id, kind: 'message', state: 'published', audience: 'cells: b', targets: 4, applied: 3, expiresAt: null, revision: v.revision })
+  assert.deepEqual(summary, { id: v.id, kind: 'message', state: 'published', audience: 'cells: b', targets: 4, applied: 3, left: 0, expiresAt: null, revision: v.revision })
   // An edit is a new revision: nobody has applied it yet.
   const e = await admin.edit(v.id, { text: 'y' })
   assert.equal(e.applied, 0)
@@ -334,6 +334,31 @@ test('applied counts the targets whose heartbeat cursor reached the current revi
   for (const m of byName('delta')) m.state = 'dead'
   got = await admin.get(v.id)
   assert.deepEqual([got.targets, got.applied], [3, 0])
+})
+
+test('a drain notice whose target applied it and left counts as applied (its targets exit); one that left without applying does not', async () => {
+  const { admin, members } = setup()
+  const byName = (n: string): Member => members.find(m => m.name === n) as Member
+  const drain = await admin.publish({ kind: 'drain', data: { reason: 'kernel' }, nodes: ['alpha'] })
+  assert.deepEqual([drain.targets, drain.applied, drain.left], [1, 0, 0], 'published')
+  byName('alpha').mailboxCursor = drain.revision
+  byName('alpha').state = 'draining'
+  let got = await admin.get(drain.id)
+  assert.deepEqual([got.targets, got.applied, got.left], [1, 1, 0], 'applied, draining')
+  byName('alpha').state = 'left'
+  got = await admin.get(drain.id)
+  assert.deepEqual([got.targets, got.applied, got.left], [1, 1, 1], 'applied, then left: not 0/0')
+  const [summary] = await admin.summaries()
+  assert.deepEqual([summary?.targets, summary?.applied, summary?.left], [1, 1, 1])
+
+  // A public drain of cell b: delta applies and leaves, gamma leaves without applying.
+  const cell = await admin.publish({ kind: 'drain', data: { all: true }, cells: ['b'] })
+  assert.equal(cell.targets, 4, 'gamma, delta, twin, twin')
+  byName('delta').mailboxCursor = cell.revision
+  byName('delta').state = 'left'
+  byName('gamma').state = 'left'
+  got = await admin.get(cell.id)
+  assert.deepEqual([got.targets, got.applied, got.left], [3, 1, 1], 'delta counted, gamma not')
 })
 
 test('ids resolve from a unique prefix of 4+ digits; short, unknown and ambiguous ones are refused', async () => {

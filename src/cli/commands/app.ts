@@ -6,6 +6,7 @@ import { table, ago } from '../format.ts'
 import { AstradError, ConfigError, errorMessage } from '../../util/errors.ts'
 import { resolveModel, type RpcFlags } from './model/shared.ts'
 import type { AppListEntry, DeployResult } from '../../placement/index.ts'
+import { ROUTING_WEIGHTS } from '../../placement/constants.ts'
 
 /** The spec file cannot be read or is not JSON. */
 export class AppSpecFileError extends AstradError {
@@ -58,7 +59,7 @@ export function appCommand (io: CliIo): Command {
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
 
   const deploy = sub('deploy')
-    .description('deploy an app from a JSON spec, or scale/roll it if it exists: {"name","model","replicas","resources"?:{"cpu"?,"gpu"?}, "cells"?, "timeoutMs"?, "maxQueue"?, "threads"?} (cpu defaults to threads, gpu to 0); prints the app name')
+    .description(`deploy an app from a JSON spec, or scale/roll it if it exists: {"name","model","replicas","resources"?:{"cpu"?,"gpu"?}, "cells"?, "timeoutMs"?, "maxQueue"?, "threads"?, "routing"?: ${ROUTING_WEIGHTS.join('|')}} (cpu defaults to threads, gpu to 0); prints the app name`)
     .argument('<FILE>', 'the spec (JSON)')
     .option('--json', 'print the stored record and the kind of change')
     .action(async (file: string, flags: RpcFlags & { json?: boolean }) => {

@@ -32,14 +32,15 @@ interface InputArg {
 interface InferFlags {
   rpc?: string
   rpcToken?: string
-  input: InputArg[]
-  output: string[]
+  /** Absent when none is given: commander would print a `[]` default in the help. */
+  input?: InputArg[]
+  output?: string[]
   json?: boolean
   timeout?: number
 }
 
 /** `--input NAME=JSON`, parsed at once so a typo is a usage error naming the flag. */
-function parseInput (raw: string, previous: InputArg[]): InputArg[] {
+function parseInput (raw: string, previous: InputArg[] = []): InputArg[] {
   const eq = raw.indexOf('=')
   if (eq <= 0) throw new InvalidArgumentError('expected NAME=JSON, e.g. --input x=[[1,2,3]]')
   const name = raw.slice(0, eq)
@@ -57,7 +58,7 @@ function parseInput (raw: string, previous: InputArg[]): InputArg[] {
   }
 }
 
-function collect (raw: string, previous: string[]): string[] {
+function collect (raw: string, previous: string[] = []): string[] {
   if (previous.includes(raw)) throw new InvalidArgumentError(`output '${raw}' is given twice`)
   return [...previous, raw]
 }
@@ -119,34 +120,34 @@ export function inferCommand (io: CliIo): Command {
   return withRpcOptions(new Command('infer'))
     .description('run one inference on an app through the daemon at --rpc (Open Inference Protocol)')
     .argument('<APP>', 'the app (model) name')
-    .option('--input <NAME=JSON>', 'an input: a JSON scalar or nested array (shape from the nesting); once per input', parseInput, [])
-    .option('--output <NAME>', 'return this output only; repeat for several (default: all)', collect, [])
+    .option('--input <NAME=JSON>', 'an input: a JSON scalar or nested array (shape from the nesting); once per input', parseInput)
+    .option('--output <NAME>', 'return this output only; repeat for several (default: all)', collect)
     .option('--json', 'print the server\'s JSON response as is')
     .option('--timeout <ms>', `deadline of the request in milliseconds (default: the server's, ${DEFAULT_TIMEOUT_MS / 1000} s)`, positiveMs)
     .addHelpText('after', '\nExample:\n  astrad infer demo --input \'x=[[5.1, 3.5, 1.4, 0.2]]\'\n')
-    .action(async (app: string, flags: InferFlags) => {
-      if (flags.input.length === 0) throw new ConfigError('--input', 'give each input of the model as --input NAME=JSON')
+    .action(async (app: string, { input = [], output = [], ...flags }: InferFlags) => {
+      if (input.length === 0) throw new ConfigError('--input', 'give each input of the model as --input NAME=JSON')
       const client = rpcClient(flags)
       const path = `/v2/models/${encodeURIComponent(app)}`
       const meta = await client.call<ModelMetadata>('GET', path)
       if (meta.inputs == null || meta.outputs == null) throw new NoSignatureError(app)
       const specs = new Map(meta.inputs.map(s => [s.name, s]))
-      for (const given of flags.input) {
+      for (const given of input) {
         if (!specs.has(given.name)) throw new ConfigError('--input', `app '${app}' has no input '${given.name}' (its inputs: ${meta.inputs.map(fmtSpec).join(', ')})`)
       }
-      const missing = meta.inputs.filter(s => !flags.input.some(i => i.name === s.name))
+      const missing = meta.inputs.filter(s => !input.some(i => i.name === s.name))
       if (missing.length > 0) throw new ConfigError('--input', `missing ${missing.map(fmtSpec).join(', ')}`)
       const outputNames = new Set(meta.outputs.map(s => s.name))
-      for (const name of flags.output) {
+      for (const name of output) {
         if (!outputNames.has(name)) throw new ConfigError('--output', `app '${app}' has no output '${name}' (its outputs: ${meta.outputs.map(fmtSpec).join(', ')})`)
       }
 
       const request = {
-        inputs: flags.input.map(i => {
+        inputs: input.map(i => {
           const datatype = (specs.get(i.name) as TensorSpec).datatype
           return { name: i.name, shape: i.shape, datatype, data: jsonElements(i.data, datatype) }
         }),
-        ...(flags.output.length > 0 ? { outputs: flags.output.map(name => ({ name })) } : {}),
+        ...(output.length > 0 ? { outputs: output.map(name => ({ name })) } : {}),
         parameters: {
           binary_data_output: flags.json !== true,
           ...(flags.timeout != null ? { timeout: flags.timeout * 1000 } : {})

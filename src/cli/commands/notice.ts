@@ -42,13 +42,18 @@ function collectList (value: string, previous: string[] | undefined): string[] {
 export function renderNotices (rows: NoticeSummary[], now = Date.now()): string {
   return table(
     ['ID', 'KIND', 'STATE', 'REVISION', 'AUDIENCE', 'APPLIED', 'EXPIRES'],
-    rows.map(n => [n.id, n.kind, n.state, String(n.revision), n.audience, `${n.applied}/${n.targets}`, expiresText(n.expiresAt, now)])
+    rows.map(n => [n.id, n.kind, n.state, String(n.revision), n.audience, appliedText(n), expiresText(n.expiresAt, now)])
   )
 }
 
 /** `message` notices in force, warnings marked: printed first in `status`. */
 export function renderMessages (messages: ActiveMessage[]): string {
   return messages.map(m => `${m.level === 'warn' ? '!' : '-'} ${m.text.replace(/\s*\n\s*/g, ' ')} (notice ${m.id}${m.level === 'warn' ? ', warning' : ''})\n`).join('')
+}
+
+/** "2/3", or "1/1 (1 left)" when nodes applied the notice and then left. */
+export function appliedText (n: Pick<NoticeSummary, 'applied' | 'targets' | 'left'>): string {
+  return `${n.applied}/${n.targets}${n.left != null && n.left > 0 ? ` (${n.left} left)` : ''}`
 }
 
 function expiresText (at: number | null, now: number): string {
@@ -61,7 +66,7 @@ function when (ms: number, now: number): string {
 }
 
 function toSummary (v: NoticeView): NoticeSummary {
-  return { id: v.id, kind: v.kind, state: v.state, audience: v.audienceText, targets: v.targets, applied: v.applied, expiresAt: v.expiresAt, revision: v.revision }
+  return { id: v.id, kind: v.kind, state: v.state, audience: v.audienceText, targets: v.targets, applied: v.applied, left: v.left, expiresAt: v.expiresAt, revision: v.revision }
 }
 
 /** `notice show`: every field, the full audience with names, the payload as indented JSON. */
@@ -77,7 +82,7 @@ export function renderNotice (v: NoticeView, now = Date.now()): string {
   if (v.private) lines.push(['nodes', named.join(', ')])
   else if (v.audience.canary != null) lines.push(['canary', `${named.join(', ')}${v.state === 'canary' ? '' : ' (whitelist while in canary)'}`])
   lines.push(
-    ['applied', `${v.applied} of ${v.targets} live target node(s) at revision ${v.revision}`],
+    ['applied', `${v.applied} of ${v.targets} target node(s) at revision ${v.revision}${v.left > 0 ? ` (${v.left} applied it and left)` : ''}`],
     ['expires', v.expiresAt == null ? 'never' : `${when(v.expiresAt, now)}${v.expiresAt <= now ? ', expired' : ''}`],
     ['created', when(v.createdAt, now)],
     ['updated', when(v.updatedAt, now)],

@@ -1,5 +1,6 @@
 import { Command, Option } from 'commander'
 import type { CliIo } from '../index.ts'
+import { LOG_FORMATS, LOG_LEVELS } from '../../config/defaults.ts'
 
 function collect (value: string, previous: string[] | undefined): string[] {
   return [...(previous ?? []), value]
@@ -25,12 +26,14 @@ export function startCommand (io: CliIo): Command {
     .option('--cache-size <bytes>', 'model cache size before least-recently-used models are evicted, e.g. 200GB (default: disk watermarks only)')
     .option('--announce <multiaddr>', 'address to announce instead of the listen addresses (public IP of a NAT or pod), repeatable', collect)
     .option('--demo', 'add the built-in demo model and deploy it as app "demo" (default when start has no arguments)')
-    .addOption(new Option('--log-level <level>', 'log level').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .addOption(new Option('--log-level <level>', 'log level (default: info)').choices(LOG_LEVELS))
+    .addOption(new Option('--log-format <format>', 'log lines as json or pretty (default: pretty on a terminal, json otherwise)').choices(LOG_FORMATS))
     .action(async (flags: Record<string, unknown>, cmd: Command) => {
       // `astrad start` alone is the newcomer's one-host cluster: it serves the demo model.
       const demo = flags.demo === true || (Object.keys(flags).length === 0 && cmd.args.length === 0)
       delete flags.demo
-      // Loaded here, not at the top: `--version` and `status` stay fast without libp2p.
+      // Loaded here, not at the top: `--version` and `status` stay fast without libp2p. In the
+      // executable this import runs the daemon's own bundle (scripts/build.ts, daemon-asset.ts).
       const { runDaemon } = await import('../run-daemon.ts')
       await runDaemon(flags, io, { demo })
     })

@@ -18,7 +18,41 @@ interface TransferStatus {
   nodes: Array<{ uploadLimit?: number, downloadLimit?: number, uploadRate?: number, downloadRate?: number, transfers?: number }>
 }
 
-export function renderStatus (s: StatusDocument): string {
+/** States in which a node serves and moves nothing: its last heartbeat's figures are history. */
+const DEPARTED = new Set(['dead', 'left'])
+
+/** The node table's columns: the compact default, then what `--wide` adds (like `kubectl get -o wide`). */
+const NODE_COLUMNS = ['NAME', 'CELL', 'STATE', 'ROLES', 'LOAD', 'REPLICAS', 'AGE']
+const WIDE_COLUMNS = ['CORES', 'GPUS', 'INFLIGHT', 'WEIGHT', 'UP LIMIT', 'UP RATE', 'DOWN LIMIT', 'DOWN RATE', 'PULLS', 'LAST SEEN', 'PEER']
+
+export interface RenderStatusOptions {
+  /** Every node column, not only the compact default. */
+  wide?: boolean
+  /** Wall clock (ms since the epoch) for AGE. @default Date.now() */
+  now?: number
+}
+
+/** One row of the node table; a dead or left node shows '-' for what it no longer does. */
+function nodeRow (n: StatusDocument['nodes'][number], x: TransferStatus['nodes'][number], wide: boolean, now: number): string[] {
+  const live = !DEPARTED.has(n.state)
+  const figure = (text: string | undefined): string => live && text != null ? text : '-'
+  const row = [
+    n.name, n.cell, n.cordoned === true ? `${n.state},cordoned` : n.state, n.roles.join(','), figure(`${Math.round(n.cpuUtil * 100)}%`), figure(String(n.replicas)),
+    n.startedAt != null ? ago(now - n.startedAt) : '-'
+  ]
+  if (!wide) return row
+  return [
+    ...row, String(n.cores), String(n.gpus), figure(String(n.inflight)), figure(n.weight?.toFixed(2)),
+    formatNodeLimit(x.uploadLimit), figure(x.uploadRate != null ? formatRate(x.uploadRate) : undefined),
+    formatNodeLimit(x.downloadLimit), figure(x.downloadRate != null ? formatRate(x.downloadRate) : undefined),
+    figure(x.transfers != null ? String(x.transfers) : undefined),
+    ago(n.lastSeenMs), `…${n.peerId.slice(-8)}`
+  ]
+}
+
+export function renderStatus (s: StatusDocument, options: RenderStatusOptions = {}): string {
+  const wide = options.wide === true
+  const now = options.now ?? Date.now()
   const self = s.self
   let out = `${self.name} (${self.peerId}) astrad ${self.version}, roles ${self.roles.join(',')}, ${self.state}\n`
   // Absent from daemons older than the mailbox; messages are the operators' words: shown first.
@@ -29,20 +63,7 @@ export function renderStatus (s: StatusDocument): string {
   const counts = new Map<string, number>()
   for (const n of s.nodes) counts.set(n.state, (counts.get(n.state) ?? 0) + 1)
   const t = s as unknown as TransferStatus
-  out += table(
-    ['NAME', 'CELL', 'STATE', 'ROLES', 'CORES', 'GPUS', 'CPU', 'INFLIGHT', 'REPLICAS', 'WEIGHT', 'UP LIMIT', 'UP RATE', 'DOWN LIMIT', 'DOWN RATE', 'PULLS', 'LAST SEEN', 'PEER'],
-    s.nodes.map((n, i) => {
-      const x = t.nodes[i] ?? {}
-      return [
-        n.name, n.cell, n.cordoned === true ? `${n.state},cordoned` : n.state, n.roles.join(','), String(n.cores), String(n.gpus),
-        `${Math.round(n.cpuUtil * 100)}%`, String(n.inflight), String(n.replicas), n.weight != null ? n.weight.toFixed(2) : '-',
-        formatNodeLimit(x.uploadLimit), x.uploadRate != null ? formatRate(x.uploadRate) : '-',
-        formatNodeLimit(x.downloadLimit), x.downloadRate != null ? formatRate(x.downloadRate) : '-',
-        x.transfers != null ? String(x.transfers) : '-',
-        ago(n.lastSeenMs), `…${n.peerId.slice(-8)}`
-      ]
-    })
-  )
+  out += table(wide ? [...NODE_COLUMNS, ...WIDE_COLUMNS] : NODE_COLUMNS, s.nodes.map((n, i) => nodeRow(n, t.nodes[i] ?? {}, wide, now)))
   out += `\n${s.nodes.length} daemons: ${[...counts].map(([k, v]) => `${v} ${k}`).join(', ') || 'none'}\n`
   if (s.apps.length > 0) {
     out += '\napps:\n' + table(
@@ -67,12 +88,13 @@ export function statusCommand (io: CliIo): Command {
     .description('show the cluster as the daemon at --rpc sees it')
     .option('--json', 'print one JSON object')
     .option('--watch', 'refresh every second until interrupted')
-    .action(async (flags: { rpc?: string, rpcToken?: string, json?: boolean, watch?: boolean }) => {
+    .option('--wide', 'every node column: cores, GPUs, in-flight requests, routing weight, P2P limits and rates, last seen, peer id')
+    .action(async (flags: { rpc?: string, rpcToken?: string, json?: boolean, watch?: boolean, wide?: boolean }) => {
       const client = rpcClient(flags)
       const once = async (): Promise<void> => {
         const s = await client.call<StatusDocument>('GET', '/v1/status')
         if (flags.json === true) io.stdout(JSON.stringify(s) + '\n')
-        else io.stdout((flags.watch === true && process.stdout.isTTY ? '\x1b[2J\x1b[H' : '') + renderStatus(s))
+        else io.stdout((flags.watch === true && process.stdout.isTTY ? '\x1b[2J\x1b[H' : '') + renderStatus(s, { wide: flags.wide }))
       }
       await once()
       while (flags.watch === true) {

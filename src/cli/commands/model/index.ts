@@ -3,15 +3,12 @@ import type { CliIo } from '../../index.ts'
 import { withRpcOptions, rpcClient } from '../../rpc-options.ts'
 import { renderModels } from '../../format.ts'
 import { formatBytes, formatRate } from '../../../config/units.ts'
-import { addModel } from './add.ts'
-import { checkOutput, pullModel, saveModel } from './pull.ts'
 import { MIN_ID_PREFIX, checkIdArgument, parseNameArgument, resolveModel, type RpcFlags } from './shared.ts'
 import type { ModelInfo } from '../../../transfer/index.ts'
 import { defaultProgressStream, type ProgressStream } from './progress.ts'
 
 export { ModelNotFoundError, AmbiguousModelIdError } from './shared.ts'
-export { TransferFailedError, TransferStalledError, IntegrityError } from './pull.ts'
-export { FileChangedError, type AddedModel } from './add.ts'
+export type { AddedModel } from './add.ts'
 export type { ProgressStream } from './progress.ts'
 
 export interface ModelCommandOptions {
@@ -33,7 +30,10 @@ async function interruptible<T> (fn: (signal: AbortSignal) => Promise<T>): Promi
   }
 }
 
-/** `astrad model add|ls|pull|rm`: the model store of the cluster, through the daemon at --rpc. */
+/**
+ * `astrad model add|ls|pull|rm`: the model store of the cluster, through the daemon at --rpc.
+ * add and pull (hashing, files, progress) are loaded when run, so other commands start without them.
+ */
 export function modelCommand (io: CliIo, opts: ModelCommandOptions = {}): Command {
   const progressStream = (): ProgressStream | null => opts.progressStream !== undefined ? opts.progressStream : defaultProgressStream()
   // Subcommands are built here, after createCli() has configured only this command: each gets
@@ -48,6 +48,7 @@ export function modelCommand (io: CliIo, opts: ModelCommandOptions = {}): Comman
     .option('--name <name>', 'human name (default: the file name)', parseNameArgument)
     .option('--json', 'print {"id","name","size","pieceSize","pieces"}')
     .action(async (file: string, flags: RpcFlags & { name?: string, json?: boolean }) => {
+      const { addModel } = await import('./add.ts')
       const client = rpcClient(flags)
       const m = await interruptible(async signal => await addModel(client, file, { name: flags.name, progressStream: progressStream(), signal }))
       if (flags.json === true) io.stdout(JSON.stringify({ id: m.id, name: m.name, size: m.size, pieceSize: m.pieceSize, pieces: m.pieces }) + '\n')
@@ -72,6 +73,7 @@ export function modelCommand (io: CliIo, opts: ModelCommandOptions = {}): Comman
     .option('--json', 'print the final transfer as JSON')
     .action(async (rawId: string, flags: RpcFlags & { output?: string, json?: boolean }) => {
       checkIdArgument(rawId)
+      const { checkOutput, pullModel, saveModel } = await import('./pull.ts')
       const output = flags.output != null ? await checkOutput(flags.output) : undefined
       const client = rpcClient(flags)
       const model = await resolveModel(client, rawId)

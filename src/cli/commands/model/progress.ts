@@ -34,26 +34,53 @@ export async function createProgress (stream: ProgressStream | null, label: stri
   const { SingleBar } = await import('cli-progress')
   const bar = new SingleBar({
     stream,
-    format: '{label} [{bar}] {percentage}% | {bytes} | {rate}{peers} | ETA {etaText}',
+    format: '{label} [{bar}] {percentage}% | {bytes} | {rate}{peers} | {timing}',
     barsize: 24,
     hideCursor: false,
     fps: 8,
     etaBuffer: 20
   })
+  // Payload keys must not be cli-progress's own (eta, value, total, …), which it overwrites.
   const payload = (u: ProgressUpdate): Record<string, string> => ({
     label,
     bytes: `${formatBytes(u.done)}/${formatBytes(total)}`,
     rate: formatRate(u.rateBps),
     peers: u.peers != null ? ` | ${u.peers} peer${u.peers === 1 ? '' : 's'}` : '',
-    etaText: formatDuration(u.etaSeconds)
+    timing: `ETA ${formatDuration(u.etaSeconds)}`
   })
+  // The last line of a finished transfer: its average rate and duration, not the 0 B/s and
+  // 0 peers of the moment it ended.
+  const finished = (first: { at: number, done: number }, done: number): Record<string, string> => {
+    const seconds = (performance.now() - first.at) / 1000
+    const moved = done - first.done
+    return {
+      label,
+      bytes: `${formatBytes(done)}/${formatBytes(total)}`,
+      rate: moved > 0 && seconds > 0 ? `${formatRate(moved / seconds)} average` : 'nothing to move',
+      peers: '',
+      timing: `done in ${formatDuration(seconds)}`
+    }
+  }
   bar.start(Math.max(total, 1), 0, payload({ done: 0, rateBps: 0, etaSeconds: null }))
+  const first = { at: performance.now(), done: 0 }
+  let seen = false
+  let last = 0
   let stopped = false
   return {
-    update: u => { if (!stopped) bar.update(Math.min(u.done, Math.max(total, 1)), payload(u)) },
+    update: u => {
+      if (stopped) return
+      if (!seen) {
+        // A resumed transfer starts part-way: its average counts what this run moved.
+        seen = true
+        first.done = u.done
+      }
+      last = u.done
+      bar.update(Math.min(u.done, Math.max(total, 1)), payload(u))
+    },
     stop: () => {
       if (stopped) return
       stopped = true
+      if (seen && last >= total) bar.update(Math.max(total, 1), finished(first, last))
       bar.stop()
     }
   }

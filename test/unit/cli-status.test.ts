@@ -1,0 +1,100 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { renderStatus } from '../../src/cli/commands/status.ts'
+import { formatLimitState } from '../../src/cli/format.ts'
+import { nodeEntry, type StatusDocument } from '../../src/daemon/status.ts'
+import type { WireRecord } from '../../src/membership/index.ts'
+import { run } from '../helpers/cli.ts'
+
+/** `astrad status` as text: the compact node table, `--wide`, departed nodes, notices, limits. */
+
+const NOW = Date.parse('2026-12-03T10:00:00Z')
+
+function node (name: string, state: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    peerId: `12D3KooW${name.padEnd(12, 'X')}`, name, cell: 'pool-a', state, roles: ['node'], cores: 8, gpus: 1, cpuUtil: 0.42, inflight: 3,
+    lastSeenMs: 300, startedAt: NOW - 2 * 3_600_000, replicas: 2, weight: 0.5,
+    uploadLimit: 25_000_000, downloadLimit: 0, uploadRate: 1_200_000, downloadRate: 3_000_000, transfers: 1, ...extra
+  }
+}
+
+function doc (nodes: Array<Record<string, unknown>>, notices: unknown[] = []): StatusDocument {
+  return {
+    self: { peerId: '12D3KooWSelf', name: 'alpha', roles: ['node'], version: '0.1.0', addrs: [], cell: 'pool-a', state: 'ready' },
+    view: { source: 'resource', stalenessMs: 0 },
+    nodes,
+    apps: [],
+    models: [],
+    transfers: [],
+    notices,
+    messages: []
+  } as unknown as StatusDocument
+}
+
+const header = (text: string): string => text.split('\n').find(l => l.startsWith('NAME')) ?? ''
+const row = (text: string, name: string): string => text.split('\n').find(l => l.startsWith(`${name}  `)) ?? ''
+
+test('the node table is compact by default: name, cell, state, roles, load, replicas, age', () => {
+  const text = renderStatus(doc([node('alpha', 'alive')]), { now: NOW })
+  assert.equal(header(text), 'NAME   CELL    STATE  ROLES  LOAD  REPLICAS  AGE')
+  assert.match(row(text, 'alpha'), /^alpha\s+pool-a\s+alive\s+node\s+42%\s+2\s+2h$/)
+  assert.ok(Math.max(...text.split('\n').map(l => l.length)) < 100, `no line wider than 100 columns:\n${text}`)
+})
+
+test('--wide adds cores, GPUs, in-flight, weight, P2P limits and rates, pulls, last seen and peer', () => {
+  const text = renderStatus(doc([node('alpha', 'alive')]), { now: NOW, wide: true })
+  assert.match(header(text), /^NAME\s+CELL\s+STATE\s+ROLES\s+LOAD\s+REPLICAS\s+AGE\s+CORES\s+GPUS\s+INFLIGHT\s+WEIGHT\s+UP LIMIT\s+UP RATE\s+DOWN LIMIT\s+DOWN RATE\s+PULLS\s+LAST SEEN\s+PEER$/)
+  assert.match(row(text, 'alpha'), /^alpha\s+pool-a\s+alive\s+node\s+42%\s+2\s+2h\s+8\s+1\s+3\s+0\.50\s+25\.0 MB\/s\s+1\.20 MB\/s\s+unlimited\s+3\.00 MB\/s\s+1\s+0\.3s\s+…aXXXXXXX$/)
+})
+
+test('a left or dead node shows no load, replicas, in-flight, weight, rates or pulls', () => {
+  const nodes = [node('gone', 'left'), node('lost', 'dead'), node('busy', 'draining')]
+  for (const wide of [false, true]) {
+    const text = renderStatus(doc(nodes), { now: NOW, wide })
+    for (const name of ['gone', 'lost']) {
+      const line = row(text, name)
+      assert.doesNotMatch(line, /42%|MB\/s\s+\S+\s+MB\/s|\b2\b\s+2h/, `${name} (wide ${wide}): ${line}`)
+      assert.match(line, wide ? /\s-\s+-\s+2h\s+8\s+1\s+-\s+-\s+25\.0 MB\/s\s+-\s+unlimited\s+-\s+-\s/ : /\s-\s+-\s+2h$/, `${name} (wide ${wide}): ${line}`)
+    }
+    assert.match(row(text, 'busy'), /42%\s+2\s+2h/, 'a draining node still serves')
+  }
+})
+
+test('the status document zeroes what a left or dead node no longer does, and carries its start time', () => {
+  const hb = {
+    peerId: '12D3KooWGone', incarnation: NOW - 60_000, seq: 9, state: 'left', roles: ['node'], name: 'gone', cell: 'a', cores: 4, gpus: 0,
+    gpuPerf: 0, cpuUtil: 0.5, gpuUtil: 0, inflight: 2, ledgerVersion: 1, readyReplicas: 3, modelsDigest: 0, mailboxCursor: 4,
+    uploadLimit: 10, downloadLimit: 20, uploadRate: 5_000_000, downloadRate: 6_000_000, transfers: 2
+  }
+  for (const state of ['left', 'dead'] as const) {
+    const n = nodeEntry({ hb, state, ageMs: 1_000 } as unknown as WireRecord, 0.7)
+    assert.deepEqual([n.replicas, n.inflight, n.uploadRate, n.downloadRate, n.transfers], [0, 0, 0, 0, 0], state)
+    assert.deepEqual([n.uploadLimit, n.downloadLimit, n.startedAt, n.weight], [10, 20, NOW - 60_000, 0.7], state)
+  }
+  const live = nodeEntry({ hb, state: 'alive', ageMs: 1_000 } as unknown as WireRecord, undefined)
+  assert.deepEqual([live.replicas, live.inflight, live.uploadRate, live.transfers, 'weight' in live], [3, 2, 5_000_000, 2, false])
+})
+
+test('a drain notice applied by a node that then left reads 1/1 (1 left), not 0/0', () => {
+  const notices = [
+    { id: '0123456789ab', kind: 'drain', state: 'published', audience: 'private: gone', targets: 1, applied: 1, left: 1, expiresAt: null, revision: 6 },
+    { id: 'ab12cd34ef56', kind: 'message', state: 'published', audience: 'all', targets: 3, applied: 2, left: 0, expiresAt: null, revision: 7 },
+    { id: 'cafe00000000', kind: 'message', state: 'published', audience: 'all', targets: 3, applied: 2, expiresAt: null, revision: 8 }
+  ]
+  const text = renderStatus(doc([node('gone', 'left')], notices), { now: NOW })
+  assert.match(text, /^0123456789ab\s+drain\s+published\s+6\s+private: gone\s+1\/1 \(1 left\)\s+-$/m)
+  assert.match(text, /^ab12cd34ef56\s+message\s+published\s+7\s+all\s+2\/3\s+-$/m)
+  assert.match(text, /^cafe00000000\s+message\s+published\s+8\s+all\s+2\/3\s+-$/m, 'an older daemon without "left"')
+})
+
+test('an auto limit with no peer to measure says so instead of "measuring the link"', () => {
+  const state = { limit: null, source: 'no-peer', node: null, cluster: null, measured: null } as const
+  assert.equal(formatLimitState(state), 'unlimited (auto: no peer to measure)')
+  assert.equal(formatLimitState({ ...state, limit: 12_500_000, source: 'probing' }), '12.5 MB/s (auto: measuring the link)')
+})
+
+test('status --help lists --wide', async () => {
+  const r = await run('status', '--help')
+  assert.equal(r.code, 0, r.err)
+  assert.match(r.out, /--wide\s+every node column/)
+})
