@@ -9,6 +9,21 @@ export const ONLINE_TOPIC = 'astra/online/1'
 /** Pull of a resource's full online list (schedulers every 3 s, resources for anti-entropy). */
 export const ONLINE_PROTOCOL = '/astra/online/1.0.0'
 
+/**
+ * A node's `draining` and `left` heartbeats, also sent straight to each connected resource, which
+ * answers once it has taken them. Gossip alone lost them: a leaving node closes its connections
+ * right after, and the close could overtake messages still queued or in validation (measured: at
+ * load 8 a drained node was concluded dead in 5 of 6 runs). The answer is the confirmation.
+ */
+export const ANNOUNCE_PROTOCOL = '/astra/announce/1.0.0'
+/**
+ * How long a leaving node waits for its resources' confirmations before it goes on anyway
+ * (gossip still carried the beat; a resource that never confirms concludes dead instead).
+ */
+export const ANNOUNCE_TIMEOUT_MS = 2_000
+/** Concurrent announce streams a resource serves per connection: one node, one leave. */
+export const ANNOUNCE_MAX_INBOUND_STREAMS = 4
+
 /** Heartbeat period (the article: every node reports every second). */
 export const HEARTBEAT_INTERVAL_MS = 1_000
 /** A heartbeat on the wire must stay under 512 B (ARCHITECTURE §2). */

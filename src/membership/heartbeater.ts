@@ -1,10 +1,10 @@
 import type { Logger } from '../util/logger.ts'
 import type { Clock } from '../util/time.ts'
-import type { Host } from '../p2p/index.ts'
+import { type Host, ProtocolPeers, request } from '../p2p/index.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { errorMessage } from '../util/errors.ts'
 import { encodeHeartbeat, heartbeatTopic, type AnnouncedState, type Heartbeat } from './heartbeat.ts'
-import { HEARTBEAT_INTERVAL_MS, HEARTBEAT_SHARDS } from './constants.ts'
+import { ANNOUNCE_PROTOCOL, ANNOUNCE_TIMEOUT_MS, HEARTBEAT_INTERVAL_MS, HEARTBEAT_SHARDS } from './constants.ts'
 
 /** Fixed facts about the daemon, plus a reader for each measured field, read at every beat. */
 type Measured = 'cpuUtil' | 'gpuUtil' | 'inflight' | 'ledgerVersion' | 'readyReplicas' | 'modelsDigest' | 'mailboxCursor' |
@@ -40,11 +40,14 @@ export class Heartbeater {
   private seq = 0
   private state: AnnouncedState = 'alive'
   private timer?: NodeJS.Timeout
+  /** Connected resources, which confirm `draining`/`left` over ANNOUNCE_PROTOCOL. */
+  private readonly resources: ProtocolPeers
 
   constructor (components: HeartbeaterComponents, init: HeartbeaterInit) {
     this.components = components
     this.init = init
     this.incarnation = components.clock.now()
+    this.resources = new ProtocolPeers(components.libp2p, ANNOUNCE_PROTOCOL)
   }
 
   get announced (): AnnouncedState { return this.state }
@@ -53,17 +56,31 @@ export class Heartbeater {
     if (this.timer != null) return
     void this.beat()
     this.timer = setInterval(() => { void this.beat() }, this.init.intervalMs ?? HEARTBEAT_INTERVAL_MS)
+    this.resources.start().catch(err => { this.components.logger.warn({ err: errorMessage(err) }, 'cannot track resources for announcements') })
   }
 
   stop (): void {
     clearInterval(this.timer)
     this.timer = undefined
+    this.resources.stop()
   }
 
-  /** Announces a new state at once (and in every later beat). */
+  /**
+   * Announces a new state at once (and in every later beat): on gossip, and straight to every
+   * connected resource, returning once each confirmed or ANNOUNCE_TIMEOUT_MS passed (never throws).
+   */
   async announce (state: AnnouncedState): Promise<void> {
     this.state = state
-    await this.beat()
+    const hb = await this.beat()
+    const { libp2p, logger } = this.components
+    const bytes = encodeHeartbeat(hb)
+    await Promise.all(this.resources.list().map(async peer => {
+      try {
+        await request(libp2p, peer, ANNOUNCE_PROTOCOL, bytes, { timeoutMs: ANNOUNCE_TIMEOUT_MS })
+      } catch (err) {
+        logger.debug({ err: errorMessage(err), peer: peer.toString(), state }, 'announcement not confirmed')
+      }
+    }))
   }
 
   private build (): Heartbeat {
@@ -95,7 +112,7 @@ export class Heartbeater {
     }
   }
 
-  private async beat (): Promise<void> {
+  private async beat (): Promise<Heartbeat> {
     const { libp2p, logger, metrics, local } = this.components
     const hb = this.build()
     local?.(hb)
@@ -106,5 +123,6 @@ export class Heartbeater {
     } catch (err) {
       logger.debug({ err: errorMessage(err), seq: hb.seq }, 'heartbeat not published')
     }
+    return hb
   }
 }

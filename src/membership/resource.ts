@@ -3,17 +3,18 @@ import type { PeerId } from '@libp2p/interface'
 import type { Logger } from '../util/logger.ts'
 import type { Clock } from '../util/time.ts'
 import type { Metrics } from '../metrics/index.ts'
-import { type Host, ProtocolPeers } from '../p2p/index.ts'
-import { errorMessage } from '../util/errors.ts'
+import { type Host, ProtocolPeers, handleRequests } from '../p2p/index.ts'
+import { AstradError, errorMessage } from '../util/errors.ts'
 import { OnlineList, type NodeRecord, type Thresholds } from './online-list.ts'
 import { GossipDecoder } from './gossip.ts'
 import { encodeRecords, type WireRecord } from './records.ts'
 import { serveOnlineList, pullOnlineList } from './snapshot.ts'
 import { ChangeListeners, type MembershipView } from './view.ts'
-import type { Heartbeat } from './heartbeat.ts'
+import { decodeHeartbeat, type Heartbeat } from './heartbeat.ts'
 import {
   HEARTBEAT_SHARDS, HEARTBEAT_TOPIC_PREFIX, ONLINE_TOPIC, ONLINE_PROTOCOL, TICK_INTERVAL_MS,
-  DIGEST_COALESCE_MS, MAX_RECORDS_PER_DIGEST, ANTI_ENTROPY_INTERVAL_MS
+  DIGEST_COALESCE_MS, MAX_RECORDS_PER_DIGEST, ANTI_ENTROPY_INTERVAL_MS, ANNOUNCE_PROTOCOL,
+  ANNOUNCE_MAX_INBOUND_STREAMS, MAX_HEARTBEAT_BYTES
 } from './constants.ts'
 
 export interface ResourceMembershipComponents {
@@ -60,6 +61,11 @@ export class ResourceMembership implements MembershipView {
     const { libp2p, metrics } = this.components
     const pubsub = libp2p.services.pubsub
     await serveOnlineList(libp2p, this.list, this.components.clock, () => { metrics.digestsDropped.inc({ reason: 'snapshot-request' }) })
+    await handleRequests(libp2p, ANNOUNCE_PROTOCOL, this.onAnnounce, {
+      maxRequestBytes: MAX_HEARTBEAT_BYTES,
+      maxInboundStreams: ANNOUNCE_MAX_INBOUND_STREAMS,
+      onError: () => { metrics.heartbeatsDropped.inc({ reason: 'announce' }) }
+    })
     for (let s = 0; s < this.shards; s++) {
       pubsub.topicValidators.set(`${HEARTBEAT_TOPIC_PREFIX}${s}`, this.decoder.validateHeartbeat)
       pubsub.subscribe(`${HEARTBEAT_TOPIC_PREFIX}${s}`)
@@ -85,6 +91,7 @@ export class ResourceMembership implements MembershipView {
     libp2p.removeEventListener('peer:disconnect', this.onDisconnect)
     this.resources.stop()
     await libp2p.unhandle(ONLINE_PROTOCOL).catch(() => {})
+    await libp2p.unhandle(ANNOUNCE_PROTOCOL).catch(() => {})
   }
 
   onChange (listener: (rec: NodeRecord) => void): () => void {
@@ -115,6 +122,19 @@ export class ResourceMembership implements MembershipView {
     if (hb == null) return
     this.components.metrics.heartbeatsReceived.inc()
     this.queue([this.list.ingest(hb)])
+  }
+
+  /**
+   * A node's `draining`/`left` beat sent straight to us: taken like a gossiped one, and answered
+   * (empty) as the confirmation. The connection's Noise handshake proved the sender: a node
+   * announces only for itself.
+   */
+  private readonly onAnnounce = (req: Uint8Array, peer: PeerId): Uint8Array => {
+    const hb = decodeHeartbeat(req)
+    if (hb.peerId !== peer.toString()) throw new AstradError('a node announces only for itself', 'ERR_FORBIDDEN')
+    this.components.metrics.heartbeatsReceived.inc()
+    this.queue([this.list.ingest(hb)])
+    return new Uint8Array(0)
   }
 
   private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => {

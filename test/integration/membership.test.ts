@@ -32,7 +32,8 @@ test('nodes join through a resource; a scheduler-only daemon sees them all alive
   await waitFor('drained node left', () => {
     const s = stateIn(sched, id)
     if (s != null) seen.add(s)
-    return s === 'left'
+    if (s !== 'left') throw new Error(`at the scheduler: ${[...seen].join(' → ')}; at the resource: ${String(stateIn(res, id))}`)
+    return true
   }, undefined, 5)
   // Never concluded dead. (A transient `suspect` is possible: the resource may see the connection
   // close before it has validated the `draining`/`left` heartbeats sent just before.)
