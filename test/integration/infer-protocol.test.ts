@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { lpStream } from '@libp2p/utils'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { createHost, type Host } from '../../src/p2p/index.ts'
-import { serveInference, inferRemote, RemoteInferError, QueueFullError, DeadlineError, type InferRequest, type InferResult } from '../../src/serving/index.ts'
+import { serveInference, inferRemote, RemoteInferError, QueueFullError, DeadlineError, InferTransportError, servingErrorFromCode, type InferRequest, type InferResult } from '../../src/serving/index.ts'
 import { INFER_PROTOCOL } from '../../src/serving/constants.ts'
 
 /**
@@ -89,4 +89,51 @@ test('infer protocol: an unreachable node is an unsent failure (safe to retry el
   await gone.stop()
   await assert.rejects(inferRemote(router, id, 'app', { inputs: [fp32('x', [1])], deadline: Date.now() + 3_000 }),
     (err: RemoteInferError) => err instanceof RemoteInferError && err.phase === 'unsent' && err.status === 503)
+})
+
+test('infer protocol: a stalled stream is a retryable transport failure, not a model error (issue 16)', async () => {
+  const node = await host()
+  const router = await host()
+  let bad = 0
+  await serveInference(node, async (app, req): Promise<InferResult> => ({ model: app, outputs: req.inputs, queueMs: 0, computeMs: 0 }),
+    { onBadRequest: () => { bad++ }, readTimeoutMs: 300 })
+  await router.dial(node.getMultiaddrs()[0]!)
+
+  // Node side: the request's tensor never comes (as when the node was frozen past its read
+  // allowance). The answer must be a transport error the router retries, not ERR_INFERENCE (500).
+  const stream = await router.dialProtocol(node.peerId, INFER_PROTOCOL)
+  const lp = lpStream(stream)
+  await lp.write(new TextEncoder().encode(JSON.stringify({ app: 'app', timeoutMs: 10_000, inputs: [{ name: 'x', datatype: 'FP32', shape: [1], size: 4 }] })))
+  let answer: Uint8Array
+  try {
+    answer = (await lp.read({ signal: AbortSignal.timeout(30_000) })).subarray()
+  } finally {
+    stream.abort(new Error('test done'))
+  }
+  assert.equal(answer[0], 1, 'node side: error status')
+  const remote = JSON.parse(new TextDecoder().decode(answer.subarray(1)))
+  assert.equal(remote.code, 'ERR_UNAVAILABLE_TRANSPORT', `node side: answer was ${JSON.stringify(remote)}`)
+  const rebuilt = servingErrorFromCode(remote.code, remote.message)
+  assert.ok(rebuilt instanceof InferTransportError && rebuilt.status === 503, 'node side: rebuilt as a 503 transport error')
+  assert.equal(bad, 0, 'node side: a stall is not counted as a malformed request')
+
+  // Router side: the answer's header comes, then its tensor stalls past the read allowance.
+  const stalled = await host()
+  await stalled.handle(INFER_PROTOCOL, async (s) => {
+    const slp = lpStream(s)
+    await slp.read()
+    await slp.read()
+    const head = new TextEncoder().encode(JSON.stringify({ outputs: [{ name: 'y', datatype: 'FP32', shape: [1], size: 4 }], queueMs: 0, computeMs: 0 }))
+    await slp.write(Uint8Array.from([0, ...head]))
+    // … and nothing more: the stream stays open until the host stops.
+  })
+  await router.dial(stalled.getMultiaddrs()[0]!)
+  await assert.rejects(inferRemote(router, stalled.peerId, 'app', { inputs: [fp32('x', [1])], deadline: Date.now() + 60_000 }, undefined, { readTimeoutMs: 300 }),
+    (err: unknown) => {
+      assert.ok(err instanceof RemoteInferError, `router side: got ${String(err)}`)
+      assert.ok(err.cause instanceof InferTransportError, 'router side: the cause is the transport error class')
+      assert.equal(err.code, 'ERR_UNAVAILABLE_TRANSPORT')
+      assert.equal(err.phase, 'lost', 'router side: sent, then lost (retried: inference is idempotent)')
+      return true
+    })
 })
