@@ -5,6 +5,8 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { createHost, type Host } from '../../src/p2p/index.ts'
 import { serveInference, inferRemote, RemoteInferError, QueueFullError, DeadlineError, InferTransportError, servingErrorFromCode, type InferRequest, type InferResult } from '../../src/serving/index.ts'
 import { INFER_PROTOCOL } from '../../src/serving/constants.ts'
+import { retryable } from '../../src/serving/router.ts'
+import { InferenceFailedError } from '../../src/serving/types.ts'
 
 /**
  * `/astra/infer/1.0.0` between real libp2p hosts: tensors round-trip byte for byte, the node's
@@ -95,9 +97,15 @@ test('infer protocol: a stalled stream is a retryable transport failure, not a m
   const node = await host()
   const router = await host()
   let bad = 0
-  await serveInference(node, async (app, req): Promise<InferResult> => ({ model: app, outputs: req.inputs, queueMs: 0, computeMs: 0 }),
-    { onBadRequest: () => { bad++ }, readTimeoutMs: 300 })
+  await serveInference(node, async (app, req): Promise<InferResult> => {
+    if (app === 'broken') throw new InferenceFailedError('the model failed')
+    return { model: app, outputs: req.inputs, queueMs: 0, computeMs: 0 }
+  }, { onBadRequest: () => { bad++ }, readTimeoutMs: 300 })
   await router.dial(node.getMultiaddrs()[0]!)
+
+  // A real model error (the replica answered with an error code) stays with the client.
+  await assert.rejects(inferRemote(router, node.peerId, 'broken', { inputs: [fp32('x', [1])], deadline: Date.now() + 30_000 }),
+    (err: unknown) => err instanceof RemoteInferError && err.phase === 'answered' && err.status === 500 && !retryable(err))
 
   // Node side: the request's tensor never comes (as when the node was frozen past its read
   // allowance). The answer must be a transport error the router retries, not ERR_INFERENCE (500).
@@ -115,6 +123,7 @@ test('infer protocol: a stalled stream is a retryable transport failure, not a m
   assert.equal(remote.code, 'ERR_UNAVAILABLE_TRANSPORT', `node side: answer was ${JSON.stringify(remote)}`)
   const rebuilt = servingErrorFromCode(remote.code, remote.message)
   assert.ok(rebuilt instanceof InferTransportError && rebuilt.status === 503, 'node side: rebuilt as a 503 transport error')
+  assert.ok(retryable(new RemoteInferError(rebuilt, 'unsent')), 'node side: the router retries it on another node')
   assert.equal(bad, 0, 'node side: a stall is not counted as a malformed request')
 
   // Router side: the answer's header comes, then its tensor stalls past the read allowance.
@@ -134,6 +143,7 @@ test('infer protocol: a stalled stream is a retryable transport failure, not a m
       assert.ok(err.cause instanceof InferTransportError, 'router side: the cause is the transport error class')
       assert.equal(err.code, 'ERR_UNAVAILABLE_TRANSPORT')
       assert.equal(err.phase, 'lost', 'router side: sent, then lost (retried: inference is idempotent)')
+      assert.ok(retryable(err), 'router side: the router retries it on another node')
       return true
     })
 })
