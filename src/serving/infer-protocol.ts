@@ -118,7 +118,15 @@ export async function serveInference (libp2p: Host, infer: LocalInfer, options: 
         options.onBadRequest?.(err, connection.remotePeer)
         throw err instanceof DecodeError ? new InvalidInferRequestError(err.message) : err
       }
-      const result = await infer(app, req, signal)
+      let result: InferResult
+      try {
+        result = await infer(app, req, signal)
+      } catch (err) {
+        // The run's own timer (its deadline, e.g. after this node was frozen past it) is a
+        // deadline, not a model error.
+        if (signal.aborted && !(err instanceof AstradError)) throw new DeadlineError(`deadline passed on the node: ${errorMessage(err)}`)
+        throw err
+      }
       checkTotal(headersOf(result.outputs))
       const answerHead: z.infer<typeof answerHeader> = { outputs: headersOf(result.outputs), queueMs: result.queueMs, computeMs: result.computeMs }
       if (result.version != null) answerHead.version = result.version

@@ -97,8 +97,11 @@ test('infer protocol: a stalled stream is a retryable transport failure, not a m
   const node = await host()
   const router = await host()
   let bad = 0
-  await serveInference(node, async (app, req): Promise<InferResult> => {
+  await serveInference(node, async (app, req, signal): Promise<InferResult> => {
     if (app === 'broken') throw new InferenceFailedError('the model failed')
+    if (app === 'hang') {
+      await new Promise((resolve, reject) => { signal.addEventListener('abort', () => { reject(signal.reason) }, { once: true }) })
+    }
     return { model: app, outputs: req.inputs, queueMs: 0, computeMs: 0 }
   }, { onBadRequest: () => { bad++ }, readTimeoutMs: 300 })
   await router.dial(node.getMultiaddrs()[0]!)
@@ -125,6 +128,19 @@ test('infer protocol: a stalled stream is a retryable transport failure, not a m
   assert.ok(rebuilt instanceof InferTransportError && rebuilt.status === 503, 'node side: rebuilt as a 503 transport error')
   assert.ok(retryable(new RemoteInferError(rebuilt, 'unsent')), 'node side: the router retries it on another node')
   assert.equal(bad, 0, 'node side: a stall is not counted as a malformed request')
+
+  // Node side: the run's own timer fires (its deadline): a deadline (504), not a model error.
+  const hang = await router.dialProtocol(node.peerId, INFER_PROTOCOL)
+  const hlp = lpStream(hang)
+  let hangAnswer: Uint8Array
+  try {
+    await hlp.write(new TextEncoder().encode(JSON.stringify({ app: 'hang', timeoutMs: 50, inputs: [{ name: 'x', datatype: 'FP32', shape: [1], size: 4 }] })))
+    await hlp.write(new Uint8Array(4))
+    hangAnswer = (await hlp.read({ signal: AbortSignal.timeout(30_000) })).subarray()
+  } finally {
+    hang.abort(new Error('test done'))
+  }
+  assert.equal(JSON.parse(new TextDecoder().decode(hangAnswer.subarray(1))).code, 'ERR_DEADLINE', 'node side: the run timed out as a deadline')
 
   // Router side: the answer's header comes, then its tensor stalls past the read allowance.
   const stalled = await host()
