@@ -1,6 +1,6 @@
 import { test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
+import { execFileSync, spawn } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -65,11 +65,22 @@ test('start: a data dir that is a regular file exits with one line, the file unt
 })
 
 test('start: a data dir without write permission exits with one line', async (t) => {
-  if (process.getuid?.() === 0) {
-    t.skip('running as root: permission checks are bypassed (the /proc and /sys cases cover refusals)')
-    return
-  }
   const dir = path.join(tmp, 'read-only')
   fs.mkdirSync(dir, { mode: 0o500 })
+  if (process.getuid?.() === 0) {
+    // Root bypasses permission bits: a read-only mount refuses it too (EROFS).
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', dir], { stdio: 'pipe' })
+    } catch (err) {
+      t.skip(`running as root (permission bits bypassed) and cannot mount a read-only tmpfs: ${(err as Error).message.split('\n')[0]}`)
+      return
+    }
+    try {
+      assertOneLineError('read-only mount', await start(dir), dir)
+    } finally {
+      execFileSync('umount', ['-l', dir], { stdio: 'pipe' })
+    }
+    return
+  }
   assertOneLineError('read-only dir', await start(dir), dir)
 })
