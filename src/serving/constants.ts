@@ -15,6 +15,13 @@ export const MAX_INFER_TENSORS = 64
 export const MAX_INFER_STREAMS = 1024
 /** Time to open a stream to a node before the router tries another. */
 export const INFER_DIAL_TIMEOUT_MS = 2_000
+/**
+ * Read allowance between the messages of one infer stream (the request's messages on the node,
+ * the answer's tensors after its header on the router): a peer that stalls this long mid-message
+ * is a transport failure (retried elsewhere), not a model error. Five dial timeouts: generous
+ * for 64 MiB of tensors on a slow link.
+ */
+export const INFER_READ_TIMEOUT_MS = INFER_DIAL_TIMEOUT_MS * 5
 
 /**
  * Router retries: a request that failed on a node (unreachable, reset, draining, full) is sent

@@ -4,11 +4,11 @@ import { z } from 'zod'
 import type { Host } from '../p2p/index.ts'
 import { AstradError, DecodeError, errorMessage } from '../util/errors.ts'
 import {
-  DATATYPES, DATATYPE_SIZE, DeadlineError, InvalidInferRequestError, ServingError, UnavailableError, servingErrorFromCode,
+  DATATYPES, DATATYPE_SIZE, DeadlineError, InferTransportError, InvalidInferRequestError, ServingError, UnavailableError, servingErrorFromCode,
   type InferRequest, type InferResult, type Tensor
 } from './types.ts'
 import {
-  INFER_DIAL_TIMEOUT_MS, INFER_PROTOCOL, MAX_INFER_HEADER_BYTES, MAX_INFER_STREAMS, MAX_INFER_TENSORS, MAX_INFER_TENSOR_BYTES
+  INFER_DIAL_TIMEOUT_MS, INFER_PROTOCOL, INFER_READ_TIMEOUT_MS, MAX_INFER_HEADER_BYTES, MAX_INFER_STREAMS, MAX_INFER_TENSORS, MAX_INFER_TENSOR_BYTES
 } from './constants.ts'
 
 /**
@@ -78,13 +78,15 @@ export type LocalInfer = (app: string, req: InferRequest, signal: AbortSignal) =
 export interface InferServerOptions {
   /** Counts requests refused as malformed. */
   onBadRequest?: (err: unknown, peer: PeerId) => void
+  /** Allowance for reading a request's messages; @default INFER_READ_TIMEOUT_MS */
+  readTimeoutMs?: number
 }
 
 /** Node side: decodes requests, runs them on a local replica, answers. */
 export async function serveInference (libp2p: Host, infer: LocalInfer, options: InferServerOptions = {}): Promise<void> {
   await libp2p.handle(INFER_PROTOCOL, async (stream, connection) => {
     // Reading the request gets a fixed allowance; the run itself is bounded by its deadline.
-    const readSignal = AbortSignal.timeout(INFER_DIAL_TIMEOUT_MS * 5)
+    const readSignal = AbortSignal.timeout(options.readTimeoutMs ?? INFER_READ_TIMEOUT_MS)
     const lp = lpStream(stream, { maxDataLength: MAX_INFER_TENSOR_BYTES })
     let answer: Uint8Array[]
     let signal = readSignal
@@ -107,10 +109,24 @@ export async function serveInference (libp2p: Host, infer: LocalInfer, options: 
         if (header.outputs != null) req.outputs = header.outputs
         signal = AbortSignal.timeout(header.timeoutMs + 1_000)
       } catch (err) {
+        // A request that did not arrive whole (read allowance ran out, e.g. this node was frozen
+        // and woke up past it; stream reset) is a transport failure: the router retries it on
+        // another node. Only bytes that arrived and do not decode are the client's fault.
+        if (!(err instanceof DecodeError) && !(err instanceof AstradError)) {
+          throw new InferTransportError(`request not read: ${errorMessage(err)}`)
+        }
         options.onBadRequest?.(err, connection.remotePeer)
         throw err instanceof DecodeError ? new InvalidInferRequestError(err.message) : err
       }
-      const result = await infer(app, req, signal)
+      let result: InferResult
+      try {
+        result = await infer(app, req, signal)
+      } catch (err) {
+        // The run's own timer (its deadline, e.g. after this node was frozen past it) is a
+        // deadline, not a model error.
+        if (signal.aborted && !(err instanceof AstradError)) throw new DeadlineError(`deadline passed on the node: ${errorMessage(err)}`)
+        throw err
+      }
       checkTotal(headersOf(result.outputs))
       const answerHead: z.infer<typeof answerHeader> = { outputs: headersOf(result.outputs), queueMs: result.queueMs, computeMs: result.computeMs }
       if (result.version != null) answerHead.version = result.version
@@ -153,11 +169,17 @@ export class RemoteInferError extends ServingError {
     super(cause.message, cause.code, cause.status, cause.retryAfter)
     this.name = 'RemoteInferError'
     this.phase = phase
+    this.cause = cause
   }
 }
 
+export interface InferRemoteOptions {
+  /** Allowance between the answer's messages once its header came; @default INFER_READ_TIMEOUT_MS */
+  readTimeoutMs?: number
+}
+
 /** Router side: sends a request to a node and returns its answer. */
-export async function inferRemote (libp2p: Host, peer: PeerId, app: string, req: InferRequest, signal?: AbortSignal): Promise<InferResult> {
+export async function inferRemote (libp2p: Host, peer: PeerId, app: string, req: InferRequest, signal?: AbortSignal, options: InferRemoteOptions = {}): Promise<InferResult> {
   const left = req.deadline - Date.now()
   if (left <= 0) throw new DeadlineError('deadline passed before the request was sent')
   const deadline = AbortSignal.timeout(left)
@@ -192,7 +214,8 @@ export async function inferRemote (libp2p: Host, peer: PeerId, app: string, req:
     const head = parse(answerHeader, first.subarray(1), 'infer answer')
     const outputs: Tensor[] = []
     for (const h of head.outputs) {
-      const data = (await lp.read({ signal: all })).subarray()
+      // The replica has answered: its tensors follow at once, a stall here is the transport's.
+      const data = (await lp.read({ signal: AbortSignal.any([all, AbortSignal.timeout(options.readTimeoutMs ?? INFER_READ_TIMEOUT_MS)]) })).subarray()
       if (data.byteLength !== h.size) throw new DecodeError(`output ${h.name}: ${data.byteLength} bytes, header says ${h.size}`)
       if (DATATYPE_SIZE[h.datatype] != null && h.size !== h.shape.reduce((a, b) => a * b, 1) * DATATYPE_SIZE[h.datatype]!) throw new DecodeError(`output ${h.name}: size does not match its shape`)
       outputs.push({ name: h.name, datatype: h.datatype, shape: h.shape, data })
@@ -207,6 +230,7 @@ export async function inferRemote (libp2p: Host, peer: PeerId, app: string, req:
     stream.abort(err instanceof Error ? err : new Error(String(err)))
     if (err instanceof RemoteInferError) throw err
     if (deadline.aborted) throw new DeadlineError(`no answer from the replica within the deadline`)
-    throw new RemoteInferError(new UnavailableError(`replica on ${peer.toString()} failed: ${errorMessage(err)}`, 'ERR_UNAVAILABLE_NODE'), sent ? 'lost' : 'unsent')
+    // Timeouts, resets, aborted reads, undecodable answers: the transport failed, not the model.
+    throw new RemoteInferError(new InferTransportError(`replica on ${peer.toString()} failed: ${errorMessage(err)}`), sent ? 'lost' : 'unsent')
   }
 }

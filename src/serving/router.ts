@@ -37,7 +37,8 @@ interface AppRoute {
   signature?: ModelSignature
 }
 
-function retryable (err: unknown): err is ServingError {
+/** Whether a failed request goes to another node: transport failures yes, the replica's answers no. */
+export function retryable (err: unknown): err is ServingError {
   if (err instanceof RemoteInferError) return err.phase !== 'answered'
   return err instanceof QueueFullError || err instanceof UnavailableError
 }

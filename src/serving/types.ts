@@ -147,6 +147,18 @@ export class UnavailableError extends ServingError {
   }
 }
 
+/**
+ * 503: the infer stream failed below the model (a read allowance ran out, the stream was reset
+ * or cut, a frozen node woke up past its timers): the replica did not answer, so the router
+ * retries it on another node. Only an answer from the replica is a model error.
+ */
+export class InferTransportError extends UnavailableError {
+  constructor (message: string) {
+    super(message, 'ERR_UNAVAILABLE_TRANSPORT')
+    this.name = 'InferTransportError'
+  }
+}
+
 /** 504: the request's deadline passed before an answer. */
 export class DeadlineError extends ServingError {
   constructor (message: string) {
@@ -171,6 +183,7 @@ export function servingErrorFromCode (code: string, message: string, retryAfter?
     case 'ERR_QUEUE_FULL': return new QueueFullError(message, retryAfter)
     case 'ERR_DEADLINE': return new DeadlineError(message)
     case 'ERR_INFERENCE': return new InferenceFailedError(message)
+    case 'ERR_UNAVAILABLE_TRANSPORT': return new InferTransportError(message)
     default:
       if (code.startsWith('ERR_UNAVAILABLE') || code === 'ERR_DRAINING' || code === 'ERR_NO_REPLICA') return new UnavailableError(message, code, retryAfter)
       return new InferenceFailedError(message, code)

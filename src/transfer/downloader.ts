@@ -47,6 +47,8 @@ export interface TransferInfo {
   peers: number
   state: TransferState
   error?: string
+  /** The failure's stable code (ERR_NO_SPACE, ERR_READ_ONLY, ERR_NO_SOURCE …) when it failed. */
+  errorCode?: string
   startedAt: number
   etaSeconds: number | null
   phase: 'shuffled' | 'rarest' | 'endgame' | 'done'
@@ -80,6 +82,7 @@ export class Download {
   readonly startedAt = Date.now()
   state: TransferState = 'downloading'
   error?: string
+  errorCode?: string
   private readonly components: DownloadComponents
   private readonly controller = new AbortController()
   private readonly peers = new Map<string, PeerState>()
@@ -109,6 +112,7 @@ export class Download {
     }, (err: unknown) => {
       this.state = 'failed'
       this.error = errorMessage(err)
+      this.errorCode = err instanceof AstradError ? err.code : 'ERR_UNKNOWN'
       throw err
     }).finally(() => {
       this.controller.abort(new AstradError('download finished', 'ERR_ABORTED'))
@@ -138,6 +142,7 @@ export class Download {
       peers: this.activePeers(),
       state: this.state,
       ...(this.error != null ? { error: this.error } : {}),
+      ...(this.errorCode != null ? { errorCode: this.errorCode } : {}),
       startedAt: this.startedAt,
       etaSeconds: this.state === 'complete' ? 0 : rateBps > 0 ? Math.ceil(left / rateBps) : null,
       phase: this.state === 'complete' ? 'done' : this.picker?.phase ?? 'shuffled',
@@ -288,8 +293,9 @@ export class Download {
           logger.warn({ model: this.id, piece, peer: peer.key }, 'piece failed verification; peer dropped for this download')
           return
         }
-        if (code === 'ERR_NO_SPACE' || code === 'ERR_NOT_FOUND' || code === 'ERR_LIFECYCLE') {
-          // The store cannot take this model (disk full, model removed, store closed): stop.
+        if (code === 'ERR_NO_SPACE' || code === 'ERR_READ_ONLY' || code === 'ERR_NOT_FOUND' || code === 'ERR_LIFECYCLE') {
+          // The store cannot take this model (disk full or read-only, model removed, store
+          // closed): stop at the first such write, not at the no-progress timeout (issue 16).
           this.controller.abort(err)
           this.notify()
           return

@@ -231,6 +231,7 @@ export async function fetchPiece (libp2p: Host, peer: PeerId, req: PieceRequest,
     throw new RequestError(`cannot open ${PIECE_PROTOCOL} to ${peer.toString()}: ${errorMessage(err)}`, signal.aborted ? 'ERR_TIMEOUT' : 'ERR_UNREACHABLE', { cause: err })
   }
   const reader = new StreamReader(stream, PIECE_READ_HIGH_WATER)
+  let sinkError: unknown
   try {
     await send(stream, encodePieceRequest(req), signal)
     const status = (await reader.exactly(1, signal))[0]
@@ -247,7 +248,12 @@ export async function fetchPiece (libp2p: Host, peer: PeerId, req: PieceRequest,
       if (chunk == null) throw new RequestError(`stream ended after ${received} of ${length} bytes`, 'ERR_BAD_RESPONSE')
       stall.reset()
       await options.download?.take(chunk.length, signal)
-      await sink(chunk)
+      try {
+        await sink(chunk)
+      } catch (err) {
+        sinkError = err
+        throw err
+      }
       options.download?.record(chunk.length)
       options.onBytes?.(chunk.length)
       received += chunk.length
@@ -256,6 +262,8 @@ export async function fetchPiece (libp2p: Host, peer: PeerId, req: PieceRequest,
     await stream.close({ signal }).catch(() => {})
   } catch (err) {
     stream.abort(err instanceof Error ? err : new Error(String(err)))
+    // The local store refused the bytes (disk full, read-only): its error, not the peer's.
+    if (err === sinkError) throw err
     if (err instanceof RequestError) throw err
     if (stall.signal.aborted) throw new RequestError(`piece ${req.index} from ${peer.toString()} stalled`, 'ERR_TIMEOUT', { cause: err })
     if (options.signal?.aborted === true) throw err

@@ -148,6 +148,14 @@ export class ModelNotFoundError extends AstradError {
   }
 }
 
+/** The store's filesystem is mounted read-only (EROFS): nothing can be written until it is remounted. */
+export class StoreReadOnlyError extends AstradError {
+  constructor (message: string, options?: ErrorOptions) {
+    super(message, 'ERR_READ_ONLY', options)
+    this.name = 'StoreReadOnlyError'
+  }
+}
+
 /** The bytes do not fit: the disk is full (ENOSPC/EDQUOT), or they would exceed the cache size or the high watermark and nothing more can be evicted. */
 export class StoreFullError extends AstradError {
   constructor (message: string, options?: ErrorOptions) {
@@ -225,7 +233,7 @@ export class PieceStore {
         return { complete, partial: this.entries.size - complete }
       })
       this.evictions = new Counter({ name: 'astrad_store_evictions_total', help: 'Models evicted to stay under the cache size or disk watermark', registers: [registry] })
-      this.errors = new Counter({ name: 'astrad_store_errors_total', help: 'Piece store failures, by reason (no_space, hash, io, corrupt)', labelNames: ['reason'], registers: [registry] })
+      this.errors = new Counter({ name: 'astrad_store_errors_total', help: 'Piece store failures, by reason (no_space, read_only, hash, io, corrupt)', labelNames: ['reason'], registers: [registry] })
     }
   }
 
@@ -864,7 +872,7 @@ export class PieceStore {
     return true
   }
 
-  /** ENOSPC/EDQUOT become StoreFullError; other fs errors are counted. */
+  /** ENOSPC/EDQUOT become StoreFullError, EROFS StoreReadOnlyError; other fs errors are counted. */
   private fsError (err: unknown, what: string): unknown {
     if (err instanceof AstradError) {
       if (err instanceof PieceHashError) this.errors?.inc({ reason: 'hash' })
@@ -875,6 +883,10 @@ export class PieceStore {
       this.errors?.inc({ reason: 'no_space' })
       this.fsCache = undefined
       return new StoreFullError(`${what}: the disk is full (${code}) in ${this.dir}`, { cause: err })
+    }
+    if (code === 'EROFS') {
+      this.errors?.inc({ reason: 'read_only' })
+      return new StoreReadOnlyError(`${what}: the file system of ${this.dir} is read-only (EROFS)`, { cause: err })
     }
     if (code != null) this.errors?.inc({ reason: 'io' })
     return err

@@ -3,8 +3,10 @@ import assert from 'node:assert/strict'
 import { lpStream } from '@libp2p/utils'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { createHost, type Host } from '../../src/p2p/index.ts'
-import { serveInference, inferRemote, RemoteInferError, QueueFullError, DeadlineError, type InferRequest, type InferResult } from '../../src/serving/index.ts'
+import { serveInference, inferRemote, RemoteInferError, QueueFullError, DeadlineError, InferTransportError, servingErrorFromCode, type InferRequest, type InferResult } from '../../src/serving/index.ts'
 import { INFER_PROTOCOL } from '../../src/serving/constants.ts'
+import { retryable } from '../../src/serving/router.ts'
+import { InferenceFailedError } from '../../src/serving/types.ts'
 
 /**
  * `/astra/infer/1.0.0` between real libp2p hosts: tensors round-trip byte for byte, the node's
@@ -89,4 +91,75 @@ test('infer protocol: an unreachable node is an unsent failure (safe to retry el
   await gone.stop()
   await assert.rejects(inferRemote(router, id, 'app', { inputs: [fp32('x', [1])], deadline: Date.now() + 3_000 }),
     (err: RemoteInferError) => err instanceof RemoteInferError && err.phase === 'unsent' && err.status === 503)
+})
+
+test('infer protocol: a stalled stream is a retryable transport failure, not a model error (issue 16)', async () => {
+  const node = await host()
+  const router = await host()
+  let bad = 0
+  await serveInference(node, async (app, req, signal): Promise<InferResult> => {
+    if (app === 'broken') throw new InferenceFailedError('the model failed')
+    if (app === 'hang') {
+      await new Promise((resolve, reject) => { signal.addEventListener('abort', () => { reject(signal.reason) }, { once: true }) })
+    }
+    return { model: app, outputs: req.inputs, queueMs: 0, computeMs: 0 }
+  }, { onBadRequest: () => { bad++ }, readTimeoutMs: 300 })
+  await router.dial(node.getMultiaddrs()[0]!)
+
+  // A real model error (the replica answered with an error code) stays with the client.
+  await assert.rejects(inferRemote(router, node.peerId, 'broken', { inputs: [fp32('x', [1])], deadline: Date.now() + 30_000 }),
+    (err: unknown) => err instanceof RemoteInferError && err.phase === 'answered' && err.status === 500 && !retryable(err))
+
+  // Node side: the request's tensor never comes (as when the node was frozen past its read
+  // allowance). The answer must be a transport error the router retries, not ERR_INFERENCE (500).
+  const stream = await router.dialProtocol(node.peerId, INFER_PROTOCOL)
+  const lp = lpStream(stream)
+  await lp.write(new TextEncoder().encode(JSON.stringify({ app: 'app', timeoutMs: 10_000, inputs: [{ name: 'x', datatype: 'FP32', shape: [1], size: 4 }] })))
+  let answer: Uint8Array
+  try {
+    answer = (await lp.read({ signal: AbortSignal.timeout(30_000) })).subarray()
+  } finally {
+    stream.abort(new Error('test done'))
+  }
+  assert.equal(answer[0], 1, 'node side: error status')
+  const remote = JSON.parse(new TextDecoder().decode(answer.subarray(1)))
+  assert.equal(remote.code, 'ERR_UNAVAILABLE_TRANSPORT', `node side: answer was ${JSON.stringify(remote)}`)
+  const rebuilt = servingErrorFromCode(remote.code, remote.message)
+  assert.ok(rebuilt instanceof InferTransportError && rebuilt.status === 503, 'node side: rebuilt as a 503 transport error')
+  assert.ok(retryable(new RemoteInferError(rebuilt, 'unsent')), 'node side: the router retries it on another node')
+  assert.equal(bad, 0, 'node side: a stall is not counted as a malformed request')
+
+  // Node side: the run's own timer fires (its deadline): a deadline (504), not a model error.
+  const hang = await router.dialProtocol(node.peerId, INFER_PROTOCOL)
+  const hlp = lpStream(hang)
+  let hangAnswer: Uint8Array
+  try {
+    await hlp.write(new TextEncoder().encode(JSON.stringify({ app: 'hang', timeoutMs: 50, inputs: [{ name: 'x', datatype: 'FP32', shape: [1], size: 4 }] })))
+    await hlp.write(new Uint8Array(4))
+    hangAnswer = (await hlp.read({ signal: AbortSignal.timeout(30_000) })).subarray()
+  } finally {
+    hang.abort(new Error('test done'))
+  }
+  assert.equal(JSON.parse(new TextDecoder().decode(hangAnswer.subarray(1))).code, 'ERR_DEADLINE', 'node side: the run timed out as a deadline')
+
+  // Router side: the answer's header comes, then its tensor stalls past the read allowance.
+  const stalled = await host()
+  await stalled.handle(INFER_PROTOCOL, async (s) => {
+    const slp = lpStream(s)
+    await slp.read()
+    await slp.read()
+    const head = new TextEncoder().encode(JSON.stringify({ outputs: [{ name: 'y', datatype: 'FP32', shape: [1], size: 4 }], queueMs: 0, computeMs: 0 }))
+    await slp.write(Uint8Array.from([0, ...head]))
+    // … and nothing more: the stream stays open until the host stops.
+  })
+  await router.dial(stalled.getMultiaddrs()[0]!)
+  await assert.rejects(inferRemote(router, stalled.peerId, 'app', { inputs: [fp32('x', [1])], deadline: Date.now() + 60_000 }, undefined, { readTimeoutMs: 300 }),
+    (err: unknown) => {
+      assert.ok(err instanceof RemoteInferError, `router side: got ${String(err)}`)
+      assert.ok(err.cause instanceof InferTransportError, 'router side: the cause is the transport error class')
+      assert.equal(err.code, 'ERR_UNAVAILABLE_TRANSPORT')
+      assert.equal(err.phase, 'lost', 'router side: sent, then lost (retried: inference is idempotent)')
+      assert.ok(retryable(err), 'router side: the router retries it on another node')
+      return true
+    })
 })

@@ -8,8 +8,13 @@ import path from 'node:path'
 import { Registry } from 'prom-client'
 import { PieceStore, type StoreEvent } from '../../src/transfer/store.ts'
 import { buildManifest, manifestId, type Manifest } from '../../src/transfer/manifest.ts'
+import { Download, type DownloadStore } from '../../src/transfer/downloader.ts'
+import { PieceServer } from '../../src/transfer/piece-protocol.ts'
+import { createHost, type Host } from '../../src/p2p/index.ts'
+import { generateKeyPair } from '@libp2p/crypto/keys'
 import { silentLogger } from '../../src/util/logger.ts'
 import { FakeClock } from '../../src/util/time.ts'
+import { waitFor } from '../helpers/wait.ts'
 
 /*
  * A real full disk: a 12 MiB tmpfs (we run as root in CI). Where mounting is not allowed the
@@ -176,5 +181,82 @@ test('on a small disk the high watermark evicts the least recently used model; w
   } finally {
     await store.close()
     fs.rmSync(dir, { recursive: true, force: true })
+  }
+})
+
+test('a pull whose piece write hits ENOSPC fails at once with ERR_NO_SPACE and leaves no partial piece (issue 16)', async t => {
+  if (skip !== undefined) { t.skip(skip); return }
+  const dir = path.join(mnt, 'models-pull')
+  const filler = path.join(mnt, 'filler-pull')
+  const seedDir = fs.mkdtempSync(path.join(os.tmpdir(), 'astrad-enospc-seed-'))
+  const hosts: Host[] = []
+  const seedStore = new PieceStore({ logger: silentLogger(), clock: new FakeClock() }, { dir: seedDir })
+  const store = new PieceStore({ logger: silentLogger(), clock: new FakeClock() }, { dir, highWatermark: 1, lowWatermark: 1 })
+  let server: PieceServer | undefined
+  let download: Download | undefined
+  try {
+    await seedStore.open()
+    await store.open()
+    const data = randomBytes(8 * MiB) // two pieces of 4 MiB
+    const model = await seedStore.importModel(chunks(data), data.length)
+    const [seed, puller] = await Promise.all([0, 1].map(async () => {
+      const h = await createHost({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'] })
+      await h.start()
+      hosts.push(h)
+      return h
+    }))
+    server = new PieceServer({ libp2p: seed!, source: { manifest: id => seedStore.get(id)?.manifest, has: (id, i) => seedStore.has(id, i), readPiece: (id, i, o, l) => seedStore.readPiece(id, i, o, l) }, logger: silentLogger() })
+    await server.start()
+
+    // The real store on the 12 MiB tmpfs; once the first bytes of a piece are on disk another
+    // process fills the disk, so the piece's next write gets a real ENOSPC.
+    let filled = 0
+    let attempts = 0
+    const onDisk: DownloadStore = {
+      addModel: async m => await store.addModel(m),
+      pin: (id, owner) => store.pin(id, owner),
+      beginPiece: (id, index) => {
+        attempts++
+        const w = store.beginPiece(id, index)
+        return {
+          write: async chunk => {
+            await w.write(chunk)
+            if (filled === 0) filled = fill(filler)
+          },
+          commit: async () => await w.commit(),
+          abort: async () => { await w.abort() }
+        }
+      }
+    }
+    const pieces = model.manifest.pieces.length
+    download = new Download({
+      libp2p: puller!,
+      store: onDisk,
+      holders: async () => ({ pieces, holders: [{ peer: seed!.peerId, addrs: seed!.getMultiaddrs().map(a => a.toString()), have: 'complete' as const }], availability: new Uint16Array(pieces).fill(1) }),
+      logger: silentLogger()
+    }, model.manifest, model.id, 'enospc')
+    let failure: unknown
+    const ran = download.run().catch((err: unknown) => { failure = err })
+    await waitFor('the pull ended', () => download!.info().state !== 'downloading')
+    await ran
+    const info = download.info()
+    assert.ok(filled > 0, 'the disk was filled during the pull')
+    assert.equal(info.state, 'failed', `pull state; info: ${JSON.stringify(info)}`)
+    assert.equal((failure as { code?: string }).code, 'ERR_NO_SPACE', `pull error: ${String(failure)}`)
+    assert.equal(info.errorCode, 'ERR_NO_SPACE', 'the code is in the transfer info (astrad model pull shows it)')
+    assert.match(info.error ?? '', /full/, 'the message says the disk is full')
+    // At most one attempt per lane before it stopped; not a retry loop until the no-progress timeout.
+    assert.ok(attempts <= 2 * pieces, `piece attempts: ${attempts}`)
+    assert.deepEqual(files(path.join(dir, model.id, 'pieces')), [], 'no partial piece file left behind')
+    assert.equal(store.get(model.id)?.have.size, 0)
+  } finally {
+    download?.abort()
+    await server?.stop()
+    await Promise.all(hosts.map(async h => { await h.stop() }))
+    await store.close()
+    await seedStore.close()
+    fs.rmSync(filler, { force: true })
+    fs.rmSync(dir, { recursive: true, force: true })
+    fs.rmSync(seedDir, { recursive: true, force: true })
   }
 })

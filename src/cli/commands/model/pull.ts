@@ -98,7 +98,7 @@ export async function pullModel (client: RpcClient, model: ModelInfo, init: Pull
       progress.stop()
     }
   }
-  if (t.state === 'failed') throw new TransferFailedError(model, t.error ?? 'no reason given')
+  if (t.state === 'failed') throw new TransferFailedError(model, `${t.error ?? 'no reason given'}${t.errorCode != null ? ` (${t.errorCode})` : ''}`)
   return { transfer: t, alreadyHeld, elapsedMs: Date.now() - started, fetchedBytes: Math.max(0, t.haveBytes - initialBytes) }
 }
 
