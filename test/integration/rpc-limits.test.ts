@@ -194,7 +194,7 @@ test('rpc limits: a JSON infer body over the JSON cap is a 413 naming the binary
   assert.ok(json.length > MAX_JSON_INFER_BODY_BYTES)
   const refused = await request(bigPort,
     `POST /v2/models/echo/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: ${json.length}\r\n\r\n`, json)
-  assert.equal(refused.status, 413, refused.text)
+  assert.equal(refused.status, 413, refused.text.slice(0, 300))
   assert.match(refused.text, /binary tensor data extension/)
   assert.match(refused.text, /Inference-Header-Content-Length/)
   // A body of the same size in binary form.
