@@ -9,6 +9,7 @@ import { RpcServer } from '../../src/rpc/index.ts'
 import { createMetrics, type Metrics } from '../../src/metrics/index.ts'
 import { registerKServeRoutes, MAX_INFER_BODY_BYTES, MAX_JSON_INFER_BODY_BYTES } from '../../src/serving/kserve/index.ts'
 import { registerNoticeRoutes } from '../../src/mailbox/routes.ts'
+import { registerTransferRoutes } from '../../src/transfer/index.ts'
 import type { InferRequest, InferResult, ModelStatus, ServingBackend } from '../../src/serving/types.ts'
 import type { Logger } from '../../src/util/logger.ts'
 import { waitFor } from '../helpers/wait.ts'
@@ -50,13 +51,18 @@ const DEADLINE_MS = 300
 const slowMetrics = createMetrics()
 const slow = new RpcServer({ logger: capturingLogger(), metrics: slowMetrics }, { host: '127.0.0.1', port: 0, bodyTimeoutMs: DEADLINE_MS })
 registerKServeRoutes(slow, () => backend, { logger: capturingLogger() })
-/** A route that streams its body as `POST /v1/models` does (reads `raw`, writes as it goes). */
+/**
+ * The real `POST /v1/models` route over a stub transfer service whose `add` consumes the
+ * upload as the store does (piece by piece as it arrives), counting what it has read.
+ */
 let uploaded = 0
-slow.route('POST', '/test/upload', async req => {
-  uploaded = 0
-  for await (const chunk of req.raw) uploaded += (chunk as Buffer).length
-  return { status: 201, body: { bytes: uploaded } }
-})
+registerTransferRoutes(slow, () => ({
+  add: async (source: AsyncIterable<Uint8Array>, size: number, name: string) => {
+    uploaded = 0
+    for await (const chunk of source) uploaded += chunk.length
+    return { id: 'f'.repeat(64), name, size: uploaded, pieceSize: 4 << 20, pieces: 1 }
+  }
+}) as never)
 
 let bigPort = 0
 let slowPort = 0
@@ -217,10 +223,10 @@ test('rpc limits: a body not whole within the body deadline is a 408 and its soc
   await waitFor('the budget given back after the 408', async () => await gauge(slowMetrics, 'astrad_rpc_body_in_flight_bytes') === 0)
 })
 
-test('rpc limits: a streamed upload that keeps making progress is not cut by the body deadline', async () => {
+test('rpc limits: a model upload (POST /v1/models) that keeps making progress is not cut by the body deadline', async () => {
   const piece = 64 * 1024
   const pieces = 12
-  const r = await open(slowPort, `POST /test/upload HTTP/1.1\r\nhost: x\r\ncontent-length: ${piece * pieces}\r\n\r\n`)
+  const r = await open(slowPort, `POST /v1/models?name=big.onnx HTTP/1.1\r\nhost: x\r\ncontent-length: ${piece * pieces}\r\n\r\n`)
   try {
     const started = Date.now()
     for (let i = 1; i <= pieces; i++) {
@@ -233,7 +239,7 @@ test('rpc limits: a streamed upload that keeps making progress is not cut by the
     assert.ok(Date.now() - started > DEADLINE_MS, 'the upload lasted longer than the body deadline')
     await waitFor('the upload\'s answer', () => r.status())
     assert.equal(r.status(), 201, r.received().slice(0, 300))
-    assert.match(r.received(), new RegExp(`"bytes":${piece * pieces}`))
+    assert.match(r.received(), new RegExp(`"size":${piece * pieces}`))
   } finally {
     r.socket.destroy()
   }
