@@ -30,8 +30,6 @@ export class BodyAbortedError extends AstradError {
 export class BodyBudget {
   readonly limit: number
   private used = 0
-  /** Requests refused because the budget was full. */
-  refused = 0
 
   constructor (limit: number) {
     this.limit = limit
@@ -46,7 +44,7 @@ export class BodyBudget {
     return {
       limit: this.limit,
       take: (n: number): boolean => {
-        if (this.used + n > this.limit) { this.refused++; return false }
+        if (this.used + n > this.limit) return false
         this.used += n
         held += n
         return true

@@ -15,8 +15,8 @@ export const KEEP_ALIVE_TIMEOUT_MS = 5_000
  * sent; one that would pass the budget is refused with 503 + Retry-After before more of it is
  * read. 256 MiB is four full 64 MiB binary infer bodies at once (decoding roughly doubles that
  * for their tensors), so the daemon's peak stays well under 1 GiB while the chaos run's 8 held
- * 60 MB bodies (+470 MB RSS) cannot recur. Streamed uploads (`POST /v1/models`) are written to
- * disk as they arrive and are not counted.
+ * 60 MB bodies (+470 MB RSS) cannot recur. Streamed model uploads (`POST /v1/models`, token
+ * only) go to the transfer store as they arrive and are not counted here.
  */
 export const MAX_BODY_BYTES_IN_FLIGHT = 256 * 1024 * 1024
 /**
@@ -34,7 +34,7 @@ export const BODY_BUDGET_RETRY_AFTER_S = 2
  * Most open connections on the port: 4096. The chaos run held 1,000 slow-body connections;
  * each is now closed at BODY_TIMEOUT_MS (or IDLE_TIMEOUT_MS) and its bytes count in the body
  * budget, so what is left to bound is file descriptors and per-socket kernel buffers: 4096
- * stays under a common 8k-65k fd limit with room for libp2p's connections. Beyond it node:http
- * closes a new connection at once.
+ * leaves room for libp2p's connections and the model store's files under an 8k-65k fd limit
+ * (deploy/systemd sets 1M). Beyond it node:http closes a new connection at once.
  */
 export const MAX_CONNECTIONS = 4096

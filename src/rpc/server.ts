@@ -104,7 +104,8 @@ export class RpcServer {
     this.server = http.createServer({
       headersTimeout: HEADERS_TIMEOUT_MS,
       // A whole-request deadline would cut off a large model upload; an idle socket is cut
-      // off instead (setTimeout below), and slow headers by headersTimeout.
+      // off instead (setTimeout below), slow headers by headersTimeout, and a buffered body
+      // (req.body/json) by the body deadline in readBody (BODY_TIMEOUT_MS).
       requestTimeout: 0,
       keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS
     }, (req, res) => { void this.dispatch(req, res) })
