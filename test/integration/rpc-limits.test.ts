@@ -167,13 +167,15 @@ test('rpc limits: concurrent large bodies held open past the port budget are ref
       `POST /v2/models/echo/infer HTTP/1.1\r\nhost: x\r\ninference-header-content-length: 100\r\ntransfer-encoding: chunked\r\n\r\n`)
     held.push(chunked)
     const piece = Buffer.alloc(1024 * 1024)
-    for (let i = 0; i < 8 && chunked.status() === undefined && !chunked.socket.destroyed; i++) {
+    // Up to 16 MiB (the budget has 4 MiB left), each piece written once the last is sent.
+    for (let i = 0; i < 16 && chunked.status() === undefined && !chunked.socket.destroyed; i++) {
       chunked.socket.write(`${piece.length.toString(16)}\r\n`)
       chunked.socket.write(piece)
-      chunked.socket.write('\r\n')
-      await sleep(20)
+      await new Promise<void>(resolve => { chunked.socket.write('\r\n', () => { resolve() }) })
     }
-    await waitFor('a 503 for the chunked body once it passes the budget', () => chunked.status())
+    await waitFor('a 503 for the chunked body once it passes the budget', () => chunked.status()).catch(async (err: unknown) => {
+      throw new Error(`${String(err)}; in flight: ${await gauge(bigMetrics, 'astrad_rpc_body_in_flight_bytes')} bytes; received: ${JSON.stringify(chunked.received().slice(0, 300))}; closed: ${chunked.socket.destroyed}`)
+    })
     assert.equal(chunked.status(), 503, chunked.received().slice(0, 300))
     assert.ok(await gauge(bigMetrics, 'astrad_rpc_body_refused_total', { reason: 'budget' }) >= 2, 'refusals counted in astrad_rpc_body_refused_total{reason="budget"}')
     // The held requests are still being served: neither was answered.
