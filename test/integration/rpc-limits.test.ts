@@ -257,6 +257,8 @@ test('rpc limits: a malformed percent-encoding in a path is a 400 on every route
     assert.equal(r.status, 400, `${method} ${path}: ${r.text}`)
     assert.match(r.text, /ERR_BAD_PATH|percent-encoded/, `${method} ${path}: ${r.text}`)
   }
+  const model = await request(slowPort, 'GET /v1/models/%ff%fe HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n', Buffer.alloc(0))
+  assert.equal(model.status, 400, `GET /v1/models/%ff%fe: ${model.text}`)
   const errors = logLines.slice(before).filter(l => l.level >= 50)
   assert.deepEqual(errors, [], 'nothing logged at error level')
   const live = await request(bigPort, 'GET /v2/health/live HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n', Buffer.alloc(0))
