@@ -2,7 +2,8 @@ import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 import zlib from 'node:zlib'
 import { promisify } from 'node:util'
 import { AstradError } from '../util/errors.ts'
-import { HttpError } from './errors.ts'
+import { BodyBudgetError, BodyTimeoutError, HttpError } from './errors.ts'
+import { BODY_BUDGET_RETRY_AFTER_S } from './constants.ts'
 
 /**
  * Content codings of request and response bodies (RFC 9110 §8.4), as Triton's HTTP server has
@@ -20,6 +21,56 @@ export class BodyAbortedError extends AstradError {
     super('the client closed the connection before the request body was whole', 'ERR_CANCELED')
     this.name = 'BodyAbortedError'
   }
+}
+
+/**
+ * The port-wide count of request-body bytes held in memory (MAX_BODY_BYTES_IN_FLIGHT). Each
+ * request takes bytes through its own lease, which gives them all back when its answer is done.
+ */
+export class BodyBudget {
+  readonly limit: number
+  private used = 0
+
+  constructor (limit: number) {
+    this.limit = limit
+  }
+
+  /** Bytes held now. */
+  get bytes (): number { return this.used }
+
+  /** A request's share: `take` adds bytes (false, taking none, when they do not fit); `release` returns them all. */
+  lease (): BodyLease {
+    let held = 0
+    return {
+      limit: this.limit,
+      take: (n: number): boolean => {
+        if (this.used + n > this.limit) return false
+        this.used += n
+        held += n
+        return true
+      },
+      release: (): void => {
+        this.used -= held
+        held = 0
+      }
+    }
+  }
+}
+
+export interface BodyLease {
+  /** The port's whole budget, for the 503's message. */
+  limit: number
+  take: (n: number) => boolean
+  release: () => void
+}
+
+export interface ReadBodyOptions {
+  /** Counts the body's bytes in the port's budget; 503 (BodyBudgetError) when they do not fit. */
+  lease?: BodyLease
+  /** The body must be whole this long after `since`; 408 (BodyTimeoutError) after. */
+  timeoutMs?: number
+  /** When the deadline started counting (the request's headers); default now. */
+  since?: number
 }
 
 /** The request's Content-Encoding: undefined for none (or identity), else its coding; 415 for others. */
@@ -43,12 +94,21 @@ function contentCoding (headers: IncomingHttpHeaders): Coding | undefined {
  * sent). A gzip or deflate body is decoded as it arrives, on libuv's thread pool (zlib streams),
  * never on the event loop, and the decoded size is capped too: a small body that inflates to
  * gigabytes stops at the cap. Another coding is a 415, undecodable data a 400. A connection that
- * fails mid-body rejects BodyAbortedError.
+ * fails mid-body rejects BodyAbortedError. With `options.lease` the bytes held count in the port's
+ * budget (the declared Content-Length at once, else as they arrive): a body that does not fit is
+ * a 503 before more of it is read. With `options.timeoutMs` a body not whole by then is a 408.
  */
-export async function readBody (req: IncomingMessage, maxBytes: number): Promise<Buffer> {
+export async function readBody (req: IncomingMessage, maxBytes: number, options: ReadBodyOptions = {}): Promise<Buffer> {
   const declared = Number(req.headers['content-length'] ?? '0')
   if (declared > maxBytes) throw new HttpError(413, `the request body of ${declared} bytes exceeds the limit of ${maxBytes} bytes`, 'ERR_TOO_LARGE')
   const coding = contentCoding(req.headers)
+  const { lease, timeoutMs } = options
+  // Bytes of this body counted in the budget so far: all of a declared identity body up front.
+  let reserved = 0
+  if (lease !== undefined && coding === undefined && declared > 0) {
+    if (!lease.take(declared)) throw new BodyBudgetError(lease.limit, BODY_BUDGET_RETRY_AFTER_S)
+    reserved = declared
+  }
   const what = coding === undefined ? 'request body' : `decoded ${coding} request body`
   // Events rather than `for await`: the async iterator costs several µs per request.
   return await new Promise<Buffer>((resolve, reject) => {
@@ -57,9 +117,11 @@ export async function readBody (req: IncomingMessage, maxBytes: number): Promise
     let received = 0
     let kept = 0
     let settled = false
+    let timer: NodeJS.Timeout | undefined
     const finish = (err?: Error): void => {
       if (settled) return
       settled = true
+      clearTimeout(timer)
       req.off('data', onData)
       req.off('end', onEnd)
       req.off('error', onAborted)
@@ -69,14 +131,19 @@ export async function readBody (req: IncomingMessage, maxBytes: number): Promise
         return
       }
       inflate?.destroy()
-      req.resume()
+      // A refusal that closes the connection (408, 503) leaves the rest unread; others drain it.
+      if (!(err instanceof BodyTimeoutError || err instanceof BodyBudgetError)) req.resume()
       reject(err)
     }
     const keep = (chunk: Buffer): void => {
       if (settled) return
       kept += chunk.length
-      if (kept > maxBytes) finish(new HttpError(413, `the ${what} exceeds the limit of ${maxBytes} bytes`, 'ERR_TOO_LARGE'))
-      else chunks.push(chunk)
+      if (kept > maxBytes) { finish(new HttpError(413, `the ${what} exceeds the limit of ${maxBytes} bytes`, 'ERR_TOO_LARGE')); return }
+      if (lease !== undefined && kept > reserved) {
+        if (!lease.take(kept - reserved)) { finish(new BodyBudgetError(lease.limit, BODY_BUDGET_RETRY_AFTER_S)); return }
+        reserved = kept
+      }
+      chunks.push(chunk)
     }
     const onData = (chunk: Buffer): void => {
       if (inflate === undefined) { keep(chunk); return }
@@ -101,6 +168,10 @@ export async function readBody (req: IncomingMessage, maxBytes: number): Promise
     if (req.complete && req.readableEnded) {
       onEnd()
       return
+    }
+    if (timeoutMs !== undefined) {
+      const left = (options.since ?? Date.now()) + timeoutMs - Date.now()
+      timer = setTimeout(() => { finish(new BodyTimeoutError(timeoutMs)) }, Math.max(0, left))
     }
     req.on('data', onData)
     req.on('end', onEnd)

@@ -3,11 +3,16 @@ import { timingSafeEqual } from 'node:crypto'
 import type { Logger } from '../util/logger.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { AstradError, errorMessage } from '../util/errors.ts'
-import { HttpError } from './errors.ts'
-import { readBody } from './body.ts'
+import { BadPathError, BodyBudgetError, BodyTimeoutError, HttpError } from './errors.ts'
+import { BodyBudget, readBody } from './body.ts'
 import { pipeline } from 'node:stream/promises'
 import { Readable } from 'node:stream'
-import { HEADERS_TIMEOUT_MS, IDLE_TIMEOUT_MS, KEEP_ALIVE_TIMEOUT_MS, MAX_ADMIN_BODY_BYTES } from './constants.ts'
+import { Counter } from 'prom-client'
+import { gaugeFn } from '../metrics/index.ts'
+import {
+  BODY_TIMEOUT_MS, HEADERS_TIMEOUT_MS, IDLE_TIMEOUT_MS, KEEP_ALIVE_TIMEOUT_MS, MAX_ADMIN_BODY_BYTES,
+  MAX_BODY_BYTES_IN_FLIGHT, MAX_CONNECTIONS
+} from './constants.ts'
 
 export { HttpError }
 
@@ -19,6 +24,12 @@ export interface RpcRequest {
   headers: http.IncomingHttpHeaders
   /** Reads the body as JSON, capped at `maxBytes`; bad JSON is a 400. */
   json: (maxBytes?: number) => Promise<unknown>
+  /**
+   * Reads the whole body, capped at `maxBytes` (413), counted in the port's body budget (503
+   * when full) and due within the body deadline (408). Routes that stream a body (model
+   * uploads) read `raw` instead and are bounded by the idle timeout.
+   */
+  body: (maxBytes: number) => Promise<Buffer>
   raw: http.IncomingMessage
 }
 
@@ -58,6 +69,10 @@ export interface RpcServerInit {
   port: number
   /** When set, every route not marked open needs `Authorization: Bearer <token>` (RFC 6750). */
   token?: string
+  /** Body deadline after the headers. @default BODY_TIMEOUT_MS (tests set it short) */
+  bodyTimeoutMs?: number
+  /** Body bytes buffered at once over all requests. @default MAX_BODY_BYTES_IN_FLIGHT */
+  maxBodyBytesInFlight?: number
 }
 
 /**
@@ -69,18 +84,33 @@ export class RpcServer {
   private readonly server: http.Server
   private readonly components: RpcServerComponents
   private readonly init: RpcServerInit
+  private readonly budget: BodyBudget
+  private readonly bodyTimeoutMs: number
+  private readonly bodyRefused: Counter<'reason'>
 
   constructor (components: RpcServerComponents, init: RpcServerInit) {
     this.components = components
     this.init = init
+    this.budget = new BodyBudget(init.maxBodyBytesInFlight ?? MAX_BODY_BYTES_IN_FLIGHT)
+    this.bodyTimeoutMs = init.bodyTimeoutMs ?? BODY_TIMEOUT_MS
+    const registry = components.metrics.registry
+    const budget = this.budget
+    if (registry.getSingleMetric('astrad_rpc_body_in_flight_bytes') == null) {
+      gaugeFn(registry, 'astrad_rpc_body_in_flight_bytes', 'Request-body bytes the RPC port holds in memory now (bounded by MAX_BODY_BYTES_IN_FLIGHT)', () => budget.bytes)
+      gaugeFn(registry, 'astrad_rpc_body_budget_bytes', 'The RPC port\'s budget of request-body bytes held at once', () => budget.limit)
+    }
+    this.bodyRefused = (registry.getSingleMetric('astrad_rpc_body_refused_total') as Counter<'reason'> | undefined) ??
+      new Counter({ name: 'astrad_rpc_body_refused_total', help: 'Request bodies refused before they were whole, by reason (budget: 503, timeout: 408)', labelNames: ['reason'], registers: [registry] })
     this.server = http.createServer({
       headersTimeout: HEADERS_TIMEOUT_MS,
       // A whole-request deadline would cut off a large model upload; an idle socket is cut
-      // off instead (setTimeout below), and slow headers by headersTimeout.
+      // off instead (setTimeout below), slow headers by headersTimeout, and a buffered body
+      // (req.body/json) by the body deadline in readBody (BODY_TIMEOUT_MS).
       requestTimeout: 0,
       keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS
     }, (req, res) => { void this.dispatch(req, res) })
     this.server.setTimeout(IDLE_TIMEOUT_MS, socket => { socket.destroy() })
+    this.server.maxConnections = MAX_CONNECTIONS
   }
 
   /** Registers a route; `:name` segments become params. */
@@ -149,6 +179,16 @@ export class RpcServer {
     const url = { pathname: q < 0 ? rawUrl : rawUrl.slice(0, q), searchParams: new URLSearchParams(q < 0 ? '' : rawUrl.slice(q + 1)) }
     let routeName = 'unknown'
     let out: RpcResponse
+    // The body deadline counts from here (the headers are in); the budget's bytes are held
+    // until the answer is done.
+    const since = Date.now()
+    const lease = this.budget.lease()
+    res.once('close', lease.release)
+    const body = async (maxBytes: number): Promise<Buffer> => await readBody(req, maxBytes, { lease, timeoutMs: this.bodyTimeoutMs, since }).catch((err: unknown) => {
+      if (err instanceof BodyBudgetError) this.bodyRefused.labels({ reason: 'budget' }).inc()
+      if (err instanceof BodyTimeoutError) this.bodyRefused.labels({ reason: 'timeout' }).inc()
+      throw err
+    })
     try {
       const matches = this.routes.filter(r => r.pattern.test(url.pathname))
       if (matches.length === 0) throw new HttpError(404, `no route ${url.pathname}`)
@@ -163,19 +203,23 @@ export class RpcServer {
       if (!route.open) this.authorize(req)
       const m = route.pattern.exec(url.pathname) as RegExpExecArray
       const params: Record<string, string> = {}
-      route.keys.forEach((k, i) => { params[k] = decodeURIComponent(m[i + 1] ?? '') })
+      route.keys.forEach((k, i) => { params[k] = decodeSegment(m[i + 1] ?? '') })
       out = await route.handler({
         method: req.method ?? 'GET',
         path: url.pathname,
         params,
         query: url.searchParams,
         headers: req.headers,
-        json: async (max = MAX_ADMIN_BODY_BYTES) => await readJson(req, max),
+        json: async (max = MAX_ADMIN_BODY_BYTES) => await parseJson(await body(max)),
+        body,
         raw: req
       })
     } catch (err) {
       const status = err instanceof HttpError ? err.status : 500
-      if (status >= 500) this.components.logger.error({ err: errorMessage(err), path: url.pathname }, 'rpc handler failed')
+      // Client mistakes (4xx, a bad path included) and load shedding are the client's to see
+      // (and the metrics'), not an operator's error.
+      if (status >= 500 && !(err instanceof BodyBudgetError)) this.components.logger.error({ err: errorMessage(err), path: url.pathname }, 'rpc handler failed')
+      else this.components.logger.debug({ err: errorMessage(err), path: url.pathname.slice(0, 200), status }, 'rpc request refused')
       const code = err instanceof AstradError && err.code !== 'ERR_HTTP' ? err.code : undefined
       out = { status, body: code != null ? { error: errorMessage(err), code } : { error: errorMessage(err) } }
       if (err instanceof HttpError && err.headers != null) out.headers = err.headers
@@ -218,8 +262,17 @@ export class RpcServer {
   }
 }
 
-async function readJson (req: http.IncomingMessage, maxBytes: number): Promise<unknown> {
-  const text = (await readBody(req, maxBytes)).toString('utf8')
+/** A path parameter, percent-decoded; malformed escapes (`%ff%fe`, `%zz`) are a 400. */
+function decodeSegment (segment: string): string {
+  try {
+    return decodeURIComponent(segment)
+  } catch {
+    throw new BadPathError(segment)
+  }
+}
+
+async function parseJson (buf: Buffer): Promise<unknown> {
+  const text = buf.toString('utf8')
   if (text === '') return undefined
   try {
     return JSON.parse(text)

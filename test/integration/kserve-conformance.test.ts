@@ -266,8 +266,10 @@ test('Content-Encoding: gzip and deflate bodies are decoded (JSON and binary), o
   // A bomb: ~65 KB of gzip that inflates past the body cap is stopped at the cap.
   const bomb = zlib.gzipSync(Buffer.alloc(MAX_INFER_BODY_BYTES + 1024 * 1024), { level: 9 })
   assert.ok(bomb.length < 1024 * 1024, `the bomb is small (${bomb.length} bytes)`)
-  const boom = await call('POST', '/v2/models/double/infer', { body: bomb, headers: { 'content-encoding': 'gzip' } })
+  // (Binary: the 64 MiB cap; as JSON the 16 MiB JSON cap stops it, naming the binary extension.)
+  const boom = await call('POST', '/v2/models/double/infer', { body: bomb, headers: { 'content-encoding': 'gzip', 'inference-header-content-length': '100' } })
   assertError(boom, 413, /the decoded gzip request body exceeds the limit of 67108864 bytes/)
+  assertError(await call('POST', '/v2/models/double/infer', { body: bomb, headers: { 'content-encoding': 'gzip' } }), 413, /at most 16777216 bytes .*binary tensor data extension/)
   assert.equal(backend.seen.length, before, 'no refused body reached the backend')
 
   // A client that leaves halfway through a gzip body: counted as CANCELED, nothing reaches the backend.
@@ -481,7 +483,7 @@ test('404, 413, 429 + Retry-After, 503 + Retry-After, 504 (backend and edge dead
 
   // Too large: refused from Content-Length without reading the body.
   const big = await new Promise<{ status: number, body: string, connection?: string }>((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/v2/models/double/infer', agent: false, headers: { authorization: `Bearer ${TOKEN}`, 'content-length': String(MAX_INFER_BODY_BYTES + 1) } }, res => {
+    const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: '/v2/models/double/infer', agent: false, headers: { authorization: `Bearer ${TOKEN}`, 'content-length': String(MAX_INFER_BODY_BYTES + 1), 'inference-header-content-length': '100' } }, res => {
       let text = ''
       res.on('data', (c: Buffer) => { text += c.toString() })
       res.on('end', () => { resolve({ status: res.statusCode ?? 0, body: text, connection: res.headers.connection }) })

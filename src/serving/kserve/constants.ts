@@ -69,3 +69,12 @@ export const METRICS_PREFIX = 'astrad_inference_'
  * on CPU up to the default deadline.
  */
 export const LATENCY_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+/**
+ * Largest JSON infer request body (no Inference-Header-Content-Length): 16 MiB, a quarter of
+ * the binary cap. JSON.parse runs on the event loop: a 57 MB JSON body blocked it ~2 s in the
+ * chaos run (long enough for a resource to mark the daemon dead); 16 MiB keeps one parse to a
+ * few hundred ms. Large tensors belong in the binary tensor data extension, whose bytes are not
+ * parsed; the 413 says so.
+ */
+export const MAX_JSON_INFER_BODY_BYTES = 16 * 1024 * 1024

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import type { Registry } from 'prom-client'
-import { BodyAbortedError, HttpError, acceptedCoding, encodeBody, readBody, type RpcRequest, type RpcResponse, type RpcServer } from '../../rpc/index.ts'
+import { BodyAbortedError, HttpError, acceptedCoding, encodeBody, type RpcRequest, type RpcResponse, type RpcServer } from '../../rpc/index.ts'
 import type { Logger } from '../../util/logger.ts'
 import { AstradError, errorMessage } from '../../util/errors.ts'
 import { VERSION } from '../../version.ts'
@@ -9,7 +9,7 @@ import {
   type InferResult, type ModelStatus, type ServingBackend
 } from '../types.ts'
 import {
-  DEFAULT_RETRY_AFTER_S, DEFAULT_TIMEOUT_MS, EXTENSIONS, HEADER_LENGTH_HEADER, MAX_INFER_BODY_BYTES,
+  DEFAULT_RETRY_AFTER_S, DEFAULT_TIMEOUT_MS, EXTENSIONS, HEADER_LENGTH_HEADER, MAX_INFER_BODY_BYTES, MAX_JSON_INFER_BODY_BYTES,
   MAX_TIMEOUT_MS, SERVER_NAME, TIMEOUT_HEADER
 } from './constants.ts'
 import { decodeInferRequest, type DecodedInferRequest } from './request.ts'
@@ -44,6 +44,14 @@ class ClientGoneError extends AstradError {
   constructor () {
     super('the client closed the connection', 'ERR_CANCELED')
     this.name = 'ClientGoneError'
+  }
+}
+
+/** A JSON infer body over MAX_JSON_INFER_BODY_BYTES: 413 that points to the binary extension. */
+class JsonBodyTooLargeError extends HttpError {
+  constructor () {
+    super(413, `a JSON infer request body may have at most ${MAX_JSON_INFER_BODY_BYTES} bytes (JSON is parsed on the event loop); send large tensors with the binary tensor data extension (header Inference-Header-Content-Length, bodies up to ${MAX_INFER_BODY_BYTES} bytes; docs/kserve.md)`, 'ERR_TOO_LARGE')
+    this.name = 'JsonBodyTooLargeError'
   }
 }
 
@@ -137,8 +145,12 @@ export function registerKServeRoutes (rpc: RpcServer, backend: () => ServingBack
       // The version asked for, else the current one; a success counts under the version that ran it.
       version = req.params.version ?? status.versions.at(-1) ?? ''
       const headerTimeoutMs = timeoutHeader(req.headers[TIMEOUT_HEADER])
-      const body = await readBody(req.raw, MAX_INFER_BODY_BYTES).catch((err: unknown) => {
-        throw err instanceof BodyAbortedError ? new ClientGoneError() : err
+      // JSON.parse runs on the event loop: a JSON body gets a lower cap than a binary one.
+      const binary = req.headers[HEADER_LENGTH_HEADER] !== undefined
+      const body = await req.body(binary ? MAX_INFER_BODY_BYTES : MAX_JSON_INFER_BODY_BYTES).catch((err: unknown) => {
+        if (err instanceof BodyAbortedError) throw new ClientGoneError()
+        if (!binary && err instanceof HttpError && err.status === 413) throw new JsonBodyTooLargeError()
+        throw err
       })
       const decoded = decodeInferRequest(body, req.headers[HEADER_LENGTH_HEADER], status.signature)
       const budgetMs = timeoutMs(headerTimeoutMs, decoded.timeoutUs)
