@@ -2,7 +2,7 @@ import { Command } from 'commander'
 import { ConfigError, errorMessage } from '../util/errors.ts'
 import { parseHostPort } from '../config/host-port.ts'
 import { DEFAULT_RPC_PORT } from '../config/defaults.ts'
-import { RpcClient } from '../rpc/index.ts'
+import { RpcClient } from '../rpc/client.ts'
 
 /** Adds `--rpc` and `--rpc-token` to a client command. */
 export function withRpcOptions (cmd: Command): Command {
