@@ -17,7 +17,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { UsageError, parseFlags, intFlag } from './lib/args.ts'
-import { runBench, writeResult, phaseRunner, installCleanupHooks, makeTempRoot, cleanup, setKeepTemp, now, sleep, forkTs, stop, waitFor, type Managed } from './lib/procs.ts'
+import { runBench, writeResult, logGoals, phaseRunner, installCleanupHooks, makeTempRoot, cleanup, setKeepTemp, now, sleep, forkTs, stop, waitFor, type Managed } from './lib/procs.ts'
 import { round, ratio } from './lib/stats.ts'
 import { machineCpu } from './lib/transfer-common.ts'
 import { call, percentile } from './mailbox-ipc.ts'
@@ -591,6 +591,7 @@ async function main (): Promise<void> {
   await Promise.all([res, ...sims.map(s => s.proc)].map(async m => { if (m != null) await exitChild(m) }))
   log(`total ${doc.durationSec} s`)
   await cleanup()
+  logGoals(log, summary.goals)
   if (errors.length > 0) process.exitCode = 1
 }
 

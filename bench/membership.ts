@@ -16,7 +16,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ensureBuilt, clockTicks } from './lib/build.ts'
 import { UsageError, parseFlags, intFlag } from './lib/args.ts'
-import { runBench, writeResult, phaseRunner, installCleanupHooks, makeTempRoot, cleanup, setKeepTemp, run, now } from './lib/procs.ts'
+import { runBench, writeResult, logGoals, phaseRunner, installCleanupHooks, makeTempRoot, cleanup, setKeepTemp, run, now } from './lib/procs.ts'
 import { summarize, ratio, round, type Summary } from './lib/stats.ts'
 import { runAstradChurn, EVENTS, type AstradChurnResult, type ChurnEvent } from './lib/churn-astrad.ts'
 import { runSerfChurn, type SerfChurnResult } from './lib/churn-serf.ts'
@@ -281,6 +281,10 @@ async function main (): Promise<void> {
   }
   writeResult(o.out, doc, log)
   log(`total ${doc.durationSec} s`)
+  // ARCHITECTURE §2's targets, worst case of astrad's trials (the ratios to Serf are in the table).
+  const worst = (ev: ChurnEvent): number | null => astrad == null ? null : sums[ev].astrad?.max ?? null
+  const within = (ev: ChurnEvent, ms: number): boolean | null => { const w = worst(ev); return w == null ? null : w <= ms }
+  logGoals(log, { drainOutOfRouters1s: within('drain', 1000), killedDead3s: within('crash', 3000), frozenDead3s: within('freeze', 3000) })
   await cleanup()
   if (errors.length > 0) process.exitCode = 1
 }

@@ -21,7 +21,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ensureBuilt, clockTicks } from './lib/build.ts'
 import { UsageError, parseFlags, intFlag } from './lib/args.ts'
-import { runBench, writeResult, installCleanupHooks, makeTempRoot, cleanup, killAll, setKeepTemp, now, sleep, waitFor, stop, type Managed } from './lib/procs.ts'
+import { runBench, writeResult, logGoals, installCleanupHooks, makeTempRoot, cleanup, killAll, setKeepTemp, now, sleep, waitFor, stop, type Managed } from './lib/procs.ts'
 import { round, ratio } from './lib/stats.ts'
 import { startDaemon, cpuTicks, type AstradDaemon } from './lib/astrad.ts'
 import { machineCpu } from './lib/transfer-common.ts'
@@ -661,6 +661,7 @@ async function main (): Promise<void> {
   writeResult(o.out, doc, log)
   log(`total ${doc.durationSec} s`)
   await cleanup()
+  logGoals(log, { throughputRatio: overhead?.goals.rps, p99Ratio: overhead?.goals.p99 })
   if (errors.length > 0) process.exitCode = 1
 }
 

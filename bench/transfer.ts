@@ -20,7 +20,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ensureBuilt, clockTicks } from './lib/build.ts'
 import { UsageError, parseFlags, intFlag } from './lib/args.ts'
-import { runBench, writeResult, phaseRunner, installCleanupHooks, makeTempRoot, cleanup, setKeepTemp, now, sleep } from './lib/procs.ts'
+import { runBench, writeResult, logGoals, phaseRunner, installCleanupHooks, makeTempRoot, cleanup, setKeepTemp, now, sleep } from './lib/procs.ts'
 import { round, ratio } from './lib/stats.ts'
 import { parseBytes, parseRate } from '../src/config/units.ts'
 import { writeRandomFile, machineCpu } from './lib/transfer-common.ts'
@@ -420,6 +420,7 @@ async function main (): Promise<void> {
   }
   writeResult(o.out, doc, log)
   log(`total ${doc.durationSec} s`)
+  logGoals(log, summary.goals)
   await cleanup()
   if (errors.length > 0) process.exitCode = 1
 }

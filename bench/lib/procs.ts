@@ -209,6 +209,17 @@ export function writeResult (file: string, doc: unknown, log: (line: string) => 
 }
 
 /**
+ * A benchmark's last line, as every bench ends (DEVELOPERS.md): `goals: N met, M missed`. A goal
+ * this run did not measure (null: its part was skipped or failed) counts as missed, named before.
+ */
+export function logGoals (log: (line: string) => void, goals: Record<string, boolean | null | undefined>): void {
+  const entries = Object.entries(goals)
+  const missed = entries.filter(([, ok]) => ok !== true)
+  if (missed.length > 0) log(`goals missed or not measured: ${missed.map(([name, ok]) => ok == null ? `${name} (not measured)` : name).join(', ')}`)
+  log(`goals: ${entries.length - missed.length} met, ${missed.length} missed`)
+}
+
+/**
  * Runs a benchmark's main: exit 2 on a usage error, 1 (after cleaning up) on any other failure.
  * `isUsage` tells usage errors apart (bench/lib/args.ts UsageError).
  */
