@@ -5,7 +5,7 @@ import { startCommand } from './commands/start.ts'
 import { statusCommand } from './commands/status.ts'
 import { drainCommand } from './commands/drain.ts'
 import { cordonCommands } from './commands/cordon.ts'
-import { swarmKeyCommand } from './commands/swarm-key.ts'
+import { clusterCommand } from './commands/cluster.ts'
 import { modelCommand } from './commands/model/index.ts'
 import { appCommand } from './commands/app.ts'
 import { inferCommand } from './commands/infer.ts'
@@ -34,7 +34,7 @@ export function createCli (io: CliIo = defaultIo): Command {
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
     .exitOverride()
     .showSuggestionAfterError()
-  for (const cmd of [startCommand(io), statusCommand(io), drainCommand(io), ...cordonCommands(io), modelCommand(io), appCommand(io), noticeCommand(io), inferCommand(io), swarmKeyCommand(io)]) {
+  for (const cmd of [startCommand(io), statusCommand(io), drainCommand(io), ...cordonCommands(io), modelCommand(io), appCommand(io), noticeCommand(io), inferCommand(io), clusterCommand(io)]) {
     program.addCommand(cmd.exitOverride().configureOutput({ writeOut: io.stdout, writeErr: io.stderr }))
   }
   return program

@@ -29,8 +29,15 @@ export interface DaemonConfig {
   cores: number
   /** Accelerator cards this node offers. @default 0 */
   gpus: number
-  /** Path of a libp2p pre-shared key file ("/key/swarm/psk/1.0.0/" format); joins a private network. */
-  swarmKey?: string
+  /**
+   * Run without a cluster secret: anyone who reaches the P2P port may join and act in any role.
+   * Said in status and the log. @default false (docs/security.md)
+   */
+  insecure?: boolean
+  /** Path of the cluster key file (`astrad cluster init`): this daemon signs its own certificate. */
+  clusterKey?: string
+  /** A join token (`astrad cluster token`), or @FILE holding one. */
+  joinToken?: string
   /** @default 'info' */
   logLevel: typeof LOG_LEVELS[number]
   /** Log lines as JSON or human-readable. @default pretty on a terminal, JSON otherwise */

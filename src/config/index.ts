@@ -33,7 +33,9 @@ const SETTINGS: Setting[] = [
   { key: 'cell', flag: 'cell', env: 'ASTRAD_CELL', parse: parseName },
   { key: 'cores', flag: 'cores', env: 'ASTRAD_CORES', parse: v => parsePositiveInt(v, 4096) },
   { key: 'gpus', flag: 'gpus', env: 'ASTRAD_GPUS', parse: v => parseNonNegativeInt(v, 256) },
-  { key: 'swarmKey', flag: 'swarmKey', env: 'ASTRAD_SWARM_KEY', parse: v => path.resolve(String(v)) },
+  { key: 'insecure', flag: 'insecure', env: 'ASTRAD_INSECURE', parse: parseBoolean },
+  { key: 'clusterKey', flag: 'clusterKey', env: 'ASTRAD_CLUSTER_KEY', parse: v => path.resolve(String(v)) },
+  { key: 'joinToken', flag: 'joinToken', env: 'ASTRAD_JOIN_TOKEN', parse: parseJoinTokenSetting },
   { key: 'logLevel', flag: 'logLevel', env: 'ASTRAD_LOG_LEVEL', parse: parseLogLevel },
   { key: 'logFormat', flag: 'logFormat', env: 'ASTRAD_LOG_FORMAT', parse: parseLogFormat },
   { key: 'uploadLimit', flag: 'uploadLimit', env: 'ASTRAD_UPLOAD_LIMIT', parse: parseRateSetting },
@@ -41,6 +43,23 @@ const SETTINGS: Setting[] = [
   { key: 'cacheSize', flag: 'cacheSize', env: 'ASTRAD_CACHE_SIZE', parse: parseBytes },
   { key: 'announce', flag: 'announce', env: 'ASTRAD_ANNOUNCE', parse: v => parseList(v).map(parseMultiaddr) }
 ]
+
+function parseBoolean (v: unknown): boolean {
+  if (v === true || v === 'true' || v === '1') return true
+  if (v === false || v === 'false' || v === '0') return false
+  throw new Error('expected true or false')
+}
+
+/** A join token as given: the token itself, or @FILE holding it (a mounted Kubernetes Secret). */
+function parseJoinTokenSetting (v: unknown): string {
+  const s = String(v).trim()
+  if (!s.startsWith('@')) return s
+  try {
+    return fs.readFileSync(s.slice(1), 'utf8').trim()
+  } catch (err) {
+    throw new Error(`cannot read ${s.slice(1)}: ${errorMessage(err)}`)
+  }
+}
 
 function nonEmpty<T> (list: T[]): T[] {
   if (list.length === 0) throw new Error('expected at least one value')

@@ -5,7 +5,9 @@ import { LifecycleError, errorMessage } from '../util/errors.ts'
 import type { DaemonConfig } from '../config/index.ts'
 import { Counter } from 'prom-client'
 import { createMetrics, gaugeFn, labelledGaugeFn, type Metrics } from '../metrics/index.ts'
-import { createHost, loadOrCreateIdentity, readSwarmKey, Bootstrapper, ProtocolPeers, type Host } from '../p2p/index.ts'
+import { createHost, loadOrCreateIdentity, Bootstrapper, ProtocolPeers, type Host } from '../p2p/index.ts'
+import { Trust, loadSecurity, type Security } from '../trust/index.ts'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import {
   Heartbeater, ResourceMembership, SchedulerMembership, CpuSampler, InflightCounter, pullOnlineList,
   membershipConstants, type MembershipView, type Thresholds, type WireRecord
@@ -58,6 +60,8 @@ export class Daemon {
   private releaseLock?: () => void
   private libp2p?: Host
   private metricsValue?: Metrics
+  private securityValue?: Security
+  private trustValue?: Trust
   private heartbeater?: Heartbeater
   private resource?: ResourceMembership
   private scheduler?: SchedulerMembership
@@ -92,6 +96,15 @@ export class Daemon {
   get host (): Host {
     if (this.libp2p == null) throw new LifecycleError('daemon not started')
     return this.libp2p
+  }
+
+  /** How this daemon holds its cluster secret and certificate (status, docs/security.md). */
+  get security (): Security | undefined { return this.securityValue }
+
+  /** Who holds which role; checked by every control protocol. */
+  get trust (): Trust {
+    if (this.trustValue == null) throw new LifecycleError('daemon not started')
+    return this.trustValue
   }
 
   get metrics (): Metrics {
@@ -151,23 +164,36 @@ export class Daemon {
     try {
       this.releaseLock = lockDataDir(config.dataDir)
       const privateKey = await loadOrCreateIdentity(config.dataDir)
-      const swarmKey = config.swarmKey != null ? readSwarmKey(config.swarmKey) : undefined
+      const security = this.securityValue = await loadSecurity({
+        dataDir: config.dataDir,
+        roles: config.roles,
+        bootstrap: config.bootstrap,
+        insecure: config.insecure,
+        clusterKey: config.clusterKey,
+        joinToken: config.joinToken
+      }, peerIdFromPrivateKey(privateKey).toString())
+      const metrics = this.metricsValue = createMetrics({ processMetrics: this.options.processMetrics })
+      const trust = this.trustValue = new Trust({
+        clusterPublic: security.clusterPublic, selfCert: security.cert, logger: componentLogger(this.logger, 'trust'), registry: metrics.registry
+      })
       const libp2p = this.libp2p = await createHost({
         privateKey,
         listen: config.listen,
         announce: config.announce,
-        swarmKey,
+        swarmKey: security.psk,
+        onHandshakeFailure: (direction, reason) => { trust.handshakeFailed(direction, reason) },
         relay: {
           // Resources relay for members behind NAT, without data or time limits (docs/nat.md).
           server: config.roles.includes('resource'),
-          // Members: peers whose heartbeats this resource holds and who have not left or died.
+          // Members: peers with a valid certificate whose heartbeats this resource holds and
+          // who have not left or died.
           isMember: peer => {
             const state = this.resource?.list.get(peer.toString())?.state
-            return state != null && state !== 'dead' && state !== 'left'
+            return trust.isMember(peer.toString()) && state != null && state !== 'dead' && state !== 'left'
           }
         }
       })
-      const metrics = this.metricsValue = createMetrics({ processMetrics: this.options.processMetrics })
+      await trust.attach(libp2p)
       const base = { libp2p, metrics, clock: this.clock }
       const roles = new Set(config.roles)
 
@@ -334,9 +360,13 @@ export class Daemon {
       this.bootstrapper.start()
       this.state = 'running'
       if (this.drainWhenRunning) void this.drain()
+      if (security.mode === 'insecure') {
+        this.logger.warn({ listen: libp2p.getMultiaddrs().map(String) }, 'INSECURE: running without a cluster secret (--insecure); anyone who reaches the P2P port can join, drain and rewrite this cluster')
+      }
       this.logger.info({
         peerId: libp2p.peerId.toString(),
         roles: config.roles,
+        security: security.mode === 'secure' ? `${security.source} (certificate for ${security.roles.join(',')})` : 'INSECURE',
         addrs: libp2p.getMultiaddrs().map(String),
         rpc: this.rpc.address
       }, 'astrad running')
@@ -442,6 +472,7 @@ export class Daemon {
       await this.logClient?.stop()
       await this.log?.stop()
     })
+    await step('trust', async () => { await this.trustValue?.detach() })
     await step('libp2p', async () => { await this.libp2p?.stop() })
     await step('replicas', async () => { await this.replicaHost?.stop() })
     this.releaseLock?.()

@@ -9,6 +9,7 @@ import { preSharedKey } from '@libp2p/pnet'
 import { dcutr } from '@libp2p/dcutr'
 import { circuitRelayServer, circuitRelayTransport, type CircuitRelayService } from '@libp2p/circuit-relay-v2'
 import type { ConnectionGater, PeerId, PrivateKey } from '@libp2p/interface'
+import { upgradeErrorMetrics } from './upgrade-errors.ts'
 import {
   GOSSIP_MAX_INBOUND_BYTES, MAX_CONNECTIONS, INBOUND_CONNECTIONS_PER_IP_PER_SECOND, MAX_INCOMING_PENDING_CONNECTIONS,
   RELAY_MAX_RESERVATIONS, RELAY_MAX_HOP_STREAMS, RELAY_MAX_STOP_STREAMS, RELAY_HOP_TIMEOUT_MS,
@@ -34,8 +35,10 @@ export type Host = Libp2p<HostServices>
 export interface HostInit {
   privateKey: PrivateKey
   listen: string[]
-  /** Private network key (file content); peers without it cannot connect. */
+  /** Private network key (pnet file content); peers without it cannot connect. */
   swarmKey?: Uint8Array
+  /** Called for every connection whose handshake (private network, Noise) fails: counted as an intrusion signal. */
+  onHandshakeFailure?: (direction: 'inbound' | 'outbound', reason: string) => void
   /** Addresses to announce instead of the listen addresses (behind NAT, in pods). */
   announce?: string[]
   /** Source address for outgoing TCP connections (benchmarks simulate many hosts on loopback). */
@@ -91,6 +94,7 @@ export async function createHost (init: HostInit): Promise<Host> {
     ],
     connectionGater: gater,
     connectionEncrypters: [noise()],
+    ...(init.onHandshakeFailure != null ? { metrics: upgradeErrorMetrics(init.onHandshakeFailure) } : {}),
     streamMuxers: [yamux()],
     ...(init.swarmKey != null ? { connectionProtector: preSharedKey({ psk: init.swarmKey }) } : {}),
     connectionManager: {
@@ -144,3 +148,4 @@ export async function createHost (init: HostInit): Promise<Host> {
     }
   })
 }
+

@@ -5,7 +5,8 @@ import os from 'node:os'
 import path from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
-import { createHost, newSwarmKey, request, type Host } from '../../src/p2p/index.ts'
+import { createHost, request, type Host } from '../../src/p2p/index.ts'
+import { encodeClusterSecret, newClusterSecret, writeSecretFile } from '../../src/trust/index.ts'
 import { encodeHeartbeat } from '../../src/membership/heartbeat.ts'
 import { ONLINE_PROTOCOL, ONLINE_TOPIC } from '../../src/membership/constants.ts'
 import { TestCluster, waitFor, stateIn } from '../helpers/cluster.ts'
@@ -67,25 +68,28 @@ test('forged, malformed and oversized gossip is dropped and counted; the resourc
   await waitFor('the real node still alive', () => stateIn(res, victimId) === 'alive')
 })
 
-test('with a swarm key, only daemons holding the same key can join', async () => {
+test('only daemons holding this cluster\'s secret can join: another cluster\'s key or --insecure cannot even connect', async () => {
   const keyA = path.join(tmp, 'a.key')
   const keyB = path.join(tmp, 'b.key')
-  fs.writeFileSync(keyA, newSwarmKey())
-  fs.writeFileSync(keyB, newSwarmKey())
-  const res = await cluster.start({ roles: ['resource', 'scheduler'], swarmKey: keyA })
-  const member = await cluster.start({ roles: ['node'], swarmKey: keyA, bootstrap: [cluster.addr(res)] })
-  const outsider = await cluster.start({ roles: ['node'], swarmKey: keyB, bootstrap: [cluster.addr(res)] })
-  const open = await cluster.start({ roles: ['node'], bootstrap: [cluster.addr(res)] })
+  writeSecretFile(keyA, encodeClusterSecret(await newClusterSecret()))
+  writeSecretFile(keyB, encodeClusterSecret(await newClusterSecret()))
+  const res = await cluster.start({ roles: ['resource', 'scheduler'], clusterKey: keyA })
+  const member = await cluster.start({ roles: ['node'], clusterKey: keyA, bootstrap: [cluster.addr(res)] })
+  const outsider = await cluster.start({ roles: ['node'], clusterKey: keyB, bootstrap: [cluster.addr(res)] })
+  const open = await cluster.start({ roles: ['node'], insecure: true, bootstrap: [cluster.addr(res)] })
   await waitFor('member joined', () => stateIn(res, member.host.peerId.toString()) === 'alive')
-  await new Promise(resolve => setTimeout(resolve, 2000))
+  await waitFor('the outsiders\' failed handshakes counted', async () => {
+    const text = await res.metrics.registry.getSingleMetricAsString('astrad_trust_handshake_failures_total')
+    return /direction="inbound"} [1-9]/.test(text) ? text : undefined
+  })
   assert.equal(stateIn(res, outsider.host.peerId.toString()), undefined)
   assert.equal(stateIn(res, open.host.peerId.toString()), undefined)
   assert.equal(res.host.getConnections(outsider.host.peerId).length, 0)
   assert.equal(res.host.getConnections(open.host.peerId).length, 0)
 })
 
-test('a corrupt swarm key file is a clear configuration error', async () => {
+test('a corrupt cluster key file is a clear configuration error', async () => {
   const bad = path.join(tmp, 'bad.key')
   fs.writeFileSync(bad, 'not a key\n')
-  await assert.rejects(cluster.start({ roles: ['node'], swarmKey: bad }), (err: Error & { key?: string }) => err.name === 'ConfigError' && err.key === '--swarm-key')
+  await assert.rejects(cluster.start({ roles: ['node'], clusterKey: bad }), (err: Error & { key?: string }) => err.name === 'ConfigError' && err.key === '--cluster-key')
 })

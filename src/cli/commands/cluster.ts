@@ -1,0 +1,104 @@
+import os from 'node:os'
+import path from 'node:path'
+import { Command, Option } from 'commander'
+import type { CliIo } from '../index.ts'
+import { ConfigError } from '../../util/errors.ts'
+import {
+  createJoinToken, createOperatorCredential, encodeClusterSecret, newClusterSecret, readClusterSecret, writeSecretFile, TrustError, type Role
+} from '../../trust/index.ts'
+import { trustConstants } from '../../trust/index.ts'
+
+/**
+ * `astrad cluster …`: the operator's secrets (docs/security.md). The cluster key signs
+ * everything; join tokens let hosts join in the roles they grant; operator credentials let
+ * people change the cluster.
+ */
+
+const DEFAULT_TTL = '365d'
+
+/** `12h`, `30d`, `90m`, `3600s` or `never` → seconds (undefined = never). */
+export function parseTtl (raw: string, flag = '--ttl'): number | undefined {
+  if (raw === 'never') return undefined
+  const m = /^(\d{1,6})([smhd])$/.exec(raw)
+  if (m == null) throw new ConfigError(flag, `expected a duration like 12h, 30d, 90m or never, got '${raw}'`)
+  const n = Number(m[1])
+  const unit = { s: 1, m: 60, h: 3600, d: 86400 }[m[2] as 's' | 'm' | 'h' | 'd']
+  if (n === 0) throw new ConfigError(flag, 'must be longer than 0')
+  return n * unit
+}
+
+function parseRoleList (raw: string): Role[] {
+  const roles = raw.split(',').map(r => r.trim()).filter(r => r !== '')
+  const bad = roles.filter(r => !(trustConstants.ROLE_NAMES as readonly string[]).includes(r))
+  if (roles.length === 0 || bad.length > 0) throw new ConfigError('--roles', `expected a comma-separated list of ${trustConstants.ROLE_NAMES.join(', ')}${bad.length > 0 ? `; not: ${bad.join(', ')}` : ''}`)
+  return [...new Set(roles)] as Role[]
+}
+
+/** The cluster key: --cluster-key, ASTRAD_CLUSTER_KEY, else the one-host cluster's in ~/.astrad. */
+function clusterKeyPath (flag: string | undefined): string {
+  return path.resolve(flag ?? process.env.ASTRAD_CLUSTER_KEY ?? path.join(process.env.ASTRAD_DATA_DIR ?? path.join(os.homedir(), '.astrad'), trustConstants.CLUSTER_KEY_FILE))
+}
+
+async function readKey (flag: string | undefined): Promise<Awaited<ReturnType<typeof readClusterSecret>>> {
+  try {
+    return await readClusterSecret(clusterKeyPath(flag))
+  } catch (err) {
+    if (err instanceof TrustError) throw new ConfigError('--cluster-key', err.message)
+    throw err
+  }
+}
+
+function expiryText (ttlS: number | undefined): string {
+  return ttlS == null ? 'never expires' : `expires ${new Date(Date.now() + ttlS * 1000).toISOString()}`
+}
+
+function writeSecret (file: string, text: string): void {
+  try {
+    writeSecretFile(file, text)
+  } catch (err) {
+    throw new ConfigError('FILE', (err as Error).message)
+  }
+}
+
+export function clusterCommand (io: CliIo): Command {
+  const cluster = new Command('cluster').description('the cluster\'s secrets: create the cluster key, join tokens for hosts, operator credentials (docs/security.md)')
+
+  cluster.command('init')
+    .description('create a new cluster key (the private-network key and the key that signs every certificate); keep it like a CA key')
+    .argument('<file>', 'file to create, mode 0600 (refuses to overwrite)')
+    .action(async (file: string) => {
+      writeSecret(path.resolve(file), encodeClusterSecret(await newClusterSecret()))
+      io.stdout(`${file}\n`)
+      io.stderr(`next: 'astrad cluster token --cluster-key ${file} --roles node' for each kind of host, 'astrad cluster operator NAME --cluster-key ${file}' for each operator\n`)
+    })
+
+  cluster.command('token')
+    .description('print a join token: a host started with --join-token TOKEN joins in the roles it grants (it holds the private-network key: hand it over like a password)')
+    .requiredOption('--roles <roles>', 'roles the token grants: node, resource, scheduler, comma-separated')
+    .addOption(new Option('--ttl <duration>', 'how long hosts may join (and keep their certificates) with it: 12h, 30d, never').default(DEFAULT_TTL))
+    .option('--cluster-key <file>', 'the cluster key (default: $ASTRAD_CLUSTER_KEY, else ~/.astrad/cluster.key of a one-host cluster)')
+    .action(async (opts: { roles: string, ttl: string, clusterKey?: string }) => {
+      const roles = parseRoleList(opts.roles)
+      const ttlS = parseTtl(opts.ttl)
+      const secret = await readKey(opts.clusterKey)
+      io.stdout(`${await createJoinToken(secret, roles, ttlS)}\n`)
+      io.stderr(`join token for ${roles.join(',')}; ${expiryText(ttlS)}\n`)
+    })
+
+  cluster.command('operator')
+    .description('create an operator credential: the CLI signs cluster changes (app, model, notice) with it; each change records the name')
+    .argument('<name>', 'operator name, recorded with every change they make')
+    .option('--out <file>', 'file to create, mode 0600 (default: NAME.cred)')
+    .addOption(new Option('--ttl <duration>', 'how long it is valid: 12h, 90d, never').default(DEFAULT_TTL))
+    .option('--cluster-key <file>', 'the cluster key (default: $ASTRAD_CLUSTER_KEY, else ~/.astrad/cluster.key of a one-host cluster)')
+    .action(async (name: string, opts: { out?: string, ttl: string, clusterKey?: string }) => {
+      if (!/^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$/.test(name)) throw new ConfigError('NAME', 'expected 1-64 letters, digits, . _ @ - (starting with a letter or digit)')
+      const ttlS = parseTtl(opts.ttl)
+      const secret = await readKey(opts.clusterKey)
+      const file = opts.out ?? `${name}.cred`
+      writeSecret(path.resolve(file), await createOperatorCredential(secret, name, ttlS))
+      io.stdout(`${file}\n`)
+      io.stderr(`operator credential for ${name}; ${expiryText(ttlS)}; use it with --credential ${file} or ASTRAD_CREDENTIAL=${file}\n`)
+    })
+  return cluster
+}
