@@ -3,6 +3,7 @@ import path from 'node:path'
 import { z } from 'zod'
 import type { CryptoKey, JWK } from 'jose'
 import { errorMessage } from '../util/errors.ts'
+import { writeFileAtomic } from '../util/fs.ts'
 import { TrustError } from './errors.ts'
 import { importPair, importPublic, newKeyPair, newPsk, privateJwkSchema, pskSchema, publicJwkSchema, publicOf, type KeyPair } from './keys.ts'
 import { issueGrant, verifyGrant, type Grant, type Role } from './certs.ts'
@@ -45,15 +46,7 @@ const credentialFile = z.strictObject({ v: z.literal(1), kind: z.literal('astrad
 export function writeSecretFile (file: string, text: string, options: { overwrite?: boolean } = {}): void {
   fs.mkdirSync(path.dirname(file), { recursive: true })
   if (options.overwrite !== true && fs.existsSync(file)) throw new TrustError(`${file} exists; refusing to replace a secret (move it away first)`, 'exists')
-  const tmp = `${file}.${process.pid}.tmp`
-  const fd = fs.openSync(tmp, 'wx', 0o600)
-  try {
-    fs.writeSync(fd, text)
-    fs.fsyncSync(fd)
-  } finally {
-    fs.closeSync(fd)
-  }
-  fs.renameSync(tmp, file)
+  writeFileAtomic(file, text)
 }
 
 function readText (file: string, what: string): string {
