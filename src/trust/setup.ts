@@ -113,7 +113,13 @@ async function readMembership (input: SecurityInput, peerId: string): Promise<Se
     throw new ConfigError('--data-dir', `${file} is damaged; move it away and start with --join-token to join again`)
   }
   const clusterPublic = await importPublic(parsed.ca, 'membership cluster key')
-  const cert = await verifyMemberCert(parsed.cert, clusterPublic)
+  let cert
+  try {
+    cert = await verifyMemberCert(parsed.cert, clusterPublic)
+  } catch (err) {
+    if (!(err instanceof TrustError)) throw err
+    throw new ConfigError('--join-token', `the certificate saved in ${file} is no longer valid (${err.message}); start with a new --join-token`)
+  }
   if (cert.peer !== peerId) throw new ConfigError('--data-dir', `${file} holds the certificate of another identity; start with --join-token to join again`)
   const missing = input.roles.filter(r => !cert.roles.includes(r))
   if (missing.length > 0) throw new ConfigError('--role', `this daemon's certificate grants ${cert.roles.join(',')}, not ${missing.join(',')}; start with a --join-token that grants them`)
