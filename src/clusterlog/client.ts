@@ -1,9 +1,8 @@
-import type { PeerId } from '@libp2p/interface'
 import { type Host, ProtocolPeers, request } from '../p2p/index.ts'
 import type { Logger } from '../util/logger.ts'
 import { DecodeError, LifecycleError, RequestError, errorMessage } from '../util/errors.ts'
-import { checkKey, checkKindName, encodeValue, typed, type Entry, type Kind } from './kind.ts'
-import { decodeEntryResponse, decodeListResponse, encodeJson } from './wire.ts'
+import { checkKey, checkKindName, encodeValue, typed, type Entry, type Kind, type Written } from './kind.ts'
+import { decodeEntryResponse, decodeListResponse, decodeWriteResponse, encodeJson } from './wire.ts'
 import type { ClusterLog } from './cluster-log.ts'
 import { ACCESS_PROTOCOL, LIST_PAGE_ENTRIES, MAX_ACCESS_RESPONSE_BYTES, MAX_LIST_PAGES, RESOURCE_WAIT_MS } from './constants.ts'
 
@@ -13,8 +12,9 @@ import { ACCESS_PROTOCOL, LIST_PAGE_ENTRIES, MAX_ACCESS_RESPONSE_BYTES, MAX_LIST
  * daemon: remotely through `clusterLogClient`, in a resource through `localAccess`.
  */
 export interface ClusterLogAccess {
-  put<T>(kind: Kind<T>, key: string, value: T, options?: { signal?: AbortSignal }): Promise<Entry<T>>
-  delete<T>(kind: Kind<T>, key: string, options?: { signal?: AbortSignal }): Promise<Entry<T>>
+  /** Durable on the accepting resource, and on a second one when `replicas` is 2 (see Written). */
+  put<T>(kind: Kind<T>, key: string, value: T, options?: { signal?: AbortSignal }): Promise<Written<T>>
+  delete<T>(kind: Kind<T>, key: string, options?: { signal?: AbortSignal }): Promise<Written<T>>
   get<T>(kind: Kind<T>, key: string, options?: { signal?: AbortSignal }): Promise<Entry<T> | undefined>
   list<T>(kind: Kind<T>, options?: { includeDeleted?: boolean, signal?: AbortSignal }): Promise<Array<Entry<T>>>
 }
@@ -80,21 +80,21 @@ class RemoteClusterLog implements ClusterLogClient {
     this.resources = undefined
   }
 
-  async put<T> (kind: Kind<T>, key: string, value: T, options: { signal?: AbortSignal } = {}): Promise<Entry<T>> {
+  async put<T> (kind: Kind<T>, key: string, value: T, options: { signal?: AbortSignal } = {}): Promise<Written<T>> {
     this.requireStarted()
     checkKindName(kind.name)
     checkKey(key)
     const encoded = encodeValue(kind, value)
-    const entry = await this.call({ op: 'put', kind: kind.name, key, value: encoded.value }, options.signal, decodeEntryResponse)
-    return typed(kind, this.expect(entry, kind, key))
+    const res = await this.call({ op: 'put', kind: kind.name, key, value: encoded.value }, options.signal, decodeWriteResponse)
+    return { ...typed(kind, this.expect(res.entry, kind, key)), replicas: res.replicas }
   }
 
-  async delete<T> (kind: Kind<T>, key: string, options: { signal?: AbortSignal } = {}): Promise<Entry<T>> {
+  async delete<T> (kind: Kind<T>, key: string, options: { signal?: AbortSignal } = {}): Promise<Written<T>> {
     this.requireStarted()
     checkKindName(kind.name)
     checkKey(key)
-    const entry = await this.call({ op: 'delete', kind: kind.name, key }, options.signal, decodeEntryResponse)
-    return this.expect(entry, kind, key) as Entry<T>
+    const res = await this.call({ op: 'delete', kind: kind.name, key }, options.signal, decodeWriteResponse)
+    return { ...(this.expect(res.entry, kind, key) as Entry<T>), replicas: res.replicas }
   }
 
   async get<T> (kind: Kind<T>, key: string, options: { signal?: AbortSignal } = {}): Promise<Entry<T> | undefined> {
@@ -155,7 +155,7 @@ class RemoteClusterLog implements ClusterLogClient {
       signal?.throwIfAborted()
       await new Promise(resolve => setTimeout(resolve, 50))
     }
-    const peers = this.order(resources.shuffled())
+    const peers = resources.shuffled(this.preferred)
     let last: unknown
     for (const peer of peers) {
       signal?.throwIfAborted()
@@ -187,11 +187,5 @@ class RemoteClusterLog implements ClusterLogClient {
       'ERR_NO_RESOURCE',
       { cause: last }
     )
-  }
-
-  private order (peers: PeerId[]): PeerId[] {
-    const i = peers.findIndex(p => p.toString() === this.preferred)
-    if (i > 0) peers.unshift(...peers.splice(i, 1))
-    return peers
   }
 }

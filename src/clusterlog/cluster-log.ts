@@ -5,19 +5,22 @@ import type { PeerId } from '@libp2p/interface'
 import type { Registry } from 'prom-client'
 import { type Host, ProtocolPeers, handleRequests, request } from '../p2p/index.ts'
 import type { Logger } from '../util/logger.ts'
-import { DecodeError, LifecycleError, errorMessage } from '../util/errors.ts'
-import { LogStore } from './store.ts'
-import { checkKey, checkKindName, encodeValue, typed, InvalidEntryError, type Entry, type Kind } from './kind.ts'
+import { AstradError, DecodeError, LifecycleError, errorMessage } from '../util/errors.ts'
+import { LogStore, peerOf } from './store.ts'
+import { Replicator } from './replicate.ts'
+import { checkKey, checkKindName, encodeValue, typed, InvalidEntryError, type Entry, type Kind, type Written } from './kind.ts'
 import {
-  checkValue, decodeAccessRequest, decodeHint, decodeSyncRequest, decodeSyncResponse, encodeEntryResponse,
-  encodeHint, encodeListResponse, encodeLogEntry, encodeObject, encodeSyncRequest, encodeSyncResponse
+  checkValue, decodeAccessRequest, decodeHint, decodeReplicateRequest, decodeSyncRequest, decodeSyncResponse, encodeEntryResponse,
+  encodeHint, encodeListResponse, encodeLogEntry, encodeObject, encodeReplicateResponse, encodeSyncRequest, encodeSyncResponse,
+  encodeWriteResponse
 } from './wire.ts'
 import { clientErrorReason, createClusterLogMetrics, serverErrorReason, type ClusterLogMetrics, type SyncErrorReason } from './metrics.ts'
 import {
   ACCESS_MAX_INBOUND_STREAMS, ACCESS_PROTOCOL, DB_FILE, DEFAULT_CHANGES_LIMIT, LIST_PAGE_BYTES, LOG_TOPIC,
-  MAX_ACCESS_REQUEST_BYTES, MAX_ACCESS_RESPONSE_BYTES, MAX_CHANGES_LIMIT, MAX_HINT_BYTES, MAX_SYNC_REQUEST_BYTES,
-  MAX_SYNC_RESPONSE_BYTES, MAX_SYNC_ROUNDS, SYNC_BATCH_BYTES, SYNC_BATCH_ENTRIES, SYNC_INTERVAL_MS,
-  SYNC_MAX_INBOUND_STREAMS, SYNC_PROTOCOL
+  MAX_ACCESS_REQUEST_BYTES, MAX_ACCESS_RESPONSE_BYTES, MAX_CHANGES_LIMIT, MAX_HINT_BYTES, MAX_REPLICATE_REQUEST_BYTES,
+  MAX_REPLICATE_RESPONSE_BYTES, MAX_SYNC_REQUEST_BYTES, MAX_SYNC_RESPONSE_BYTES, MAX_SYNC_ROUNDS, REPLICATE_MAX_INBOUND_STREAMS,
+  REPLICATE_PROTOCOL, REPLICATE_WAIT_MS, SYNC_BATCH_BYTES, SYNC_BATCH_ENTRIES, SYNC_INTERVAL_MS, SYNC_MAX_INBOUND_STREAMS,
+  SYNC_PROTOCOL
 } from './constants.ts'
 
 export interface ClusterLogComponents {
@@ -32,20 +35,29 @@ export interface ClusterLogInit {
   dataDir: string
   /** Anti-entropy period with a random resource peer. @default SYNC_INTERVAL_MS (5 s) */
   syncIntervalMs?: number
+  /**
+   * How long a write waits for a second resource to confirm it before it is acknowledged with
+   * one copy. @default REPLICATE_WAIT_MS (2 s)
+   */
+  replicateWaitMs?: number
 }
 
 /**
  * The replicated cluster log of the resource tier: (kind, key) → JSON value, last-writer-wins
- * by hybrid logical clock, deletes as tombstones, durable before a write resolves, replicated
- * to every resource (push hint + pull, periodic anti-entropy, catch-up on connect).
+ * by hybrid logical clock, deletes as tombstones, durable before a write resolves (on a second
+ * resource too when one is reachable), replicated to every resource (push hint + pull, periodic
+ * anti-entropy, catch-up on connect).
  */
 export interface ClusterLog {
   start(): Promise<void>
   stop(): Promise<void>
-  /** Writes locally (fsynced) and announces it; resolves with the new current entry. */
-  put<T>(kind: Kind<T>, key: string, value: T, options?: { signal?: AbortSignal }): Promise<Entry<T>>
-  /** Writes a tombstone. */
-  delete<T>(kind: Kind<T>, key: string, options?: { signal?: AbortSignal }): Promise<Entry<T>>
+  /**
+   * Writes locally (fsynced), announces it, and waits (bounded) until a second resource holds
+   * it durably; resolves with the new current entry and how many resources hold it (`replicas`).
+   */
+  put<T>(kind: Kind<T>, key: string, value: T, options?: { signal?: AbortSignal }): Promise<Written<T>>
+  /** Writes a tombstone, acknowledged like put. */
+  delete<T>(kind: Kind<T>, key: string, options?: { signal?: AbortSignal }): Promise<Written<T>>
   /** The current entry (a tombstone when deleted), or undefined if never written. */
   get<T>(kind: Kind<T>, key: string): Entry<T> | undefined
   /** Objects of a kind in key order; values that do not match the kind's schema are skipped (logged). */
@@ -79,6 +91,7 @@ class ClusterLogService implements ClusterLog {
   private readonly dataDir: string
   private readonly syncIntervalMs: number
   private readonly metrics: ClusterLogMetrics
+  private readonly replicator: Replicator
   private readonly listeners = new Set<(entry: Entry<unknown>) => void>()
   private readonly sessions = new Map<string, Session>()
   private status: Status = 'stopped'
@@ -97,6 +110,12 @@ class ClusterLogService implements ClusterLog {
       entries: () => this.store?.entryCount ?? 0,
       revision: () => this.store?.revision ?? 0
     })
+    this.replicator = new Replicator({
+      libp2p: components.libp2p,
+      logger: components.logger,
+      metrics: this.metrics,
+      peers: first => this.resources?.shuffled(first) ?? []
+    }, init.replicateWaitMs ?? REPLICATE_WAIT_MS)
   }
 
   // ---- lifecycle -----------------------------------------------------------------------------
@@ -122,25 +141,30 @@ class ClusterLogService implements ClusterLog {
     this.store = LogStore.open({ file: path.join(this.dataDir, DB_FILE), peerId: libp2p.peerId.toString() })
     this.controller = new AbortController()
     try {
+      // Every refused or failed inbound request is counted by reason and logged at debug.
+      const refused = (count: (reason: SyncErrorReason) => void, what: string) => (err: unknown, peer: PeerId): void => {
+        const reason = serverErrorReason(err)
+        count(reason)
+        logger.debug({ peer: peer.toString(), reason, err: errorMessage(err) }, what)
+      }
+      const countSync = (reason: SyncErrorReason): void => { this.countSync(reason) }
       await handleRequests(libp2p, SYNC_PROTOCOL, this.serveSync, {
         maxRequestBytes: MAX_SYNC_REQUEST_BYTES,
         maxResponseBytes: MAX_SYNC_RESPONSE_BYTES,
         maxInboundStreams: SYNC_MAX_INBOUND_STREAMS,
-        onError: (err, peer) => {
-          const reason = serverErrorReason(err)
-          this.countSync(reason)
-          logger.debug({ peer: peer.toString(), reason, err: errorMessage(err) }, 'sync request refused')
-        }
+        onError: refused(countSync, 'sync request refused')
+      })
+      await handleRequests(libp2p, REPLICATE_PROTOCOL, this.serveReplicate, {
+        maxRequestBytes: MAX_REPLICATE_REQUEST_BYTES,
+        maxResponseBytes: MAX_REPLICATE_RESPONSE_BYTES,
+        maxInboundStreams: REPLICATE_MAX_INBOUND_STREAMS,
+        onError: refused(countSync, 'replicate push refused')
       })
       await handleRequests(libp2p, ACCESS_PROTOCOL, this.serveAccess, {
         maxRequestBytes: MAX_ACCESS_REQUEST_BYTES,
         maxResponseBytes: MAX_ACCESS_RESPONSE_BYTES,
         maxInboundStreams: ACCESS_MAX_INBOUND_STREAMS,
-        onError: (err, peer) => {
-          const reason = serverErrorReason(err)
-          this.metrics.accessErrors.inc({ reason })
-          logger.debug({ peer: peer.toString(), reason, err: errorMessage(err) }, 'cluster-log request refused')
-        }
+        onError: refused(reason => { this.metrics.accessErrors.inc({ reason }) }, 'cluster-log request refused')
       })
       const pubsub = libp2p.services.pubsub
       pubsub.topicValidators.set(LOG_TOPIC, this.validateHint)
@@ -182,7 +206,7 @@ class ClusterLogService implements ClusterLog {
     try { pubsub.unsubscribe(LOG_TOPIC) } catch {}
     this.resources?.stop()
     this.resources = undefined
-    for (const protocol of [SYNC_PROTOCOL, ACCESS_PROTOCOL]) {
+    for (const protocol of [SYNC_PROTOCOL, REPLICATE_PROTOCOL, ACCESS_PROTOCOL]) {
       try { await libp2p.unhandle(protocol) } catch {}
     }
     await Promise.allSettled([...this.sessions.values()].map(async s => { await s.done }))
@@ -199,22 +223,22 @@ class ClusterLogService implements ClusterLog {
 
   // ---- local API -----------------------------------------------------------------------------
 
-  async put<T> (kind: Kind<T>, key: string, value: T, options: { signal?: AbortSignal } = {}): Promise<Entry<T>> {
+  async put<T> (kind: Kind<T>, key: string, value: T, options: { signal?: AbortSignal } = {}): Promise<Written<T>> {
     options.signal?.throwIfAborted()
     this.openStore()
     checkKindName(kind.name)
     checkKey(key)
     const encoded = encodeValue(kind, value)
-    const entry = this.commit(kind.name, key, encoded.text)
-    return { ...entry, value: encoded.value }
+    const written = await this.commit(kind.name, key, encoded.text, options.signal)
+    return { ...written, value: encoded.value }
   }
 
-  async delete<T> (kind: Kind<T>, key: string, options: { signal?: AbortSignal } = {}): Promise<Entry<T>> {
+  async delete<T> (kind: Kind<T>, key: string, options: { signal?: AbortSignal } = {}): Promise<Written<T>> {
     options.signal?.throwIfAborted()
     this.openStore()
     checkKindName(kind.name)
     checkKey(key)
-    return this.commit(kind.name, key, undefined) as Entry<T>
+    return await this.commit(kind.name, key, undefined, options.signal) as Written<T>
   }
 
   get<T> (kind: Kind<T>, key: string): Entry<T> | undefined {
@@ -258,13 +282,23 @@ class ClusterLogService implements ClusterLog {
     return () => { this.listeners.delete(listener) }
   }
 
-  /** A local write: durable on return, then announced to listeners and peer resources. */
-  private commit (kind: string, key: string, text: string | undefined): Entry<unknown> {
+  /**
+   * A local write: durable here, announced to listeners and peer resources, then pushed to a
+   * peer resource until one confirms it holds it durably (bounded; see Replicator).
+   */
+  private async commit (kind: string, key: string, text: string | undefined, signal?: AbortSignal): Promise<Written<unknown>> {
     const store = this.openStore()
     const entry = store.write(kind, key, text)
+    const seq = store.highWater(store.origin)
     this.emit([entry])
     this.announce()
-    return entry
+    // Read back as held now: a later write to the same key may already have pruned it.
+    const logged = store.logEntry(store.origin, seq)
+    if (logged == null) throw new AstradError(`cluster log lost its own entry ${seq}`, 'ERR_INTERNAL')
+    const stop = this.controller.signal
+    const replicas = await this.replicator.confirm(logged, signal != null ? AbortSignal.any([signal, stop]) : stop)
+    signal?.throwIfAborted()
+    return { ...entry, replicas }
   }
 
   /**
@@ -429,16 +463,51 @@ class ClusterLogService implements ClusterLog {
     if (peer != null) void this.syncWith(peer)
   }
 
+  /**
+   * Who may push entries into our log: for now any connected peer that serves the cluster log
+   * itself (a resource, as identify told us). The one place to swap for a role-certificate check.
+   */
+  private mayReplicate (peer: PeerId): boolean {
+    return this.resources?.list().some(p => p.equals(peer)) ?? false
+  }
+
+  /**
+   * A peer resource pushes one of its own new entries and waits for us to hold it durably: it is
+   * merged like a pulled one (idempotent: one we hold is skipped). If we lack earlier entries of
+   * that origin, we pull from the pusher first (bounded). The answer is our high-water mark for
+   * the origin, which the pusher compares with the entry's seq.
+   */
+  private readonly serveReplicate = async (bytes: Uint8Array, peer: PeerId): Promise<Uint8Array> => {
+    const store = this.openStore()
+    if (!this.mayReplicate(peer)) throw new AstradError('replicate pushes are taken from cluster-log resources only', 'ERR_FORBIDDEN')
+    const entry = decodeReplicateRequest(bytes)
+    if (peerOf(entry.origin) !== peer.toString()) throw new DecodeError('replicate request: a resource pushes only its own entries')
+    if (entry.seq > store.highWater(entry.origin)) {
+      const result = store.apply([entry])
+      for (const r of result.rejected) this.countSync(r.reason)
+      this.emit(result.changed)
+      if (result.rejected.some(r => r.reason === 'gap')) {
+        const bound = AbortSignal.any([this.controller.signal, AbortSignal.timeout(REPLICATE_WAIT_MS)])
+        await Promise.race([this.syncWith(peer), new Promise(resolve => { bound.addEventListener('abort', resolve, { once: true }) })])
+      }
+    }
+    return encodeReplicateResponse(this.openStore().highWater(entry.origin))
+  }
+
   // ---- remote access -------------------------------------------------------------------------
 
-  private readonly serveAccess = (bytes: Uint8Array): Uint8Array => {
+  private readonly serveAccess = async (bytes: Uint8Array): Promise<Uint8Array> => {
     const store = this.openStore()
     const req = decodeAccessRequest(bytes)
     switch (req.op) {
-      case 'put':
-        return encodeEntryResponse(this.commit(req.kind, req.key, checkValue(req.value)))
-      case 'delete':
-        return encodeEntryResponse(this.commit(req.kind, req.key, undefined))
+      case 'put': {
+        const written = await this.commit(req.kind, req.key, checkValue(req.value))
+        return encodeWriteResponse(written, written.replicas)
+      }
+      case 'delete': {
+        const written = await this.commit(req.kind, req.key, undefined)
+        return encodeWriteResponse(written, written.replicas)
+      }
       case 'get':
         return encodeEntryResponse(store.get(req.kind, req.key))
       case 'list': {

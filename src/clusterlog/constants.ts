@@ -6,6 +6,12 @@ export const SYNC_PROTOCOL = '/astra/log/sync/1.0.0'
 export const ACCESS_PROTOCOL = '/astra/log/1.0.0'
 /** Push hint `{origin, seq}` after a local write; receivers lacking it pull at once. */
 export const LOG_TOPIC = 'astra/log/1'
+/**
+ * Acknowledged writes: the accepting resource pushes a new entry of its own to a peer resource,
+ * which stores it durably and answers its high-water mark for that origin, before the writer
+ * gets its answer.
+ */
+export const REPLICATE_PROTOCOL = '/astra/log/replicate/1.0.0'
 
 /** The database file inside the data dir. */
 export const DB_FILE = 'cluster-log.sqlite'
@@ -64,6 +70,23 @@ export const LIST_PAGE_ENTRIES = 1_000
 export const MAX_LIST_PAGES = 10_000
 /** Concurrent access streams per connection (admin commands, node-side readers). */
 export const ACCESS_MAX_INBOUND_STREAMS = 32
+
+/**
+ * How long a write waits for a second resource to confirm it, all peers together (each is tried
+ * in turn; one of several gets at most half of what is left, so one stalled peer cannot use it
+ * all). Then the write is acknowledged with one copy (availability over durability) and counted.
+ * Must stay well below the client's per-attempt deadline (REQUEST_TIMEOUT_MS, 5 s): a client
+ * that times out retries on another resource, writing twice.
+ */
+export const REPLICATE_WAIT_MS = 2_000
+/** A replicate request carries one entry: at most one value plus key, version and envelope. */
+export const MAX_REPLICATE_REQUEST_BYTES = MAX_VALUE_BYTES + 8 * 1024
+/** A replicate answer is one number. */
+export const MAX_REPLICATE_RESPONSE_BYTES = 256
+/** Concurrent replicate streams per connection: a resource's concurrent writes, each waiting for us. */
+export const REPLICATE_MAX_INBOUND_STREAMS = 32
+/** At most one warning this often about writes acknowledged with one copy while peers are known. */
+export const UNREPLICATED_WARN_INTERVAL_MS = 60_000
 
 /** A push hint is two small fields; anything bigger is not ours. */
 export const MAX_HINT_BYTES = 256

@@ -2,7 +2,7 @@ export { clusterLog, type ClusterLog, type ClusterLogComponents, type ClusterLog
 export {
   clusterLogClient, localAccess, type ClusterLogAccess, type ClusterLogClient, type ClusterLogClientComponents, type ClusterLogClientInit
 } from './client.ts'
-export { defineKind, InvalidEntryError, type Entry, type Kind } from './kind.ts'
+export { defineKind, InvalidEntryError, type Entry, type Kind, type Written } from './kind.ts'
 export { ClockSkewError, compareVersions } from './hlc.ts'
 export { LogStoreError } from './store.ts'
 export * as clusterLogConstants from './constants.ts'

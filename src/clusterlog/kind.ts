@@ -29,6 +29,16 @@ export interface Entry<T> {
   rev: number
 }
 
+/** A put or delete as acknowledged. */
+export interface Written<T> extends Entry<T> {
+  /**
+   * Resources that held the write durably (fsynced) when it was acknowledged: 2 when a second
+   * resource confirmed it, 1 when none was reachable or none confirmed in time (then the loss of
+   * the accepting resource's disk before replication loses it).
+   */
+  replicas: number
+}
+
 /** A write or key the cluster log refuses (bad kind name, key, value, size). */
 export class InvalidEntryError extends AstradError {
   constructor (message: string, options?: ErrorOptions) {

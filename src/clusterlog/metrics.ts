@@ -10,6 +10,7 @@ export type SyncErrorReason =
   | 'bad_version' // an entry whose version does not match its origin
   | 'bad_hint' // a malformed push hint on the gossip topic
   | 'refused' // the peer answered with an error
+  | 'forbidden' // a replicate push from a peer that does not serve the cluster log
   | 'unreachable' // the peer could not be reached
   | 'timeout' // the exchange ran out of time
   | 'stream' // the stream failed otherwise
@@ -17,6 +18,8 @@ export type SyncErrorReason =
 export interface ClusterLogMetrics {
   syncErrors: Counter<'reason'>
   accessErrors: Counter<'reason'>
+  /** Writes acknowledged while only this resource held them (no second resource confirmed in time). */
+  unreplicatedAcks: Counter
 }
 
 export interface MetricsSource {
@@ -34,7 +37,8 @@ export function createClusterLogMetrics (registry: Registry | undefined, source:
   new Gauge({ name: 'astrad_clusterlog_revision', help: 'Local revision of the cluster log (change feed cursor)', registers, collect () { this.set(source.revision()) } })
   return {
     syncErrors: new Counter({ name: 'astrad_clusterlog_sync_errors_total', help: 'Sync exchanges, entries or hints refused or failed, by reason', labelNames: ['reason'], registers }),
-    accessErrors: new Counter({ name: 'astrad_clusterlog_access_errors_total', help: 'Remote put/delete/get/list requests refused, by reason', labelNames: ['reason'], registers })
+    accessErrors: new Counter({ name: 'astrad_clusterlog_access_errors_total', help: 'Remote put/delete/get/list requests refused, by reason', labelNames: ['reason'], registers }),
+    unreplicatedAcks: new Counter({ name: 'astrad_clusterlog_unreplicated_acks_total', help: 'Writes acknowledged with one durable copy (no second resource confirmed in time)', registers })
   }
 }
 
@@ -55,6 +59,7 @@ export function serverErrorReason (err: unknown): SyncErrorReason {
   if (code === 'ERR_DECODE' || code === 'ERR_INVALID_ENTRY') return 'bad_request'
   if (names(err).some(n => n === 'TimeoutError' || n === 'AbortError')) return 'timeout'
   if (code === 'ERR_LIFECYCLE') return 'refused'
+  if (code === 'ERR_FORBIDDEN') return 'forbidden'
   return 'stream'
 }
 

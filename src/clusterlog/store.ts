@@ -137,6 +137,7 @@ export class LogStore {
     listAll: StatementSync
     changes: StatementSync
     entriesFrom: StatementSync
+    entryAt: StatementSync
   }
 
   private constructor (file: string, db: DatabaseSync, origin: string, clock: HybridClock) {
@@ -155,7 +156,8 @@ export class LogStore {
       listLive: db.prepare(`SELECT ${OBJECT_COLUMNS} FROM ${OBJECT_JOIN} WHERE o.kind = ? AND o.key > ? AND o.deleted = 0 ORDER BY o.key LIMIT ?`),
       listAll: db.prepare(`SELECT ${OBJECT_COLUMNS} FROM ${OBJECT_JOIN} WHERE o.kind = ? AND o.key > ? ORDER BY o.key LIMIT ?`),
       changes: db.prepare(`SELECT ${OBJECT_COLUMNS} FROM ${OBJECT_JOIN} WHERE o.rev > ? ORDER BY o.rev LIMIT ?`),
-      entriesFrom: db.prepare('SELECT origin, seq, kind, key, hlc, deleted, pruned, value FROM entries WHERE origin = ? AND seq > ? ORDER BY seq')
+      entriesFrom: db.prepare('SELECT origin, seq, kind, key, hlc, deleted, pruned, value FROM entries WHERE origin = ? AND seq > ? ORDER BY seq'),
+      entryAt: db.prepare('SELECT origin, seq, kind, key, hlc, deleted, pruned, value FROM entries WHERE origin = ? AND seq = ?')
     }
     for (const row of db.prepare('SELECT origin, seq FROM high_water').all() as Array<{ origin: string, seq: number }>) {
       this.hw.set(row.origin, row.seq)
@@ -339,20 +341,14 @@ export class LogStore {
     for (const [origin, top] of [...this.hw]) {
       const from = have.get(origin) ?? 0
       if (top <= from) continue
-      for (const row of this.stmt.entriesFrom.iterate(origin, from) as Iterable<EntryRow>) {
-        const e: LogEntry = {
-          origin: row.origin,
-          seq: row.seq,
-          kind: row.kind,
-          key: row.key,
-          version: row.hlc,
-          deleted: row.deleted === 1,
-          pruned: row.pruned === 1
-        }
-        if (row.value != null) e.value = row.value
-        yield e
-      }
+      for (const row of this.stmt.entriesFrom.iterate(origin, from) as Iterable<EntryRow>) yield toLogEntry(row)
     }
+  }
+
+  /** One log entry as held now (pruned if superseded since), or undefined if not held. */
+  logEntry (origin: string, seq: number): LogEntry | undefined {
+    const row = this.stmt.entryAt.get(origin, seq) as EntryRow | undefined
+    return row != null ? toLogEntry(row) : undefined
   }
 
   close (): void {
@@ -386,6 +382,14 @@ function parseValue (text: string | null, kind: string, key: string): unknown {
   } catch {
     throw new DecodeError(`cluster log: ${kind}/${key} holds invalid JSON`)
   }
+}
+
+function toLogEntry (row: EntryRow): LogEntry {
+  const e: LogEntry = {
+    origin: row.origin, seq: row.seq, kind: row.kind, key: row.key, version: row.hlc, deleted: row.deleted === 1, pruned: row.pruned === 1
+  }
+  if (row.value != null) e.value = row.value
+  return e
 }
 
 function toEntry (row: ObjectRow): Entry<unknown> {

@@ -44,6 +44,9 @@ const syncResponse = z.strictObject({
 
 const hint = z.strictObject({ origin, seq: seq.min(1) })
 
+const replicateRequest = z.strictObject({ entry: wireLogEntry })
+const replicateResponse = z.strictObject({ have: seq })
+
 const accessRequest = z.discriminatedUnion('op', [
   z.strictObject({ op: z.literal('put'), kind, key, value: z.unknown().refine(v => v !== undefined, 'value required') }),
   z.strictObject({ op: z.literal('delete'), kind, key }),
@@ -68,6 +71,8 @@ const wireObject = z.strictObject({
 }).refine(o => (o.value !== undefined) !== o.deleted, 'value must be present exactly on live objects')
 
 const entryResponse = z.strictObject({ entry: wireObject.nullable() })
+/** A put/delete answer; `replicas` is absent from resources older than acknowledged writes (one copy assumed). */
+const writeResponse = z.strictObject({ entry: wireObject, replicas: z.number().int().min(1).max(1_000).optional() })
 const listResponse = z.strictObject({ entries: z.array(wireObject).max(LIST_PAGE_ENTRIES), more: z.boolean() })
 
 export type SyncRequest = z.infer<typeof syncRequest>
@@ -129,20 +134,41 @@ export function encodeSyncResponse (entries: string[], more: boolean): Uint8Arra
 
 export function decodeSyncResponse (bytes: Uint8Array): { entries: LogEntry[], more: boolean } {
   const res = check(syncResponse, parseJson(bytes, 'sync response'), 'sync response')
-  const entries = res.entries.map((e, i): LogEntry => {
-    const out: LogEntry = {
-      origin: e.origin, seq: e.seq, kind: e.kind, key: e.key, version: e.version, deleted: e.deleted, pruned: e.pruned === true
+  return { entries: res.entries.map((e, i) => toLogEntry(e, `sync response: entries.${i}`)), more: res.more }
+}
+
+function toLogEntry (e: z.infer<typeof wireLogEntry>, where: string): LogEntry {
+  const out: LogEntry = {
+    origin: e.origin, seq: e.seq, kind: e.kind, key: e.key, version: e.version, deleted: e.deleted, pruned: e.pruned === true
+  }
+  if (e.value !== undefined) {
+    try {
+      out.value = valueText(e.value)
+    } catch (err) {
+      throw new DecodeError(`${where}.value: ${errorMessage(err)}`)
     }
-    if (e.value !== undefined) {
-      try {
-        out.value = valueText(e.value)
-      } catch (err) {
-        throw new DecodeError(`sync response: entries.${i}.value: ${errorMessage(err)}`)
-      }
-    }
-    return out
-  })
-  return { entries, more: res.more }
+  }
+  return out
+}
+
+// ---- replicate (acknowledged writes) ---------------------------------------------------------
+
+export function encodeReplicateRequest (entry: LogEntry): Uint8Array {
+  return encoder.encode(`{"entry":${encodeLogEntry(entry)}}`)
+}
+
+export function decodeReplicateRequest (bytes: Uint8Array): LogEntry {
+  const req = check(replicateRequest, parseJson(bytes, 'replicate request'), 'replicate request')
+  return toLogEntry(req.entry, 'replicate request: entry')
+}
+
+/** The receiver's high-water mark for the pushed entry's origin after storing it. */
+export function encodeReplicateResponse (have: number): Uint8Array {
+  return encodeJson({ have })
+}
+
+export function decodeReplicateResponse (bytes: Uint8Array): number {
+  return check(replicateResponse, parseJson(bytes, 'replicate response'), 'replicate response').have
 }
 
 // ---- gossip hint -----------------------------------------------------------------------------
@@ -181,6 +207,11 @@ export function encodeEntryResponse (entry: Entry<unknown> | undefined): Uint8Ar
   return encoder.encode(`{"entry":${entry != null ? encodeObject(entry) : 'null'}}`)
 }
 
+/** A put/delete answer: the written entry and how many resources held it durably when acknowledged. */
+export function encodeWriteResponse (entry: Entry<unknown>, replicas: number): Uint8Array {
+  return encoder.encode(`{"entry":${encodeObject(entry)},"replicas":${replicas}}`)
+}
+
 export function encodeListResponse (objects: string[], more: boolean): Uint8Array {
   return encoder.encode(`{"entries":[${objects.join(',')}],"more":${more}}`)
 }
@@ -192,6 +223,11 @@ function toEntry (o: z.infer<typeof wireObject>): Entry<unknown> {
 export function decodeEntryResponse (bytes: Uint8Array): Entry<unknown> | undefined {
   const res = check(entryResponse, parseJson(bytes, 'log response'), 'log response')
   return res.entry != null ? toEntry(res.entry) : undefined
+}
+
+export function decodeWriteResponse (bytes: Uint8Array): { entry: Entry<unknown>, replicas: number } {
+  const res = check(writeResponse, parseJson(bytes, 'log write response'), 'log write response')
+  return { entry: toEntry(res.entry), replicas: res.replicas ?? 1 }
 }
 
 export function decodeListResponse (bytes: Uint8Array): { entries: Array<Entry<unknown>>, more: boolean } {

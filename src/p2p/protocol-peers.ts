@@ -53,13 +53,18 @@ export class ProtocolPeers {
     return [...this.peers.values()]
   }
 
-  /** The peers in random order, for spreading load and failing over. */
-  shuffled (): PeerId[] {
+  /**
+   * The peers in random order, for spreading load and failing over; `first` (a peer id string,
+   * e.g. the peer that answered last) leads when it is connected.
+   */
+  shuffled (first?: string): PeerId[] {
     const list = this.list()
     for (let i = list.length - 1; i > 0; i--) {
       const j = Math.floor(Math.random() * (i + 1))
       ;[list[i], list[j]] = [list[j] as PeerId, list[i] as PeerId]
     }
+    const i = first != null ? list.findIndex(p => p.toString() === first) : -1
+    if (i > 0) list.unshift(...list.splice(i, 1))
     return list
   }
 }

@@ -1,4 +1,4 @@
-import { InvalidEntryError, type ClusterLogAccess, type Entry, type Kind } from '../../src/clusterlog/index.ts'
+import { InvalidEntryError, type ClusterLogAccess, type Entry, type Kind, type Written } from '../../src/clusterlog/index.ts'
 import { RequestError } from '../../src/util/errors.ts'
 import { inboxKey, type Notice } from '../../src/mailbox/notice.ts'
 
@@ -27,7 +27,7 @@ export class MemoryLog implements ClusterLogAccess {
     this.entries.set(`${kind}\u0000${key}`, { kind, key, value, deleted: false, version: String(this.version).padStart(16, '0'), origin: 'other', rev: this.version })
   }
 
-  async put<T>(kind: Kind<T>, key: string, value: T): Promise<Entry<T>> {
+  async put<T>(kind: Kind<T>, key: string, value: T): Promise<Written<T>> {
     this.check()
     if (this.failPutsAfter !== undefined) {
       if (this.failPutsAfter === 0) throw new RequestError('no cluster-log resource answered (tried 2): timeout', 'ERR_NO_RESOURCE')
@@ -37,15 +37,15 @@ export class MemoryLog implements ClusterLogAccess {
     if (!parsed.success) throw new InvalidEntryError(`value does not match kind '${kind.name}': ${parsed.error.issues[0]?.message ?? ''}`)
     this.puts.push({ kind: kind.name, key })
     this.seed(kind.name, key, structuredClone(parsed.data))
-    return this.entries.get(`${kind.name}\u0000${key}`) as Entry<T>
+    return { ...this.entries.get(`${kind.name}\u0000${key}`) as Entry<T>, replicas: 1 }
   }
 
-  async delete<T>(kind: Kind<T>, key: string): Promise<Entry<T>> {
+  async delete<T>(kind: Kind<T>, key: string): Promise<Written<T>> {
     this.check()
     this.deletes++
     const e = { kind: kind.name, key, value: undefined, deleted: true, version: String(++this.version).padStart(16, '0'), origin: 'mem', rev: this.version }
     this.entries.set(`${kind.name}\u0000${key}`, e)
-    return e
+    return { ...e, replicas: 1 }
   }
 
   async get<T>(kind: Kind<T>, key: string): Promise<Entry<T> | undefined> {

@@ -1,18 +1,16 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { z } from 'zod'
-import { Registry } from 'prom-client'
 import { generateKeyPair } from '@libp2p/crypto/keys'
-import type { PrivateKey } from '@libp2p/interface'
-import { createHost, handleRequests, request, type Host } from '../../src/p2p/index.ts'
+import { createHost, handleRequests, request } from '../../src/p2p/index.ts'
 import { silentLogger } from '../../src/util/logger.ts'
 import { clusterLog, clusterLogClient, defineKind, type ClusterLog, type Entry } from '../../src/clusterlog/index.ts'
 import { SYNC_PROTOCOL } from '../../src/clusterlog/constants.ts'
 import { waitFor } from '../helpers/wait.ts'
+import { clusterLogTestbed, connect, counter, type Resource } from '../helpers/clusterlog.ts'
 
 /**
  * Real libp2p hosts in one process on 127.0.0.1: resources replicate the cluster log, recover
@@ -24,53 +22,8 @@ const SYNC_MS = 300
 const app = defineKind('app', z.object({ replicas: z.number().int().min(0), by: z.string() }))
 const notice = defineKind('notice', z.string())
 
-const root = fs.mkdtempSync(path.join(os.tmpdir(), 'astrad-clusterlog-it-'))
-after(() => { fs.rmSync(root, { recursive: true, force: true }) })
-
-interface Resource {
-  name: string
-  host: Host
-  log: ClusterLog
-  registry: Registry
-  dataDir: string
-  key: PrivateKey
-}
-
-const running = new Set<Host>()
-
-async function newHost (key?: PrivateKey): Promise<Host> {
-  const host = await createHost({ privateKey: key ?? await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'] })
-  await host.start()
-  running.add(host)
-  return host
-}
-
-async function resource (name: string, opts: { dataDir?: string, key?: PrivateKey, syncIntervalMs?: number } = {}): Promise<Resource> {
-  const key = opts.key ?? await generateKeyPair('Ed25519')
-  const dataDir = opts.dataDir ?? path.join(root, `${name}-${Math.random().toString(36).slice(2, 8)}`)
-  const host = await newHost(key)
-  const registry = new Registry()
-  const log = clusterLog({ dataDir, syncIntervalMs: opts.syncIntervalMs ?? SYNC_MS })({ libp2p: host, logger: silentLogger(), registry })
-  await log.start()
-  return { name, host, log, registry, dataDir, key }
-}
-
-async function stopResource (r: Resource): Promise<void> {
-  await r.log.stop()
-  await r.host.stop()
-  running.delete(r.host)
-}
-
-async function stopAll (): Promise<void> {
-  await Promise.allSettled([...running].map(async h => { await h.stop() }))
-  running.clear()
-}
-
-async function connect (a: Host, b: Host): Promise<void> {
-  const addr = b.getMultiaddrs()[0]
-  assert.ok(addr != null)
-  await a.dial(addr)
-}
+const { root, newHost, resource, stopResource, stopAll, cleanup } = clusterLogTestbed({ syncIntervalMs: SYNC_MS })
+after(cleanup)
 
 /** Everything a resource holds of the two kinds, versions included. */
 function snapshot (log: ClusterLog): unknown[] {
@@ -84,12 +37,6 @@ async function converged (rs: Resource[], expectedObjects?: number): Promise<voi
     if (expectedObjects != null && snapshot(rs[0]?.log as ClusterLog).length !== expectedObjects) return false
     return rs.every(r => JSON.stringify(snapshot(r.log)) === first)
   })
-}
-
-async function counter (registry: Registry, name: string, reason: string): Promise<number> {
-  const metric = registry.getSingleMetric(name)
-  if (metric == null) return 0
-  return (await metric.get()).values.find(v => v.labels.reason === reason)?.value ?? 0
 }
 
 test('three resources converge after writes on different resources, concurrent writes to one key included', async (t) => {

@@ -2,7 +2,8 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { z } from 'zod'
 import {
-  decodeAccessRequest, decodeHint, decodeSyncRequest, decodeSyncResponse, encodeLogEntry, encodeSyncRequest, encodeSyncResponse
+  decodeAccessRequest, decodeHint, decodeReplicateRequest, decodeReplicateResponse, decodeSyncRequest, decodeSyncResponse, decodeWriteResponse,
+  encodeLogEntry, encodeReplicateRequest, encodeReplicateResponse, encodeSyncRequest, encodeSyncResponse, encodeWriteResponse
 } from '../../src/clusterlog/wire.ts'
 import { formatVersion } from '../../src/clusterlog/hlc.ts'
 import { defineKind, encodeValue } from '../../src/clusterlog/kind.ts'
@@ -77,4 +78,28 @@ test('kinds check values against their schema and JSON size', () => {
   const blob = defineKind('blob', z.string())
   assert.throws(() => encodeValue(blob, 'x'.repeat(MAX_VALUE_BYTES)), { name: 'InvalidEntryError' })
   assert.throws(() => defineKind('Not A Kind', z.string()), { name: 'InvalidEntryError' })
+})
+
+test('replicate requests and responses round-trip; malformed ones are DecodeErrors', () => {
+  const e: LogEntry = { origin, seq: 3, kind: 'app', key: 'a', version: entry().version as string, deleted: false, pruned: false, value: '{"x":1}' }
+  assert.deepEqual(decodeReplicateRequest(encodeReplicateRequest(e)), e)
+  const pruned: LogEntry = { ...e, pruned: true }
+  delete pruned.value
+  assert.deepEqual(decodeReplicateRequest(encodeReplicateRequest(pruned)), pruned)
+  assert.equal(decodeReplicateResponse(encodeReplicateResponse(7)), 7)
+  assert.throws(() => decodeReplicateRequest(bytes('nope')), decodeErr)
+  assert.throws(() => decodeReplicateRequest(bytes({ entry: entry(), more: true })), decodeErr)
+  assert.throws(() => decodeReplicateRequest(bytes({ entry: entry({ seq: 0 }) })), decodeErr)
+  assert.throws(() => decodeReplicateRequest(bytes({ entry: entry({ value: undefined }) })), decodeErr)
+  assert.throws(() => decodeReplicateRequest(bytes({ entries: [entry()] })), decodeErr)
+  assert.throws(() => decodeReplicateResponse(bytes({ have: -1 })), decodeErr)
+  assert.throws(() => decodeReplicateResponse(bytes({ have: 1, extra: 1 })), decodeErr)
+})
+
+test('write responses carry replicas; an answer without them counts as one copy', () => {
+  const object = { kind: 'app', key: 'a', value: { x: 1 }, deleted: false, version: entry().version as string, origin: fakePeerId(1), rev: 4 }
+  assert.deepEqual(decodeWriteResponse(encodeWriteResponse(object, 2)), { entry: object, replicas: 2 })
+  assert.deepEqual(decodeWriteResponse(bytes({ entry: object })), { entry: object, replicas: 1 })
+  assert.throws(() => decodeWriteResponse(bytes({ entry: object, replicas: 0 })), decodeErr)
+  assert.throws(() => decodeWriteResponse(bytes({ entry: null, replicas: 1 })), decodeErr)
 })
