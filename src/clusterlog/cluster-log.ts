@@ -5,6 +5,7 @@ import type { PeerId } from '@libp2p/interface'
 import type { Registry } from 'prom-client'
 import { type Host, ProtocolPeers, handleRequests, request } from '../p2p/index.ts'
 import type { Logger } from '../util/logger.ts'
+import { Trust } from '../trust/index.ts'
 import { AstradError, DecodeError, LifecycleError, errorMessage } from '../util/errors.ts'
 import { LogStore, peerOf } from './store.ts'
 import { Replicator } from './replicate.ts'
@@ -467,8 +468,13 @@ class ClusterLogService implements ClusterLog {
    * Who may push entries into our log: for now any connected peer that serves the cluster log
    * itself (a resource, as identify told us). The one place to swap for a role-certificate check.
    */
-  private mayReplicate (peer: PeerId): boolean {
-    return this.resources?.list().some(p => p.equals(peer)) ?? false
+  /**
+   * Pushes are taken from peers serving the cluster log that hold the resource role (their
+   * certificate, docs/security.md); with --insecure, from any peer serving the log.
+   */
+  private async mayReplicate (peer: PeerId): Promise<boolean> {
+    if (!(this.resources?.list().some(p => p.equals(peer)) ?? false)) return false
+    return await Trust.of(this.components.libp2p).check(peer, 'resource', REPLICATE_PROTOCOL)
   }
 
   /**
@@ -479,7 +485,7 @@ class ClusterLogService implements ClusterLog {
    */
   private readonly serveReplicate = async (bytes: Uint8Array, peer: PeerId): Promise<Uint8Array> => {
     const store = this.openStore()
-    if (!this.mayReplicate(peer)) throw new AstradError('replicate pushes are taken from cluster-log resources only', 'ERR_FORBIDDEN')
+    if (!await this.mayReplicate(peer)) throw new AstradError('replicate pushes are taken from cluster-log resources only', 'ERR_FORBIDDEN')
     const entry = decodeReplicateRequest(bytes)
     if (peerOf(entry.origin) !== peer.toString()) throw new DecodeError('replicate request: a resource pushes only its own entries')
     if (entry.seq > store.highWater(entry.origin)) {
