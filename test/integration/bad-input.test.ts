@@ -3,14 +3,14 @@ import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
-import { createHost, request, type Host } from '../../src/p2p/index.ts'
-import { encodeClusterSecret, newClusterSecret, pskBytes, readClusterSecret, writeSecretFile } from '../../src/trust/index.ts'
+import { request, type Host } from '../../src/p2p/index.ts'
+import { encodeClusterSecret, newClusterSecret, readClusterSecret, writeSecretFile } from '../../src/trust/index.ts'
 import { encodeHeartbeat } from '../../src/membership/heartbeat.ts'
 import { ONLINE_PROTOCOL, ONLINE_TOPIC } from '../../src/membership/constants.ts'
 import { TestCluster, waitFor, stateIn } from '../helpers/cluster.ts'
 import { heartbeat } from '../helpers/heartbeat.ts'
+import { testHost } from '../helpers/member-host.ts'
 
 const cluster = new TestCluster()
 const hosts: Host[] = []
@@ -26,11 +26,10 @@ after(async () => {
  * token's) but no certificate. (Without the key it could not connect at all: trust-attacks.test.ts.)
  */
 async function rogueHost (): Promise<Host> {
-  const secret = await readClusterSecret(await cluster.clusterKey())
-  const h = await createHost({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], swarmKey: pskBytes(secret.psk) })
-  hosts.push(h)
-  await h.start()
-  return h
+  const { host } = await testHost(await readClusterSecret(await cluster.clusterKey()))
+  hosts.push(host)
+  await host.start()
+  return host
 }
 
 async function dropped (counterGet: () => Promise<{ values: Array<{ labels: Record<string, unknown>, value: number }> }>, reason: string): Promise<number> {

@@ -3,12 +3,10 @@ import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
-import { createHost, request, type Host } from '../../src/p2p/index.ts'
+import { request, type Host } from '../../src/p2p/index.ts'
 import {
-  Trust, createJoinToken, encodeClusterSecret, issueMemberCert, newClusterSecret, pskBytes, readClusterSecret, writeSecretFile,
-  type ClusterSecret, type Role
+  createJoinToken, encodeClusterSecret, newClusterSecret, readClusterSecret, writeSecretFile, type ClusterSecret, type Role, type Trust
 } from '../../src/trust/index.ts'
 import { encodeHeartbeat, heartbeatTopic, type Heartbeat } from '../../src/membership/heartbeat.ts'
 import { encodeRecords } from '../../src/membership/records.ts'
@@ -16,8 +14,8 @@ import { ANNOUNCE_PROTOCOL, ONLINE_TOPIC } from '../../src/membership/constants.
 import { ReserveClient } from '../../src/placement/index.ts'
 import { inferRemote } from '../../src/serving/index.ts'
 import type { Daemon } from '../../src/daemon/index.ts'
-import { silentLogger } from '../../src/util/logger.ts'
 import { TestCluster, waitFor, stateIn } from '../helpers/cluster.ts'
+import { testHost } from '../helpers/member-host.ts'
 
 /**
  * The attacks of issue 16 against real daemons, with rogue hosts built from the project's own
@@ -37,17 +35,13 @@ after(async () => {
   fs.rmSync(tmp, { recursive: true, force: true })
 })
 
-/** A rogue host: with the cluster's private-network key if given, with a certificate for `roles` if given. */
+/** A rogue host (started): with the cluster's private-network key if given, with a certificate for `roles` if given. */
 async function rogueHost (secret?: ClusterSecret, roles?: Role[]): Promise<Host> {
-  const h = await createHost({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'], swarmKey: secret != null ? pskBytes(secret.psk) : undefined })
-  hosts.push(h)
-  if (secret != null && roles != null) {
-    const trust = new Trust({ clusterPublic: secret.key.publicKey, selfCert: await issueMemberCert(secret.key.privateKey, h.peerId.toString(), roles), logger: silentLogger() })
-    trusts.push(trust)
-    await trust.attach(h)
-  }
-  await h.start()
-  return h
+  const { host, trust } = await testHost(secret, roles)
+  hosts.push(host)
+  if (trust != null) trusts.push(trust)
+  await host.start()
+  return host
 }
 
 async function counted (d: Daemon, metric: string, labels: Record<string, string>): Promise<number> {
