@@ -54,6 +54,14 @@ export const DEAD_AFTER_MS = 2_800
 export const DEAD_AFTER_DISCONNECT_MS = 1_500
 /** How often resources evaluate silences. */
 export const TICK_INTERVAL_MS = 100
+/**
+ * Nothing forged sticks (docs/membership.md): when a record's version and the time its node was
+ * last heard disagree by more than this, time wins, so a claim with an inflated version ("left
+ * at incarnation + 1") is overturned by the node's own later beats. Two heartbeat periods: more
+ * than the transit and gossip delay that blur record ages on a loaded machine, so honest records
+ * (newer versions are heard later) are never reordered by it.
+ */
+export const REINSTATE_MARGIN_MS = 2 * HEARTBEAT_INTERVAL_MS
 /** Dead and left nodes stay listed this long (for `astrad status`), then are forgotten. */
 export const FORGET_AFTER_MS = 10 * 60_000
 

@@ -1,6 +1,6 @@
 import type { Clock } from '../util/time.ts'
 import type { Heartbeat, NodeState } from './heartbeat.ts'
-import { SUSPECT_AFTER_MS, DEAD_AFTER_MS, DEAD_AFTER_DISCONNECT_MS, FORGET_AFTER_MS } from './constants.ts'
+import { SUSPECT_AFTER_MS, DEAD_AFTER_MS, DEAD_AFTER_DISCONNECT_MS, FORGET_AFTER_MS, REINSTATE_MARGIN_MS } from './constants.ts'
 
 /** One daemon as the cluster sees it. */
 export interface NodeRecord {
@@ -12,6 +12,10 @@ export interface NodeRecord {
   changedAt: number
   /** Set when our direct connection to the node closed and no heartbeat has come since. */
   disconnectedAt?: number
+  /** The newest (incarnation, seq) the node itself told us, in a heartbeat it signed (resources). */
+  own?: { incarnation: number, seq: number }
+  /** Local clock time we last heard the node itself (resources). */
+  heardAt?: number
 }
 
 export interface Thresholds {
@@ -19,13 +23,15 @@ export interface Thresholds {
   deadAfterMs: number
   deadAfterDisconnectMs: number
   forgetAfterMs: number
+  reinstateMarginMs: number
 }
 
 export const DEFAULT_THRESHOLDS: Thresholds = {
   suspectAfterMs: SUSPECT_AFTER_MS,
   deadAfterMs: DEAD_AFTER_MS,
   deadAfterDisconnectMs: DEAD_AFTER_DISCONNECT_MS,
-  forgetAfterMs: FORGET_AFTER_MS
+  forgetAfterMs: FORGET_AFTER_MS,
+  reinstateMarginMs: REINSTATE_MARGIN_MS
 }
 
 /**
@@ -43,6 +49,10 @@ function rank (state: NodeState): number {
  */
 export function compareVersions (a: Pick<NodeRecord, 'hb' | 'state'>, b: Pick<NodeRecord, 'hb' | 'state'>): number {
   return (a.hb.incarnation - b.hb.incarnation) || (a.hb.seq - b.hb.seq) || (rank(a.state) - rank(b.state))
+}
+
+function beyond (hb: Heartbeat, own: { incarnation: number, seq: number } | undefined): boolean {
+  return own == null || (hb.incarnation - own.incarnation || hb.seq - own.seq) > 0
 }
 
 /** Fields whose change is announced at once; load figures travel in the periodic pull. */
@@ -73,19 +83,32 @@ export class OnlineList {
   all (): NodeRecord[] { return [...this.records.values()] }
 
   /**
-   * A heartbeat heard directly. Returns the record if the change is one to announce (new node,
-   * state change, static fields changed), else undefined (load-only update or stale).
+   * A heartbeat heard directly (signed by the node itself). Returns the record if the change is
+   * one to announce (new node, state change, static fields changed), else undefined (load-only
+   * update or stale).
+   *
+   * Nothing forged sticks (docs/membership.md): a heartbeat older by version than the record is
+   * normally a late one and ignored, but if it is newer than anything the node itself told us
+   * and was heard more than `reinstateMarginMs` after the heartbeat the record reflects, the
+   * record's higher version is a claim by someone else (a forged or stale digest: "left at
+   * incarnation + 1") that the node's own later beat refutes: the node's word replaces it.
    */
   ingest (hb: Heartbeat): NodeRecord | undefined {
     const now = this.clock.now()
     const cur = this.records.get(hb.peerId)
-    const next: NodeRecord = { hb, state: hb.state, lastSeen: now, changedAt: now }
+    const next: NodeRecord = { hb, state: hb.state, lastSeen: now, changedAt: now, own: { incarnation: hb.incarnation, seq: hb.seq }, heardAt: now }
     if (cur == null) {
       this.records.set(hb.peerId, next)
       return next
     }
-    if (compareVersions(next, cur) <= 0) {
+    if (!beyond(hb, cur.own)) {
       // An old or duplicate heartbeat (gossip can deliver out of order): nothing new.
+      return undefined
+    }
+    cur.heardAt = now
+    if (compareVersions(next, cur) <= 0 && now - cur.lastSeen <= this.thresholds.reinstateMarginMs) {
+      // Older than a claim made about it moments ago: wait (a late beat proves nothing yet).
+      cur.own = next.own
       return undefined
     }
     const announce = cur.state !== next.state || staticChanged(cur.hb, hb)
@@ -96,22 +119,29 @@ export class OnlineList {
 
   /**
    * A record learnt from another resource (digest or snapshot), `ageMs` old at the sender.
-   * Adopted if it is a newer version. Returns the record when our view changed in a way to
-   * announce.
+   * Adopted if it is a newer version, except (docs/membership.md, "Nothing forged sticks"):
+   * - while we hear the node ourselves (a heartbeat within deadAfterMs), only the node speaks for
+   *   itself: records about it from others are ignored;
+   * - when version and time disagree by more than `reinstateMarginMs` time wins: a newer version
+   *   whose node was heard earlier than ours is a stale or forged claim, and an older version
+   *   heard later than ours refutes the claim we hold (the node is still beating).
+   * Returns the record when our view changed in a way to announce.
    */
   merge (remote: { hb: Heartbeat, state: NodeState, ageMs: number }): NodeRecord | undefined {
     const now = this.clock.now()
     const cur = this.records.get(remote.hb.peerId)
     const lastSeen = now - Math.max(0, remote.ageMs)
     if (cur != null) {
+      if (cur.heardAt != null && now - cur.heardAt < this.thresholds.deadAfterMs) return undefined
       const cmp = compareVersions(remote, cur)
-      if (cmp < 0) return undefined
       if (cmp === 0) {
         if (lastSeen > cur.lastSeen) cur.lastSeen = lastSeen
         return undefined
       }
+      const gap = lastSeen - cur.lastSeen
+      if (cmp < 0 ? gap <= this.thresholds.reinstateMarginMs : gap < -this.thresholds.reinstateMarginMs) return undefined
     }
-    const next: NodeRecord = { hb: remote.hb, state: remote.state, lastSeen, changedAt: now }
+    const next: NodeRecord = { hb: remote.hb, state: remote.state, lastSeen, changedAt: now, own: cur?.own, heardAt: cur?.heardAt }
     const announce = cur == null || cur.state !== next.state || staticChanged(cur.hb, next.hb)
     if (!announce && cur != null) next.changedAt = cur.changedAt
     this.records.set(remote.hb.peerId, next)

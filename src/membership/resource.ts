@@ -5,8 +5,9 @@ import type { Clock } from '../util/time.ts'
 import type { Metrics } from '../metrics/index.ts'
 import { type Host, ProtocolPeers, handleRequests } from '../p2p/index.ts'
 import { AstradError, errorMessage } from '../util/errors.ts'
+import { TrustError } from '../trust/index.ts'
 import { OnlineList, type NodeRecord, type Thresholds } from './online-list.ts'
-import { GossipDecoder } from './gossip.ts'
+import { GossipDecoder, holdsClaimedRoles } from './gossip.ts'
 import { encodeRecords, type WireRecord } from './records.ts'
 import { serveOnlineList, pullOnlineList } from './snapshot.ts'
 import { ChangeListeners, type MembershipView } from './view.ts'
@@ -51,7 +52,7 @@ export class ResourceMembership implements MembershipView {
     this.components = components
     this.shards = init.shards ?? HEARTBEAT_SHARDS
     this.list = new OnlineList(components.clock, init.thresholds)
-    this.decoder = new GossipDecoder(components.metrics)
+    this.decoder = new GossipDecoder(components.metrics, components.libp2p)
     this.resources = new ProtocolPeers(components.libp2p, ONLINE_PROTOCOL)
   }
 
@@ -126,12 +127,13 @@ export class ResourceMembership implements MembershipView {
 
   /**
    * A node's `draining`/`left` beat sent straight to us: taken like a gossiped one, and answered
-   * (empty) as the confirmation. The connection's Noise handshake proved the sender: a node
-   * announces only for itself.
+   * (empty) as the confirmation. The connection's Noise handshake proved the sender: a daemon
+   * announces only for itself, and only the roles its certificate grants (as on gossip).
    */
-  private readonly onAnnounce = (req: Uint8Array, peer: PeerId): Uint8Array => {
+  private readonly onAnnounce = async (req: Uint8Array, peer: PeerId): Promise<Uint8Array> => {
     const hb = decodeHeartbeat(req)
     if (hb.peerId !== peer.toString()) throw new AstradError('a node announces only for itself', 'ERR_FORBIDDEN')
+    if (!await holdsClaimedRoles(this.components.libp2p, peer, hb, ANNOUNCE_PROTOCOL)) throw new TrustError(`${ANNOUNCE_PROTOCOL}: refused; the announcement claims roles this peer's certificate does not grant`, 'role')
     this.components.metrics.heartbeatsReceived.inc()
     this.queue([this.list.ingest(hb)])
     return new Uint8Array(0)

@@ -37,7 +37,7 @@ export class SchedulerMembership implements MembershipView {
   constructor (components: SchedulerMembershipComponents) {
     this.components = components
     this.list = new OnlineList(components.clock)
-    this.decoder = new GossipDecoder(components.metrics)
+    this.decoder = new GossipDecoder(components.metrics, components.libp2p)
     this.resources = new ProtocolPeers(components.libp2p, ONLINE_PROTOCOL)
   }
 

@@ -29,10 +29,10 @@ export function createMetrics (init: MetricsInit = {}): Metrics {
     registry,
     heartbeatsSent: new Counter({ name: 'astrad_membership_heartbeats_sent_total', help: 'Heartbeats this daemon published', registers: r }),
     heartbeatsReceived: new Counter({ name: 'astrad_membership_heartbeats_received_total', help: 'Valid heartbeats ingested by the resource role', registers: r }),
-    heartbeatsDropped: new Counter({ name: 'astrad_membership_heartbeats_dropped_total', help: 'Heartbeats dropped, by reason (decode, signer, oversize)', labelNames: ['reason'], registers: r }),
+    heartbeatsDropped: new Counter({ name: 'astrad_membership_heartbeats_dropped_total', help: 'Heartbeats dropped, by reason (decode, signer, oversize, role: a role not in the signer\'s certificate)', labelNames: ['reason'], registers: r }),
     digestsPublished: new Counter({ name: 'astrad_membership_digests_published_total', help: 'Online-list change digests published', registers: r }),
     digestsReceived: new Counter({ name: 'astrad_membership_digests_received_total', help: 'Online-list change digests received', registers: r }),
-    digestsDropped: new Counter({ name: 'astrad_membership_digests_dropped_total', help: 'Online-list digests or snapshots refused, by reason', labelNames: ['reason'], registers: r }),
+    digestsDropped: new Counter({ name: 'astrad_membership_digests_dropped_total', help: 'Online-list digests or snapshots refused, by reason (decode, unsigned, role: author holds no resource certificate)', labelNames: ['reason'], registers: r }),
     viewPulls: new Counter({ name: 'astrad_membership_view_pulls_total', help: 'Full online-list pulls, by result', labelNames: ['result'], registers: r }),
     rpcRequests: new Counter({ name: 'astrad_rpc_requests_total', help: 'RPC port requests, by route and status code', labelNames: ['route', 'code'], registers: r })
   }

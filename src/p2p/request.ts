@@ -54,6 +54,12 @@ export interface HandlerOptions {
   maxInboundStreams?: number
   /** Called for every request that could not be served (bad input, timeouts); for counting. */
   onError?: (err: unknown, peer: PeerId) => void
+  /**
+   * Who may be served (e.g. `Trust.guard(libp2p, 'scheduler', protocol)`): called for every
+   * request once it is read, before the handler; what it throws is answered as the error (a
+   * TrustError: ERR_FORBIDDEN) and is not passed to `onError` (the trust layer counts refusals).
+   */
+  authorize?: (peer: PeerId) => Promise<void> | void
 }
 
 export type RequestHandler = (req: Uint8Array, peer: PeerId) => Promise<Uint8Array> | Uint8Array
@@ -66,14 +72,17 @@ export async function handleRequests (libp2p: Libp2p, protocol: string, handler:
       const lp = lpStream(stream, { maxDataLength: options.maxRequestBytes ?? MAX_REQUEST_BYTES })
       const req = (await lp.read({ signal })).subarray()
       let envelope: Uint8Array
+      let authorized = options.authorize == null
       try {
+        await options.authorize?.(connection.remotePeer)
+        authorized = true
         const body = await handler(req, connection.remotePeer)
         if (body.length > maxResponse) throw new AstradError(`response of ${body.length} bytes exceeds ${maxResponse}`, 'ERR_TOO_LARGE')
         envelope = new Uint8Array(body.length + 1)
         envelope[0] = STATUS_OK
         envelope.set(body, 1)
       } catch (err) {
-        options.onError?.(err, connection.remotePeer)
+        if (authorized) options.onError?.(err, connection.remotePeer)
         const code = err instanceof AstradError ? err.code : 'ERR_INTERNAL'
         const json = new TextEncoder().encode(JSON.stringify({ code, message: errorMessage(err) }))
         envelope = new Uint8Array(json.length + 1)

@@ -4,6 +4,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Host } from '../p2p/index.ts'
 import { handleRequests, request } from '../p2p/index.ts'
 import { DecodeError, errorMessage } from '../util/errors.ts'
+import { Trust } from '../trust/index.ts'
 import type { Ledger, LedgerSnapshot, Reservation } from './ledger.ts'
 import {
   MAX_CPU, MAX_GPU, MAX_LEDGER_RESPONSE_BYTES, MAX_RESERVE_REQUEST_BYTES, MAX_RESERVE_STREAMS, RESERVE_PROTOCOL, RESERVE_TIMEOUT_MS
@@ -76,7 +77,7 @@ export interface ReserveServerOptions {
   onReserve?: (accepted: boolean) => void
 }
 
-/** Node side: answers reservations from the ledger. */
+/** Node side: answers reservations from the ledger, to schedulers only (reserve, release and ledger reads). */
 export async function serveReservations (libp2p: Host, ledger: Ledger, options: ReserveServerOptions = {}): Promise<void> {
   await handleRequests(libp2p, RESERVE_PROTOCOL, (bytes) => {
     const parsed = requestSchema.safeParse(decodeJson(bytes, 'reserve request'))
@@ -99,6 +100,7 @@ export async function serveReservations (libp2p: Host, ledger: Ledger, options: 
     maxResponseBytes: MAX_LEDGER_RESPONSE_BYTES,
     timeoutMs: RESERVE_TIMEOUT_MS,
     maxInboundStreams: MAX_RESERVE_STREAMS,
+    authorize: Trust.guard(libp2p, 'scheduler', RESERVE_PROTOCOL),
     onError: (err, peer) => { if (err instanceof DecodeError) options.onBadRequest?.(err, peer) }
   })
 }

@@ -3,6 +3,7 @@ import type { PeerId } from '@libp2p/interface'
 import { z } from 'zod'
 import type { Host } from '../p2p/index.ts'
 import { AstradError, DecodeError, errorMessage } from '../util/errors.ts'
+import { Trust } from '../trust/index.ts'
 import {
   DATATYPES, DATATYPE_SIZE, DeadlineError, InferTransportError, InvalidInferRequestError, ServingError, UnavailableError, servingErrorFromCode,
   type InferRequest, type InferResult, type Tensor
@@ -82,7 +83,11 @@ export interface InferServerOptions {
   readTimeoutMs?: number
 }
 
-/** Node side: decodes requests, runs them on a local replica, answers. */
+/**
+ * Node side: decodes requests, runs them on a local replica, answers. Only schedulers are
+ * served (routers run there; a node never forwards): anyone else is answered ERR_FORBIDDEN before
+ * the request is read.
+ */
 export async function serveInference (libp2p: Host, infer: LocalInfer, options: InferServerOptions = {}): Promise<void> {
   await libp2p.handle(INFER_PROTOCOL, async (stream, connection) => {
     // Reading the request gets a fixed allowance; the run itself is bounded by its deadline.
@@ -91,6 +96,7 @@ export async function serveInference (libp2p: Host, infer: LocalInfer, options: 
     let answer: Uint8Array[]
     let signal = readSignal
     try {
+      await Trust.of(libp2p).require(connection.remotePeer, 'scheduler', INFER_PROTOCOL)
       let req: InferRequest
       let app: string
       try {

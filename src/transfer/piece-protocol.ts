@@ -2,6 +2,7 @@ import type { PeerId, Stream } from '@libp2p/interface'
 import type { Host } from '../p2p/index.ts'
 import type { Logger } from '../util/logger.ts'
 import { AstradError, DecodeError, RequestError, errorMessage } from '../util/errors.ts'
+import { Trust } from '../trust/index.ts'
 import { pieceLength, type Manifest } from './manifest.ts'
 import { StreamReader, STATUS_ERROR, STATUS_OK, errorFrame, readErrorFrame, send } from './stream-io.ts'
 import {
@@ -126,6 +127,7 @@ export class PieceServer {
     try {
       const req = decodePieceRequest(await reader.exactly(REQUEST_BYTES, stall.signal))
       reader.close()
+      await Trust.of(this.components.libp2p).require(peer, 'member', PIECE_PROTOCOL)
       const manifest = source.manifest(req.id)
       if (manifest == null) throw new AstradError(`no model ${req.id}`, 'ERR_NOT_FOUND')
       let plen: number

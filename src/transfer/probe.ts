@@ -6,6 +6,7 @@ import type { Host } from '../p2p/host.ts'
 import { ProtocolPeers } from '../p2p/protocol-peers.ts'
 import type { Logger } from '../util/logger.ts'
 import { AstradError, DecodeError, RequestError, errorMessage } from '../util/errors.ts'
+import { Trust } from '../trust/index.ts'
 import { backoffDelay, sleep } from '../util/time.ts'
 import { StreamReader, STATUS_ERROR, STATUS_OK, errorFrame, readErrorFrame, send } from './stream-io.ts'
 import type { TransferLimits } from './limiter.ts'
@@ -222,6 +223,7 @@ export class ProbeServer {
         if (signal.aborted) throw err
         throw new AstradError(`bad probe request: ${errorMessage(err)}`, 'ERR_BAD_REQUEST')
       }
+      await Trust.of(this.libp2p).require(peer, 'member', PROBE_PROTOCOL)
       if (this.stats.active >= this.maxConcurrent || (this.perPeer.get(key) ?? 0) >= this.maxPerPeer) {
         this.noteRefusal()
         throw new ProbeError('probe server busy; retry later', 'ERR_BUSY', { retryAfterMs: this.retryHint() })

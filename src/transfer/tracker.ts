@@ -6,6 +6,7 @@ import { type Host, ProtocolPeers, handleRequests, request } from '../p2p/index.
 import type { Logger } from '../util/logger.ts'
 import { systemClock, type Clock } from '../util/time.ts'
 import { AstradError, DecodeError, RequestError, errorMessage } from '../util/errors.ts'
+import { Trust } from '../trust/index.ts'
 import { Bitfield } from './bitfield.ts'
 import { decodeHave, type Have } from './have.ts'
 import {
@@ -100,6 +101,7 @@ export class Tracker {
     await handleRequests(libp2p, TRACKER_PROTOCOL, async (req, peer) => this.answer(req, peer), {
       maxRequestBytes: MAX_TRACKER_REQUEST_BYTES,
       maxResponseBytes: MAX_TRACKER_RESPONSE_BYTES,
+      authorize: Trust.guard(libp2p, 'member', TRACKER_PROTOCOL),
       onError: () => { this.stats.rejected++ }
     })
     this.sweepTimer = setInterval(() => { this.sweep() }, 5_000)
@@ -118,18 +120,28 @@ export class Tracker {
     await this.components.libp2p.unhandle(TRACKER_PROTOCOL).catch(() => {})
   }
 
-  private readonly validate = (_peer: unknown, msg: Message): TopicValidatorResult => {
+  /**
+   * A have announcement is signed by its holder (StrictSign `from`), who speaks only for itself
+   * (it is recorded under `from`) and must hold the node role: only nodes hold models.
+   */
+  private readonly validate = async (peer: PeerId, msg: Message): Promise<TopicValidatorResult> => {
     if (msg.type !== 'signed' || msg.data.length > MAX_HAVE_BYTES) {
       this.stats.rejected++
       return TopicValidatorResult.Reject
     }
+    let have: Have
     try {
-      this.decoded.set(msg.data, decodeHave(msg.data))
-      return TopicValidatorResult.Accept
+      have = decodeHave(msg.data)
     } catch {
       this.stats.rejected++
       return TopicValidatorResult.Reject
     }
+    if (!await Trust.of(this.components.libp2p).check(msg.from, 'node', HAVE_TOPIC, peer)) {
+      this.stats.rejected++
+      return TopicValidatorResult.Reject
+    }
+    this.decoded.set(msg.data, have)
+    return TopicValidatorResult.Accept
   }
 
   private readonly onMessage = (evt: CustomEvent<Message>): void => {
@@ -344,6 +356,8 @@ export class TrackerClient {
     const payload = new TextEncoder().encode(JSON.stringify(body))
     let lastErr: unknown = new RequestError('no resource connected to ask the tracker', 'ERR_NO_TRACKER')
     for (const peer of this.resources.shuffled()) {
+      // Holders are only learnt from resources: a tracker answer names whom to download from.
+      if (!await Trust.of(this.libp2p).check(peer, 'resource', TRACKER_PROTOCOL)) continue
       try {
         const res = await request(this.libp2p, peer, TRACKER_PROTOCOL, payload, { signal, maxResponseBytes: MAX_TRACKER_RESPONSE_BYTES })
         return JSON.parse(new TextDecoder().decode(res))

@@ -83,6 +83,14 @@ export class Trust {
     return registered.get(libp2p) ?? INSECURE
   }
 
+  /**
+   * A request handler's gate (p2p/request.ts `authorize`): throws a TrustError (ERR_FORBIDDEN)
+   * unless the peer holds `need` in the trust registered for `host` (looked up at each call).
+   */
+  static guard (host: object, need: Need | Need[], where: string): (peer: PeerId) => Promise<void> {
+    return async peer => { await Trust.of(host).require(peer, need, where) }
+  }
+
   /** Registers with `libp2p`, serves CERT_PROTOCOL and fetches the certificate of each peer that identifies. */
   async attach (libp2p: Libp2p): Promise<void> {
     this.libp2p = libp2p

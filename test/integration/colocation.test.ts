@@ -1,16 +1,19 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
-import { createHost, type Host } from '../../src/p2p/index.ts'
+import type { Host } from '../../src/p2p/index.ts'
+import { readClusterSecret, type Trust } from '../../src/trust/index.ts'
 import { encodeHeartbeat, heartbeatTopic } from '../../src/membership/heartbeat.ts'
 import { TestCluster, waitFor, stateIn } from '../helpers/cluster.ts'
 import { heartbeat } from '../helpers/heartbeat.ts'
+import { testHost } from '../helpers/member-host.ts'
 
 const cluster = new TestCluster()
 const hosts: Host[] = []
+const trusts: Trust[] = []
 after(async () => {
   await Promise.allSettled(hosts.map(async h => { await h.stop() }))
+  await Promise.allSettled(trusts.map(async t => { await t.detach() }))
   await cluster.cleanup()
 })
 
@@ -19,10 +22,13 @@ after(async () => {
 test('24 nodes behind one IP address are all listed alive', async () => {
   const res = await cluster.start({ roles: ['resource', 'scheduler'] })
   const target = multiaddr(cluster.addr(res))
+  // Cluster members: the network key and a node certificate each (heartbeats claim the node role).
+  const secret = await readClusterSecret(await cluster.clusterKey())
   for (let i = 0; i < 24; i++) {
-    const h = await createHost({ privateKey: await generateKeyPair('Ed25519'), listen: [] })
-    hosts.push(h)
-    await h.start()
+    const { host, trust } = await testHost(secret, ['node'], [])
+    hosts.push(host)
+    if (trust != null) trusts.push(trust)
+    await host.start()
   }
   // All dial at once from 127.0.0.1, as a NAT'd cell does after a resource restart. On a busy
   // machine 24 Noise handshakes at once in one process can outlast the upgrade timeout: a

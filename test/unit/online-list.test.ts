@@ -163,3 +163,55 @@ test('counts by state', () => {
   list.ingest(heartbeat({ peerId: fakePeerId(2), state: 'draining' }))
   assert.deepEqual(list.countByState(), { alive: 1, suspect: 0, draining: 1, dead: 0, left: 0 })
 })
+
+test('nothing forged sticks: a claim with an inflated version is overturned by the node\'s fresher records (scheduler view)', () => {
+  const clock = new FakeClock()
+  const list = new OnlineList(clock, T)
+  const inc = 1_700_000_000_000
+  list.merge({ hb: heartbeat({ incarnation: inc, seq: 10 }), state: 'alive', ageMs: 0 })
+  // A forged (or stale) digest: the node left, one incarnation later.
+  const forged = { hb: heartbeat({ incarnation: inc + 1, seq: 0, state: 'left' }), state: 'left' as const, ageMs: 0 }
+  assert.equal(list.merge(forged)?.state, 'left', 'a newer version is taken at first')
+  clock.advance(1000)
+  assert.equal(list.merge({ hb: heartbeat({ incarnation: inc, seq: 11 }), state: 'alive', ageMs: 0 }), undefined,
+    'a record heard within the margin proves nothing yet')
+  clock.advance(2000)
+  const back = list.merge({ hb: heartbeat({ incarnation: inc, seq: 13 }), state: 'alive', ageMs: 100 })
+  assert.equal(back?.state, 'alive', 'the node was heard well after the claim: reinstated, whatever the claim\'s incarnation')
+  assert.equal(back?.hb.incarnation, inc)
+  clock.advance(5000)
+  list.merge({ hb: heartbeat({ incarnation: inc, seq: 18 }), state: 'alive', ageMs: 0 })
+  // The stale claim, passed on again by a resource that still holds it, cannot come back.
+  assert.equal(list.merge({ ...forged, ageMs: 8000 }), undefined)
+  assert.equal(list.get(fakePeerId(0))?.state, 'alive')
+})
+
+test('nothing forged sticks: a resource that hears a node takes its state from the node alone', () => {
+  const clock = new FakeClock()
+  const list = new OnlineList(clock, T)
+  const inc = 1_700_000_000_000
+  list.ingest(heartbeat({ incarnation: inc, seq: 1 }))
+  clock.advance(500)
+  assert.equal(list.merge({ hb: heartbeat({ incarnation: inc + 1, seq: 0, state: 'left' }), state: 'left', ageMs: 0 }), undefined,
+    'a digest about a node we hear is ignored')
+  assert.equal(list.merge({ hb: heartbeat({ incarnation: inc, seq: 900 }), state: 'dead', ageMs: 0 }), undefined)
+  assert.equal(list.get(fakePeerId(0))?.state, 'alive')
+
+  // Not heard for a while (partition): a claim is taken; the node's own later beats refute it.
+  clock.advance(3000)
+  list.tick()
+  assert.equal(list.merge({ hb: heartbeat({ incarnation: inc + 1, seq: 0, state: 'left' }), state: 'left', ageMs: 0 })?.state, 'left')
+  clock.advance(500)
+  assert.equal(list.ingest(heartbeat({ incarnation: inc, seq: 2 })), undefined, 'a beat moments after the claim waits')
+  assert.equal(list.ingest(heartbeat({ incarnation: inc, seq: 2 })), undefined, 'a duplicate is nothing')
+  clock.advance(2000)
+  assert.equal(list.ingest(heartbeat({ incarnation: inc, seq: 3 }))?.state, 'alive', 'the node\'s own later beat reinstates it')
+  assert.equal(list.ingest(heartbeat({ incarnation: inc, seq: 2 })), undefined, 'and its older beats stay old')
+
+  // A `left` the node says itself is final.
+  clock.advance(1000)
+  assert.equal(list.ingest(heartbeat({ incarnation: inc, seq: 4, state: 'left' }))?.state, 'left')
+  clock.advance(5000)
+  assert.equal(list.ingest(heartbeat({ incarnation: inc, seq: 3 })), undefined)
+  assert.equal(list.get(fakePeerId(0))?.state, 'left')
+})

@@ -71,8 +71,15 @@ class World {
     return id
   }
 
+  /**
+   * A crashed node, as this resource concludes it: its connection closes and no heartbeat follows
+   * (others' claims about a node it hears are not taken: docs/membership.md). The others beat on.
+   */
   kill (id: string): void {
-    this.list.merge({ hb: this.hbs.get(id)!, state: 'dead', ageMs: 0 })
+    this.list.disconnected(id)
+    this.now += this.list.thresholds.deadAfterDisconnectMs
+    for (const other of this.hbs.keys()) if (other !== id && this.list.get(other)?.state === 'alive') this.beat({ peerId: other })
+    this.list.tick()
     this.ledgers.delete(id)
   }
 
@@ -258,7 +265,7 @@ test('only the owning scheduler places; a removed app is released', async () => 
   await w.reconcile()
   assert.equal(w.replicas().length, owner === w.self ? 1 : 0)
   // The other scheduler dies: ownership comes to us.
-  w.list.merge({ hb: w.hbs.get(other)!, state: 'dead', ageMs: 0 })
+  w.kill(other)
   await w.reconcile()
   assert.equal(w.replicas().length, 1)
   w.apps.delete('vad')
