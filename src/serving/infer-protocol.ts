@@ -212,8 +212,9 @@ export async function inferRemote (libp2p: Host, peer: PeerId, app: string, req:
       try { remote = JSON.parse(decoder.decode(first.subarray(1))) } catch {}
       const err = servingErrorFromCode(remote.code ?? 'ERR_REMOTE', remote.message ?? 'remote error', remote.retryAfter)
       await stream.close().catch(() => {})
-      // A node that refused before running (draining, full, no replica) never ran it.
-      const refused = err.status === 503 || err.status === 429
+      // A node that refused before running (draining, full, no replica, or one that could not
+      // check this scheduler's certificate) never ran it: another node may take it.
+      const refused = err.status === 503 || err.status === 429 || remote.code === 'ERR_FORBIDDEN'
       throw new RemoteInferError(err, refused ? 'unsent' : 'answered')
     }
     if (first[0] !== STATUS_OK) throw new DecodeError('bad answer status')

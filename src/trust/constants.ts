@@ -43,7 +43,7 @@ export const CERT_FETCH_TIMEOUT_MS = 3_000
 /** Certificates cached per daemon; the oldest are evicted beyond this (a cluster's members). */
 export const MAX_CACHED_CERTS = 50_000
 /** A peer that failed to show a certificate is not asked again for this long. */
-export const CERT_NEGATIVE_TTL_MS = 10_000
+export const CERT_NEGATIVE_TTL_MS = 2_000
 
 /** Refusal logs: at most one line per (protocol, reason) in this window, with the count since. */
 export const REFUSAL_LOG_INTERVAL_MS = 10_000
