@@ -3,9 +3,13 @@ import os from 'node:os'
 import path from 'node:path'
 import { AstradError, errorMessage } from '../util/errors.ts'
 import type { RequestSigner, RpcClient } from '../rpc/client.ts'
-import { parseOperatorCredential, readOperatorCredential, type OperatorCredential } from '../trust/files.ts'
-import { signOperatorRequest, writeScope } from '../trust/operator.ts'
+import type { OperatorCredential } from '../trust/files.ts'
 import { OPERATOR_CREDENTIAL_FILE, OPERATOR_HEADER } from '../trust/constants.ts'
+
+// The trust code (jose, zod) is loaded only when a write goes to a secure daemon: reads and
+// `status` start without it.
+const files = async (): Promise<typeof import('../trust/files.ts')> => await import('../trust/files.ts')
+const signing = async (): Promise<typeof import('../trust/operator.ts')> => await import('../trust/operator.ts')
 
 /**
  * The CLI side of operator authentication (docs/security.md "Operator writes"): every request
@@ -39,8 +43,8 @@ export interface CredentialSources {
  * Whether `method target` changes the cluster (the daemon checks the same routes): what the
  * trust layer's writeScope names, except a model removal that keeps the cluster's record.
  */
-export function isClusterWrite (method: string, target: string): boolean {
-  if (writeScope(method, target).length === 0) return false
+export async function isClusterWrite (method: string, target: string): Promise<boolean> {
+  if ((await signing()).writeScope(method, target).length === 0) return false
   const [p = '', q = ''] = target.split('?', 2)
   if (method.toUpperCase() === 'DELETE' && p.startsWith('/v1/models/')) return ['1', 'true', 'yes'].includes(new URLSearchParams(q).get('forget') ?? '')
   return true
@@ -59,7 +63,7 @@ export async function loadCredential (sources: CredentialSources = {}): Promise<
   if (fromEnv != null && fromEnv !== '') {
     if (!fromEnv.startsWith('{')) return await readNamed(fromEnv, 'ASTRAD_CREDENTIAL')
     try {
-      return await parseOperatorCredential(fromEnv, 'ASTRAD_CREDENTIAL')
+      return await (await files()).parseOperatorCredential(fromEnv, 'ASTRAD_CREDENTIAL')
     } catch (err) {
       throw new CredentialError(errorMessage(err))
     }
@@ -76,7 +80,7 @@ export async function loadCredential (sources: CredentialSources = {}): Promise<
 
 async function readNamed (file: string, source: string): Promise<OperatorCredential> {
   try {
-    return await readOperatorCredential(file)
+    return await (await files()).readOperatorCredential(file)
   } catch (err) {
     throw new CredentialError(`${source}: ${errorMessage(err)}`)
   }
@@ -90,18 +94,20 @@ export function operatorSigner (sources: CredentialSources = {}): RequestSigner 
   let self: Promise<SelfInfo | undefined> | undefined
   let cred: Promise<OperatorCredential> | undefined
   return async (req, client: RpcClient): Promise<Record<string, string>> => {
-    if (!isClusterWrite(req.method, req.path)) return {}
-    self ??= client.call<SelfInfo>('GET', '/v1/self').catch((err: unknown) => {
+    // GET and HEAD never change the cluster; whether another method does is asked of the trust
+    // code only when the daemon is secure.
+    if (req.method === 'GET' || req.method === 'HEAD') return {}
+    const info = await (self ??= client.call<SelfInfo>('GET', '/v1/self').catch((err: unknown) => {
       // A daemon from before operator authentication has no /v1/self and checks nothing.
       if ((err as { code?: string }).code === 'ERR_HTTP_404') return undefined
       self = undefined
       throw err
-    })
-    const info = await self
+    }))
     if (info == null || info.security !== 'secure') return {}
-    cred ??= loadCredential(sources).catch((err: unknown) => { cred = undefined; throw err })
+    if (!await isClusterWrite(req.method, req.path)) return {}
+    const credential = await (cred ??= loadCredential(sources).catch((err: unknown) => { cred = undefined; throw err }))
     const body = req.body instanceof Uint8Array ? req.body : { sha256: await req.body.sha256() }
-    const jwt = await signOperatorRequest(await cred, { method: req.method, path: req.path, body, audience: info.peerId })
+    const jwt = await (await signing()).signOperatorRequest(credential, { method: req.method, path: req.path, body, audience: info.peerId })
     return { [OPERATOR_HEADER]: jwt }
   }
 }
