@@ -79,10 +79,11 @@ export async function verifyRequestOperator (check: OperatorCheck, req: Incoming
   if (!check.secure) return undefined
   const method = req.method ?? 'GET'
   const jwt = operatorHeader(req)
-  if (jwt == null || jwt === '') throw new OperatorRequiredError(method, target.split('?')[0] ?? target)
   try {
-    return await check.verifyOperator(jwt, { method, path: target, body })
+    // Asked even without a header, so the refusal is counted and logged like any other.
+    return await check.verifyOperator(jwt === '' ? undefined : jwt, { method, path: target, body })
   } catch (err) {
+    if (jwt == null || jwt === '') throw new OperatorRequiredError(method, target.split('?')[0] ?? target)
     if (err instanceof AstradError && err.code === 'ERR_FORBIDDEN') throw new OperatorRefusedError(err.message)
     throw new OperatorRefusedError(errorMessage(err))
   }

@@ -18,6 +18,8 @@ import { TestCluster, waitFor } from '../helpers/cluster.ts'
 import { TEST_OPERATOR, operatorAuth, operatorCredential, operatorFetch, rpcUrl } from '../helpers/operator.ts'
 import { sequenceOutputModel } from '../helpers/onnx-models.ts'
 import { run } from '../helpers/cli.ts'
+import { deployDemo } from '../../src/daemon/demo.ts'
+import { appKind } from '../../src/placement/app.ts'
 
 /**
  * Operators are authenticated where cluster writes land (issue 16): the RPC port wants a signed
@@ -75,7 +77,7 @@ function drainNotice (id: string): Notice {
   }
 }
 
-test('the RPC port: cluster writes need a valid operator signature (401 without, 403 forged, stale, for another daemon or another body); reads stay open', async () => {
+test('the RPC port: cluster writes need a valid operator signature (401 without, 403 forged, for another daemon or another body); reads stay open', async () => {
   const res = await cluster.start({ roles: ['resource', 'scheduler'] })
   const node = await cluster.start({ roles: ['node'], bootstrap: [cluster.addr(res)] })
   await waitFor('node joined', () => node.ready)
@@ -104,7 +106,8 @@ test('the RPC port: cluster writes need a valid operator signature (401 without,
   assert.match(changed.body.error, /body differs/)
 
   assert.equal((await operatorFetch(cluster, res, 'GET', '/v1/notices', undefined, { sign: false })).body.notices.length, 0, 'nothing was published')
-  assert.ok(await refusals(res, 'rpc') >= 3, 'refusals counted under where="rpc"')
+  assert.ok(await refusals(res, 'rpc', 'not-operator') >= 1, 'the unsigned write counted')
+  assert.ok(await refusals(res, 'rpc') >= 4, 'refusals counted under where="rpc"')
 
   const published = await operatorFetch(cluster, res, 'POST', '/v1/notices', notice)
   assert.equal(published.status, 201, `signed publish: ${JSON.stringify(published.body)}`)
@@ -220,6 +223,14 @@ test('a node ignores a drain notice no verified operator wrote, and notices from
   })
   assert.equal(node.state, 'running', 'the node did not drain')
   assert.deepEqual(Object.keys(node.mailbox?.state.toJSON().applied ?? {}), [], 'nothing applied')
+})
+
+test('the demo deploy of a one-host start signs with the host\'s local-admin credential', async () => {
+  const host = await cluster.start({ roles: ['resource', 'scheduler', 'node'] })
+  assert.ok(host.security?.operatorCredential != null, 'a daemon holding the cluster key wrote its operator credential')
+  const demo = await deployDemo(host)
+  assert.equal(demo.deploy.author, 'local-admin')
+  assert.equal((await host.clusterLog.get(appKind, demo.deploy.app.spec.name))?.author, 'local-admin')
 })
 
 async function readOperatorCredentialText (text: string): Promise<Awaited<ReturnType<typeof readOperatorCredential>>> {
