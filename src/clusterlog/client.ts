@@ -1,7 +1,7 @@
 import { type Host, ProtocolPeers, request } from '../p2p/index.ts'
 import type { Logger } from '../util/logger.ts'
 import { DecodeError, LifecycleError, RequestError, errorMessage } from '../util/errors.ts'
-import { checkKey, checkKindName, encodeValue, typed, type Entry, type Kind, type Written } from './kind.ts'
+import { checkKey, checkKindName, encodeValue, typed, type Entry, type Kind, type WriteOptions, type Written } from './kind.ts'
 import { decodeEntryResponse, decodeListResponse, decodeWriteResponse, encodeJson } from './wire.ts'
 import type { ClusterLog } from './cluster-log.ts'
 import { ACCESS_PROTOCOL, LIST_PAGE_ENTRIES, MAX_ACCESS_RESPONSE_BYTES, MAX_LIST_PAGES, RESOURCE_WAIT_MS } from './constants.ts'
@@ -13,8 +13,8 @@ import { ACCESS_PROTOCOL, LIST_PAGE_ENTRIES, MAX_ACCESS_RESPONSE_BYTES, MAX_LIST
  */
 export interface ClusterLogAccess {
   /** Durable on the accepting resource, and on a second one when `replicas` is 2 (see Written). */
-  put<T>(kind: Kind<T>, key: string, value: T, options?: { signal?: AbortSignal }): Promise<Written<T>>
-  delete<T>(kind: Kind<T>, key: string, options?: { signal?: AbortSignal }): Promise<Written<T>>
+  put<T>(kind: Kind<T>, key: string, value: T, options?: WriteOptions): Promise<Written<T>>
+  delete<T>(kind: Kind<T>, key: string, options?: WriteOptions): Promise<Written<T>>
   get<T>(kind: Kind<T>, key: string, options?: { signal?: AbortSignal }): Promise<Entry<T> | undefined>
   list<T>(kind: Kind<T>, options?: { includeDeleted?: boolean, signal?: AbortSignal }): Promise<Array<Entry<T>>>
 }
@@ -42,6 +42,24 @@ export function localAccess (log: ClusterLog): ClusterLogAccess {
     get: async (kind, key) => log.get(kind, key),
     list: async (kind, options) => log.list(kind, options)
   }
+}
+
+/**
+ * `access` with every put and delete carrying `auth` (a signed operator request): hands one
+ * request's authority to code written against ClusterLogAccess (deployApp, the notice admin).
+ */
+export function withAuth (access: ClusterLogAccess, auth: string | undefined): ClusterLogAccess {
+  if (auth == null) return access
+  return {
+    put: async (kind, key, value, options) => await access.put(kind, key, value, { ...options, auth }),
+    delete: async (kind, key, options) => await access.delete(kind, key, { ...options, auth }),
+    get: async (kind, key, options) => await access.get(kind, key, options),
+    list: async (kind, options) => await access.list(kind, options)
+  }
+}
+
+function authOf (options: WriteOptions): { auth?: string } {
+  return options.auth != null ? { auth: options.auth } : {}
 }
 
 export function clusterLogClient (init: ClusterLogClientInit = {}): (components: ClusterLogClientComponents) => ClusterLogClient {
@@ -80,20 +98,20 @@ class RemoteClusterLog implements ClusterLogClient {
     this.resources = undefined
   }
 
-  async put<T> (kind: Kind<T>, key: string, value: T, options: { signal?: AbortSignal } = {}): Promise<Written<T>> {
+  async put<T> (kind: Kind<T>, key: string, value: T, options: WriteOptions = {}): Promise<Written<T>> {
     this.requireStarted()
     checkKindName(kind.name)
     checkKey(key)
     const encoded = encodeValue(kind, value)
-    const res = await this.call({ op: 'put', kind: kind.name, key, value: encoded.value }, options.signal, decodeWriteResponse)
+    const res = await this.call({ op: 'put', kind: kind.name, key, value: encoded.value, ...authOf(options) }, options.signal, decodeWriteResponse)
     return { ...typed(kind, this.expect(res.entry, kind, key)), replicas: res.replicas }
   }
 
-  async delete<T> (kind: Kind<T>, key: string, options: { signal?: AbortSignal } = {}): Promise<Written<T>> {
+  async delete<T> (kind: Kind<T>, key: string, options: WriteOptions = {}): Promise<Written<T>> {
     this.requireStarted()
     checkKindName(kind.name)
     checkKey(key)
-    const res = await this.call({ op: 'delete', kind: kind.name, key }, options.signal, decodeWriteResponse)
+    const res = await this.call({ op: 'delete', kind: kind.name, key, ...authOf(options) }, options.signal, decodeWriteResponse)
     return { ...(this.expect(res.entry, kind, key) as Entry<T>), replicas: res.replicas }
   }
 

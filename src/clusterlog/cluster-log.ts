@@ -9,7 +9,7 @@ import { Trust } from '../trust/index.ts'
 import { AstradError, DecodeError, LifecycleError, errorMessage } from '../util/errors.ts'
 import { LogStore, peerOf } from './store.ts'
 import { Replicator } from './replicate.ts'
-import { checkKey, checkKindName, encodeValue, typed, InvalidEntryError, type Entry, type Kind, type Written } from './kind.ts'
+import { checkKey, checkKindName, encodeValue, typed, InvalidEntryError, type Entry, type Kind, type WriteOptions, type Written } from './kind.ts'
 import {
   checkValue, decodeAccessRequest, decodeHint, decodeReplicateRequest, decodeSyncRequest, decodeSyncResponse, encodeEntryResponse,
   encodeHint, encodeListResponse, encodeLogEntry, encodeObject, encodeReplicateResponse, encodeSyncRequest, encodeSyncResponse,
@@ -17,7 +17,7 @@ import {
 } from './wire.ts'
 import { clientErrorReason, createClusterLogMetrics, serverErrorReason, type ClusterLogMetrics, type SyncErrorReason } from './metrics.ts'
 import {
-  ACCESS_MAX_INBOUND_STREAMS, ACCESS_PROTOCOL, DB_FILE, DEFAULT_CHANGES_LIMIT, LIST_PAGE_BYTES, LOG_TOPIC,
+  ACCESS_MAX_INBOUND_STREAMS, ACCESS_PROTOCOL, DB_FILE, DEFAULT_CHANGES_LIMIT, INSECURE_AUTHOR, LIST_PAGE_BYTES, LOG_TOPIC,
   MAX_ACCESS_REQUEST_BYTES, MAX_ACCESS_RESPONSE_BYTES, MAX_CHANGES_LIMIT, MAX_HINT_BYTES, MAX_REPLICATE_REQUEST_BYTES,
   MAX_REPLICATE_RESPONSE_BYTES, MAX_SYNC_REQUEST_BYTES, MAX_SYNC_RESPONSE_BYTES, MAX_SYNC_ROUNDS, REPLICATE_MAX_INBOUND_STREAMS,
   REPLICATE_PROTOCOL, REPLICATE_WAIT_MS, SYNC_BATCH_BYTES, SYNC_BATCH_ENTRIES, SYNC_INTERVAL_MS, SYNC_MAX_INBOUND_STREAMS,
@@ -56,9 +56,9 @@ export interface ClusterLog {
    * Writes locally (fsynced), announces it, and waits (bounded) until a second resource holds
    * it durably; resolves with the new current entry and how many resources hold it (`replicas`).
    */
-  put<T>(kind: Kind<T>, key: string, value: T, options?: { signal?: AbortSignal }): Promise<Written<T>>
+  put<T>(kind: Kind<T>, key: string, value: T, options?: WriteOptions): Promise<Written<T>>
   /** Writes a tombstone, acknowledged like put. */
-  delete<T>(kind: Kind<T>, key: string, options?: { signal?: AbortSignal }): Promise<Written<T>>
+  delete<T>(kind: Kind<T>, key: string, options?: WriteOptions): Promise<Written<T>>
   /** The current entry (a tombstone when deleted), or undefined if never written. */
   get<T>(kind: Kind<T>, key: string): Entry<T> | undefined
   /** Objects of a kind in key order; values that do not match the kind's schema are skipped (logged). */
@@ -224,22 +224,24 @@ class ClusterLogService implements ClusterLog {
 
   // ---- local API -----------------------------------------------------------------------------
 
-  async put<T> (kind: Kind<T>, key: string, value: T, options: { signal?: AbortSignal } = {}): Promise<Written<T>> {
+  async put<T> (kind: Kind<T>, key: string, value: T, options: WriteOptions = {}): Promise<Written<T>> {
     options.signal?.throwIfAborted()
     this.openStore()
     checkKindName(kind.name)
     checkKey(key)
     const encoded = encodeValue(kind, value)
-    const written = await this.commit(kind.name, key, encoded.text, options.signal)
+    const author = await this.authorize(options.auth, this.components.libp2p.peerId.toString(), kind.name, key)
+    const written = await this.commit(kind.name, key, encoded.text, options.signal, author)
     return { ...written, value: encoded.value }
   }
 
-  async delete<T> (kind: Kind<T>, key: string, options: { signal?: AbortSignal } = {}): Promise<Written<T>> {
+  async delete<T> (kind: Kind<T>, key: string, options: WriteOptions = {}): Promise<Written<T>> {
     options.signal?.throwIfAborted()
     this.openStore()
     checkKindName(kind.name)
     checkKey(key)
-    return await this.commit(kind.name, key, undefined, options.signal) as Written<T>
+    const author = await this.authorize(options.auth, this.components.libp2p.peerId.toString(), kind.name, key)
+    return await this.commit(kind.name, key, undefined, options.signal, author) as Written<T>
   }
 
   get<T> (kind: Kind<T>, key: string): Entry<T> | undefined {
@@ -287,9 +289,9 @@ class ClusterLogService implements ClusterLog {
    * A local write: durable here, announced to listeners and peer resources, then pushed to a
    * peer resource until one confirms it holds it durably (bounded; see Replicator).
    */
-  private async commit (kind: string, key: string, text: string | undefined, signal?: AbortSignal): Promise<Written<unknown>> {
+  private async commit (kind: string, key: string, text: string | undefined, signal: AbortSignal | undefined, author: string): Promise<Written<unknown>> {
     const store = this.openStore()
-    const entry = store.write(kind, key, text)
+    const entry = store.write(kind, key, text, author)
     const seq = store.highWater(store.origin)
     this.emit([entry])
     this.announce()
@@ -300,6 +302,23 @@ class ClusterLogService implements ClusterLog {
     const replicas = await this.replicator.confirm(logged, signal != null ? AbortSignal.any([signal, stop]) : stop)
     signal?.throwIfAborted()
     return { ...entry, replicas }
+  }
+
+  /**
+   * Where a write lands: the operator request `auth`, forwarded by `from` (the peer whose RPC
+   * port verified it; ourselves for a local write), must be valid and allow this kind and key
+   * (trust's authorizeWrite, which counts and logs a refusal). Returns the author to record.
+   */
+  private async authorize (auth: string | undefined, from: string, kind: string, key: string): Promise<string> {
+    const trust = Trust.of(this.components.libp2p)
+    if (!trust.secure) return INSECURE_AUTHOR
+    const op = await trust.authorizeWrite(auth, from, kind, key)
+    return op?.name ?? INSECURE_AUTHOR
+  }
+
+  /** Throws (ERR_FORBIDDEN to the caller) unless `peer` holds `need` (counted and logged by trust). */
+  private async requireRole (peer: PeerId, need: 'member' | 'resource', where: string): Promise<void> {
+    await Trust.of(this.components.libp2p).require(peer, need, where)
   }
 
   /**
@@ -339,8 +358,10 @@ class ClusterLogService implements ClusterLog {
     this.metrics.syncErrors.inc({ reason })
   }
 
-  /** Serves a peer's pull: what we hold beyond its version vector, one bounded batch. */
-  private readonly serveSync = (bytes: Uint8Array): Uint8Array => {
+  /** Serves a peer resource's pull: what we hold beyond its version vector, one bounded batch. */
+  private readonly serveSync = async (bytes: Uint8Array, peer: PeerId): Promise<Uint8Array> => {
+    this.openStore()
+    await this.requireRole(peer, 'resource', SYNC_PROTOCOL)
     const store = this.openStore()
     const have = decodeSyncRequest(bytes)
     const parts: string[] = []
@@ -385,10 +406,13 @@ class ClusterLogService implements ClusterLog {
     return await session.done
   }
 
-  /** Pulls batches from a peer until it has nothing more for us (bounded rounds). */
+  /** Pulls batches from a peer resource until it has nothing more for us (bounded rounds). */
   private async pull (peer: PeerId): Promise<void> {
     const { libp2p, logger } = this.components
     const signal = this.controller.signal
+    // Entries are taken from resources only: a peer that merely serves the protocol could
+    // otherwise feed us any write under any author.
+    if (!await Trust.of(libp2p).check(peer, 'resource', SYNC_PROTOCOL)) return
     for (let round = 0; round < MAX_SYNC_ROUNDS; round++) {
       const store = this.store
       if (store == null || !store.isOpen || signal.aborted) return
@@ -437,15 +461,22 @@ class ClusterLogService implements ClusterLog {
     this.timer.unref()
   }
 
-  private readonly validateHint = (_peer: PeerId, msg: Message): TopicValidatorResult => {
+  /** Hints are published by resources only (their certificate; any peer with --insecure). */
+  private readonly validateHint = async (propagationSource: PeerId, msg: Message): Promise<TopicValidatorResult> => {
     try {
       if (msg.data.length > MAX_HINT_BYTES) throw new DecodeError('log hint too large')
       decodeHint(msg.data)
-      return TopicValidatorResult.Accept
     } catch {
       this.countSync('bad_hint')
       return TopicValidatorResult.Reject
     }
+    const trust = Trust.of(this.components.libp2p)
+    if (!trust.secure) return TopicValidatorResult.Accept
+    if (msg.type !== 'signed') {
+      trust.refuse(LOG_TOPIC, 'unsigned', propagationSource.toString(), 'log hint without an author')
+      return TopicValidatorResult.Reject
+    }
+    return await trust.check(msg.from, 'resource', LOG_TOPIC, propagationSource) ? TopicValidatorResult.Accept : TopicValidatorResult.Reject
   }
 
   /** A push hint: pull at once if we lack the write, from its writer when it is our peer. */
@@ -502,16 +533,25 @@ class ClusterLogService implements ClusterLog {
 
   // ---- remote access -------------------------------------------------------------------------
 
-  private readonly serveAccess = async (bytes: Uint8Array): Promise<Uint8Array> => {
-    const store = this.openStore()
+  /**
+   * put/delete/get/list for members. A write carries the operator request that caused it,
+   * checked here against the peer that forwards it; reads are open to any member.
+   */
+  private readonly serveAccess = async (bytes: Uint8Array, peer: PeerId): Promise<Uint8Array> => {
+    this.openStore()
     const req = decodeAccessRequest(bytes)
+    await this.requireRole(peer, 'member', ACCESS_PROTOCOL)
+    const store = this.openStore()
     switch (req.op) {
       case 'put': {
-        const written = await this.commit(req.kind, req.key, checkValue(req.value))
+        const text = checkValue(req.value)
+        const author = await this.authorize(req.auth, peer.toString(), req.kind, req.key)
+        const written = await this.commit(req.kind, req.key, text, undefined, author)
         return encodeWriteResponse(written, written.replicas)
       }
       case 'delete': {
-        const written = await this.commit(req.kind, req.key, undefined)
+        const author = await this.authorize(req.auth, peer.toString(), req.kind, req.key)
+        const written = await this.commit(req.kind, req.key, undefined, undefined, author)
         return encodeWriteResponse(written, written.replicas)
       }
       case 'get':

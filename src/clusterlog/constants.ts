@@ -58,8 +58,17 @@ export const MAX_SYNC_ROUNDS = 1_000
 /** Concurrent inbound sync streams per connection: a peer runs one session with us at a time. */
 export const SYNC_MAX_INBOUND_STREAMS = 4
 
-/** Access requests carry at most one value. */
-export const MAX_ACCESS_REQUEST_BYTES = MAX_VALUE_BYTES + 4 * 1024
+/**
+ * A write's operator authority: one signed operator request (trust's OPERATOR_REQUEST_TYP), its
+ * own claims plus the grant it embeds, each at most trust's MAX_JWT_BYTES (8 KiB).
+ */
+export const MAX_AUTH_BYTES = 16 * 1024
+/** An entry's author is an operator name (trust's grant names: at most 64 characters). */
+export const MAX_AUTHOR_CHARS = 64
+/** The author recorded on writes accepted with --insecure, where no operator is checked. */
+export const INSECURE_AUTHOR = 'insecure'
+/** Access requests carry at most one value and one operator authority. */
+export const MAX_ACCESS_REQUEST_BYTES = MAX_VALUE_BYTES + 4 * 1024 + MAX_AUTH_BYTES
 /** Access responses: one page of a list (budget below) plus one maximal entry. */
 export const MAX_ACCESS_RESPONSE_BYTES = MAX_SYNC_RESPONSE_BYTES
 /** Soft byte budget of one list page. */

@@ -27,6 +27,23 @@ export interface Entry<T> {
    * feed cursor); not comparable between resources.
    */
   rev: number
+  /**
+   * Who made this change: the name of the operator whose signed request the accepting resource
+   * verified (docs/security.md); INSECURE_AUTHOR with --insecure; absent on entries written
+   * before authors were recorded.
+   */
+  author?: string
+}
+
+/** Options of a put or delete. */
+export interface WriteOptions {
+  signal?: AbortSignal
+  /**
+   * The signed operator request that caused this write (the `astrad-operator` header its RPC
+   * port verified). The resource where the write lands checks it again (trust's authorizeWrite)
+   * and records the operator as the entry's author; required unless the cluster runs --insecure.
+   */
+  auth?: string
 }
 
 /** A put or delete as acknowledged. */

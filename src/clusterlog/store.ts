@@ -32,6 +32,8 @@ export interface LogEntry {
   deleted: boolean
   pruned: boolean
   value?: string
+  /** Who made the change (Entry.author); absent on entries written before authors were recorded. */
+  author?: string
 }
 
 export type RejectReason = 'gap' | 'clock_skew' | 'bad_version'
@@ -73,6 +75,7 @@ interface ObjectRow {
   deleted: number
   rev: number
   value: string | null
+  author: string | null
 }
 
 interface EntryRow {
@@ -84,6 +87,7 @@ interface EntryRow {
   deleted: number
   pruned: number
   value: string | null
+  author: string | null
 }
 
 const SCHEMA = `
@@ -98,6 +102,7 @@ CREATE TABLE IF NOT EXISTS entries (
   deleted INTEGER NOT NULL,
   pruned INTEGER NOT NULL,
   value TEXT,
+  author TEXT,
   PRIMARY KEY (origin, seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS objects (
@@ -113,7 +118,7 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE TABLE IF NOT EXISTS high_water (origin TEXT PRIMARY KEY, seq INTEGER NOT NULL) WITHOUT ROWID;
 `
 
-const OBJECT_COLUMNS = 'o.kind, o.key, o.origin, o.seq, o.hlc, o.deleted, o.rev, e.value'
+const OBJECT_COLUMNS = 'o.kind, o.key, o.origin, o.seq, o.hlc, o.deleted, o.rev, e.value, e.author'
 const OBJECT_JOIN = 'objects o JOIN entries e ON e.origin = o.origin AND e.seq = o.seq'
 
 export class LogStore {
@@ -146,7 +151,7 @@ export class LogStore {
     this.origin = origin
     this.clock = clock
     this.stmt = {
-      insertEntry: db.prepare('INSERT INTO entries (origin, seq, kind, key, hlc, deleted, pruned, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+      insertEntry: db.prepare('INSERT INTO entries (origin, seq, kind, key, hlc, deleted, pruned, value, author) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)'),
       prune: db.prepare('UPDATE entries SET value = NULL, pruned = 1 WHERE origin = ? AND seq = ?'),
       setHighWater: db.prepare('INSERT INTO high_water (origin, seq) VALUES (?, ?) ON CONFLICT (origin) DO UPDATE SET seq = excluded.seq'),
       objectMeta: db.prepare('SELECT origin, seq, hlc FROM objects WHERE kind = ? AND key = ?'),
@@ -156,8 +161,8 @@ export class LogStore {
       listLive: db.prepare(`SELECT ${OBJECT_COLUMNS} FROM ${OBJECT_JOIN} WHERE o.kind = ? AND o.key > ? AND o.deleted = 0 ORDER BY o.key LIMIT ?`),
       listAll: db.prepare(`SELECT ${OBJECT_COLUMNS} FROM ${OBJECT_JOIN} WHERE o.kind = ? AND o.key > ? ORDER BY o.key LIMIT ?`),
       changes: db.prepare(`SELECT ${OBJECT_COLUMNS} FROM ${OBJECT_JOIN} WHERE o.rev > ? ORDER BY o.rev LIMIT ?`),
-      entriesFrom: db.prepare('SELECT origin, seq, kind, key, hlc, deleted, pruned, value FROM entries WHERE origin = ? AND seq > ? ORDER BY seq'),
-      entryAt: db.prepare('SELECT origin, seq, kind, key, hlc, deleted, pruned, value FROM entries WHERE origin = ? AND seq = ?')
+      entriesFrom: db.prepare('SELECT origin, seq, kind, key, hlc, deleted, pruned, value, author FROM entries WHERE origin = ? AND seq > ? ORDER BY seq'),
+      entryAt: db.prepare('SELECT origin, seq, kind, key, hlc, deleted, pruned, value, author FROM entries WHERE origin = ? AND seq = ?')
     }
     for (const row of db.prepare('SELECT origin, seq FROM high_water').all() as Array<{ origin: string, seq: number }>) {
       this.hw.set(row.origin, row.seq)
@@ -221,15 +226,18 @@ export class LogStore {
   /** Per-origin high-water marks: everything up to these seqs is held, nothing beyond. */
   versionVector (): Map<string, number> { return new Map(this.hw) }
 
-  /** A local write (text undefined = delete): a new entry of our origin, winning by construction. */
-  write (kind: string, key: string, text: string | undefined): Entry<unknown> {
+  /**
+   * A local write (text undefined = delete): a new entry of our origin, winning by construction.
+   * `author`: who made the change (the operator), recorded with the entry and replicated.
+   */
+  write (kind: string, key: string, text: string | undefined, author?: string): Entry<unknown> {
     const t = this.clock.now()
     const version = formatVersion(t)
     const seq = this.highWater(this.origin) + 1
     const deleted = text === undefined
     const rev = this.rev + 1
     this.transaction(() => {
-      this.stmt.insertEntry.run(this.origin, seq, kind, key, version, deleted ? 1 : 0, 0, text ?? null)
+      this.stmt.insertEntry.run(this.origin, seq, kind, key, version, deleted ? 1 : 0, 0, text ?? null, author ?? null)
       this.stmt.setHighWater.run(this.origin, seq)
       const cur = this.stmt.objectMeta.get(kind, key) as { origin: string, seq: number, hlc: string } | undefined
       if (cur != null) {
@@ -243,7 +251,7 @@ export class LogStore {
     this.rev = rev
     this.entries++
     return {
-      kind, key, value: text === undefined ? undefined : JSON.parse(text), deleted, version, origin: peerOf(this.origin), rev
+      kind, key, value: text === undefined ? undefined : JSON.parse(text), deleted, version, origin: peerOf(this.origin), rev, ...(author != null ? { author } : {})
     }
   }
 
@@ -286,7 +294,7 @@ export class LogStore {
         // that superseded it is newer still and held in full by its holders; it will arrive.
         const install = !e.pruned && (cur == null || cur.hlc < e.version)
         const value = install && !e.deleted ? (e.value ?? null) : null
-        this.stmt.insertEntry.run(e.origin, e.seq, e.kind, e.key, e.version, e.deleted ? 1 : 0, install ? 0 : 1, value)
+        this.stmt.insertEntry.run(e.origin, e.seq, e.kind, e.key, e.version, e.deleted ? 1 : 0, install ? 0 : 1, value, e.author ?? null)
         this.stmt.setHighWater.run(e.origin, e.seq)
         hw.set(e.origin, e.seq)
         result.applied++
@@ -301,7 +309,8 @@ export class LogStore {
           deleted: e.deleted,
           version: e.version,
           origin: peerOf(e.origin),
-          rev
+          rev,
+          ...(e.author != null ? { author: e.author } : {})
         })
       }
     })
@@ -389,6 +398,7 @@ function toLogEntry (row: EntryRow): LogEntry {
     origin: row.origin, seq: row.seq, kind: row.kind, key: row.key, version: row.hlc, deleted: row.deleted === 1, pruned: row.pruned === 1
   }
   if (row.value != null) e.value = row.value
+  if (row.author != null) e.author = row.author
   return e
 }
 
@@ -401,7 +411,8 @@ function toEntry (row: ObjectRow): Entry<unknown> {
     deleted,
     version: row.hlc,
     origin: peerOf(row.origin),
-    rev: row.rev
+    rev: row.rev,
+    ...(row.author != null ? { author: row.author } : {})
   }
 }
 
@@ -416,6 +427,9 @@ function migrate (db: DatabaseSync, file: string, peerId: string): string {
     } else if (row.version !== SCHEMA_VERSION) {
       throw new LogStoreError(`cluster log ${file} has schema version ${row.version}; this astrad reads version ${SCHEMA_VERSION}`, 'ERR_CLUSTERLOG_SCHEMA')
     }
+    // Databases from before authors were recorded gain the column (their entries have none).
+    const columns = db.prepare('PRAGMA table_info(entries)').all() as Array<{ name: string }>
+    if (!columns.some(c => c.name === 'author')) db.exec('ALTER TABLE entries ADD COLUMN author TEXT')
     let origin = (db.prepare("SELECT value FROM meta WHERE name = 'origin'").get() as { value: string } | undefined)?.value
     if (origin == null || !ORIGIN_PATTERN.test(origin) || peerOf(origin) !== peerId) {
       origin = `${peerId}:${randomBytes(4).toString('hex')}`

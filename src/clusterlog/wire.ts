@@ -3,7 +3,7 @@ import { DecodeError, errorMessage } from '../util/errors.ts'
 import { ORIGIN_PATTERN, isVersion, parseVersion } from './hlc.ts'
 import { InvalidEntryError, isKey, isKindName, valueText, type Entry } from './kind.ts'
 import type { LogEntry } from './store.ts'
-import { LIST_PAGE_ENTRIES, MAX_ORIGINS, SYNC_BATCH_ENTRIES } from './constants.ts'
+import { LIST_PAGE_ENTRIES, MAX_AUTH_BYTES, MAX_AUTHOR_CHARS, MAX_ORIGINS, SYNC_BATCH_ENTRIES } from './constants.ts'
 
 /**
  * Wire formats of the cluster log: JSON over the request/response helper (sync, access) and
@@ -17,6 +17,9 @@ const kind = z.string().max(32).refine(isKindName, 'bad kind name')
 const key = z.string().max(1024).refine(isKey, 'bad key')
 const version = z.string().max(200).refine(isVersion, 'bad version')
 const peerId = z.string().regex(/^[A-Za-z0-9]{16,128}$/)
+const author = z.string().min(1).max(MAX_AUTHOR_CHARS)
+/** A signed operator request (checked by trust where the write lands, not here). */
+const auth = z.string().min(1).max(MAX_AUTH_BYTES)
 
 const syncRequest = z.strictObject({
   have: z.record(origin, seq).refine(r => Object.keys(r).length <= MAX_ORIGINS, `more than ${MAX_ORIGINS} origins`)
@@ -30,7 +33,8 @@ const wireLogEntry = z.strictObject({
   version,
   deleted: z.boolean(),
   pruned: z.boolean().optional(),
-  value: z.unknown().optional()
+  value: z.unknown().optional(),
+  author: author.optional()
 }).superRefine((e, ctx) => {
   if (isVersion(e.version) && parseVersion(e.version).origin !== e.origin) ctx.addIssue({ code: 'custom', message: 'version origin differs from entry origin' })
   const hasValue = e.value !== undefined
@@ -48,8 +52,8 @@ const replicateRequest = z.strictObject({ entry: wireLogEntry })
 const replicateResponse = z.strictObject({ have: seq })
 
 const accessRequest = z.discriminatedUnion('op', [
-  z.strictObject({ op: z.literal('put'), kind, key, value: z.unknown().refine(v => v !== undefined, 'value required') }),
-  z.strictObject({ op: z.literal('delete'), kind, key }),
+  z.strictObject({ op: z.literal('put'), kind, key, value: z.unknown().refine(v => v !== undefined, 'value required'), auth: auth.optional() }),
+  z.strictObject({ op: z.literal('delete'), kind, key, auth: auth.optional() }),
   z.strictObject({ op: z.literal('get'), kind, key }),
   z.strictObject({
     op: z.literal('list'),
@@ -67,7 +71,8 @@ const wireObject = z.strictObject({
   origin: peerId,
   deleted: z.boolean(),
   rev: seq,
-  value: z.unknown().optional()
+  value: z.unknown().optional(),
+  author: author.optional()
 }).refine(o => (o.value !== undefined) !== o.deleted, 'value must be present exactly on live objects')
 
 const entryResponse = z.strictObject({ entry: wireObject.nullable() })
@@ -122,7 +127,7 @@ export function decodeSyncRequest (bytes: Uint8Array): Map<string, number> {
 /** One entry as JSON text; the stored value text is spliced in as is (it is our own JSON). */
 export function encodeLogEntry (e: LogEntry): string {
   const head = JSON.stringify({
-    origin: e.origin, seq: e.seq, kind: e.kind, key: e.key, version: e.version, deleted: e.deleted, ...(e.pruned ? { pruned: true } : {})
+    origin: e.origin, seq: e.seq, kind: e.kind, key: e.key, version: e.version, deleted: e.deleted, ...(e.pruned ? { pruned: true } : {}), ...(e.author != null ? { author: e.author } : {})
   })
   return e.value === undefined ? head : `${head.slice(0, -1)},"value":${e.value}}`
 }
@@ -141,6 +146,7 @@ function toLogEntry (e: z.infer<typeof wireLogEntry>, where: string): LogEntry {
   const out: LogEntry = {
     origin: e.origin, seq: e.seq, kind: e.kind, key: e.key, version: e.version, deleted: e.deleted, pruned: e.pruned === true
   }
+  if (e.author != null) out.author = e.author
   if (e.value !== undefined) {
     try {
       out.value = valueText(e.value)
@@ -199,7 +205,7 @@ export function checkValue (value: unknown): string {
 
 export function encodeObject (entry: Entry<unknown>): string {
   return JSON.stringify({
-    kind: entry.kind, key: entry.key, version: entry.version, origin: entry.origin, deleted: entry.deleted, rev: entry.rev, value: entry.value
+    kind: entry.kind, key: entry.key, version: entry.version, origin: entry.origin, deleted: entry.deleted, rev: entry.rev, value: entry.value, author: entry.author
   })
 }
 
@@ -217,7 +223,7 @@ export function encodeListResponse (objects: string[], more: boolean): Uint8Arra
 }
 
 function toEntry (o: z.infer<typeof wireObject>): Entry<unknown> {
-  return { kind: o.kind, key: o.key, value: o.value, deleted: o.deleted, version: o.version, origin: o.origin, rev: o.rev }
+  return { kind: o.kind, key: o.key, value: o.value, deleted: o.deleted, version: o.version, origin: o.origin, rev: o.rev, ...(o.author != null ? { author: o.author } : {}) }
 }
 
 export function decodeEntryResponse (bytes: Uint8Array): Entry<unknown> | undefined {

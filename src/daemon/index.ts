@@ -287,7 +287,7 @@ export class Daemon {
         labelledGaugeFn(metrics.registry, 'astrad_membership_nodes', 'Daemons in this view, by state', 'state', () => view.list.countByState())
       }
 
-      this.rpc = new RpcServer({ logger: componentLogger(this.logger, 'rpc'), metrics }, { host: config.rpc.host, port: config.rpc.port, token: config.rpcToken })
+      this.rpc = new RpcServer({ logger: componentLogger(this.logger, 'rpc'), metrics, operators: trust }, { host: config.rpc.host, port: config.rpc.port, token: config.rpcToken })
       registerRoutes(this.rpc, this)
       registerTransferRoutes(this.rpc, () => this.state === 'running' || this.state === 'draining' ? this.transferService : undefined)
       this.noticeAdminValue = new NoticeAdmin({

@@ -3,11 +3,33 @@ import { HttpError } from '../rpc/index.ts'
 import type { Daemon } from './index.ts'
 import { buildStatus } from './status.ts'
 
+/** `GET /v1/self`. */
+export interface SelfInfo {
+  peerId: string
+  name: string
+  roles: string[]
+  /** 'secure': writes that change the cluster need a signed operator request. */
+  security: 'secure' | 'insecure'
+}
+
 /** Admin routes of the RPC port (health is KServe's: src/serving/kserve). */
 export function registerRoutes (rpc: RpcServer, daemon: Daemon): void {
   rpc.route('GET', '/v1/status', async () => {
     if (daemon.state === 'created' || daemon.state === 'starting') throw new HttpError(503, 'daemon is starting')
     return { status: 200, body: await buildStatus(daemon) }
+  })
+
+  // Who this daemon is, cheaply: the CLI signs operator requests for this peer id (the
+  // audience) and sends them unsigned to an insecure daemon.
+  rpc.route('GET', '/v1/self', () => {
+    if (daemon.state === 'created' || daemon.state === 'starting') throw new HttpError(503, 'daemon is starting')
+    const self: SelfInfo = {
+      peerId: daemon.host.peerId.toString(),
+      name: daemon.config.name,
+      roles: daemon.config.roles,
+      security: daemon.security?.mode ?? 'insecure'
+    }
+    return { status: 200, body: self }
   })
 
   rpc.route('POST', '/v1/drain', () => {

@@ -1,4 +1,4 @@
-import type { ClusterLogAccess, Entry } from '../clusterlog/index.ts'
+import type { ClusterLogAccess, Entry, WriteOptions } from '../clusterlog/index.ts'
 import { LOG_LEVELS, type Role } from '../config/defaults.ts'
 import { parseBytes, parseRate } from '../config/units.ts'
 import type { Heartbeat, NodeState } from '../membership/index.ts'
@@ -88,6 +88,12 @@ export interface NoticeView extends Notice {
   /** 'all', 'cells: a,b', 'canary: n1,n2', 'private: n1,n2' (names; "+N more" after five). */
   audienceText: string
   nodes?: Array<{ peerId: string, name: string }>
+  /**
+   * The operator who made the current revision (its cluster-log author; 'insecure' with
+   * --insecure). Absent: no verified operator wrote it, and nodes ignore it. `by` is the daemon
+   * it was written through.
+   */
+  author?: string
 }
 
 /**
@@ -138,6 +144,9 @@ interface Group {
   private: boolean
   /** Live copies (values present), keyed by cluster-log key. */
   copies: Array<{ key: string, notice: Notice }>
+  /** Author of the newest copy (Entry.author). */
+  author?: string
+  authorRevision?: number
 }
 
 interface Mailbox {
@@ -157,7 +166,8 @@ export class NoticeAdmin {
     this.clock = components.clock ?? systemClock
   }
 
-  async publish (req: PublishRequest, signal?: AbortSignal): Promise<NoticeView> {
+  async publish (req: PublishRequest, options: WriteOptions = {}): Promise<NoticeView> {
+    const { signal, auth } = options
     if (req == null || typeof req !== 'object') throw bad('expected {kind, data, canary?, cells?, nodes?, expires?}')
     const kind = parseKind(req.kind)
     const canaryIn = stringList('canary', req.canary)
@@ -199,23 +209,24 @@ export class NoticeAdmin {
       }
       if (addressed == null) {
         checkNotice(notice)
-        await this.logCall(async log => await log.put(noticeKind, id, notice, { signal }))
-        return { notice, addressed: null }
+        const entry = await this.logCall(async log => await log.put(noticeKind, id, notice, { signal, auth }))
+        return { notice, addressed: null, author: entry.author }
       }
       const copies = addressed.map(peerId => ({ key: inboxKey(peerId, id), notice: { ...notice, audience: { cells: null, canary: null, node: peerId } } }))
       copies.forEach(c => { checkNotice(c.notice) })
-      await this.writeCopies(copies, signal, 'published')
-      return { notice, addressed }
+      const author = await this.writeCopies(copies, options, 'published')
+      return { notice, addressed, author }
     })
-    return this.viewOf(written.notice, written.addressed, await this.membersOrEmpty(signal))
+    return this.viewOf(written.notice, written.addressed, await this.membersOrEmpty(signal), written.author)
   }
 
   /** Replaces the whitelist of a notice in canary. */
-  async setCanary (id: string, nodes: string[], signal?: AbortSignal): Promise<NoticeView> {
+  async setCanary (id: string, nodes: string[], options: WriteOptions = {}): Promise<NoticeView> {
+    const signal = options.signal
     const given = stringList('nodes', nodes)
     if (given == null) throw bad('give the canary nodes (names or peer ids)')
     const members = await this.readMembers(signal)
-    return await this.transition(id, signal, (current) => {
+    return await this.transition(id, options, (current) => {
       if (current.state !== 'canary') throw wrongState(`notice ${current.id} is ${current.state}; only canary notices have a whitelist to change`)
       this.requireUnexpired(current, 'its whitelist changed')
       const canary = resolveNodes('canary', given, members)
@@ -231,8 +242,8 @@ export class NoticeAdmin {
   }
 
   /** canary → published: the notice goes to its whole audience. */
-  async promote (id: string, signal?: AbortSignal): Promise<NoticeView> {
-    return await this.transition(id, signal, (current, group) => {
+  async promote (id: string, options: WriteOptions = {}): Promise<NoticeView> {
+    return await this.transition(id, options, (current, group) => {
       if (current.state !== 'canary') {
         if (current.state === 'published' && isRepair(group)) return current
         throw wrongState(`notice ${current.id} is ${current.state}; only canary notices can be promoted`)
@@ -246,8 +257,8 @@ export class NoticeAdmin {
   }
 
   /** canary|published → stopped: no longer delivered; effects stay where applied. */
-  async stop (id: string, signal?: AbortSignal): Promise<NoticeView> {
-    return await this.transition(id, signal, (current, group) => {
+  async stop (id: string, options: WriteOptions = {}): Promise<NoticeView> {
+    return await this.transition(id, options, (current, group) => {
       if (current.state === 'stopped' && isRepair(group)) return current
       if (current.state !== 'canary' && current.state !== 'published') throw wrongState(`notice ${current.id} is ${current.state}; only canary or published notices can be stopped`)
       return { ...current, state: 'stopped' }
@@ -255,22 +266,23 @@ export class NoticeAdmin {
   }
 
   /** Any state → recalled: a tombstone at a higher revision; nodes undo the effect. */
-  async recall (id: string, signal?: AbortSignal): Promise<NoticeView> {
-    return await this.transition(id, signal, (current, group) => {
+  async recall (id: string, options: WriteOptions = {}): Promise<NoticeView> {
+    return await this.transition(id, options, (current, group) => {
       if (current.state === 'recalled' && !isRepair(group)) throw wrongState(`notice ${current.id} is already recalled`)
       return { ...current, state: 'recalled', data: null }
     })
   }
 
   /** New data for a canary or published notice: a new revision supersedes the old one. */
-  async edit (id: string, data: unknown, signal?: AbortSignal): Promise<NoticeView> {
+  async edit (id: string, data: unknown, options: WriteOptions = {}): Promise<NoticeView> {
+    const signal = options.signal
     if (data === undefined) throw bad('give the new data of the notice')
     // The data may need the cluster log (a preload's model): parse it before taking the lock.
     const group = await this.find(id, signal)
     const current = representative(group)
     checkEditable(current)
     const parsed = await this.parseData(current.kind, data, current.audience, signal)
-    return await this.transition(id, signal, (latest) => {
+    return await this.transition(id, options, (latest) => {
       checkEditable(latest)
       this.requireUnexpired(latest, 'edited')
       return { ...latest, data: parsed }
@@ -318,7 +330,8 @@ export class NoticeAdmin {
   }
 
   /** Loads the notice, applies `change` to its current state and writes every copy at a new revision. */
-  private async transition (id: string, signal: AbortSignal | undefined, change: (current: Notice, group: Group) => Notice, members?: Member[]): Promise<NoticeView> {
+  private async transition (id: string, options: WriteOptions, change: (current: Notice, group: Group) => Notice, members?: Member[]): Promise<NoticeView> {
+    const { signal, auth } = options
     const written = await this.exclusive(async () => {
       const mailbox = await this.load(signal)
       const group = resolveId(id, mailbox.groups)
@@ -326,25 +339,27 @@ export class NoticeAdmin {
       const base: Notice = { ...next, revision: mailbox.maxRevision + 1, updatedAt: this.clock.now(), by: this.components.self() }
       if (!group.private) {
         checkNotice(base)
-        await this.logCall(async log => await log.put(noticeKind, group.id, base, { signal }))
-        return { notice: base, addressed: null }
+        const entry = await this.logCall(async log => await log.put(noticeKind, group.id, base, { signal, auth }))
+        return { notice: base, addressed: null, author: entry.author }
       }
       const copies = group.copies.map(c => ({ key: c.key, notice: { ...base, audience: c.notice.audience } }))
       copies.forEach(c => { checkNotice(c.notice) })
-      await this.writeCopies(copies, signal, base.state)
-      return { notice: base, addressed: copies.map(c => c.notice.audience.node as string) }
+      const author = await this.writeCopies(copies, options, base.state)
+      return { notice: base, addressed: copies.map(c => c.notice.audience.node as string), author }
     })
-    return this.viewOf(written.notice, written.addressed, members ?? await this.membersOrEmpty(signal))
+    return this.viewOf(written.notice, written.addressed, members ?? await this.membersOrEmpty(signal), written.author)
   }
 
-  /** The private copies of one write; a failure part-way says what was written. */
-  private async writeCopies (copies: Array<{ key: string, notice: Notice }>, signal: AbortSignal | undefined, what: NoticeState): Promise<void> {
+  /** The private copies of one write (returns their author); a failure part-way says what was written. */
+  private async writeCopies (copies: Array<{ key: string, notice: Notice }>, options: WriteOptions, what: NoticeState): Promise<string | undefined> {
     let done = 0
+    let author: string | undefined
     try {
       for (const c of copies) {
-        await this.logCall(async log => await log.put(inboxKind, c.key, c.notice, { signal }))
+        author = (await this.logCall(async log => await log.put(inboxKind, c.key, c.notice, { signal: options.signal, auth: options.auth }))).author
         done++
       }
+      return author
     } catch (err) {
       if (done === 0) throw err
       const id = copies[0]?.notice.id ?? '?'
@@ -380,6 +395,10 @@ export class NoticeAdmin {
       // would be a foreign write: the public one keeps the id.
       if (g.private !== isPrivate) return
       g.copies.push({ key: e.key, notice: n })
+      if (g.authorRevision == null || n.revision > g.authorRevision) {
+        g.author = e.author
+        g.authorRevision = n.revision
+      }
     }
     for (const e of pub) add(e, false)
     for (const e of priv) add(e, true)
@@ -492,11 +511,11 @@ export class NoticeAdmin {
 
   private groupView (group: Group, members: Member[]): NoticeView {
     const current = representative(group)
-    return this.viewOf(current, group.private ? group.copies.map(c => c.notice.audience.node as string) : null, members)
+    return this.viewOf(current, group.private ? group.copies.map(c => c.notice.audience.node as string) : null, members, group.author)
   }
 
   /** The view of a notice: `addressed` are the nodes of a private notice, null for a public one. */
-  private viewOf (notice: Notice, addressed: string[] | null, members: Member[]): NoticeView {
+  private viewOf (notice: Notice, addressed: string[] | null, members: Member[], author?: string): NoticeView {
     const byPeer = new Map(members.map(m => [m.peerId, m]))
     const nameOf = (peerId: string): string => byPeer.get(peerId)?.name ?? `…${peerId.slice(-8)}`
     const wanted = addressed != null ? new Set(addressed) : null
@@ -521,6 +540,7 @@ export class NoticeAdmin {
       audienceText: audienceText(notice, addressed, nameOf)
     }
     if (listed != null) view.nodes = listed.map(peerId => ({ peerId, name: nameOf(peerId) }))
+    if (author != null) view.author = author
     return view
   }
 }

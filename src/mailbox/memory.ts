@@ -124,7 +124,7 @@ export class MailboxIndex {
     }
     const notice = parsed.data
     const owner = entry.kind === inboxKind.name ? ownerOf(entry.key) : null
-    const item: MailboxItem = { key: entry.key, version: entry.version, notice }
+    const item: MailboxItem = { key: entry.key, version: entry.version, notice, ...(entry.author != null ? { author: entry.author } : {}) }
     const json = itemJson(item)
     const slot: Slot = { key: slotKey(entry.kind, entry.key), rev: entry.rev, item, json, bytes: Buffer.byteLength(json), owner, dead: false }
     if (this.forgettable(notice, this.clock.now())) {

@@ -75,6 +75,11 @@ export interface MailboxItem {
   /** The cluster log's HLC version of this write: a node applies a notice once per version. */
   version: string
   notice: Notice
+  /**
+   * The operator who wrote this version (its cluster-log author). A node in a secure cluster
+   * ignores an item without one: no verified operator asked for it.
+   */
+  author?: string
 }
 
 /** Who a node is, for audience checks. */

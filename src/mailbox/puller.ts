@@ -1,4 +1,4 @@
-import type { Message } from '@libp2p/gossipsub'
+import type { Message, TopicValidatorFn } from '@libp2p/gossipsub'
 import type { PeerId } from '@libp2p/interface'
 import { Counter, Registry } from 'prom-client'
 import { gaugeFn } from '../metrics/index.ts'
@@ -7,10 +7,13 @@ import { ProtocolPeers, request, type Host } from '../p2p/index.ts'
 import type { Logger } from '../util/logger.ts'
 import { errorMessage, LifecycleError } from '../util/errors.ts'
 import { systemClock, type Clock } from '../util/time.ts'
-import type { NodeIdentity } from './notice.ts'
+import { Trust } from '../trust/index.ts'
+import type { MailboxItem, NodeIdentity } from './notice.ts'
+import { digestValidator } from './digest-validator.ts'
 import type { MailboxServer } from './server.ts'
 import { MailboxState, loadState, saveState, type MailboxAction } from './state.ts'
 import { decodeDigest, decodePullResponse, encodePullRequest, type Digest, type PullResponse } from './wire.ts'
+import { INSECURE_AUTHOR } from '../clusterlog/constants.ts'
 import { DIGEST_JITTER_MS, MAILBOX_PROTOCOL, MAILBOX_TOPIC, MAX_PULL_PAGES, MAX_PULL_RESPONSE_BYTES, PULL_INTERVAL_MS, PULL_TIMEOUT_MS } from './constants.ts'
 
 export interface MailboxPullerComponents {
@@ -56,11 +59,14 @@ export class MailboxPuller {
   private running = false
   private readonly errors: Counter<'reason'>
   private readonly pulls: Counter<'result'>
+  /** Set on the digest topic unless this daemon's mailbox server set its own (same checks). */
+  private readonly validateDigest: TopicValidatorFn
 
   constructor (components: MailboxPullerComponents, init: MailboxPullerInit) {
     this.components = components
     this.init = init
     this.clock = components.clock ?? systemClock
+    this.validateDigest = digestValidator(components.libp2p, () => { this.errors.inc({ reason: 'bad_digest' }) })
     const registers = [components.registry ?? new Registry()]
     this.errors = new Counter({ name: 'astrad_mailbox_pull_errors_total', help: 'Mailbox pulls by this node that failed, by reason', labelNames: ['reason'], registers })
     this.pulls = new Counter({ name: 'astrad_mailbox_node_pulls_total', help: 'Mailbox pull pages received by this node, by mode', labelNames: ['result'], registers })
@@ -86,6 +92,7 @@ export class MailboxPuller {
     resources.onConnect(() => { if (this.stateValue?.cursor == null) void this.pull() })
     await resources.start()
     const pubsub = libp2p.services.pubsub
+    if (!pubsub.topicValidators.has(MAILBOX_TOPIC)) pubsub.topicValidators.set(MAILBOX_TOPIC, this.validateDigest)
     pubsub.subscribe(MAILBOX_TOPIC)
     pubsub.addEventListener('message', this.onMessage)
     this.unsubscribeLocal = this.components.local?.()?.onHead(d => { this.onDigest(d, 0) })
@@ -108,6 +115,7 @@ export class MailboxPuller {
     this.unsubscribeLocal?.()
     const pubsub = this.components.libp2p.services.pubsub
     pubsub.removeEventListener('message', this.onMessage)
+    if (pubsub.topicValidators.get(MAILBOX_TOPIC) === this.validateDigest) pubsub.topicValidators.delete(MAILBOX_TOPIC)
     try { pubsub.unsubscribe(MAILBOX_TOPIC) } catch {}
     this.resources?.stop()
     await this.session?.catch(() => {})
@@ -140,18 +148,21 @@ export class MailboxPuller {
   private async pullOnce (): Promise<void> {
     const local = this.components.local?.()
     if (local != null) {
-      await this.drain(async cursor => local.pullLocal(this.init.self, cursor))
+      await this.drain(async cursor => local.pullLocal(this.init.self, cursor), 'local')
       return
     }
+    const trust = Trust.of(this.components.libp2p)
     const peers = this.resources?.shuffled() ?? []
     const sticky = this.sticky != null ? peers.find(p => p.equals(this.sticky)) : undefined
     const order = sticky != null ? [sticky, ...peers.filter(p => !p.equals(sticky))] : peers
     for (const peer of order) {
       if (!this.running) return
+      // Notices are taken from resources only (their certificate; anyone with --insecure).
+      if (!await trust.check(peer, 'resource', MAILBOX_PROTOCOL)) continue
       try {
         await this.drain(async cursor => await request(this.components.libp2p, peer, MAILBOX_PROTOCOL, encodePullRequest({ node: this.init.self.peerId, cell: this.init.self.cell, cursor }), {
           signal: this.controller.signal, timeoutMs: PULL_TIMEOUT_MS, maxResponseBytes: MAX_PULL_RESPONSE_BYTES
-        }))
+        }), peer.toString())
         this.sticky = peer
         return
       } catch (err) {
@@ -163,8 +174,8 @@ export class MailboxPuller {
     }
   }
 
-  /** Pages through one resource until it has nothing more for us. */
-  private async drain (fetch: (cursor: MailboxState['cursor']) => Promise<Uint8Array>): Promise<void> {
+  /** Pages through one resource (`from`, for refusal logs) until it has nothing more for us. */
+  private async drain (fetch: (cursor: MailboxState['cursor']) => Promise<Uint8Array>, from: string): Promise<void> {
     for (let page = 0; page < MAX_PULL_PAGES && this.running; page++) {
       const state = this.state
       const bytes = await fetch(state.cursor)
@@ -175,6 +186,7 @@ export class MailboxPuller {
         throw new PageError(errorMessage(err))
       }
       if (!this.running) return
+      res.items = this.authorized(res.items, from)
       this.pulls.inc({ result: res.mode })
       if (res.revision > this.seenRevision) this.seenRevision = res.revision
       // An empty delta (most pulls) only moves the cursor: kept in memory, not written (a
@@ -198,6 +210,20 @@ export class MailboxPuller {
       this.run(actions)
       if (!res.more) return
     }
+  }
+
+  /**
+   * Items a verified operator wrote: in a secure cluster an item without an author (written
+   * around the operator check, or before it existed) is ignored, counted and logged by trust.
+   */
+  private authorized (items: MailboxItem[], from: string): MailboxItem[] {
+    const trust = Trust.of(this.components.libp2p)
+    if (!trust.secure) return items
+    return items.filter(item => {
+      if (item.author != null && item.author !== INSECURE_AUTHOR) return true
+      trust.refuse(MAILBOX_PROTOCOL, 'no-author', from, `notice ${item.notice.id} (${item.notice.kind}) was not written by a verified operator; ignored`)
+      return false
+    })
   }
 
   /** Marks a preload finished (saved at once so a restart does not fetch it again). */

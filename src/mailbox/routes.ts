@@ -23,6 +23,8 @@ const publishBody = z.object({
 }).strict()
 
 const canaryBody = z.object({ nodes: LIST }).strict()
+/** Every notice write changes the cluster: it needs a signed operator request (src/rpc/operator.ts). */
+const WRITE = { operator: true } as const
 const editBody = z.object({ data: z.unknown() }).strict()
 
 export function registerNoticeRoutes (rpc: RpcServer, admin: () => NoticeAdmin | undefined): void {
@@ -54,29 +56,30 @@ export function registerNoticeRoutes (rpc: RpcServer, admin: () => NoticeAdmin |
 
   rpc.route('POST', '/v1/notices', async req => await guard(async () => {
     const b = await body(req, publishBody, '{"kind", "data", "canary"?: [node], "cells"?: [cell], "nodes"?: [node], "expires"?: "2h" | ISO date | ms}')
-    return ok(await get().publish(b), 201)
-  }))
+    return ok(await get().publish(b, { auth: req.operator?.jwt }), 201)
+  }), WRITE)
 
   rpc.route('GET', '/v1/notices/:id', async req => await guard(async () => ok(await get().get(id(req)))))
 
   rpc.route('POST', '/v1/notices/:id/canary', async req => await guard(async () => {
     const b = await body(req, canaryBody, '{"nodes": [node name or peer id, …]}')
-    return ok(await get().setCanary(id(req), b.nodes))
-  }))
+    return ok(await get().setCanary(id(req), b.nodes, { auth: req.operator?.jwt }))
+  }), WRITE)
 
-  rpc.route('POST', '/v1/notices/:id/promote', async req => await guard(async () => ok(await get().promote(id(req)))))
-  rpc.route('POST', '/v1/notices/:id/stop', async req => await guard(async () => ok(await get().stop(id(req)))))
-  rpc.route('POST', '/v1/notices/:id/recall', async req => await guard(async () => ok(await get().recall(id(req)))))
+  rpc.route('POST', '/v1/notices/:id/promote', async req => await guard(async () => ok(await get().promote(id(req), { auth: req.operator?.jwt }))), WRITE)
+  rpc.route('POST', '/v1/notices/:id/stop', async req => await guard(async () => ok(await get().stop(id(req), { auth: req.operator?.jwt }))), WRITE)
+  rpc.route('POST', '/v1/notices/:id/recall', async req => await guard(async () => ok(await get().recall(id(req), { auth: req.operator?.jwt }))), WRITE)
 
   rpc.route('POST', '/v1/notices/:id/edit', async req => await guard(async () => {
     const b = await body(req, editBody, '{"data": {…}}')
-    return ok(await get().edit(id(req), b.data))
-  }))
+    return ok(await get().edit(id(req), b.data, { auth: req.operator?.jwt }))
+  }), WRITE)
 }
 
 function toHttp (err: unknown): unknown {
   if (err instanceof HttpError) return err
   if (err instanceof NoticeError) return new HttpError(err.status, err.message, err.code)
+  if (err instanceof AstradError && err.code === 'ERR_FORBIDDEN') return new HttpError(403, err.message, err.code)
   if (err instanceof AstradError) return new HttpError(500, err.message, err.code)
   return new HttpError(500, errorMessage(err), 'ERR_INTERNAL')
 }

@@ -1,18 +1,20 @@
-import type { Message } from '@libp2p/gossipsub'
-import { TopicValidatorResult } from '@libp2p/gossipsub'
 import { Counter, Registry } from 'prom-client'
 import { gaugeFn } from '../metrics/index.ts'
 import type { ClusterLog } from '../clusterlog/index.ts'
 import { serverErrorReason } from '../clusterlog/metrics.ts'
 import { handleRequests, type Host } from '../p2p/index.ts'
+import { Trust } from '../trust/index.ts'
+import type { PeerId } from '@libp2p/interface'
 import type { Logger } from '../util/logger.ts'
 import { errorMessage } from '../util/errors.ts'
 import { systemClock, type Clock } from '../util/time.ts'
 import { inboxKind, noticeKind, type NodeIdentity } from './notice.ts'
 import { MailboxIndex } from './memory.ts'
-import { decodeDigest, decodePullRequest, encodeDigest, encodePullResponse, type Cursor, type Digest } from './wire.ts'
+import type { TopicValidatorFn } from '@libp2p/gossipsub'
+import { digestValidator } from './digest-validator.ts'
+import { decodePullRequest, encodeDigest, encodePullResponse, type Cursor, type Digest } from './wire.ts'
 import {
-  DIGEST_DEBOUNCE_MS, DIGEST_INTERVAL_MS, MAILBOX_MAX_INBOUND_STREAMS, MAILBOX_PROTOCOL, MAILBOX_TOPIC, MAX_DIGEST_BYTES,
+  DIGEST_DEBOUNCE_MS, DIGEST_INTERVAL_MS, MAILBOX_MAX_INBOUND_STREAMS, MAILBOX_PROTOCOL, MAILBOX_TOPIC,
   MAX_PULL_REQUEST_BYTES, MAX_PULL_RESPONSE_BYTES
 } from './constants.ts'
 
@@ -50,9 +52,12 @@ export class MailboxServer {
   private readonly pulls: Counter<'mode'>
   private readonly refused: Counter<'reason'>
   private started = false
+  /** Well-formed digests from resources only (digest-validator.ts). */
+  private readonly validateDigest: TopicValidatorFn
 
   constructor (components: MailboxServerComponents, init: MailboxServerInit = {}) {
     this.components = components
+    this.validateDigest = digestValidator(components.libp2p, () => { this.refused.inc({ reason: 'bad_request' }) })
     this.init = init
     this.clock = components.clock ?? systemClock
     const registers = [components.registry ?? new Registry()]
@@ -76,7 +81,7 @@ export class MailboxServer {
     this.unsubscribe = log.onChange(entry => {
       if (index.apply(entry)) this.headMoved()
     })
-    await handleRequests(libp2p, MAILBOX_PROTOCOL, (bytes) => this.serve(bytes), {
+    await handleRequests(libp2p, MAILBOX_PROTOCOL, async (bytes, peer) => await this.serve(bytes, peer), {
       maxRequestBytes: MAX_PULL_REQUEST_BYTES,
       maxResponseBytes: MAX_PULL_RESPONSE_BYTES,
       maxInboundStreams: MAILBOX_MAX_INBOUND_STREAMS,
@@ -130,11 +135,12 @@ export class MailboxServer {
     return encodePullResponse(answer.head, answer.items)
   }
 
-  private serve (bytes: Uint8Array): Uint8Array {
+  private async serve (bytes: Uint8Array, peer: PeerId): Promise<Uint8Array> {
     const req = decodePullRequest(bytes)
-    // The node id comes from the request, not the connection: members are trusted inside the
-    // private network (as for the cluster log), and one connection may carry pulls for many
-    // simulated nodes (bench:mailbox).
+    // Pulls are reads, open to members (as the cluster log's reads are). The node id comes from
+    // the request, not the connection: one connection may carry pulls for many simulated nodes
+    // (bench:mailbox); a member could read any private mailbox through the log anyway.
+    await Trust.of(this.components.libp2p).require(peer, 'member', MAILBOX_PROTOCOL)
     return this.pullLocal({ peerId: req.node, cell: req.cell }, req.cursor)
   }
 
@@ -160,14 +166,4 @@ export class MailboxServer {
     })
   }
 
-  private readonly validateDigest = (_peer: unknown, msg: Message): TopicValidatorResult => {
-    try {
-      if (msg.data.length > MAX_DIGEST_BYTES) throw new Error('too large')
-      decodeDigest(msg.data)
-      return TopicValidatorResult.Accept
-    } catch {
-      this.refused.inc({ reason: 'bad_request' })
-      return TopicValidatorResult.Reject
-    }
-  }
 }

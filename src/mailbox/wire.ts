@@ -62,7 +62,8 @@ const pullRequestSchema = z.object({
 const itemSchema = z.object({
   key: z.string().min(1).max(512),
   version: z.string().min(1).max(256),
-  notice: noticeSchema
+  notice: noticeSchema,
+  author: z.string().min(1).max(64).optional()
 }).strict()
 
 const pullResponseSchema = z.object({
@@ -123,5 +124,5 @@ export function decodeDigest (bytes: Uint8Array): Digest {
 }
 
 export function itemJson (item: MailboxItem): string {
-  return JSON.stringify({ key: item.key, version: item.version, notice: item.notice })
+  return JSON.stringify({ key: item.key, version: item.version, notice: item.notice, author: item.author })
 }

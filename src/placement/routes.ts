@@ -1,5 +1,5 @@
 import { HttpError, type RpcServer } from '../rpc/index.ts'
-import type { ClusterLogAccess } from '../clusterlog/index.ts'
+import { withAuth, type ClusterLogAccess } from '../clusterlog/index.ts'
 import { AstradError } from '../util/errors.ts'
 import { modelKind } from '../transfer/kinds.ts'
 import { appKind, needsRoll, parseAppSpec, InvalidAppError, type AppRecord, type AppSpec } from './app.ts'
@@ -10,7 +10,7 @@ export interface AppRoutesContext {
   clusterLog: () => ClusterLogAccess
   /** Present on schedulers: placement counts for `app ls`. */
   placer: () => Placer | undefined
-  /** Peer id written as `deployedBy`. */
+  /** Peer id written as `deployedBy` (the daemon the operator deployed through). */
   self: () => string
 }
 
@@ -18,6 +18,8 @@ export interface AppRoutesContext {
 export interface DeployResult {
   app: AppRecord
   change: 'created' | 'scaled' | 'rolled' | 'unchanged'
+  /** The operator recorded as the author of the change (of the unchanged record's last change). */
+  author?: string
 }
 
 /** An app as `app ls` lists it: its spec and, on a scheduler, its placement. */
@@ -25,11 +27,18 @@ export interface AppListEntry {
   spec: AppSpec
   generation: number
   deployedAt: number
+  /** The operator who made the last change (cluster-log author; 'insecure' with --insecure). */
+  author?: string
+  /** The daemon it was deployed through (its peer id; the record's deployedBy). */
+  via: string
   status?: AppStatus
 }
 
-/** Deploys (creates, scales or rolls) an app. Shared by the route and the demo deploy at start. */
-export async function deployApp (clusterLog: ClusterLogAccess, input: unknown, deployedBy: string, now = Date.now()): Promise<DeployResult> {
+/**
+ * Deploys (creates, scales or rolls) an app. Shared by the route and the demo deploy at start.
+ * `auth`: the signed operator request (required where the write lands, unless --insecure).
+ */
+export async function deployApp (clusterLog: ClusterLogAccess, input: unknown, deployedBy: string, auth?: string, now = Date.now()): Promise<DeployResult> {
   const spec = parseAppSpec(input)
   const model = await clusterLog.get(modelKind, spec.model)
   if (model?.value == null || model.deleted) throw new InvalidAppError(`model: no model ${spec.model} in the cluster (see: astrad model ls)`)
@@ -41,17 +50,22 @@ export async function deployApp (clusterLog: ClusterLogAccess, input: unknown, d
     const rolled = needsRoll(prev.spec, spec)
     generation = rolled ? prev.generation + 1 : prev.generation
     change = rolled ? 'rolled' : JSON.stringify(prev.spec) === JSON.stringify(spec) ? 'unchanged' : 'scaled'
-    if (change === 'unchanged') return { app: prev, change }
+    if (change === 'unchanged') return { app: prev, change, ...authorOf(existing) }
   }
   const record: AppRecord = { spec, generation, deployedAt: now, deployedBy }
-  const entry = await clusterLog.put(appKind, spec.name, record)
-  return { app: entry.value ?? record, change }
+  const entry = await withAuth(clusterLog, auth).put(appKind, spec.name, record)
+  return { app: entry.value ?? record, change, ...authorOf(entry) }
+}
+
+function authorOf (entry: { author?: string } | undefined): { author?: string } {
+  return entry?.author != null ? { author: entry.author } : {}
 }
 
 /** `/v1/apps…` on the RPC port. */
 export function registerAppRoutes (rpc: RpcServer, ctx: AppRoutesContext): void {
   const toHttp = (err: unknown): unknown => {
     if (err instanceof InvalidAppError) return new HttpError(400, err.message, err.code)
+    if (err instanceof AstradError && err.code === 'ERR_FORBIDDEN') return new HttpError(403, `cluster log: ${err.message}`, err.code)
     if (err instanceof AstradError && !(err instanceof HttpError)) return new HttpError(503, `cluster log: ${err.message}`, err.code)
     return err
   }
@@ -59,13 +73,13 @@ export function registerAppRoutes (rpc: RpcServer, ctx: AppRoutesContext): void 
   rpc.route('POST', '/v1/apps', async req => {
     const body = await req.json()
     try {
-      const result = await deployApp(ctx.clusterLog(), body, ctx.self())
+      const result = await deployApp(ctx.clusterLog(), body, ctx.self(), req.operator?.jwt)
       ctx.placer()?.appsChanged()
       return { status: result.change === 'created' ? 201 : 200, body: result }
     } catch (err) {
       throw toHttp(err)
     }
-  })
+  }, { operator: true })
 
   rpc.route('GET', '/v1/apps', async () => {
     try {
@@ -73,7 +87,7 @@ export function registerAppRoutes (rpc: RpcServer, ctx: AppRoutesContext): void 
       const status = new Map((ctx.placer()?.status() ?? []).map(s => [s.name, s]))
       const apps: AppListEntry[] = entries.filter(e => e.value != null && !e.deleted).map(e => {
         const r = e.value!
-        const item: AppListEntry = { spec: r.spec, generation: r.generation, deployedAt: r.deployedAt }
+        const item: AppListEntry = { spec: r.spec, generation: r.generation, deployedAt: r.deployedAt, ...authorOf(e), via: r.deployedBy }
         const s = status.get(r.spec.name)
         if (s != null && s.generation === r.generation) item.status = s
         return item
@@ -90,11 +104,11 @@ export function registerAppRoutes (rpc: RpcServer, ctx: AppRoutesContext): void 
     try {
       const existing = await ctx.clusterLog().get(appKind, name)
       if (existing?.value == null || existing.deleted) throw new HttpError(404, `no app '${name}'`, 'ERR_NOT_FOUND')
-      await ctx.clusterLog().delete(appKind, name)
+      await ctx.clusterLog().delete(appKind, name, { auth: req.operator?.jwt })
       ctx.placer()?.appsChanged()
       return { status: 200, body: { name, removed: true } }
     } catch (err) {
       throw toHttp(err)
     }
-  })
+  }, { operator: true })
 }

@@ -2,10 +2,19 @@ import http from 'node:http'
 import type { Readable } from 'node:stream'
 import { RequestError, errorMessage } from '../util/errors.ts'
 
+/**
+ * Adds headers to a request before it is sent: the CLI's operator signature (src/cli/operator.ts)
+ * over the method, the path as sent (with its query) and the exact body bytes (or, for a
+ * streamed body, their SHA-256).
+ */
+export type RequestSigner = (req: { method: string, path: string, body: Uint8Array | { sha256: () => Promise<string> } }, client: RpcClient) => Promise<Record<string, string>>
+
 /** Options of {@link RpcClient.stream}. */
 export interface StreamInit {
   /** A streamed request body (model bytes); give its length in `headers['content-length']`. */
   body?: Readable
+  /** SHA-256 (hex) of `body`, computed only when the signer signs the request. */
+  bodySha256?: () => Promise<string>
   headers?: Record<string, string>
   /** Fails the request when the connection moves no byte for this long (default 60 s). */
   idleTimeoutMs?: number
@@ -20,16 +29,19 @@ export class RpcClient {
   readonly base: string
   private readonly hostPort: { host: string, port: number }
   private readonly token?: string
+  private readonly sign?: RequestSigner
 
-  constructor (hostPort: { host: string, port: number }, token?: string) {
+  constructor (hostPort: { host: string, port: number }, token?: string, options: { sign?: RequestSigner } = {}) {
     const host = hostPort.host.includes(':') ? `[${hostPort.host}]` : hostPort.host
     this.base = `http://${host}:${hostPort.port}`
     this.hostPort = hostPort
     this.token = token
+    this.sign = options.sign
   }
 
   async call<T = unknown> (method: string, path: string, body?: unknown, timeoutMs = 10_000): Promise<T> {
     const payload = body !== undefined ? Buffer.from(JSON.stringify(body)) : undefined
+    const signed = await this.sign?.({ method, path, body: payload ?? EMPTY }, this)
     const { status, text } = await new Promise<{ status: number, text: string }>((resolve, reject) => {
       const req = http.request({
         host: this.hostPort.host,
@@ -39,7 +51,8 @@ export class RpcClient {
         agent: false,
         headers: {
           ...(payload != null ? { 'content-type': 'application/json', 'content-length': String(payload.length) } : {}),
-          ...(this.token != null ? { authorization: `Bearer ${this.token}` } : {})
+          ...(this.token != null ? { authorization: `Bearer ${this.token}` } : {}),
+          ...signed
         },
         signal: AbortSignal.timeout(timeoutMs)
       }, res => {
@@ -76,6 +89,7 @@ export class RpcClient {
    */
   async stream (method: string, path: string, init: StreamInit = {}): Promise<http.IncomingMessage> {
     const idleMs = init.idleTimeoutMs ?? 60_000
+    const signed = await this.sign?.({ method, path, body: init.bodySha256 != null ? { sha256: init.bodySha256 } : EMPTY }, this)
     const { req, res } = await new Promise<{ req: http.ClientRequest, res: http.IncomingMessage }>((resolve, reject) => {
       let response: http.IncomingMessage | undefined
       const req = http.request({
@@ -86,6 +100,7 @@ export class RpcClient {
         agent: false,
         headers: {
           ...init.headers,
+          ...signed,
           // Not "close": a server that answers before reading the whole body (a refusal) then
           // drains it instead of closing, so the answer is not lost to an EPIPE/RST here.
           ...(init.body != null ? { connection: 'keep-alive' } : {}),
@@ -138,6 +153,8 @@ export class RpcClient {
     throw httpError(method, path, status, Buffer.concat(chunks).toString('utf8'))
   }
 }
+
+const EMPTY = new Uint8Array(0)
 
 /** A non-2xx answer as an error: the daemon's `{"error": …}` message, else the status. */
 function httpError (method: string, path: string, status: number, text: string): RequestError {

@@ -5,6 +5,7 @@ import type { Metrics } from '../metrics/index.ts'
 import { AstradError, errorMessage } from '../util/errors.ts'
 import { BadPathError, BodyBudgetError, BodyTimeoutError, HttpError } from './errors.ts'
 import { BodyBudget, readBody } from './body.ts'
+import { operatorNeeded, verifyRequestOperator, type OperatorCheck, type OperatorRoute, type RequestOperator } from './operator.ts'
 import { pipeline } from 'node:stream/promises'
 import { Readable } from 'node:stream'
 import { Counter } from 'prom-client'
@@ -31,6 +32,12 @@ export interface RpcRequest {
    */
   body: (maxBytes: number) => Promise<Buffer>
   raw: http.IncomingMessage
+  /**
+   * The operator who signed this request, on routes registered with `operator` (verified
+   * before the handler runs; a streamed body is checked with verifiedStream). Undefined in
+   * insecure mode.
+   */
+  operator?: RequestOperator
 }
 
 export interface RpcResponse {
@@ -53,6 +60,7 @@ interface Route {
   keys: string[]
   name: string
   open: boolean
+  operator?: OperatorRoute
   handler: RouteHandler
 }
 
@@ -62,6 +70,8 @@ const BEARER = /^bearer +(\S+) *$/i
 export interface RpcServerComponents {
   logger: Logger
   metrics: Metrics
+  /** Checks operator signatures on routes that change the cluster; omitted = none checked. */
+  operators?: OperatorCheck
 }
 
 export interface RpcServerInit {
@@ -113,11 +123,14 @@ export class RpcServer {
     this.server.maxConnections = MAX_CONNECTIONS
   }
 
-  /** Registers a route; `:name` segments become params. */
-  route (method: string, path: string, handler: RouteHandler, options: { open?: boolean } = {}): void {
+  /**
+   * Registers a route; `:name` segments become params. `operator`: the route changes the
+   * cluster and needs a signed operator request (src/rpc/operator.ts).
+   */
+  route (method: string, path: string, handler: RouteHandler, options: { open?: boolean, operator?: OperatorRoute } = {}): void {
     const keys: string[] = []
     const pattern = new RegExp('^' + path.replace(/\/:([a-zA-Z]+)/g, (_, k: string) => { keys.push(k); return '/([^/]+)' }) + '/?$')
-    this.routes.push({ method, pattern, keys, name: path, open: options.open === true, handler })
+    this.routes.push({ method, pattern, keys, name: path, open: options.open === true, operator: options.operator, handler })
   }
 
   async listen (): Promise<{ host: string, port: number }> {
@@ -184,11 +197,13 @@ export class RpcServer {
     const since = Date.now()
     const lease = this.budget.lease()
     res.once('close', lease.release)
-    const body = async (maxBytes: number): Promise<Buffer> => await readBody(req, maxBytes, { lease, timeoutMs: this.bodyTimeoutMs, since }).catch((err: unknown) => {
+    // Read once: an operator route reads the body to verify it before its handler does.
+    let read: Promise<Buffer> | undefined
+    const body = async (maxBytes: number): Promise<Buffer> => await (read ??= readBody(req, maxBytes, { lease, timeoutMs: this.bodyTimeoutMs, since }).catch((err: unknown) => {
       if (err instanceof BodyBudgetError) this.bodyRefused.labels({ reason: 'budget' }).inc()
       if (err instanceof BodyTimeoutError) this.bodyRefused.labels({ reason: 'timeout' }).inc()
       throw err
-    })
+    }))
     try {
       const matches = this.routes.filter(r => r.pattern.test(url.pathname))
       if (matches.length === 0) throw new HttpError(404, `no route ${url.pathname}`)
@@ -204,6 +219,12 @@ export class RpcServer {
       const m = route.pattern.exec(url.pathname) as RegExpExecArray
       const params: Record<string, string> = {}
       route.keys.forEach((k, i) => { params[k] = decodeSegment(m[i + 1] ?? '') })
+      let operator: RequestOperator | undefined
+      const operators = this.components.operators
+      if (operators != null && operatorNeeded(route.operator, url.searchParams)) {
+        const streamed = route.operator !== true && route.operator?.streamed === true
+        operator = await verifyRequestOperator(operators, req, rawUrl, streamed ? undefined : await body(MAX_ADMIN_BODY_BYTES))
+      }
       out = await route.handler({
         method: req.method ?? 'GET',
         path: url.pathname,
@@ -212,7 +233,8 @@ export class RpcServer {
         headers: req.headers,
         json: async (max = MAX_ADMIN_BODY_BYTES) => await parseJson(await body(max)),
         body,
-        raw: req
+        raw: req,
+        operator
       })
     } catch (err) {
       const status = err instanceof HttpError ? err.status : 500

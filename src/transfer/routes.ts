@@ -1,5 +1,5 @@
 import { z } from 'zod'
-import { HttpError, type RpcServer, type RpcRequest } from '../rpc/index.ts'
+import { HttpError, verifiedStream, type RpcServer, type RpcRequest } from '../rpc/index.ts'
 import { AstradError, DecodeError, errorMessage } from '../util/errors.ts'
 import { modelIdSchema } from './manifest.ts'
 import { TransferError, type TransferService } from './service.ts'
@@ -39,9 +39,9 @@ export function registerTransferRoutes (rpc: RpcServer, service: () => TransferS
     if (size > MAX_PIECE_SIZE * MAX_PIECES) throw new HttpError(413, `a model may have at most ${MAX_PIECE_SIZE * MAX_PIECES} bytes`, 'ERR_TOO_LARGE')
     const aborted = new AbortController()
     req.raw.once('aborted', () => { aborted.abort(new AstradError('upload aborted by the client', 'ERR_ABORTED')) })
-    const added = await svc().add(req.raw, size, name, aborted.signal)
+    const added = await svc().add(verifiedStream(req.raw, req.operator, size), size, name, aborted.signal, req.operator?.jwt)
     return { status: 201, body: added }
-  }))
+  }), { operator: { streamed: true } })
 
   rpc.route('GET', '/v1/models', async () => await guard(async () => ({ status: 200, body: { models: await svc().models() } })))
 
@@ -68,10 +68,10 @@ export function registerTransferRoutes (rpc: RpcServer, service: () => TransferS
 
   rpc.route('DELETE', '/v1/models/:id', async req => await guard(async () => {
     const id = idParam(req)
-    const forget = ['1', 'true', 'yes'].includes(req.query.get('forget') ?? '')
-    await svc().remove(id, forget)
+    const forget = forgets(req.query)
+    await svc().remove(id, forget, req.operator?.jwt)
     return { status: 200, body: { id, removed: true, forgotten: forget } }
-  }))
+  }), { operator: { when: forgets } })
 
   rpc.route('GET', '/v1/transfers', () => {
     const s = svc()
@@ -87,7 +87,13 @@ export function registerTransferRoutes (rpc: RpcServer, service: () => TransferS
 
 }
 
+/** `?forget=1`: the removal drops the model from the cluster log too (a cluster write). */
+function forgets (query: URLSearchParams): boolean {
+  return ['1', 'true', 'yes'].includes(query.get('forget') ?? '')
+}
+
 const STATUS_BY_CODE: Record<string, number> = {
+  ERR_FORBIDDEN: 403,
   ERR_NOT_FOUND: 404,
   ERR_INCOMPLETE: 409,
   ERR_PINNED: 409,

@@ -27,6 +27,8 @@ export interface ModelInfo {
   sha256: string
   addedAt: number | null
   addedBy: string | null
+  /** The operator who added it (the cluster-log entry's author); absent for models only on this node. */
+  author?: string
   nodesComplete: number
   nodesPartial: number
   local: { havePieces: number, haveBytes: number, complete: boolean, pinned: boolean } | null
@@ -215,16 +217,20 @@ export class TransferService {
     this.store?.setMaxBytes(bytes ?? this.init.cacheSize)
   }
 
-  /** `model add`: stores the bytes, records the manifest in the cluster log. */
-  async add (source: AsyncIterable<Uint8Array>, size: number, name: string, signal?: AbortSignal): Promise<{ id: string, name: string, size: number, pieceSize: number, pieces: number }> {
+  /**
+   * `model add`: stores the bytes, records the manifest in the cluster log. `auth`: the signed
+   * operator request that asked for it (required where the record lands, unless --insecure).
+   */
+  async add (source: AsyncIterable<Uint8Array>, size: number, name: string, signal?: AbortSignal, auth?: string): Promise<{ id: string, name: string, size: number, pieceSize: number, pieces: number }> {
     const store = this.requireStore()
     const stored = await store.importModel(source, size, { signal })
     const record: ModelRecord = { manifest: stored.manifest, name, addedAt: Date.now(), addedBy: this.components.libp2p.peerId.toString() }
     const existing = await this.components.clusterLog().get(modelKind, stored.id).catch(() => undefined)
     if (existing?.value == null || existing.deleted) {
       try {
-        await this.components.clusterLog().put(modelKind, stored.id, record, { signal })
+        await this.components.clusterLog().put(modelKind, stored.id, record, { signal, auth })
       } catch (err) {
+        if ((err as { code?: string }).code === 'ERR_FORBIDDEN') throw new TransferError(`model ${stored.id} is stored on this node but the cluster log refused its record: ${errorMessage(err)}`, 'ERR_FORBIDDEN', 403)
         throw new TransferError(`model ${stored.id} is stored on this node but could not be recorded in the cluster log: ${errorMessage(err)}; run 'model add' again when a resource is reachable`, 'ERR_CLUSTER_LOG', 503)
       }
     }
@@ -299,7 +305,7 @@ export class TransferService {
   }
 
   /** Frees this node's copy (unless a replica pins it); `forget` also drops the manifest cluster-wide. */
-  async remove (id: string, forget: boolean): Promise<void> {
+  async remove (id: string, forget: boolean, auth?: string): Promise<void> {
     const local = this.store?.get(id)
     const replicaPins = local?.pinnedBy.filter(o => o !== 'download') ?? []
     if (replicaPins.length > 0) throw new TransferError(`model ${id} is in use by ${replicaPins.join(', ')}`, 'ERR_PINNED', 409)
@@ -317,7 +323,7 @@ export class TransferService {
     if (forget) {
       const entry = await this.components.clusterLog().get(modelKind, id)
       if (entry != null && !entry.deleted) {
-        await this.components.clusterLog().delete(modelKind, id)
+        await this.components.clusterLog().delete(modelKind, id, { auth })
         found = true
       }
     }
@@ -336,7 +342,7 @@ export class TransferService {
     const out = new Map<string, ModelInfo>()
     for (const e of entries) {
       if (e.value == null || e.deleted) continue
-      out.set(e.key, this.info(e.key, e.value.manifest, e.value, summary.get(e.key)))
+      out.set(e.key, { ...this.info(e.key, e.value.manifest, e.value, summary.get(e.key)), ...(e.author != null ? { author: e.author } : {}) })
     }
     for (const m of this.store?.list() ?? []) {
       if (!out.has(m.id)) out.set(m.id, this.info(m.id, m.manifest, undefined, summary.get(m.id)))

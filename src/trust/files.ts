@@ -121,7 +121,13 @@ export async function createOperatorCredential (secret: ClusterSecret, name: str
 }
 
 export async function readOperatorCredential (file: string): Promise<OperatorCredential> {
-  const parsed = credentialFile.safeParse(parseJsonText(readText(file, 'operator credential'), `operator credential ${file}`))
+  return await parseOperatorCredential(readText(file, 'operator credential'), file)
+}
+
+/** An operator credential from its text (`where` names it in errors: a file, an env var). */
+export async function parseOperatorCredential (text: string, where: string): Promise<OperatorCredential> {
+  const file = where
+  const parsed = credentialFile.safeParse(parseJsonText(text, `operator credential ${file}`))
   if (!parsed.success) throw new TrustError(`${file} is not an astrad operator credential (create one with: astrad cluster operator NAME)`, 'bad-key')
   const clusterPublic = await importPublic(parsed.data.ca, 'operator credential cluster key')
   const grant = await verifyGrant(parsed.data.grant, clusterPublic, 'operator')

@@ -16,8 +16,10 @@ import { CLOCK_SKEW_S, MAX_JWT_BYTES, OPERATOR_REQUEST_TTL_S, OPERATOR_REQUEST_T
 
 export interface OperatorRequest {
   method: string
+  /** The request target as sent: path and query (`/v1/models?name=x`). */
   path: string
-  body: Uint8Array
+  /** The body bytes as sent, or the SHA-256 (hex) of a body streamed from a file. */
+  body: Uint8Array | { sha256: string }
   /** Peer id of the daemon whose RPC port receives the request. */
   audience: string
 }
@@ -28,6 +30,8 @@ export interface VerifiedOperator {
   grantId: string
   method: string
   path: string
+  /** SHA-256 (hex) of the body it signs: checked by a receiver that streams the body. */
+  bodyHash: string
   /** The signed request itself, to forward with the writes it causes. */
   jwt: string
 }
@@ -49,15 +53,16 @@ export function bodyHash (body: Uint8Array): string {
 
 export async function signOperatorRequest (cred: OperatorCredential, req: OperatorRequest): Promise<string> {
   return await signJwt({
-    grant: cred.grant.jwt, aud: req.audience, m: req.method.toUpperCase(), p: req.path, h: bodyHash(req.body), jti: randomUUID()
+    grant: cred.grant.jwt, aud: req.audience, m: req.method.toUpperCase(), p: req.path, h: req.body instanceof Uint8Array ? bodyHash(req.body) : req.body.sha256, jti: randomUUID()
   }, OPERATOR_REQUEST_TYP, cred.key.privateKey, OPERATOR_REQUEST_TTL_S)
 }
 
 /**
  * Checks a signed operator request: signed by an operator key the cluster key vouches for,
- * fresh, meant for `audience`. With `request`, also that it signs this method, path and body.
+ * fresh, meant for `audience`. With `request`, also that it signs this method, path and body
+ * (a body still to be streamed is left to the caller: compare `bodyHash` once it is read).
  */
-export async function verifyOperatorRequest (jwt: unknown, clusterPublic: CryptoKey, expect: { audience: string, request?: { method: string, path: string, body: Uint8Array } }): Promise<VerifiedOperator> {
+export async function verifyOperatorRequest (jwt: unknown, clusterPublic: CryptoKey, expect: { audience: string, request?: { method: string, path: string, body?: Uint8Array } }): Promise<VerifiedOperator> {
   if (typeof jwt !== 'string' || jwt.length > 2 * MAX_JWT_BYTES) throw new TrustError('operator credential required (sign the request: astrad CLI with --credential)', 'not-operator')
   const unverified = peek(jwt, 'operator request')
   const grant = await verifyGrant(unverified.grant, clusterPublic, 'operator')
@@ -70,9 +75,9 @@ export async function verifyOperatorRequest (jwt: unknown, clusterPublic: Crypto
   if (expect.request != null) {
     const r = expect.request
     if (c.m !== r.method.toUpperCase() || c.p !== r.path) throw new TrustError(`operator request signs ${c.m} ${c.p}, not ${r.method} ${r.path}`, 'scope')
-    if (c.h !== bodyHash(r.body)) throw new TrustError('operator request: body differs from the one signed', 'scope')
+    if (r.body != null && c.h !== bodyHash(r.body)) throw new TrustError('operator request: body differs from the one signed', 'scope')
   }
-  return { name: grant.name ?? 'unknown', grantId: grant.id, method: c.m, path: c.p, jwt }
+  return { name: grant.name ?? 'unknown', grantId: grant.id, method: c.m, path: c.p, bodyHash: c.h, jwt }
 }
 
 /** The cluster-log objects one operator request may write: kind, and the key where the path names it. */

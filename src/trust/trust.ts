@@ -165,9 +165,10 @@ export class Trust {
 
   /**
    * Checks an operator's signed request on the RPC port of this daemon (`self`): signature,
-   * credential, freshness, that it signs this method, path and body.
+   * credential, freshness, that it signs this method, path and body (without `body`, a body
+   * still to be streamed: the caller compares the result's bodyHash once it has read it).
    */
-  async verifyOperator (jwt: unknown, request: { method: string, path: string, body: Uint8Array }): Promise<VerifiedOperator | undefined> {
+  async verifyOperator (jwt: unknown, request: { method: string, path: string, body?: Uint8Array }): Promise<VerifiedOperator | undefined> {
     if (!this.secure) return undefined
     try {
       return await verifyOperatorRequest(jwt, this.clusterPublic!, { audience: this.selfId(), request })

@@ -5,6 +5,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { randomBytes, createHash } from 'node:crypto'
 import { TestCluster, waitFor } from '../helpers/cluster.ts'
+import { operatorAuth } from '../helpers/operator.ts'
 import type { Daemon } from '../../src/daemon/index.ts'
 import { request } from '../../src/p2p/index.ts'
 import { PIECE_PROTOCOL, TRACKER_PROTOCOL } from '../../src/transfer/constants.ts'
@@ -35,7 +36,7 @@ async function readAll (d: Daemon, id: string): Promise<Buffer> {
 
 async function add (d: Daemon, data: Buffer, name: string): Promise<string> {
   await waitFor('joined a resource', () => d.ready)
-  const added = await d.transfer.add(chunks(data), data.length, name)
+  const added = await d.transfer.add(chunks(data), data.length, name, undefined, await operatorAuth(cluster, d, 'POST', '/v1/models'))
   return added.id
 }
 

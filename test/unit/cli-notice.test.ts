@@ -124,7 +124,7 @@ test('canary, promote, edit, stop, recall print "<id> <state> revision N"; ls an
   assert.match(show, /^applied: +1 of 3 target node\(s\) at revision \d+$/m)
   assert.match(show, /^expires: +never$/m)
   assert.match(show, /^created: +\d{4}-\d\d-\d\dT.*Z \([\d.]+s ago\)$/m)
-  assert.match(show, /^by: +ops$/m)
+  assert.match(show, /^via: +ops$/m)
   assert.match(show, /^data:\n {2}\{\n {4}"text": "new model live",\n {4}"level": "warn"\n {2}\}\n$/m)
   assert.equal((JSON.parse(await ok('notice', 'show', id, '--json')) as { by: string }).by, 'ops')
 

@@ -212,3 +212,27 @@ test('a corrupt, foreign, locked or newer-schema file gives a clear error, not a
   db.close()
   assert.throws(() => open(51, undefined, file), { name: 'LogStoreError', code: 'ERR_CLUSTERLOG_SCHEMA' })
 })
+
+test('authors: recorded with each write, replicated with the entry; a database from before authors gains the column', () => {
+  const file = path.join(root, `s${n++}`, 'cluster-log.sqlite')
+  const old = open(0, new FakeClock(), file)
+  old.write('notice', 'before', '{"v":0}')
+  old.close()
+  // An older astrad's file: no author column.
+  const db = new DatabaseSync(file)
+  db.exec('ALTER TABLE entries DROP COLUMN author')
+  db.close()
+
+  const a = open(0, new FakeClock(), file)
+  assert.equal(a.get('notice', 'before')?.author, undefined, 'entries from before have no author')
+  assert.equal(a.write('notice', 'n1', '{"v":1}', 'alice').author, 'alice')
+  assert.equal(a.get('notice', 'n1')?.author, 'alice')
+  assert.equal(a.write('notice', 'n1', undefined, 'bob').author, 'bob', 'a delete records its author')
+  const b = open(1)
+  sync(a, b)
+  assert.equal(b.get('notice', 'n1')?.author, 'bob')
+  assert.equal(b.get('notice', 'before')?.author, undefined)
+  assert.deepEqual([...b.missing(new Map())].map(e => e.author), [undefined, 'alice', 'bob'])
+  a.close()
+  b.close()
+})

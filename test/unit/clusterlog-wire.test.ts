@@ -2,8 +2,8 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { z } from 'zod'
 import {
-  decodeAccessRequest, decodeHint, decodeReplicateRequest, decodeReplicateResponse, decodeSyncRequest, decodeSyncResponse, decodeWriteResponse,
-  encodeLogEntry, encodeReplicateRequest, encodeReplicateResponse, encodeSyncRequest, encodeSyncResponse, encodeWriteResponse
+  decodeAccessRequest, decodeEntryResponse, decodeHint, decodeReplicateRequest, decodeReplicateResponse, decodeSyncRequest, decodeSyncResponse, decodeWriteResponse,
+  encodeEntryResponse, encodeJson, encodeLogEntry, encodeReplicateRequest, encodeReplicateResponse, encodeSyncRequest, encodeSyncResponse, encodeWriteResponse
 } from '../../src/clusterlog/wire.ts'
 import { formatVersion } from '../../src/clusterlog/hlc.ts'
 import { defineKind, encodeValue } from '../../src/clusterlog/kind.ts'
@@ -102,4 +102,18 @@ test('write responses carry replicas; an answer without them counts as one copy'
   assert.deepEqual(decodeWriteResponse(bytes({ entry: object })), { entry: object, replicas: 1 })
   assert.throws(() => decodeWriteResponse(bytes({ entry: object, replicas: 0 })), decodeErr)
   assert.throws(() => decodeWriteResponse(bytes({ entry: null, replicas: 1 })), decodeErr)
+})
+
+test('authors travel in sync entries and access answers; an access write carries its operator request', () => {
+  const e: LogEntry = { origin, seq: 1, kind: 'notice', key: 'n1', version: formatVersion({ wall: 1_700_000_000_000, counter: 0, origin }), deleted: false, pruned: false, value: '{"v":1}', author: 'alice' }
+  const synced = decodeSyncResponse(encodeSyncResponse([encodeLogEntry(e)], false)).entries[0]
+  assert.equal(synced?.author, 'alice')
+  const { author: _, ...anonymous } = e
+  assert.equal(decodeSyncResponse(encodeSyncResponse([encodeLogEntry(anonymous)], false)).entries[0]?.author, undefined)
+  const entry = { kind: 'app', key: 'vad', value: { x: 1 }, deleted: false, version: e.version, origin: fakePeerId(1), rev: 3, author: 'bob' }
+  assert.equal(decodeEntryResponse(encodeEntryResponse(entry))?.author, 'bob')
+  const put = decodeAccessRequest(encodeJson({ op: 'put', kind: 'app', key: 'vad', value: 1, auth: 'header.claims.signature' }))
+  assert.equal(put.op === 'put' ? put.auth : undefined, 'header.claims.signature')
+  assert.throws(() => decodeAccessRequest(encodeJson({ op: 'delete', kind: 'app', key: 'vad', auth: 'x'.repeat(64 * 1024) })), { code: 'ERR_DECODE' })
+  assert.throws(() => decodeSyncResponse(encodeJson({ entries: [{ ...e, value: { v: 1 }, author: 'x'.repeat(200) }], more: false })), { code: 'ERR_DECODE' })
 })

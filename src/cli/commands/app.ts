@@ -40,13 +40,14 @@ async function readSpec (file: string, flags: RpcFlags): Promise<Record<string, 
 
 export function renderApps (apps: AppListEntry[]): string {
   return table(
-    ['NAME', 'MODEL', 'GEN', 'DESIRED', 'PLACED', 'READY', 'CPU', 'GPU', 'THREADS', 'CELLS', 'DEPLOYED', 'NOTE'],
+    ['NAME', 'MODEL', 'GEN', 'DESIRED', 'PLACED', 'READY', 'CPU', 'GPU', 'THREADS', 'CELLS', 'DEPLOYED', 'BY', 'NOTE'],
     apps.map(a => [
       a.spec.name, a.spec.model.slice(0, 12), String(a.generation), String(a.spec.replicas),
       a.status != null ? String(a.status.placed) : '-', a.status != null ? String(a.status.ready) : '-',
       String(a.spec.resources.cpu), String(a.spec.resources.gpu), String(a.spec.threads),
       a.spec.cells != null ? Object.entries(a.spec.cells).map(([c, n]) => `${c}:${n}`).join(',') : '-',
       ago(Math.max(0, Date.now() - a.deployedAt)),
+      a.author ?? '-',
       a.status?.old != null && a.status.old > 0 ? `rolling (${a.status.old} old)` : a.status?.lastError != null && (a.status.ready < a.spec.replicas) ? a.status.lastError : ''
     ])
   )

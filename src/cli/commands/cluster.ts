@@ -3,10 +3,14 @@ import path from 'node:path'
 import { Command, Option } from 'commander'
 import type { CliIo } from '../index.ts'
 import { ConfigError } from '../../util/errors.ts'
-import {
-  createJoinToken, createOperatorCredential, encodeClusterSecret, newClusterSecret, readClusterSecret, writeSecretFile, TrustError, type Role
-} from '../../trust/index.ts'
-import { trustConstants } from '../../trust/index.ts'
+import { TrustError } from '../../trust/errors.ts'
+import * as trustConstants from '../../trust/constants.ts'
+import type { Role } from '../../trust/certs.ts'
+import type { ClusterSecret } from '../../trust/files.ts'
+
+// The trust code (jose, zod) is loaded when a command runs, not with the CLI: `status` and the
+// other client commands start without it.
+const trust = async (): Promise<typeof import('../../trust/files.ts')> => await import('../../trust/files.ts')
 
 /**
  * `astrad cluster …`: the operator's secrets (docs/security.md). The cluster key signs
@@ -39,9 +43,9 @@ function clusterKeyPath (flag: string | undefined): string {
   return path.resolve(flag ?? process.env.ASTRAD_CLUSTER_KEY ?? path.join(process.env.ASTRAD_DATA_DIR ?? path.join(os.homedir(), '.astrad'), trustConstants.CLUSTER_KEY_FILE))
 }
 
-async function readKey (flag: string | undefined): Promise<Awaited<ReturnType<typeof readClusterSecret>>> {
+async function readKey (flag: string | undefined): Promise<ClusterSecret> {
   try {
-    return await readClusterSecret(clusterKeyPath(flag))
+    return await (await trust()).readClusterSecret(clusterKeyPath(flag))
   } catch (err) {
     if (err instanceof TrustError) throw new ConfigError('--cluster-key', err.message)
     throw err
@@ -52,9 +56,9 @@ function expiryText (ttlS: number | undefined): string {
   return ttlS == null ? 'never expires' : `expires ${new Date(Date.now() + ttlS * 1000).toISOString()}`
 }
 
-function writeSecret (file: string, text: string): void {
+async function writeSecret (file: string, text: string): Promise<void> {
   try {
-    writeSecretFile(file, text)
+    (await trust()).writeSecretFile(file, text)
   } catch (err) {
     throw new ConfigError('FILE', (err as Error).message)
   }
@@ -67,7 +71,8 @@ export function clusterCommand (io: CliIo): Command {
     .description('create a new cluster key (the private-network key and the key that signs every certificate); keep it like a CA key')
     .argument('<file>', 'file to create, mode 0600 (refuses to overwrite)')
     .action(async (file: string) => {
-      writeSecret(path.resolve(file), encodeClusterSecret(await newClusterSecret()))
+      const { encodeClusterSecret, newClusterSecret } = await trust()
+      await writeSecret(path.resolve(file), encodeClusterSecret(await newClusterSecret()))
       io.stdout(`${file}\n`)
       io.stderr(`next: 'astrad cluster token --cluster-key ${file} --roles node' for each kind of host, 'astrad cluster operator NAME --cluster-key ${file}' for each operator\n`)
     })
@@ -81,7 +86,7 @@ export function clusterCommand (io: CliIo): Command {
       const roles = parseRoleList(opts.roles)
       const ttlS = parseTtl(opts.ttl)
       const secret = await readKey(opts.clusterKey)
-      io.stdout(`${await createJoinToken(secret, roles, ttlS)}\n`)
+      io.stdout(`${await (await trust()).createJoinToken(secret, roles, ttlS)}\n`)
       io.stderr(`join token for ${roles.join(',')}; ${expiryText(ttlS)}\n`)
     })
 
@@ -96,7 +101,7 @@ export function clusterCommand (io: CliIo): Command {
       const ttlS = parseTtl(opts.ttl)
       const secret = await readKey(opts.clusterKey)
       const file = opts.out ?? `${name}.cred`
-      writeSecret(path.resolve(file), await createOperatorCredential(secret, name, ttlS))
+      await writeSecret(path.resolve(file), await (await trust()).createOperatorCredential(secret, name, ttlS))
       io.stdout(`${file}\n`)
       io.stderr(`operator credential for ${name}; ${expiryText(ttlS)}; use it with --credential ${file} or ASTRAD_CREDENTIAL=${file}\n`)
     })

@@ -86,7 +86,8 @@ export function renderNotice (v: NoticeView, now = Date.now()): string {
     ['expires', v.expiresAt == null ? 'never' : `${when(v.expiresAt, now)}${v.expiresAt <= now ? ', expired' : ''}`],
     ['created', when(v.createdAt, now)],
     ['updated', when(v.updatedAt, now)],
-    ['by', v.by]
+    ['author', v.author ?? 'none (no verified operator wrote it: nodes ignore it)'],
+    ['via', v.by]
   )
   const width = Math.max(...lines.map(([k]) => k.length)) + 2
   let out = lines.map(([k, val]) => `${(k + ':').padEnd(width)}${val}\n`).join('')

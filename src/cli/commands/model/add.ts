@@ -1,4 +1,5 @@
-import { open, stat } from 'node:fs/promises'
+import { createHash } from 'node:crypto'
+import { open, stat, type FileHandle } from 'node:fs/promises'
 import type { Stats } from 'node:fs'
 import { basename } from 'node:path'
 import { Transform, pipeline } from 'node:stream'
@@ -25,6 +26,13 @@ export class FileChangedError extends AstradError {
 
 /** How long the upload may move no byte (the daemon hashes and fsyncs as it receives). */
 const UPLOAD_IDLE_MS = 120_000
+
+/** SHA-256 of a file's first `size` bytes (the bytes sent), for the operator signature. */
+async function sha256Of (fh: FileHandle, size: number): Promise<string> {
+  const hash = createHash('sha256')
+  for await (const chunk of fh.createReadStream({ start: 0, end: size - 1, highWaterMark: 1024 * 1024, autoClose: false })) hash.update(chunk as Buffer)
+  return hash.digest('hex')
+}
 
 /** Checks FILE before anything is sent: a missing, unreadable, empty or non-regular file is a usage error. */
 async function checkFile (file: string): Promise<Stats> {
@@ -89,6 +97,7 @@ export async function addModel (client: RpcClient, file: string, init: { name?: 
   try {
     const res = await client.stream('POST', `/v1/models?name=${encodeURIComponent(name)}`, {
       body: counter,
+      bodySha256: async () => await sha256Of(fh, size),
       headers: { 'content-type': 'application/octet-stream', 'content-length': String(size) },
       idleTimeoutMs: UPLOAD_IDLE_MS,
       signal: init.signal
