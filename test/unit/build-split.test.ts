@@ -9,6 +9,10 @@ import { ROOT } from '../helpers/process.ts'
  * The executable's main script is the CLI only: the daemon (libp2p, the cluster log, zod, pino,
  * prom-client) is a bundle of its own that only `astrad start` compiles (src/cli/daemon-asset.ts),
  * so `--version` and `status` start without it. Checked on the bundles scripts/build.ts writes.
+ * zod is the one exception: the trust code (src/trust: reading an operator credential to sign a
+ * write, `astrad cluster …`) validates files with it, and the CLI imports that code lazily, only
+ * for a write to a secure daemon or a `cluster` command (cli-notice.test.ts checks that reads,
+ * and writes that never reach a daemon, do not load it).
  */
 
 test('the CLI bundle holds no daemon code; the daemon bundle takes the error classes from the CLI', (t) => {
@@ -20,7 +24,7 @@ test('the CLI bundle holds no daemon code; the daemon bundle takes the error cla
   const [cli, daemon] = files.map(f => fs.readFileSync(f!, 'utf8')) as [string, string]
   const sources = (code: string): string[] => [...code.matchAll(/^\/\/ ((?:src|node_modules)\/\S+)$/gm)].map(m => m[1]!)
   const inCli = sources(cli)
-  for (const heavy of ['node_modules/libp2p/', 'node_modules/@libp2p/', 'node_modules/zod/', 'node_modules/pino/', 'node_modules/prom-client/', 'src/daemon/', 'src/cli/run-daemon.ts']) {
+  for (const heavy of ['node_modules/libp2p/', 'node_modules/@libp2p/', 'node_modules/pino/', 'node_modules/prom-client/', 'src/daemon/', 'src/cli/run-daemon.ts']) {
     assert.deepEqual(inCli.filter(s => s.startsWith(heavy)), [], `${heavy} in the CLI bundle`)
   }
   assert.ok(inCli.includes('src/cli/daemon-asset.ts'), 'start runs the daemon from its asset')
