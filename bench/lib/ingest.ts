@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { forkTs, sleep, now, stop, waitFor, type Managed } from './procs.ts'
-import { startDaemon, status, getText, cpuTicks, memory, metric, type AstradDaemon } from './astrad.ts'
+import { startDaemon, status, getText, cpuTicks, memory, metric, clusterKeyFor, type AstradDaemon } from './astrad.ts'
 import type { SimConfig, SimStats } from './hb-sim.ts'
 
 export interface IngestOptions {
@@ -122,6 +122,7 @@ export async function runIngest (o: IngestOptions): Promise<IngestResult> {
   const addr = doc0.self.addrs.find(a => a.startsWith('/ip4/127.0.0.1/tcp/'))
   if (addr == null) throw new Error('resource has no loopback address')
   const resourceAddr = addr.includes('/p2p/') ? addr : `${addr}/p2p/${resource.peerId}`
+  const clusterKey = await clusterKeyFor(root)
 
   // Idle baseline: the resource alone (its own heartbeat, gossipsub heartbeat, timers).
   await sleep(2_000)
@@ -138,7 +139,7 @@ export async function runIngest (o: IngestOptions): Promise<IngestResult> {
   for (let s = 0; s < o.sims; s++) {
     const count = Math.floor(o.nodes / o.sims) + (s < o.nodes % o.sims ? 1 : 0)
     // The resource refuses more than 10 inbound connections mid-upgrade: 2 dials per simulator.
-    sims.push(startSim({ sim: s, count, firstIndex: first, total: o.nodes, resource: resourceAddr, dialConcurrency: 2 }))
+    sims.push(startSim({ sim: s, count, firstIndex: first, total: o.nodes, resource: resourceAddr, clusterKey, dialConcurrency: 2 }))
     first += count
   }
   await Promise.all(sims.map(async s => await nextMessage(s, 'ready', 180_000)))

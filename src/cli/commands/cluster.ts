@@ -1,10 +1,11 @@
+import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { Command, Option } from 'commander'
 import type { CliIo } from '../index.ts'
-import { ConfigError } from '../../util/errors.ts'
+import { ConfigError, errorMessage } from '../../util/errors.ts'
 import {
-  createJoinToken, createOperatorCredential, encodeClusterSecret, newClusterSecret, readClusterSecret, writeSecretFile, TrustError, type Role
+  createJoinToken, createOperatorCredential, encodeClusterSecret, newClusterSecret, readClusterSecret, writeSecretFile, TrustError, type ClusterSecret, type Role
 } from '../../trust/index.ts'
 import { trustConstants } from '../../trust/index.ts'
 
@@ -39,9 +40,13 @@ function clusterKeyPath (flag: string | undefined): string {
   return path.resolve(flag ?? process.env.ASTRAD_CLUSTER_KEY ?? path.join(process.env.ASTRAD_DATA_DIR ?? path.join(os.homedir(), '.astrad'), trustConstants.CLUSTER_KEY_FILE))
 }
 
-async function readKey (flag: string | undefined): Promise<Awaited<ReturnType<typeof readClusterSecret>>> {
+async function readKey (flag: string | undefined): Promise<ClusterSecret> {
+  const file = clusterKeyPath(flag)
+  if (flag == null && !fs.existsSync(file)) {
+    throw new ConfigError('--cluster-key', `no cluster key given and none at ${file}: pass --cluster-key FILE (made by \`astrad cluster init FILE\`) or set ASTRAD_CLUSTER_KEY`)
+  }
   try {
-    return await readClusterSecret(clusterKeyPath(flag))
+    return await readClusterSecret(file)
   } catch (err) {
     if (err instanceof TrustError) throw new ConfigError('--cluster-key', err.message)
     throw err
@@ -52,27 +57,30 @@ function expiryText (ttlS: number | undefined): string {
   return ttlS == null ? 'never expires' : `expires ${new Date(Date.now() + ttlS * 1000).toISOString()}`
 }
 
-function writeSecret (file: string, text: string): void {
+/** Writes a new secret file (0600); an existing file is a usage error naming `what`, never replaced. */
+function writeSecret (file: string, text: string, what: string): void {
   try {
     writeSecretFile(file, text)
   } catch (err) {
-    throw new ConfigError('FILE', (err as Error).message)
+    throw new ConfigError(what, errorMessage(err))
   }
 }
 
 export function clusterCommand (io: CliIo): Command {
   const cluster = new Command('cluster').description('the cluster\'s secrets: create the cluster key, join tokens for hosts, operator credentials (docs/security.md)')
+  // Usage errors and --help of a subcommand go through runCli (exit 2, one line), never process.exit.
+  const sub = (name: string): Command => cluster.command(name).exitOverride().configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
 
-  cluster.command('init')
+  sub('init')
     .description('create a new cluster key (the private-network key and the key that signs every certificate); keep it like a CA key')
     .argument('<file>', 'file to create, mode 0600 (refuses to overwrite)')
     .action(async (file: string) => {
-      writeSecret(path.resolve(file), encodeClusterSecret(await newClusterSecret()))
+      writeSecret(path.resolve(file), encodeClusterSecret(await newClusterSecret()), 'FILE')
       io.stdout(`${file}\n`)
       io.stderr(`next: 'astrad cluster token --cluster-key ${file} --roles node' for each kind of host, 'astrad cluster operator NAME --cluster-key ${file}' for each operator\n`)
     })
 
-  cluster.command('token')
+  sub('token')
     .description('print a join token: a host started with --join-token TOKEN joins in the roles it grants (it holds the private-network key: hand it over like a password)')
     .requiredOption('--roles <roles>', 'roles the token grants: node, resource, scheduler, comma-separated')
     .addOption(new Option('--ttl <duration>', 'how long hosts may join (and keep their certificates) with it: 12h, 30d, never').default(DEFAULT_TTL))
@@ -85,7 +93,7 @@ export function clusterCommand (io: CliIo): Command {
       io.stderr(`join token for ${roles.join(',')}; ${expiryText(ttlS)}\n`)
     })
 
-  cluster.command('operator')
+  sub('operator')
     .description('create an operator credential: the CLI signs cluster changes (app, model, notice) with it; each change records the name')
     .argument('<name>', 'operator name, recorded with every change they make')
     .option('--out <file>', 'file to create, mode 0600 (default: NAME.cred)')
@@ -96,7 +104,7 @@ export function clusterCommand (io: CliIo): Command {
       const ttlS = parseTtl(opts.ttl)
       const secret = await readKey(opts.clusterKey)
       const file = opts.out ?? `${name}.cred`
-      writeSecret(path.resolve(file), await createOperatorCredential(secret, name, ttlS))
+      writeSecret(path.resolve(file), await createOperatorCredential(secret, name, ttlS), '--out')
       io.stdout(`${file}\n`)
       io.stderr(`operator credential for ${name}; ${expiryText(ttlS)}; use it with --credential ${file} or ASTRAD_CREDENTIAL=${file}\n`)
     })
