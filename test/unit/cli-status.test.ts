@@ -105,7 +105,7 @@ test('status says how the daemon holds its cluster secret, and says --insecure l
   const joined = renderStatus(doc([node('alpha', 'alive')], [], { mode: 'secure', source: 'join-token', roles: ['node'], certExpiresAt: NOW + 30 * 86_400_000 }), { now: NOW })
   assert.match(joined, /^security: secure \(certificate for node, from join-token, expires in 30d\)$/m)
   const expired = renderStatus(doc([node('alpha', 'alive')], [], { mode: 'secure', source: 'membership', roles: ['node'], certExpiresAt: NOW - 1 }), { now: NOW })
-  assert.match(expired, /from membership, EXPIRED\)$/m)
+  assert.match(expired, /from join-token, saved in the data dir, EXPIRED\)$/m)
   const insecure = renderStatus(doc([node('alpha', 'alive')], [], { mode: 'insecure', source: 'insecure', roles: ['node'] }), { now: NOW })
   assert.match(insecure, /^INSECURE: no cluster secret \(--insecure\): anyone who reaches the P2P port can join$/m)
   assert.doesNotMatch(renderStatus(doc([node('alpha', 'alive')]), { now: NOW }), /security|INSECURE/, 'a daemon older than issue 16 sends none')

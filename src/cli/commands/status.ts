@@ -50,12 +50,18 @@ function nodeRow (n: StatusDocument['nodes'][number], x: TransferStatus['nodes']
   ]
 }
 
+/** Where a daemon's secret came from, as the status line says it. */
+const SOURCE_TEXT: Record<string, string> = {
+  created: 'cluster-key, created at first start',
+  membership: 'join-token, saved in the data dir'
+}
+
 /** One line: how the daemon holds its cluster secret; --insecure said loudly. */
 export function renderSecurity (s: SecurityStatus, now = Date.now()): string {
   if (s.mode === 'insecure') return 'INSECURE: no cluster secret (--insecure): anyone who reaches the P2P port can join\n'
   const left = (s.certExpiresAt ?? Infinity) - now
   const expiry = s.certExpiresAt == null ? '' : left <= 0 ? ', EXPIRED' : `, expires in ${left >= 2 * 86_400_000 ? `${Math.floor(left / 86_400_000)}d` : ago(left)}`
-  return `security: secure (certificate for ${s.roles.join(',')}, from ${s.source}${expiry})\n`
+  return `security: secure (certificate for ${s.roles.join(',')}, from ${SOURCE_TEXT[s.source] ?? s.source}${expiry})\n`
 }
 
 export function renderStatus (s: StatusDocument, options: RenderStatusOptions = {}): string {
