@@ -145,10 +145,12 @@ export async function runIngest (o: IngestOptions): Promise<IngestResult> {
   await Promise.all(sims.map(async s => await nextMessage(s, 'ready', 180_000)))
   o.log(`ingest: ${o.nodes} virtual nodes connected in ${((now() - rampStart) / 1000).toFixed(1)} s; waiting for all alive at the resource`)
   const expect = o.nodes + 1
+  let alive = 0
   await waitFor(`${expect} alive at the resource`, async () => {
     const doc = await status(resource.rpcPort, 5_000)
-    return doc.nodes.filter(n => n.state === 'alive').length === expect ? true : undefined
-  }, 60_000, 1_000)
+    alive = doc.nodes.filter(n => n.state === 'alive').length
+    return alive === expect ? true : undefined
+  }, 60_000, 1_000).catch((err: Error) => { throw new Error(`${err.message} (${alive} alive at the last look)`) })
   const rampUpSec = (now() - rampStart) / 1_000
   o.log(`ingest: ${expect} alive after ${rampUpSec.toFixed(1)} s; settling ${o.settleSec} s, then measuring ${o.windowSec} s`)
   await sleep(o.settleSec * 1_000)
