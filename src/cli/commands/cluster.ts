@@ -4,10 +4,14 @@ import path from 'node:path'
 import { Command, Option } from 'commander'
 import type { CliIo } from '../index.ts'
 import { ConfigError, errorMessage } from '../../util/errors.ts'
-import {
-  createJoinToken, createOperatorCredential, encodeClusterSecret, newClusterSecret, readClusterSecret, writeSecretFile, TrustError, type ClusterSecret, type Role
-} from '../../trust/index.ts'
-import { trustConstants } from '../../trust/index.ts'
+// Not trust/index.ts (it loads libp2p) nor, at start, trust/files.ts (jose, zod): every CLI
+// command (status, --version) would pay for them. The actions import files.ts when they run.
+import { TrustError } from '../../trust/errors.ts'
+import type { ClusterSecret } from '../../trust/files.ts'
+import type { Role } from '../../trust/certs.ts'
+import * as trustConstants from '../../trust/constants.ts'
+
+const secrets = async (): Promise<typeof import('../../trust/files.ts')> => await import('../../trust/files.ts')
 
 /**
  * `astrad cluster …`: the operator's secrets (docs/security.md). The cluster key signs
@@ -46,7 +50,7 @@ async function readKey (flag: string | undefined): Promise<ClusterSecret> {
     throw new ConfigError('--cluster-key', `no cluster key given and none at ${file}: pass --cluster-key FILE (made by \`astrad cluster init FILE\`) or set ASTRAD_CLUSTER_KEY`)
   }
   try {
-    return await readClusterSecret(file)
+    return await (await secrets()).readClusterSecret(file)
   } catch (err) {
     if (err instanceof TrustError) throw new ConfigError('--cluster-key', err.message)
     throw err
@@ -58,9 +62,9 @@ function expiryText (ttlS: number | undefined): string {
 }
 
 /** Writes a new secret file (0600); an existing file is a usage error naming `what`, never replaced. */
-function writeSecret (file: string, text: string, what: string): void {
+async function writeSecret (file: string, text: string, what: string): Promise<void> {
   try {
-    writeSecretFile(file, text)
+    (await secrets()).writeSecretFile(file, text)
   } catch (err) {
     throw new ConfigError(what, errorMessage(err))
   }
@@ -75,7 +79,8 @@ export function clusterCommand (io: CliIo): Command {
     .description('create a new cluster key (the private-network key and the key that signs every certificate); keep it like a CA key')
     .argument('<file>', 'file to create, mode 0600 (refuses to overwrite)')
     .action(async (file: string) => {
-      writeSecret(path.resolve(file), encodeClusterSecret(await newClusterSecret()), 'FILE')
+      const { encodeClusterSecret, newClusterSecret } = await secrets()
+      await writeSecret(path.resolve(file), encodeClusterSecret(await newClusterSecret()), 'FILE')
       io.stdout(`${file}\n`)
       io.stderr(`next: 'astrad cluster token --cluster-key ${file} --roles node' for each kind of host, 'astrad cluster operator NAME --cluster-key ${file}' for each operator\n`)
     })
@@ -89,7 +94,7 @@ export function clusterCommand (io: CliIo): Command {
       const roles = parseRoleList(opts.roles)
       const ttlS = parseTtl(opts.ttl)
       const secret = await readKey(opts.clusterKey)
-      io.stdout(`${await createJoinToken(secret, roles, ttlS)}\n`)
+      io.stdout(`${await (await secrets()).createJoinToken(secret, roles, ttlS)}\n`)
       io.stderr(`join token for ${roles.join(',')}; ${expiryText(ttlS)}\n`)
     })
 
@@ -104,7 +109,7 @@ export function clusterCommand (io: CliIo): Command {
       const ttlS = parseTtl(opts.ttl)
       const secret = await readKey(opts.clusterKey)
       const file = opts.out ?? `${name}.cred`
-      writeSecret(path.resolve(file), await createOperatorCredential(secret, name, ttlS), '--out')
+      await writeSecret(path.resolve(file), await (await secrets()).createOperatorCredential(secret, name, ttlS), '--out')
       io.stdout(`${file}\n`)
       io.stderr(`operator credential for ${name}; ${expiryText(ttlS)}; use it with --credential ${file} or ASTRAD_CREDENTIAL=${file}\n`)
     })
