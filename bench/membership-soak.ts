@@ -13,6 +13,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
+import { clusterKeyFor } from './lib/astrad.ts'
 
 const exec = promisify(execFile)
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
@@ -67,10 +68,11 @@ async function waitUntil (what: string, fn: () => Promise<boolean>, ms = 30_000)
 
 async function main (): Promise<void> {
   // astrad cluster
-  const res = startAstrad('res', ['--role', 'resource,scheduler'])
+  const secret = ['--cluster-key', await clusterKeyFor(tmp)]
+  const res = startAstrad('res', ['--role', 'resource,scheduler', ...secret])
   await waitUntil('resource up', async () => (await status(res.rpc)).self != null)
   const boot = (await status(res.rpc)).self.addrs[0] as string
-  for (let i = 1; i <= 3; i++) startAstrad(`n${i}`, ['--role', 'node', '--bootstrap', boot])
+  for (let i = 1; i <= 3; i++) startAstrad(`n${i}`, ['--role', 'node', '--bootstrap', boot, ...secret])
   await waitUntil('4 daemons alive', async () => (await status(res.rpc)).nodes.filter((n: any) => n.state === 'alive').length === 4)
 
   // Serf baseline

@@ -13,7 +13,7 @@
 //
 // Usage: node bench/serve.ts --help
 
-import { execFile, execFileSync } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
@@ -23,7 +23,7 @@ import { ensureBuilt, clockTicks } from './lib/build.ts'
 import { UsageError, parseFlags, intFlag } from './lib/args.ts'
 import { runBench, writeResult, logGoals, installCleanupHooks, makeTempRoot, cleanup, killAll, setKeepTemp, now, sleep, waitFor, stop, type Managed } from './lib/procs.ts'
 import { round, ratio } from './lib/stats.ts'
-import { startDaemon, cpuTicks, type AstradDaemon } from './lib/astrad.ts'
+import { startDaemon, cpuTicks, astradCli, type AstradDaemon } from './lib/astrad.ts'
 import { machineCpu } from './lib/transfer-common.ts'
 import { runLoad, type LoadResult } from './lib/load.ts'
 import { runRoutingSim, formatRoutingSim } from './lib/routing-sim.ts'
@@ -166,18 +166,6 @@ function vadRequestBody (): string {
 
 // ---- astrad side -------------------------------------------------------------------------
 
-async function execCli (bin: string, args: string[], timeoutMs: number): Promise<string> {
-  return await new Promise((resolve, reject) => {
-    execFile(bin, args, { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      if (err != null) {
-        reject(new Error(`astrad ${args.join(' ')} failed (exit ${String((err as { code?: unknown }).code ?? err.message)}): ${stderr.trim().slice(-800) || stdout.trim().slice(-800)}`))
-        return
-      }
-      resolve(stdout)
-    })
-  })
-}
-
 interface AstradSide {
   daemon: AstradDaemon
   modelId: string
@@ -203,7 +191,7 @@ async function startAstrad (o: Options, root: string, log: (m: string) => void):
 async function deployVad (o: Options, root: string, daemon: AstradDaemon, log: (m: string) => void): Promise<AstradSide> {
   const rpc = `127.0.0.1:${daemon.rpcPort}`
   log(`astrad up (RPC ${rpc}); adding the model`)
-  const added = await execCli(o.bin, ['model', 'add', o.model, '--json', '--rpc', rpc], 120_000)
+  const added = (await astradCli(o.bin, daemon, ['model', 'add', o.model, '--json'], 120_000)).stdout
   let id: unknown
   try { id = (JSON.parse(added.trim()) as { id?: unknown }).id } catch {}
   if (typeof id !== 'string') throw new Error(`astrad model add --json printed no id: ${added.slice(0, 300)}`)
@@ -211,7 +199,7 @@ async function deployVad (o: Options, root: string, daemon: AstradDaemon, log: (
   const specFile = path.join(root, 'vad-app.json')
   fs.writeFileSync(specFile, JSON.stringify(spec, null, 2) + '\n')
   const t0 = now()
-  await execCli(o.bin, ['app', 'deploy', specFile, '--rpc', rpc], 60_000)
+  await astradCli(o.bin, daemon, ['app', 'deploy', specFile], 60_000)
   log(`app '${APP}' deployed (model ${id.slice(0, 12)}…); waiting for GET /v2/models/${APP}/ready`)
   await Promise.race([
     waitFor(`GET /v2/models/${APP}/ready to answer 200`, async () => {

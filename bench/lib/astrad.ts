@@ -1,8 +1,10 @@
 // Starting astrad daemons (dist/astrad) for benchmarks and reading their RPC port.
 
+import { execFile } from 'node:child_process'
 import fs from 'node:fs'
 import path from 'node:path'
 import { start, freePort, waitFor, type Managed } from './procs.ts'
+import { encodeClusterSecret, newClusterSecret, writeSecretFile } from '../../src/trust/index.ts'
 
 export interface StatusNode {
   peerId: string
@@ -55,14 +57,34 @@ export async function status (port: number, timeoutMs = 2_000): Promise<StatusDo
   return await getJson<StatusDoc>(port, '/v1/status', timeoutMs)
 }
 
-/** Starts a daemon and waits until its RPC port answers /v1/status. */
+const clusterKeys = new Map<string, Promise<string>>()
+
+/**
+ * The cluster key shared by the daemons under `root` (<root>/cluster.key, as `astrad cluster
+ * init` writes it), created at first use: every daemon of a bench cluster starts with
+ * --cluster-key, so it runs secure, as deployed (private network, certificates).
+ */
+export async function clusterKeyFor (root: string): Promise<string> {
+  let key = clusterKeys.get(root)
+  if (key == null) {
+    key = (async () => {
+      const file = path.join(root, 'cluster.key')
+      writeSecretFile(file, encodeClusterSecret(await newClusterSecret()))
+      return file
+    })()
+    clusterKeys.set(root, key)
+  }
+  return await key
+}
+
+/** Starts a daemon of the cluster under `o.root` and waits until its RPC port answers /v1/status. */
 export async function startDaemon (o: StartOptions): Promise<AstradDaemon> {
   const dataDir = path.join(o.root, o.name)
   fs.mkdirSync(dataDir, { recursive: true })
   const rpcPort = await freePort()
   const p2pPort = o.p2pPort ?? 0
   const args = [
-    'start', '--role', o.roles, '--name', o.name, '--data-dir', dataDir,
+    'start', '--role', o.roles, '--name', o.name, '--data-dir', dataDir, '--cluster-key', await clusterKeyFor(o.root),
     '--listen', `/ip4/127.0.0.1/tcp/${p2pPort}`, '--rpc', `127.0.0.1:${rpcPort}`, '--log-level', 'warn',
     ...(o.bootstrap != null ? ['--bootstrap', o.bootstrap] : [])
   ]
@@ -75,6 +97,24 @@ export async function startDaemon (o: StartOptions): Promise<AstradDaemon> {
     proc.exited.then(({ code, signal }) => { throw new Error(`${o.name} exited ${code ?? signal} at start: ${proc.tail.join('\n')}`) })
   ])
   return { name: o.name, roles: o.roles, dataDir, rpcPort, p2pPort, proc, peerId: doc.self.peerId }
+}
+
+/**
+ * Runs `astrad ARGS` (a client command) against `daemon` as the operator of its host: with the
+ * credential a daemon holding the cluster key writes in its data dir (ASTRAD_CREDENTIAL), so
+ * writes (model add, app deploy) are signed. Resolves with stdout; rejects with the output's tail.
+ */
+export async function astradCli (bin: string, daemon: AstradDaemon, args: string[], timeoutMs: number): Promise<{ stdout: string, stderr: string }> {
+  const env = { ...process.env, ASTRAD_CREDENTIAL: path.join(daemon.dataDir, 'operator.cred') }
+  return await new Promise((resolve, reject) => {
+    execFile(bin, [...args, '--rpc', `127.0.0.1:${daemon.rpcPort}`], { env, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err != null) {
+        reject(new Error(`astrad ${args.join(' ')} failed (exit ${String((err as { code?: unknown }).code ?? err.message)}): ${stderr.trim().slice(-800) || stdout.trim().slice(-800)}`))
+        return
+      }
+      resolve({ stdout, stderr })
+    })
+  })
 }
 
 /** Reads utime+stime (clock ticks) of a pid from /proc. */

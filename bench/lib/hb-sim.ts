@@ -13,6 +13,7 @@ import type { Host } from '../../src/p2p/host.ts'
 import { encodeHeartbeat, heartbeatTopic, type Heartbeat } from '../../src/membership/heartbeat.ts'
 import { HEARTBEAT_INTERVAL_MS, HEARTBEAT_SHARDS } from '../../src/membership/constants.ts'
 import { createSimHost } from './sim-host.ts'
+import { readClusterSecret } from '../../src/trust/index.ts'
 
 export interface SimConfig {
   /** Index of this simulator (0..). */
@@ -25,6 +26,8 @@ export interface SimConfig {
   total: number
   /** Resource multiaddr with /p2p/<id>. */
   resource: string
+  /** The resource's cluster key file (bench/lib/astrad.ts clusterKeyFor). */
+  clusterKey: string
   /** Concurrent dials from this process (the resource accepts ≤ 10 pending inbound upgrades). */
   dialConcurrency: number
   /** One source address for all hosts (nodes behind one NAT); default: one per node. */
@@ -179,9 +182,10 @@ async function stopAll (): Promise<void> {
 
 async function main (): Promise<void> {
   const resource = multiaddr(config.resource)
+  const secret = await readClusterSecret(config.clusterKey)
   for (let i = 0; i < config.count; i++) {
     const index = config.firstIndex + i
-    const host = await createSimHost({ privateKey: await generateKeyPair('Ed25519'), localAddress: localAddress(index) })
+    const host = await createSimHost({ privateKey: await generateKeyPair('Ed25519'), localAddress: localAddress(index), secret })
     await host.start()
     const peerId = host.peerId.toString()
     host.addEventListener('peer:disconnect', () => { disconnects++ })

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { readFileSync } from 'node:fs'
 import { availableParallelism } from 'node:os'
 import { forkTs, sleep, now, stop, waitFor, type Managed } from './procs.ts'
-import { startDaemon, status, getText, cpuTicks, memory, metric, type AstradDaemon } from './astrad.ts'
+import { startDaemon, status, getText, cpuTicks, memory, metric, clusterKeyFor, type AstradDaemon } from './astrad.ts'
 import type { SimConfig, SimStats } from './hb-sim.ts'
 
 export interface IngestOptions {
@@ -122,6 +122,7 @@ export async function runIngest (o: IngestOptions): Promise<IngestResult> {
   const addr = doc0.self.addrs.find(a => a.startsWith('/ip4/127.0.0.1/tcp/'))
   if (addr == null) throw new Error('resource has no loopback address')
   const resourceAddr = addr.includes('/p2p/') ? addr : `${addr}/p2p/${resource.peerId}`
+  const clusterKey = await clusterKeyFor(root)
 
   // Idle baseline: the resource alone (its own heartbeat, gossipsub heartbeat, timers).
   await sleep(2_000)
@@ -138,16 +139,18 @@ export async function runIngest (o: IngestOptions): Promise<IngestResult> {
   for (let s = 0; s < o.sims; s++) {
     const count = Math.floor(o.nodes / o.sims) + (s < o.nodes % o.sims ? 1 : 0)
     // The resource refuses more than 10 inbound connections mid-upgrade: 2 dials per simulator.
-    sims.push(startSim({ sim: s, count, firstIndex: first, total: o.nodes, resource: resourceAddr, dialConcurrency: 2 }))
+    sims.push(startSim({ sim: s, count, firstIndex: first, total: o.nodes, resource: resourceAddr, clusterKey, dialConcurrency: 2 }))
     first += count
   }
   await Promise.all(sims.map(async s => await nextMessage(s, 'ready', 180_000)))
   o.log(`ingest: ${o.nodes} virtual nodes connected in ${((now() - rampStart) / 1000).toFixed(1)} s; waiting for all alive at the resource`)
   const expect = o.nodes + 1
+  let alive = 0
   await waitFor(`${expect} alive at the resource`, async () => {
     const doc = await status(resource.rpcPort, 5_000)
-    return doc.nodes.filter(n => n.state === 'alive').length === expect ? true : undefined
-  }, 60_000, 1_000)
+    alive = doc.nodes.filter(n => n.state === 'alive').length
+    return alive === expect ? true : undefined
+  }, 60_000, 1_000).catch((err: Error) => { throw new Error(`${err.message} (${alive} alive at the last look)`) })
   const rampUpSec = (now() - rampStart) / 1_000
   o.log(`ingest: ${expect} alive after ${rampUpSec.toFixed(1)} s; settling ${o.settleSec} s, then measuring ${o.windowSec} s`)
   await sleep(o.settleSec * 1_000)

@@ -13,10 +13,11 @@
 //            N pulls at once: time until the last is complete, seeder upload ÷ size
 
 import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
 import fs from 'node:fs'
 import path from 'node:path'
 import { start, stop, sleep, now, freePort, waitFor } from './procs.ts'
-import { status, cpuTicks, memory, metric, getText, type AstradDaemon } from './astrad.ts'
+import { status, cpuTicks, memory, metric, getText, clusterKeyFor, astradCli, type AstradDaemon } from './astrad.ts'
 import type { TransferInfo } from '../../src/transfer/index.ts'
 import { rpc, hashUrl, CpuSampler, rateWindows, RpcCallError, type CounterSample, type WindowStats } from './transfer-common.ts'
 
@@ -91,7 +92,7 @@ async function startNode (ctx: AstradContext, spec: NodeSpec): Promise<AstradDae
   fs.mkdirSync(dataDir, { recursive: true })
   const rpcPort = await freePort()
   const args = [
-    'start', '--role', spec.roles, '--name', spec.name, '--data-dir', dataDir,
+    'start', '--role', spec.roles, '--name', spec.name, '--data-dir', dataDir, '--cluster-key', await clusterKeyFor(ctx.root),
     '--listen', '/ip4/127.0.0.1/tcp/0', '--rpc', `127.0.0.1:${rpcPort}`, '--log-level', 'warn',
     '--upload-limit', spec.upload, '--download-limit', spec.download,
     ...(spec.bootstrap != null ? ['--bootstrap', spec.bootstrap] : [])
@@ -170,18 +171,6 @@ async function withCluster<T> (ctx: AstradContext, fn: (c: Cluster) => Promise<T
   }
 }
 
-async function execCli (bin: string, args: string[], timeoutMs: number): Promise<{ stdout: string, stderr: string }> {
-  return await new Promise((resolve, reject) => {
-    execFile(bin, args, { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      if (err != null) {
-        reject(new Error(`astrad ${args.join(' ')} failed (exit ${String((err as { code?: unknown }).code ?? err.message)}): ${stderr.trim().slice(-800) || stdout.trim().slice(-800)}`))
-        return
-      }
-      resolve({ stdout, stderr })
-    })
-  })
-}
-
 /** `astrad model add FILE --json` on the seeder (once per run). */
 async function ensureModel (ctx: AstradContext, seeder: AstradDaemon): Promise<AddedModel> {
   if (ctx.model != null) return ctx.model
@@ -189,7 +178,7 @@ async function ensureModel (ctx: AstradContext, seeder: AstradDaemon): Promise<A
   const t0 = now()
   let stdout: string
   try {
-    stdout = (await execCli(ctx.bin, ['model', 'add', ctx.file, '--name', path.basename(ctx.file), '--json', '--rpc', `127.0.0.1:${seeder.rpcPort}`], 600_000)).stdout
+    stdout = (await astradCli(ctx.bin, seeder, ['model', 'add', ctx.file, '--name', path.basename(ctx.file), '--json'], 600_000)).stdout
   } catch (err) {
     ctx.addError = err instanceof Error ? err.message : String(err)
     throw err
@@ -551,7 +540,7 @@ export async function runSwarm (ctx: AstradContext, downloaders: number, limit: 
 /** Whether `astrad model --help` works (the model commands exist in this build). */
 export async function hasModelCommands (bin: string): Promise<boolean> {
   try {
-    await execCli(bin, ['model', '--help'], 10_000)
+    await promisify(execFile)(bin, ['model', '--help'], { timeout: 10_000 })
     return true
   } catch {
     return false

@@ -1,10 +1,11 @@
 // One side of the raw libp2p throughput baseline (forked by transfer-raw.ts): a host with the
-// daemon's own stack (src/p2p/host.ts: TCP, Noise, Yamux), no astrad logic on the byte path.
+// daemon's own stack (src/p2p/host.ts: TCP, the private network every astrad cluster runs
+// (pnet, key PSK: 64 hex digits), Noise, Yamux), no astrad logic on the byte path.
 //
-//   receiver                 listens on 127.0.0.1, counts the bytes of every inbound stream of
+//   receiver PSK             listens on 127.0.0.1, counts the bytes of every inbound stream of
 //                            PUSH_PROTOCOL and answers each with its byte count (8 bytes) once
 //                            the sender has closed its side; sends {type: 'ready', addr}.
-//   sender ADDR BYTES N      dials ADDR, opens N streams and pushes BYTES in total, 256 KiB
+//   sender PSK ADDR BYTES N  dials ADDR, opens N streams and pushes BYTES in total, 256 KiB
 //                            messages (the piece server's chunk), honouring send()/onDrain
 //                            backpressure; sends {type: 'result', ms, bytes}.
 // Both answer {type: 'cpu', userMs, systemMs} to the message 'cpu' and exit on 'exit'.
@@ -14,6 +15,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Stream } from '@libp2p/interface'
 import { createHost, type Host } from '../../src/p2p/host.ts'
+import { pskBytes } from '../../src/trust/index.ts'
 import { PIECE_CHUNK_BYTES } from '../../src/transfer/constants.ts'
 
 export const PUSH_PROTOCOL = '/astra-bench/push/1.0.0'
@@ -22,8 +24,11 @@ function reply (msg: unknown): void {
   process.send?.(msg)
 }
 
+/** The private-network key both sides were given (argv). */
+let psk = ''
+
 async function newHost (listen: string[]): Promise<Host> {
-  const host = await createHost({ privateKey: await generateKeyPair('Ed25519'), listen })
+  const host = await createHost({ privateKey: await generateKeyPair('Ed25519'), listen, swarmKey: pskBytes(psk) })
   await host.start()
   return host
 }
@@ -95,7 +100,8 @@ async function sender (addr: string, bytes: number, streams: number): Promise<Ho
 }
 
 async function main (): Promise<void> {
-  const [role, ...args] = process.argv.slice(2)
+  const [role, key, ...args] = process.argv.slice(2)
+  psk = key ?? ''
   let host: Host | undefined
   process.on('message', (msg: unknown) => {
     if (msg === 'cpu') {

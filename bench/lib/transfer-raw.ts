@@ -1,10 +1,11 @@
 // Raw libp2p stream throughput between two processes on loopback: the ceiling one astrad
-// transfer between two daemons can approach (same TCP + Noise + Yamux stack, no disk, no hash,
+// transfer between two daemons can approach (same TCP + pnet + Noise + Yamux stack, no disk, no hash,
 // no token bucket, no protocol logic). Each side is its own process, as two daemons are.
 
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { forkTs, stop, sleep, type Managed } from './procs.ts'
+import { newPsk } from '../../src/trust/keys.ts'
 
 const HOST_MODULE = path.join(path.dirname(fileURLToPath(import.meta.url)), 'transfer-raw-host.ts')
 
@@ -48,11 +49,13 @@ async function cpuOf (m: Managed): Promise<number> {
 
 /** Pushes `bytes` over `streams` parallel streams of one connection; one trial. */
 export async function runRaw (bytes: number, streams: number, timeoutMs: number): Promise<RawResult> {
-  const recv = forkTs('raw-receiver', HOST_MODULE, ['receiver'])
+  // Both sides in one private network, as every astrad daemon now runs (like for like).
+  const psk = newPsk()
+  const recv = forkTs('raw-receiver', HOST_MODULE, ['receiver', psk])
   let send: Managed | undefined
   try {
     const ready = await nextMessage(recv, 'ready', 20_000)
-    send = forkTs('raw-sender', HOST_MODULE, ['sender', String(ready.addr), String(bytes), String(streams)])
+    send = forkTs('raw-sender', HOST_MODULE, ['sender', psk, String(ready.addr), String(bytes), String(streams)])
     const result = await nextMessage(send, 'result', timeoutMs)
     const ms = Number(result.ms)
     const [senderCpuSec, receiverCpuSec] = await Promise.all([cpuOf(send), cpuOf(recv)])

@@ -6,6 +6,22 @@ import type { NatStatus } from '../p2p/index.ts'
 import type { ModelInfo, LimitsInfo, TransferInfo } from '../transfer/index.ts'
 import type { AppStatus } from '../placement/index.ts'
 import { memberOf, type Member } from '../mailbox/admin.ts'
+import type { Security } from '../trust/index.ts'
+
+/** How this daemon holds its cluster secret (docs/security.md); no keys, only what an operator checks. */
+export interface SecurityStatus {
+  mode: Security['mode']
+  /** insecure, cluster-key, join-token, membership (joined before: saved certificate) or created (one-host cluster). */
+  source: Security['source']
+  /** Roles its certificate grants (with --insecure: the roles it runs, unchecked). */
+  roles: Role[]
+  /** When its certificate expires (ms since the epoch); absent: until the cluster key changes. */
+  certExpiresAt?: number
+}
+
+export function securityStatus (s: Security): SecurityStatus {
+  return { mode: s.mode, source: s.source, roles: s.roles, ...(s.certExpiresAt != null ? { certExpiresAt: s.certExpiresAt } : {}) }
+}
 
 /** `GET /v1/status` and `astrad status --json`: the contract of ARCHITECTURE §3. */
 export interface StatusDocument {
@@ -22,6 +38,8 @@ export interface StatusDocument {
     clusterLog?: { revision: number }
     /** How peers reach this daemon: public addresses, or a relay slot (docs/nat.md). */
     nat: NatStatus
+    /** Absent from daemons older than issue 16. */
+    security?: SecurityStatus
   }
   view: { source: string, stalenessMs: number, error?: string }
   nodes: Array<{
@@ -107,7 +125,8 @@ export async function buildStatus (daemon: Daemon): Promise<StatusDocument> {
     state: daemon.state,
     rpc: daemon.rpcAddress,
     clusterLog: daemon.clusterLogStats,
-    nat: host.services.nat.status
+    nat: host.services.nat.status,
+    ...(daemon.security != null ? { security: securityStatus(daemon.security) } : {})
   }
   const weights = daemon.router?.weights() ?? []
   const nodeWeight = new Map<string, number>()

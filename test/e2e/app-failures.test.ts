@@ -2,7 +2,7 @@ import { test, after, before } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import path from 'node:path'
-import { ProcessCluster, requireBinary, runBinary, type DaemonProcess } from '../helpers/process.ts'
+import { ProcessCluster, requireBinary, type DaemonProcess } from '../helpers/process.ts'
 import { waitFor } from '../helpers/cluster.ts'
 import { sequenceOutputModel, SEQUENCE_OUTPUT } from '../helpers/onnx-models.ts'
 import { demoModel } from '../../src/demo/index.ts'
@@ -23,14 +23,14 @@ const APP = 'seq'
 const DEADLINE_MS = 90_000
 
 async function appEntry (p: DaemonProcess): Promise<any> {
-  const out = await runBinary(['app', 'ls', '--json', '--rpc', p.rpc])
+  const out = await cluster.cli(['app', 'ls', '--json', '--rpc', p.rpc])
   assert.equal(out.code, 0, `app ls: ${out.stderr}`)
   return JSON.parse(out.stdout).apps.find((a: any) => a.spec.name === APP)
 }
 
 async function addModel (p: DaemonProcess, file: string, bytes: Uint8Array): Promise<string> {
   fs.writeFileSync(file, bytes)
-  const added = await runBinary(['model', 'add', file, '--json', '--rpc', p.rpc])
+  const added = await cluster.cli(['model', 'add', file, '--json', '--rpc', p.rpc])
   assert.equal(added.code, 0, `model add ${file}: ${added.stderr}`)
   return JSON.parse(added.stdout).id
 }
@@ -38,7 +38,7 @@ async function addModel (p: DaemonProcess, file: string, bytes: Uint8Array): Pro
 async function deploy (p: DaemonProcess, spec: unknown): Promise<void> {
   const file = path.join(cluster.root, `${APP}.json`)
   fs.writeFileSync(file, JSON.stringify(spec))
-  const dep = await runBinary(['app', 'deploy', file, '--rpc', p.rpc])
+  const dep = await cluster.cli(['app', 'deploy', file, '--rpc', p.rpc])
   assert.equal(dep.code, 0, `app deploy ${JSON.stringify(spec)}: ${dep.stderr}`)
 }
 
@@ -66,11 +66,11 @@ test('a model with a non-tensor output: app ls and status show the node\'s reaso
   }
   const st = await res.status()
   assert.equal(st.apps.find((a: any) => a.name === APP)?.lastError, reason, 'status --json')
-  const text = await runBinary(['app', 'ls', '--rpc', res.rpc])
+  const text = await cluster.cli(['app', 'ls', '--rpc', res.rpc])
   assert.ok(text.stdout.includes(reason), `app ls shows the whole reason:\n${text.stdout}`)
 
   // Fixed: rm, then a good model under the same name is served and the note is gone.
-  const rm = await runBinary(['app', 'rm', APP, '--rpc', res.rpc])
+  const rm = await cluster.cli(['app', 'rm', APP, '--rpc', res.rpc])
   assert.equal(rm.code, 0, `app rm: ${rm.stderr}`)
   const good = await addModel(node, path.join(cluster.root, 'demo.onnx'), demoModel())
   await deploy(res, { name: APP, model: good, replicas: 1 })

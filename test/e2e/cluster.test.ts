@@ -35,21 +35,23 @@ test('a cluster of real processes: status, drain by SIGTERM and by `astrad drain
   })
 
   // The admin view through the CLI, JSON and table.
-  const json = await runBinary(['status', '--json', '--rpc', res.rpc])
+  const json = await cluster.cli(['status', '--json', '--rpc', res.rpc])
   assert.equal(json.code, 0, json.stderr)
   const doc = JSON.parse(json.stdout)
   for (const key of ['peerId', 'name', 'roles', 'version', 'addrs']) assert.ok(key in doc.self, key)
   assert.deepEqual(doc.self.roles, ['resource', 'scheduler'])
+  assert.deepEqual(doc.self.security, { mode: 'secure', source: 'cluster-key', roles: ['resource', 'scheduler'] })
   assert.equal(typeof doc.self.clusterLog.revision, 'number', 'a resource reports its cluster log revision')
   const n4 = doc.nodes.find((n: any) => n.name === 'n4')
   assert.equal(n4.cell, 'b')
   assert.equal(n4.cores, 3)
   for (const key of ['peerId', 'name', 'cell', 'state', 'cores', 'gpus', 'cpuUtil', 'inflight', 'lastSeenMs']) assert.ok(key in n4, key)
-  const tableOut = await runBinary(['status', '--rpc', res.rpc])
+  const tableOut = await cluster.cli(['status', '--rpc', res.rpc])
   assert.match(tableOut.stdout, /NAME\s+CELL\s+STATE/)
+  assert.match(tableOut.stdout, /^security: secure \(certificate for resource,scheduler, from cluster-key\)$/m)
   assert.match(tableOut.stdout, /n4\s+b\s+alive/)
   // A node-only daemon answers status too (pulled from the resource).
-  const fromNode = JSON.parse((await runBinary(['status', '--json', '--rpc', nodes[0]!.rpc])).stdout)
+  const fromNode = JSON.parse((await cluster.cli(['status', '--json', '--rpc', nodes[0]!.rpc])).stdout)
   assert.equal(fromNode.view.source, 'pulled')
   assert.ok(fromNode.nodes.length >= 5)
 
@@ -68,7 +70,7 @@ test('a cluster of real processes: status, drain by SIGTERM and by `astrad drain
   assert.ok(!seen.has('dead'), `n1 was concluded dead, not left: ${[...seen].join(' → ')}`)
 
   // `astrad drain` (the preStop hook) returns once the daemon is gone.
-  const d = await runBinary(['drain', '--rpc', nodes[1]!.rpc])
+  const d = await cluster.cli(['drain', '--rpc', nodes[1]!.rpc])
   assert.equal(d.code, 0, `astrad drain n2: ${d.stderr}`)
   assert.equal(await nodes[1]!.exited, 0, `n2 exit code after astrad drain; log:\n${nodes[1]!.log()}`)
   await waitFor('n2 drained via CLI is left', async () => {
@@ -88,21 +90,37 @@ test('a cluster of real processes: status, drain by SIGTERM and by `astrad drain
   await waitFor('restarted node alive', async () => stateOf(await res.status(), ids[2]!) === 'alive')
 })
 
-test('a daemon with another swarm key is never listed', async () => {
-  const keyA = path.join(cluster.root, 'a.key')
-  const keyB = path.join(cluster.root, 'b.key')
-  assert.equal((await runBinary(['swarm-key', keyA])).code, 0)
-  assert.equal((await runBinary(['swarm-key', keyB])).code, 0)
-  assert.equal(fs.statSync(keyA).mode & 0o777, 0o600)
-  const res = await cluster.start('pres', ['--role', 'resource,scheduler', '--swarm-key', keyA])
+test('a daemon of another cluster is never listed; a node token grants only the node role', async () => {
+  const { clusterKey } = await cluster.secrets()
+  assert.equal(fs.statSync(clusterKey).mode & 0o777, 0o600, 'astrad cluster init writes the key 0600')
+  const otherKey = path.join(cluster.root, 'other.key')
+  const init = await runBinary(['cluster', 'init', otherKey])
+  assert.equal(init.code, 0, init.stderr)
+  const res = await cluster.start('pres', ['--role', 'resource,scheduler'])
   const boot = await cluster.addr(res)
-  const member = await cluster.start('pmember', ['--role', 'node', '--swarm-key', keyA, '--bootstrap', boot])
-  const outsider = await cluster.start('poutsider', ['--role', 'node', '--swarm-key', keyB, '--bootstrap', boot])
-  const memberId = (await member.status()).self.peerId
+  // The member joins with a node token (ASTRAD_JOIN_TOKEN); the outsider holds another cluster's key.
+  const member = await cluster.start('pmember', ['--role', 'node', '--bootstrap', boot])
+  const outsider = await cluster.start('poutsider', ['--role', 'node', '--cluster-key', otherKey, '--bootstrap', boot])
+  const memberStatus = await member.status()
+  assert.equal(memberStatus.self.security?.source, 'join-token', 'the member joined with its token')
   const outsiderId = (await outsider.status()).self.peerId
-  await waitFor('member listed', async () => stateOf(await res.status(), memberId) === 'alive')
-  await new Promise(resolve => setTimeout(resolve, 1500))
+  await waitFor('member listed', async () => stateOf(await res.status(), memberStatus.self.peerId) === 'alive')
+  // The outsider's dials fail the private-network handshake at the resource.
+  await waitFor('a refused handshake counted at the resource', async () => {
+    const text = await (await fetch(`http://${res.rpc}/metrics`)).text()
+    const line = text.split('\n').find(l => l.startsWith('astrad_trust_handshake_failures_total{direction="inbound"}'))
+    return line != null && Number(line.split(' ').at(-1)) > 0
+  })
   assert.equal(stateOf(await res.status(), outsiderId), undefined)
+
+  // A node token cannot start a resource; joining without any secret is refused up front.
+  const nodeToken = await cluster.joinToken('node')
+  const grab = await runBinary(['start', '--role', 'resource', '--bootstrap', boot, '--data-dir', path.join(cluster.root, 'grab'), '--rpc', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0'], { ASTRAD_JOIN_TOKEN: nodeToken })
+  assert.equal(grab.code, 2, `a node token used for --role resource: ${grab.stderr}`)
+  assert.match(grab.stderr, /--join-token/)
+  const bare = await runBinary(['start', '--role', 'node', '--bootstrap', boot, '--data-dir', path.join(cluster.root, 'bare'), '--rpc', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0'])
+  assert.equal(bare.code, 2, `--bootstrap without a secret: ${bare.stderr}`)
+  assert.match(bare.stderr, /--join-token/)
 })
 
 test('bad flags, env and config files exit 2 with a message naming the key', async () => {
@@ -114,7 +132,10 @@ test('bad flags, env and config files exit 2 with a message naming the key', asy
     [['start', '--rpc', '0.0.0.0:7070'], {}, '--rpc'],
     [['start', '--config', cfg], {}, 'cores'],
     [['start'], { ASTRAD_LISTEN: '/nonsense' }, 'ASTRAD_LISTEN'],
-    [['start', '--swarm-key', '/nonexistent/key'], {}, '--swarm-key']
+    [['start', '--cluster-key', '/nonexistent/key'], {}, '--cluster-key'],
+    [['start', '--join-token', 'astrad-join-v1.garbage'], {}, '--join-token'],
+    [['start', '--join-token', '@/nonexistent/token'], {}, '--join-token'],
+    [['start', '--insecure', '--cluster-key', '/nonexistent/key'], {}, '--insecure']
   ] as Array<[string[], NodeJS.ProcessEnv, string]>) {
     const r = await runBinary([...args, '--data-dir', path.join(cluster.root, 'bad')], env)
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`)

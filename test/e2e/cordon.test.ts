@@ -2,7 +2,7 @@ import { test, after, before } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import path from 'node:path'
-import { ProcessCluster, requireBinary, runBinary, ROOT, type DaemonProcess } from '../helpers/process.ts'
+import { ProcessCluster, requireBinary, ROOT, type DaemonProcess } from '../helpers/process.ts'
 import { waitFor } from '../helpers/cluster.ts'
 
 /**
@@ -32,7 +32,7 @@ async function infer (rpc: string): Promise<Response> {
 }
 
 async function cli (args: string[]): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  return await runBinary(args, {}, 60_000)
+  return await cluster.cli(args, {}, 60_000)
 }
 
 /** The scheduler's view of the app and of each node (ready replicas, cordon flag, state). */

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import fs from 'node:fs'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { ProcessCluster, requireBinary, runBinary, ROOT, type DaemonProcess } from '../helpers/process.ts'
+import { ProcessCluster, requireBinary, ROOT, type DaemonProcess } from '../helpers/process.ts'
 import { waitFor } from '../helpers/wait.ts'
 import { LoadSet } from '../helpers/load.ts'
 
@@ -38,14 +38,14 @@ test('a replica node frozen past the read allowance and resumed under load: no r
   const boot = await cluster.addr(res)
   const nodes: DaemonProcess[] = []
   for (const name of ['n1', 'n2']) nodes.push(await cluster.start(name, ['--role', 'node', '--bootstrap', boot, '--cores', '1']))
-  const added = await runBinary(['model', 'add', MODEL, '--json', '--rpc', nodes[0]!.rpc])
+  const added = await cluster.cli(['model', 'add', MODEL, '--json', '--rpc', nodes[0]!.rpc])
   assert.equal(added.code, 0, `model add: ${added.stderr}`)
   const spec = path.join(cluster.root, 'vad.json')
   fs.writeFileSync(spec, JSON.stringify({ name: 'vad', model: JSON.parse(added.stdout).id.slice(0, 12), replicas: 2, resources: { cpu: 1, gpu: 0 }, threads: 1 }))
-  const dep = await runBinary(['app', 'deploy', spec, '--json', '--rpc', res.rpc])
+  const dep = await cluster.cli(['app', 'deploy', spec, '--json', '--rpc', res.rpc])
   assert.equal(dep.code, 0, `app deploy: ${dep.stderr}`)
   await waitFor('two ready replicas', async () => {
-    const out = await runBinary(['app', 'ls', '--json', '--rpc', res.rpc])
+    const out = await cluster.cli(['app', 'ls', '--json', '--rpc', res.rpc])
     return JSON.parse(out.stdout).apps.find((a: any) => a.spec.name === 'vad')?.status?.ready === 2
   })
 

@@ -4,7 +4,7 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { ProcessCluster, requireBinary, runBinary, type DaemonProcess } from '../helpers/process.ts'
+import { ProcessCluster, requireBinary, type DaemonProcess } from '../helpers/process.ts'
 import { waitFor } from '../helpers/cluster.ts'
 import { demoModel, demoRequestBody } from '../../src/demo/index.ts'
 
@@ -24,7 +24,7 @@ const nodes: Record<string, DaemonProcess> = {}
 const UNLIMITED = ['--upload-limit', 'unlimited', '--download-limit', 'unlimited']
 
 async function cli (args: string[], p: DaemonProcess = res): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  return await runBinary([...args, '--rpc', p.rpc])
+  return await cluster.cli([...args, '--rpc', p.rpc])
 }
 
 async function ok (args: string[], p: DaemonProcess = res): Promise<any> {

@@ -4,10 +4,9 @@ import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { BINARY, ROOT, requireBinary } from '../helpers/process.ts'
+import { BINARY, ROOT, createClusterSecrets, createJoinToken, requireBinary, type ClusterSecrets } from '../helpers/process.ts'
 import { waitFor } from '../helpers/cluster.ts'
 import { NatLab, namespaceSupport, removeStaleLabs } from '../helpers/netns.ts'
-import { newSwarmKey } from '../../src/p2p/swarm-key.ts'
 
 /*
  * NAT traversal for real (docs/nat.md): a resource on a "public" net, nodes a and b behind two
@@ -25,6 +24,9 @@ let lab: NatLab | undefined
 let skipReason: string | undefined
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'astrad-nat-'))
 const logs = new Map<string, () => string>()
+/** The lab cluster's key and operator credential; nodes join with a node token read from a file. */
+let secrets: ClusterSecrets | undefined
+const nodeTokenFile = path.join(dir, 'node.token')
 
 before(async () => {
   skipReason = await namespaceSupport()
@@ -32,6 +34,8 @@ before(async () => {
   requireBinary()
   await removeStaleLabs()
   lab = await NatLab.create({ publicNet: NET })
+  secrets = await createClusterSecrets(path.join(dir, 'admin'))
+  fs.writeFileSync(nodeTokenFile, `${await createJoinToken(secrets.clusterKey, 'node')}\n`, { mode: 0o600 })
 })
 
 after(async () => {
@@ -43,11 +47,14 @@ function logsOf (...names: string[]): string {
   return names.map(n => `--- log of ${n} ---\n${logs.get(n)?.().slice(-4000) ?? ''}`).join('\n')
 }
 
-/** Starts `astrad start` inside a namespace and waits until its RPC answers there. */
-async function startDaemon (l: NatLab, ns: string, name: string, args: string[]): Promise<void> {
+/**
+ * Starts `astrad start` inside a namespace and waits until its RPC answers there. `secret`: the
+ * cluster's flags (--cluster-key FILE for the resource, --join-token @FILE for nodes).
+ */
+async function startDaemon (l: NatLab, ns: string, name: string, secret: string[], args: string[]): Promise<void> {
   let out = ''
   const child = l.spawn(ns, [BINARY, 'start', '--name', name, '--data-dir', path.join(dir, name), '--rpc', RPC,
-    '--listen', `/ip4/0.0.0.0/tcp/${P2P_PORT}`, '--swarm-key', path.join(dir, 'swarm.key'), '--log-level', 'info', ...args], {
+    '--listen', `/ip4/0.0.0.0/tcp/${P2P_PORT}`, ...secret, '--log-level', 'info', ...args], {
     // ASTRAD_NAT_DEBUG=libp2p:circuit-relay*,libp2p:dcutr* puts libp2p's own logs into failure messages.
     env: { HOME: dir, DEBUG: process.env.ASTRAD_NAT_DEBUG ?? '' }, stdio: ['ignore', 'pipe', 'pipe']
   })
@@ -63,7 +70,7 @@ async function startDaemon (l: NatLab, ns: string, name: string, args: string[])
 }
 
 async function cli (l: NatLab, ns: string, args: string[], timeoutMs = 30_000): Promise<{ code: number | null, stdout: string, stderr: string }> {
-  return await l.exec(ns, [BINARY, ...args, '--rpc', RPC], { env: { HOME: dir }, timeoutMs })
+  return await l.exec(ns, [BINARY, ...args, '--rpc', RPC], { env: { HOME: dir, ASTRAD_CREDENTIAL: secrets?.credential ?? '' }, timeoutMs })
 }
 
 async function status (l: NatLab, ns: string): Promise<any> {
@@ -74,14 +81,15 @@ async function status (l: NatLab, ns: string): Promise<any> {
 
 /**
  * A minimal member (heartbeats, no pieces) run inside b's namespace: it tries every way to reach
- * node a and prints what happened as one JSON line. Plain JS for `--eval`; run with cwd = ROOT
- * so packages resolve.
+ * node a and prints what happened as one JSON line. It holds the cluster key, so it signs its own
+ * node certificate and shows it like a daemon does (Trust). Plain JS for `--eval`; run with
+ * cwd = ROOT so packages resolve.
  */
 const PROBE = `
 const input = JSON.parse(process.env.PROBE_INPUT)
 const src = (p) => import(input.root + '/src/' + p)
 const { createHost } = await src('p2p/host.ts')
-const { readSwarmKey } = await src('p2p/swarm-key.ts')
+const { Trust, readClusterSecret, issueMemberCert, pskBytes } = await src('trust/index.ts')
 const { loadOrCreateIdentity } = await src('p2p/identity.ts')
 const { Heartbeater } = await src('membership/index.ts')
 const { createMetrics } = await src('metrics/index.ts')
@@ -91,7 +99,11 @@ const { multiaddr } = await import('@multiformats/multiaddr')
 const { peerIdFromString } = await import('@libp2p/peer-id')
 const out = {}
 const target = peerIdFromString(input.target)
-const host = await createHost({ privateKey: await loadOrCreateIdentity(input.dataDir), listen: ['/ip4/0.0.0.0/tcp/0'], swarmKey: readSwarmKey(input.swarmKey), relay: { reserve: 'never' } })
+const secret = await readClusterSecret(input.clusterKey)
+const privateKey = await loadOrCreateIdentity(input.dataDir)
+const host = await createHost({ privateKey, listen: ['/ip4/0.0.0.0/tcp/0'], swarmKey: pskBytes(secret.psk), relay: { reserve: 'never' } })
+const trust = new Trust({ clusterPublic: secret.key.publicKey, selfCert: await issueMemberCert(secret.key.privateKey, host.peerId.toString(), ['node']), logger: silentLogger() })
+await trust.attach(host)
 await host.start()
 const attempt = async (what) => {
   const t = performance.now()
@@ -154,16 +166,17 @@ test('nodes behind two NATs reach each other only through the resource\'s relay;
     return
   }
   const l = lab
-  fs.writeFileSync(path.join(dir, 'swarm.key'), newSwarmKey(), { mode: 0o600 })
   const bootstrap = ['--bootstrap', `${l.ip.resource}:${P2P_PORT}`]
+  const resSecret = ['--cluster-key', secrets!.clusterKey]
+  const nodeSecret = ['--join-token', `@${nodeTokenFile}`]
 
-  await startDaemon(l, l.ns.pub, 'res', ['--role', 'resource,scheduler'])
+  await startDaemon(l, l.ns.pub, 'res', resSecret, ['--role', 'resource,scheduler'])
   const res = await status(l, l.ns.pub)
   const started = Date.now()
   await Promise.all([
-    startDaemon(l, l.ns.a, 'a', ['--role', 'node', ...bootstrap]),
-    startDaemon(l, l.ns.b, 'b', ['--role', 'node', ...bootstrap]),
-    startDaemon(l, l.ns.c, 'c', ['--role', 'node', ...bootstrap])
+    startDaemon(l, l.ns.a, 'a', nodeSecret, ['--role', 'node', ...bootstrap]),
+    startDaemon(l, l.ns.b, 'b', nodeSecret, ['--role', 'node', ...bootstrap]),
+    startDaemon(l, l.ns.c, 'c', nodeSecret, ['--role', 'node', ...bootstrap])
   ])
 
   // Both NAT'd nodes hold a slot on the resource and advertise the relayed address.
@@ -200,7 +213,7 @@ test('nodes behind two NATs reach each other only through the resource\'s relay;
       PROBE_INPUT: JSON.stringify({
         root: ROOT,
         dataDir: path.join(dir, 'probe'),
-        swarmKey: path.join(dir, 'swarm.key'),
+        clusterKey: secrets!.clusterKey,
         resource: `/ip4/${l.ip.resource}/tcp/${P2P_PORT}`,
         target: a.self.peerId,
         targetLan: `/ip4/${l.ip.a}/tcp/${P2P_PORT}`,

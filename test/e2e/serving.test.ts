@@ -4,7 +4,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import http from 'node:http'
 import ort from 'onnxruntime-node'
-import { ProcessCluster, requireBinary, runBinary, ROOT, type DaemonProcess } from '../helpers/process.ts'
+import { ProcessCluster, requireBinary, ROOT, type DaemonProcess } from '../helpers/process.ts'
 import { waitFor } from '../helpers/cluster.ts'
 import { LoadSet } from '../helpers/load.ts'
 
@@ -58,7 +58,7 @@ function vadRequest (batch: number, seed: number): any {
 }
 
 async function appStatus (p: DaemonProcess): Promise<any> {
-  const out = await runBinary(['app', 'ls', '--json', '--rpc', p.rpc])
+  const out = await cluster.cli(['app', 'ls', '--json', '--rpc', p.rpc])
   assert.equal(out.code, 0, out.stderr)
   return JSON.parse(out.stdout).apps.find((a: any) => a.spec.name === 'vad')
 }
@@ -71,12 +71,12 @@ test('a real ONNX model deployed on two nodes answers with onnxruntime\'s own nu
   res = await cluster.start('res', ['--role', 'resource,scheduler'])
   const boot = await cluster.addr(res)
   for (const name of ['n1', 'n2', 'n3']) nodes.push(await cluster.start(name, ['--role', 'node', '--bootstrap', boot, '--cores', '1']))
-  const added = await runBinary(['model', 'add', MODEL, '--json', '--rpc', nodes[0]!.rpc])
+  const added = await cluster.cli(['model', 'add', MODEL, '--json', '--rpc', nodes[0]!.rpc])
   assert.equal(added.code, 0, added.stderr)
   modelId = JSON.parse(added.stdout).id
   const spec = path.join(cluster.root, 'vad.json')
   fs.writeFileSync(spec, JSON.stringify({ name: 'vad', model: modelId.slice(0, 12), replicas: 2, resources: { cpu: 1, gpu: 0 }, threads: 1 }))
-  const dep = await runBinary(['app', 'deploy', spec, '--json', '--rpc', res.rpc])
+  const dep = await cluster.cli(['app', 'deploy', spec, '--json', '--rpc', res.rpc])
   assert.equal(dep.code, 0, dep.stderr)
   assert.equal(JSON.parse(dep.stdout).change, 'created')
 
@@ -143,7 +143,7 @@ test('a real ONNX model deployed on two nodes answers with onnxruntime\'s own nu
     [['infer', 'vad', '--input', 'input=[[1,2]]'], 2, /missing 'state'/]
   ]
   for (const [args, code, re] of cases) {
-    const r = await runBinary([...args, '--rpc', res.rpc])
+    const r = await cluster.cli([...args, '--rpc', res.rpc])
     assert.equal(r.code, code, `${args.join(' ')}: ${r.stdout}${r.stderr}`)
     assert.match(r.stderr, re, args.join(' '))
   }
@@ -172,7 +172,7 @@ test('drain a node under load: zero failed requests; kill -9 another: none lost;
 
   const [victim] = await replicaNodes()
   assert.ok(victim != null)
-  const drained = await runBinary(['drain', '--rpc', victim.rpc])
+  const drained = await cluster.cli(['drain', '--rpc', victim.rpc])
   assert.equal(drained.code, 0, drained.stderr)
   assert.equal(await victim.exited, 0)
   await waitFor('two ready replicas again after the drain', async () => (await appStatus(res))?.status?.ready === 2)

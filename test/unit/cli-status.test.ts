@@ -18,9 +18,9 @@ function node (name: string, state: string, extra: Record<string, unknown> = {})
   }
 }
 
-function doc (nodes: Array<Record<string, unknown>>, notices: unknown[] = []): StatusDocument {
+function doc (nodes: Array<Record<string, unknown>>, notices: unknown[] = [], security?: Record<string, unknown>): StatusDocument {
   return {
-    self: { peerId: '12D3KooWSelf', name: 'alpha', roles: ['node'], version: '0.1.0', addrs: [], cell: 'pool-a', state: 'ready' },
+    self: { peerId: '12D3KooWSelf', name: 'alpha', roles: ['node'], version: '0.1.0', addrs: [], cell: 'pool-a', state: 'ready', ...(security != null ? { security } : {}) },
     view: { source: 'resource', stalenessMs: 0 },
     nodes,
     apps: [],
@@ -97,4 +97,16 @@ test('status --help lists --wide', async () => {
   const r = await run('status', '--help')
   assert.equal(r.code, 0, r.err)
   assert.match(r.out, /--wide\s+every node column/)
+})
+
+test('status says how the daemon holds its cluster secret, and says --insecure loudly', () => {
+  const secure = renderStatus(doc([node('alpha', 'alive')], [], { mode: 'secure', source: 'cluster-key', roles: ['node', 'resource', 'scheduler'] }), { now: NOW })
+  assert.match(secure, /^security: secure \(certificate for node,resource,scheduler, from cluster-key\)$/m)
+  const joined = renderStatus(doc([node('alpha', 'alive')], [], { mode: 'secure', source: 'join-token', roles: ['node'], certExpiresAt: NOW + 30 * 86_400_000 }), { now: NOW })
+  assert.match(joined, /^security: secure \(certificate for node, from join-token, expires in 30d\)$/m)
+  const expired = renderStatus(doc([node('alpha', 'alive')], [], { mode: 'secure', source: 'membership', roles: ['node'], certExpiresAt: NOW - 1 }), { now: NOW })
+  assert.match(expired, /from join-token, saved in the data dir, EXPIRED\)$/m)
+  const insecure = renderStatus(doc([node('alpha', 'alive')], [], { mode: 'insecure', source: 'insecure', roles: ['node'] }), { now: NOW })
+  assert.match(insecure, /^INSECURE: no cluster secret \(--insecure\): anyone who reaches the P2P port can join$/m)
+  assert.doesNotMatch(renderStatus(doc([node('alpha', 'alive')]), { now: NOW }), /security|INSECURE/, 'a daemon older than issue 16 sends none')
 })

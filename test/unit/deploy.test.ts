@@ -28,8 +28,8 @@ const KUSTOMIZATION = 'kustomization.yaml'
 /** The ASTRAD_* variables of the CLI contract (ARCHITECTURE.md §3 and src/config). */
 const ASTRAD_ENV = new Set([
   'ASTRAD_ROLE', 'ASTRAD_NAME', 'ASTRAD_DATA_DIR', 'ASTRAD_LISTEN', 'ASTRAD_BOOTSTRAP', 'ASTRAD_RPC',
-  'ASTRAD_RPC_TOKEN', 'ASTRAD_CELL', 'ASTRAD_CORES', 'ASTRAD_GPUS', 'ASTRAD_CONFIG', 'ASTRAD_SWARM_KEY',
-  'ASTRAD_LOG_LEVEL'
+  'ASTRAD_RPC_TOKEN', 'ASTRAD_CELL', 'ASTRAD_CORES', 'ASTRAD_GPUS', 'ASTRAD_CONFIG', 'ASTRAD_JOIN_TOKEN',
+  'ASTRAD_CLUSTER_KEY', 'ASTRAD_INSECURE', 'ASTRAD_LOG_LEVEL'
 ])
 
 /** Value checks for options whose values can be checked without the daemon (from src/config). */
@@ -598,6 +598,7 @@ test('Kubernetes manifests agree on the RPC port, the P2P port, the bootstrap se
   const problems: string[] = []
   const rpcPorts = new Set<number>()
   const p2pPorts = new Map<number, string[]>()
+  const joinSecrets = new Set<string>()
   const p2p = (port: number | undefined, where: string): void => {
     if (port == null) { problems.push(`${where}: no TCP port`); return }
     p2pPorts.set(port, [...(p2pPorts.get(port) ?? []), where])
@@ -693,8 +694,7 @@ test('Kubernetes manifests agree on the RPC port, the P2P port, the bootstrap se
       if (missing.length > 0) problems.push(`${where}: --bootstrap names ${label(sts)} pods but not ordinals ${missing.join(', ')} (replicas: ${replicas})`)
     }
 
-    // Paths: the data dir is a mounted volume (the root file system is read-only), the swarm key
-    // is a file that a Secret volume provides.
+    // Paths: the data dir is a mounted volume (the root file system is read-only).
     const mounts = arr(c.volumeMounts).map(obj)
     const volumes = arr(pod.spec.volumes).map(obj)
     const mountFor = (file: string): Obj | undefined => mounts
@@ -707,17 +707,53 @@ test('Kubernetes manifests agree on the RPC port, the P2P port, the bootstrap se
       if (mt == null) problems.push(`${where}: --data-dir ${dataDir} is not on a mounted volume`)
       else if (mt.readOnly === true) problems.push(`${where}: --data-dir ${dataDir} is mounted read-only`)
     }
-    const swarmKey = start.parsed.opts.get('--swarm-key')?.at(-1)
-    if (swarmKey != null) {
-      const mt = mountFor(swarmKey)
+
+    // Secure by default (docs/security.md): each pod joins with a join token from a Secret of
+    // its role group (astrad-join-<roles>), as env or as a file in a Secret volume. The cluster
+    // key stays on the admin machine, and nothing runs --insecure.
+    const roles = start.parsed.opts.get('--role')?.at(-1) ?? str(envEntry(c, 'ASTRAD_ROLE')?.value) ?? 'node,resource,scheduler'
+    const wantSecret = `astrad-join-${roles.split(',').join('-')}`
+    if (start.parsed.opts.has('--insecure') || envEntry(c, 'ASTRAD_INSECURE') != null) problems.push(`${where}: runs --insecure; anyone reaching port 7071 could join`)
+    if (start.parsed.opts.has('--cluster-key') || envEntry(c, 'ASTRAD_CLUSTER_KEY') != null) problems.push(`${where}: holds the cluster key; pods join with a token, the key stays with the operators`)
+    const tokenFlag = start.parsed.opts.get('--join-token')?.at(-1)
+    const tokenEnv = envEntry(c, 'ASTRAD_JOIN_TOKEN')
+    const secretRefs: string[] = []
+    if (tokenFlag != null) {
+      const file = tokenFlag.startsWith('@') ? tokenFlag.slice(1) : undefined
+      const mt = file == null ? undefined : mountFor(file)
       const vol = volumes.find(v => v.name === mt?.name)
-      const secret = obj(vol?.secret)
-      const rel = mt == null ? '' : path.posix.relative(String(mt.mountPath), swarmKey)
-      const items = arr(secret.items).map(obj)
-      if (mt == null || vol == null || !isObj(vol.secret)) problems.push(`${where}: --swarm-key ${swarmKey} is not in a Secret volume`)
-      else if (items.length > 0 && !items.some(i => i.path === rel)) problems.push(`${where}: Secret volume ${String(vol.name)} has no item ${rel}`)
+      if (file == null) problems.push(`${where}: --join-token is written in the manifest; take it from a Secret (--join-token @FILE or env ASTRAD_JOIN_TOKEN)`)
+      else if (mt == null || vol == null || !isObj(vol.secret)) problems.push(`${where}: --join-token ${tokenFlag} is not in a Secret volume`)
+      else {
+        const secret = obj(vol.secret)
+        const rel = path.posix.relative(String(mt.mountPath), file)
+        const items = arr(secret.items).map(obj)
+        if (items.length > 0 && !items.some(i => i.path === rel)) problems.push(`${where}: Secret volume ${String(vol.name)} has no item ${rel}`)
+        if (secret.optional === true) problems.push(`${where}: the join token's Secret volume is optional; a pod without it must not start`)
+        secretRefs.push(String(secret.secretName))
+      }
+    } else if (tokenEnv != null) {
+      const ref = obj(obj(tokenEnv.valueFrom).secretKeyRef)
+      if (tokenEnv.value != null || ref.name == null) problems.push(`${where}: ASTRAD_JOIN_TOKEN must come from a Secret (valueFrom.secretKeyRef), not a literal`)
+      else {
+        if (ref.optional === true) problems.push(`${where}: ASTRAD_JOIN_TOKEN's secretKeyRef is optional; a pod without it must not start`)
+        secretRefs.push(String(ref.name))
+      }
+    } else problems.push(`${where}: no join token (env ASTRAD_JOIN_TOKEN from a Secret, or --join-token @FILE); with --bootstrap the daemon refuses to start without one`)
+    for (const name of secretRefs) {
+      if (name !== wantSecret) problems.push(`${where}: --role ${roles} takes its join token from Secret ${name}; expected ${wantSecret} (one Secret per role group)`)
+      joinSecrets.add(name)
     }
   }
+
+  // Every join-token Secret the pods read is created by a documented command.
+  const docs = fs.readdirSync(K8S_DIR).map(f => fs.readFileSync(path.join(K8S_DIR, f), 'utf8')).join('\n')
+  for (const name of joinSecrets) {
+    const role = name.slice('astrad-join-'.length)
+    const made = docs.includes(`create secret generic ${name} `) || (docs.includes('create secret generic astrad-join-$role') && new RegExp(`for role in [^;]*\\b${role}\\b`).test(docs))
+    if (!made) problems.push(`Secret ${name}: no \`kubectl create secret generic ${name}\` in deploy/k8s says how to make it`)
+  }
+  if (!/astrad cluster token --cluster-key \S+ --roles/.test(docs)) problems.push('deploy/k8s does not show `astrad cluster token` making the tokens')
 
   assert.ok(starts >= 3, `expected an astrad start in at least 3 workloads, found ${starts}`)
   assert.equal(rpcPorts.size, 1, `RPC ports differ between workloads: ${[...rpcPorts].join(', ')}`)

@@ -1,16 +1,17 @@
+import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { Command, Option } from 'commander'
 import type { CliIo } from '../index.ts'
-import { ConfigError } from '../../util/errors.ts'
+import { ConfigError, errorMessage } from '../../util/errors.ts'
+// Not trust/index.ts (it loads libp2p) nor, at start, trust/files.ts (jose, zod): every CLI
+// command (status, --version) would pay for them. The actions import files.ts when they run.
 import { TrustError } from '../../trust/errors.ts'
-import * as trustConstants from '../../trust/constants.ts'
-import type { Role } from '../../trust/certs.ts'
 import type { ClusterSecret } from '../../trust/files.ts'
+import type { Role } from '../../trust/certs.ts'
+import * as trustConstants from '../../trust/constants.ts'
 
-// The trust code (jose, zod) is loaded when a command runs, not with the CLI: `status` and the
-// other client commands start without it.
-const trust = async (): Promise<typeof import('../../trust/files.ts')> => await import('../../trust/files.ts')
+const secrets = async (): Promise<typeof import('../../trust/files.ts')> => await import('../../trust/files.ts')
 
 /**
  * `astrad cluster …`: the operator's secrets (docs/security.md). The cluster key signs
@@ -44,8 +45,12 @@ function clusterKeyPath (flag: string | undefined): string {
 }
 
 async function readKey (flag: string | undefined): Promise<ClusterSecret> {
+  const file = clusterKeyPath(flag)
+  if (flag == null && !fs.existsSync(file)) {
+    throw new ConfigError('--cluster-key', `no cluster key given and none at ${file}: pass --cluster-key FILE (made by \`astrad cluster init FILE\`) or set ASTRAD_CLUSTER_KEY`)
+  }
   try {
-    return await (await trust()).readClusterSecret(clusterKeyPath(flag))
+    return await (await secrets()).readClusterSecret(file)
   } catch (err) {
     if (err instanceof TrustError) throw new ConfigError('--cluster-key', err.message)
     throw err
@@ -56,28 +61,31 @@ function expiryText (ttlS: number | undefined): string {
   return ttlS == null ? 'never expires' : `expires ${new Date(Date.now() + ttlS * 1000).toISOString()}`
 }
 
-async function writeSecret (file: string, text: string): Promise<void> {
+/** Writes a new secret file (0600); an existing file is a usage error naming `what`, never replaced. */
+async function writeSecret (file: string, text: string, what: string): Promise<void> {
   try {
-    (await trust()).writeSecretFile(file, text)
+    (await secrets()).writeSecretFile(file, text)
   } catch (err) {
-    throw new ConfigError('FILE', (err as Error).message)
+    throw new ConfigError(what, errorMessage(err))
   }
 }
 
 export function clusterCommand (io: CliIo): Command {
   const cluster = new Command('cluster').description('the cluster\'s secrets: create the cluster key, join tokens for hosts, operator credentials (docs/security.md)')
+  // Usage errors and --help of a subcommand go through runCli (exit 2, one line), never process.exit.
+  const sub = (name: string): Command => cluster.command(name).exitOverride().configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
 
-  cluster.command('init')
+  sub('init')
     .description('create a new cluster key (the private-network key and the key that signs every certificate); keep it like a CA key')
     .argument('<file>', 'file to create, mode 0600 (refuses to overwrite)')
     .action(async (file: string) => {
-      const { encodeClusterSecret, newClusterSecret } = await trust()
-      await writeSecret(path.resolve(file), encodeClusterSecret(await newClusterSecret()))
+      const { encodeClusterSecret, newClusterSecret } = await secrets()
+      await writeSecret(path.resolve(file), encodeClusterSecret(await newClusterSecret()), 'FILE')
       io.stdout(`${file}\n`)
       io.stderr(`next: 'astrad cluster token --cluster-key ${file} --roles node' for each kind of host, 'astrad cluster operator NAME --cluster-key ${file}' for each operator\n`)
     })
 
-  cluster.command('token')
+  sub('token')
     .description('print a join token: a host started with --join-token TOKEN joins in the roles it grants (it holds the private-network key: hand it over like a password)')
     .requiredOption('--roles <roles>', 'roles the token grants: node, resource, scheduler, comma-separated')
     .addOption(new Option('--ttl <duration>', 'how long hosts may join (and keep their certificates) with it: 12h, 30d, never').default(DEFAULT_TTL))
@@ -86,11 +94,11 @@ export function clusterCommand (io: CliIo): Command {
       const roles = parseRoleList(opts.roles)
       const ttlS = parseTtl(opts.ttl)
       const secret = await readKey(opts.clusterKey)
-      io.stdout(`${await (await trust()).createJoinToken(secret, roles, ttlS)}\n`)
+      io.stdout(`${await (await secrets()).createJoinToken(secret, roles, ttlS)}\n`)
       io.stderr(`join token for ${roles.join(',')}; ${expiryText(ttlS)}\n`)
     })
 
-  cluster.command('operator')
+  sub('operator')
     .description('create an operator credential: the CLI signs cluster changes (app, model, notice) with it; each change records the name')
     .argument('<name>', 'operator name, recorded with every change they make')
     .option('--out <file>', 'file to create, mode 0600 (default: NAME.cred)')
@@ -101,7 +109,7 @@ export function clusterCommand (io: CliIo): Command {
       const ttlS = parseTtl(opts.ttl)
       const secret = await readKey(opts.clusterKey)
       const file = opts.out ?? `${name}.cred`
-      await writeSecret(path.resolve(file), await (await trust()).createOperatorCredential(secret, name, ttlS))
+      await writeSecret(path.resolve(file), await (await secrets()).createOperatorCredential(secret, name, ttlS), '--out')
       io.stdout(`${file}\n`)
       io.stderr(`operator credential for ${name}; ${expiryText(ttlS)}; use it with --credential ${file} or ASTRAD_CREDENTIAL=${file}\n`)
     })

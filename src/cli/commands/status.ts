@@ -3,7 +3,7 @@ import type { CliIo } from '../index.ts'
 import { withRpcOptions, rpcClient } from '../rpc-options.ts'
 import { table, ago, formatNodeLimit, renderLimits, renderModels, renderTransfers } from '../format.ts'
 import { formatRate } from '../../config/units.ts'
-import type { StatusDocument } from '../../daemon/status.ts'
+import type { SecurityStatus, StatusDocument } from '../../daemon/status.ts'
 import type { LimitsInfo, ModelInfo, TransferInfo } from '../../transfer/index.ts'
 import { renderMessages, renderNotices } from './notice.ts'
 
@@ -50,11 +50,26 @@ function nodeRow (n: StatusDocument['nodes'][number], x: TransferStatus['nodes']
   ]
 }
 
+/** Where a daemon's secret came from, as the status line says it. */
+const SOURCE_TEXT: Record<string, string> = {
+  created: 'cluster-key, created at first start',
+  membership: 'join-token, saved in the data dir'
+}
+
+/** One line: how the daemon holds its cluster secret; --insecure said loudly. */
+export function renderSecurity (s: SecurityStatus, now = Date.now()): string {
+  if (s.mode === 'insecure') return 'INSECURE: no cluster secret (--insecure): anyone who reaches the P2P port can join\n'
+  const left = (s.certExpiresAt ?? Infinity) - now
+  const expiry = s.certExpiresAt == null ? '' : left <= 0 ? ', EXPIRED' : `, expires in ${left >= 2 * 86_400_000 ? `${Math.floor(left / 86_400_000)}d` : ago(left)}`
+  return `security: secure (certificate for ${s.roles.join(',')}, from ${SOURCE_TEXT[s.source] ?? s.source}${expiry})\n`
+}
+
 export function renderStatus (s: StatusDocument, options: RenderStatusOptions = {}): string {
   const wide = options.wide === true
   const now = options.now ?? Date.now()
   const self = s.self
   let out = `${self.name} (${self.peerId}) astrad ${self.version}, roles ${self.roles.join(',')}, ${self.state}\n`
+  if (self.security != null) out += renderSecurity(self.security, now)
   // Absent from daemons older than the mailbox; messages are the operators' words: shown first.
   const messages = s.messages ?? []
   const notices = s.notices ?? []
