@@ -56,7 +56,7 @@ export interface RelayInit {
   /**
    * Who may be relayed (asked on the relay for both ends of every relayed connection): e.g. the
    * peers whose heartbeats this resource has seen. Without it, everyone who can connect (with a
-   * swarm key: members only). Reservations are not gated: a node reserves right after
+   * private-network key: members only). Reservations are not gated: a node reserves right after
    * connecting, before its first heartbeat can have arrived.
    */
   isMember?: (peer: PeerId) => boolean
@@ -126,7 +126,7 @@ export async function createHost (init: HostInit): Promise<Host> {
         // gossipsub's default penalises every peer id beyond 10 seen from one IP, and past 14
         // ignores them: a cell behind one NAT, or nodes reached through a relay, would go
         // silently dead while connected (found by bench:membership). Members are admitted by
-        // the swarm key, not by address diversity; invalid messages still cost score.
+        // the cluster secret and certificates, not by address diversity; invalid messages still cost score.
         scoreParams: { IPColocationFactorWeight: 0 }
       }),
       // Asks connected peers to dial our public addresses back; only confirmed ones are advertised.

@@ -1,7 +1,6 @@
 export { createHost, type Host, type HostInit, type HostServices, type RelayInit } from './host.ts'
 export { isRelayedConnection, circuitAddress, type NatStatus } from './nat.ts'
 export { loadOrCreateIdentity } from './identity.ts'
-export { readSwarmKey, newSwarmKey } from './swarm-key.ts'
 export { Bootstrapper } from './bootstrap.ts'
 export { request, handleRequests, type RequestHandler, type HandlerOptions, type RequestOptions } from './request.ts'
 export { ProtocolPeers } from './protocol-peers.ts'

@@ -11,7 +11,7 @@ import { circuitRelayServer } from '@libp2p/circuit-relay-v2'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { createHost, type Host, type HostInit } from '../../src/p2p/host.ts'
-import { newSwarmKey } from '../../src/p2p/swarm-key.ts'
+import { newPsk, pskBytes } from '../../src/trust/keys.ts'
 import { dialOrder, isPublicAddress, isRelayed, circuitAddress } from '../../src/p2p/nat.ts'
 import { fixXsalsa20 } from '../../src/p2p/xsalsa20-fix.ts'
 import xsalsa20 from 'xsalsa20'
@@ -69,7 +69,7 @@ function relayedTo (h: Libp2p<any>, peer: PeerId): Connection | undefined {
 test('a peer with no public address reserves a slot on a resource; members of the private network move 8 MiB through it, others are refused', async (t) => {
   const members = new Set<string>()
   // A private network, as clusters run: relayed connections are protected inside too.
-  const swarmKey = new TextEncoder().encode(newSwarmKey())
+  const swarmKey = pskBytes(newPsk())
   const relay = await host({ swarmKey, listen: ['/ip4/127.0.0.1/tcp/0'], relay: { server: true, isMember: p => members.has(p.toString()) } })
   const relayAddr = relay.getMultiaddrs()[0]!
   // Listens on nothing directly: reachable through a relay or not at all.
