@@ -100,19 +100,21 @@ function fakeHeartbeat (peerId: string, over: Partial<Heartbeat>): Heartbeat {
 /** The four attacks, all at once; what each got back (sent / refused …). */
 async function attack (rogue: Host, target: PeerId, victims: Daemon[]): Promise<Record<string, string>> {
   const out: Record<string, string> = {}
-  const note = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
-    try { await fn(); out[what] = 'accepted' } catch (err) { out[what] = `refused: ${err instanceof Error ? err.message.slice(0, 120) : String(err)}` }
+  // Gossip is fire-and-forget ('published': the receivers' validators decide, seen in the view
+  // and the refusal counter); a request gets an answer ('accepted' or 'refused: …').
+  const note = async (what: string, fn: () => Promise<unknown>, sent = 'accepted'): Promise<void> => {
+    try { await fn(); out[what] = sent } catch (err) { out[what] = `refused: ${err instanceof Error ? err.message.slice(0, 120) : String(err)}` }
   }
   const t = Date.now()
   const records: NodeRecord[] = victims.map(v => ({ hb: fakeHeartbeat(v.peerId, { name: v.name, state: 'left', cores: 2, gpus: 0 }), state: 'left', lastSeen: t, changedAt: t }))
-  await note('forged digest (victims left)', async () => await rogue.services.pubsub.publish(ONLINE_TOPIC, encodeRecords(records, t)))
+  await note('forged digest (victims left)', async () => await rogue.services.pubsub.publish(ONLINE_TOPIC, encodeRecords(records, t)), 'published')
   await note('log write: delete app demo', async () => await request(rogue, target, ACCESS_PROTOCOL, new TextEncoder().encode(JSON.stringify({ op: 'delete', kind: 'app', key: 'demo' }))))
   const notice = {
     id: 'n-rogue-drain', kind: 'drain', data: { all: true, reason: 'rogue' }, audience: { cells: null, canary: null, node: null },
     state: 'published', revision: 1_000_000, createdAt: t, updatedAt: t, expiresAt: null, by: 'rogue'
   }
   await note('log write: drain notice for all', async () => await request(rogue, target, ACCESS_PROTOCOL, new TextEncoder().encode(JSON.stringify({ op: 'put', kind: 'notice', key: notice.id, value: notice }))))
-  await note('fake 64-core 8-GPU heartbeat', async () => await rogue.services.pubsub.publish(`${HEARTBEAT_TOPIC_PREFIX}0`, encodeHeartbeat(fakeHeartbeat(rogue.peerId.toString(), {}))))
+  await note('fake 64-core 8-GPU heartbeat', async () => await rogue.services.pubsub.publish(`${HEARTBEAT_TOPIC_PREFIX}0`, encodeHeartbeat(fakeHeartbeat(rogue.peerId.toString(), {}))), 'published')
   return out
 }
 
