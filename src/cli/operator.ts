@@ -39,15 +39,9 @@ export interface CredentialSources {
   home?: string
 }
 
-/**
- * Whether `method target` changes the cluster (the daemon checks the same routes): what the
- * trust layer's writeScope names, except a model removal that keeps the cluster's record.
- */
+/** Whether `method target` changes the cluster: the trust layer's writeScope, which the daemon checks too. */
 export async function isClusterWrite (method: string, target: string): Promise<boolean> {
-  if ((await signing()).writeScope(method, target).length === 0) return false
-  const [p = '', q = ''] = target.split('?', 2)
-  if (method.toUpperCase() === 'DELETE' && p.startsWith('/v1/models/')) return ['1', 'true', 'yes'].includes(new URLSearchParams(q).get('forget') ?? '')
-  return true
+  return (await signing()).writeScope(method, target).length > 0
 }
 
 /**

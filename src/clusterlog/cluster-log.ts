@@ -153,6 +153,7 @@ class ClusterLogService implements ClusterLog {
         maxRequestBytes: MAX_SYNC_REQUEST_BYTES,
         maxResponseBytes: MAX_SYNC_RESPONSE_BYTES,
         maxInboundStreams: SYNC_MAX_INBOUND_STREAMS,
+        authorize: Trust.guard(libp2p, 'resource', SYNC_PROTOCOL),
         onError: refused(countSync, 'sync request refused')
       })
       await handleRequests(libp2p, REPLICATE_PROTOCOL, this.serveReplicate, {
@@ -165,6 +166,7 @@ class ClusterLogService implements ClusterLog {
         maxRequestBytes: MAX_ACCESS_REQUEST_BYTES,
         maxResponseBytes: MAX_ACCESS_RESPONSE_BYTES,
         maxInboundStreams: ACCESS_MAX_INBOUND_STREAMS,
+        authorize: Trust.guard(libp2p, 'member', ACCESS_PROTOCOL),
         onError: refused(reason => { this.metrics.accessErrors.inc({ reason }) }, 'cluster-log request refused')
       })
       const pubsub = libp2p.services.pubsub
@@ -316,11 +318,6 @@ class ClusterLogService implements ClusterLog {
     return op?.name ?? INSECURE_AUTHOR
   }
 
-  /** Throws (ERR_FORBIDDEN to the caller) unless `peer` holds `need` (counted and logged by trust). */
-  private async requireRole (peer: PeerId, need: 'member' | 'resource', where: string): Promise<void> {
-    await Trust.of(this.components.libp2p).require(peer, need, where)
-  }
-
   /**
    * Publishes one hint with our newest seq once the current burst of writes is done (a loop of
    * awaited puts runs in microtasks, before the immediate): the newest seq covers the others.
@@ -359,9 +356,7 @@ class ClusterLogService implements ClusterLog {
   }
 
   /** Serves a peer resource's pull: what we hold beyond its version vector, one bounded batch. */
-  private readonly serveSync = async (bytes: Uint8Array, peer: PeerId): Promise<Uint8Array> => {
-    this.openStore()
-    await this.requireRole(peer, 'resource', SYNC_PROTOCOL)
+  private readonly serveSync = (bytes: Uint8Array): Uint8Array => {
     const store = this.openStore()
     const have = decodeSyncRequest(bytes)
     const parts: string[] = []
@@ -470,13 +465,7 @@ class ClusterLogService implements ClusterLog {
       this.countSync('bad_hint')
       return TopicValidatorResult.Reject
     }
-    const trust = Trust.of(this.components.libp2p)
-    if (!trust.secure) return TopicValidatorResult.Accept
-    if (msg.type !== 'signed') {
-      trust.refuse(LOG_TOPIC, 'unsigned', propagationSource.toString(), 'log hint without an author')
-      return TopicValidatorResult.Reject
-    }
-    return await trust.check(msg.from, 'resource', LOG_TOPIC, propagationSource) ? TopicValidatorResult.Accept : TopicValidatorResult.Reject
+    return await Trust.of(this.components.libp2p).checkAuthor(msg, 'resource', LOG_TOPIC, propagationSource) ? TopicValidatorResult.Accept : TopicValidatorResult.Reject
   }
 
   /** A push hint: pull at once if we lack the write, from its writer when it is our peer. */
@@ -495,10 +484,6 @@ class ClusterLogService implements ClusterLog {
     if (peer != null) void this.syncWith(peer)
   }
 
-  /**
-   * Who may push entries into our log: for now any connected peer that serves the cluster log
-   * itself (a resource, as identify told us). The one place to swap for a role-certificate check.
-   */
   /**
    * Pushes are taken from peers serving the cluster log that hold the resource role (their
    * certificate, docs/security.md); with --insecure, from any peer serving the log.
@@ -538,10 +523,8 @@ class ClusterLogService implements ClusterLog {
    * checked here against the peer that forwards it; reads are open to any member.
    */
   private readonly serveAccess = async (bytes: Uint8Array, peer: PeerId): Promise<Uint8Array> => {
-    this.openStore()
-    const req = decodeAccessRequest(bytes)
-    await this.requireRole(peer, 'member', ACCESS_PROTOCOL)
     const store = this.openStore()
+    const req = decodeAccessRequest(bytes)
     switch (req.op) {
       case 'put': {
         const text = checkValue(req.value)

@@ -20,12 +20,6 @@ export function digestValidator (libp2p: Host, onMalformed: () => void): TopicVa
       onMalformed()
       return TopicValidatorResult.Reject
     }
-    const trust = Trust.of(libp2p)
-    if (!trust.secure) return TopicValidatorResult.Accept
-    if (msg.type !== 'signed') {
-      trust.refuse(MAILBOX_TOPIC, 'unsigned', propagationSource.toString(), 'mailbox digest without an author')
-      return TopicValidatorResult.Reject
-    }
-    return await trust.check(msg.from, 'resource', MAILBOX_TOPIC, propagationSource) ? TopicValidatorResult.Accept : TopicValidatorResult.Reject
+    return await Trust.of(libp2p).checkAuthor(msg, 'resource', MAILBOX_TOPIC, propagationSource) ? TopicValidatorResult.Accept : TopicValidatorResult.Reject
   }
 }

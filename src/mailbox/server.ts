@@ -4,7 +4,6 @@ import type { ClusterLog } from '../clusterlog/index.ts'
 import { serverErrorReason } from '../clusterlog/metrics.ts'
 import { handleRequests, type Host } from '../p2p/index.ts'
 import { Trust } from '../trust/index.ts'
-import type { PeerId } from '@libp2p/interface'
 import type { Logger } from '../util/logger.ts'
 import { errorMessage } from '../util/errors.ts'
 import { systemClock, type Clock } from '../util/time.ts'
@@ -81,7 +80,9 @@ export class MailboxServer {
     this.unsubscribe = log.onChange(entry => {
       if (index.apply(entry)) this.headMoved()
     })
-    await handleRequests(libp2p, MAILBOX_PROTOCOL, async (bytes, peer) => await this.serve(bytes, peer), {
+    await handleRequests(libp2p, MAILBOX_PROTOCOL, (bytes) => this.serve(bytes), {
+      // Pulls are reads, open to members (as the cluster log's reads are).
+      authorize: Trust.guard(libp2p, 'member', MAILBOX_PROTOCOL),
       maxRequestBytes: MAX_PULL_REQUEST_BYTES,
       maxResponseBytes: MAX_PULL_RESPONSE_BYTES,
       maxInboundStreams: MAILBOX_MAX_INBOUND_STREAMS,
@@ -135,12 +136,11 @@ export class MailboxServer {
     return encodePullResponse(answer.head, answer.items)
   }
 
-  private async serve (bytes: Uint8Array, peer: PeerId): Promise<Uint8Array> {
+  private serve (bytes: Uint8Array): Uint8Array {
     const req = decodePullRequest(bytes)
-    // Pulls are reads, open to members (as the cluster log's reads are). The node id comes from
-    // the request, not the connection: one connection may carry pulls for many simulated nodes
-    // (bench:mailbox); a member could read any private mailbox through the log anyway.
-    await Trust.of(this.components.libp2p).require(peer, 'member', MAILBOX_PROTOCOL)
+    // The node id comes from the request, not the connection: one connection may carry pulls for
+    // many simulated nodes (bench:mailbox); a member could read any private mailbox through the
+    // log anyway.
     return this.pullLocal({ peerId: req.node, cell: req.cell }, req.cursor)
   }
 

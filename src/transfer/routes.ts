@@ -4,6 +4,7 @@ import { AstradError, DecodeError, errorMessage } from '../util/errors.ts'
 import { modelIdSchema } from './manifest.ts'
 import { TransferError, type TransferService } from './service.ts'
 import { MAX_PIECES, MAX_PIECE_SIZE } from './constants.ts'
+import { forgetsModel } from '../trust/operator.ts'
 
 /**
  * `/v1/models…`, `/v1/transfers…` on the RPC port (the contract is
@@ -68,10 +69,10 @@ export function registerTransferRoutes (rpc: RpcServer, service: () => TransferS
 
   rpc.route('DELETE', '/v1/models/:id', async req => await guard(async () => {
     const id = idParam(req)
-    const forget = forgets(req.query)
+    const forget = forgetsModel(req.query)
     await svc().remove(id, forget, req.operator?.jwt)
     return { status: 200, body: { id, removed: true, forgotten: forget } }
-  }), { operator: { when: forgets } })
+  }), { operator: { when: forgetsModel } })
 
   rpc.route('GET', '/v1/transfers', () => {
     const s = svc()
@@ -85,11 +86,6 @@ export function registerTransferRoutes (rpc: RpcServer, service: () => TransferS
     return { status: 200, body: info }
   })
 
-}
-
-/** `?forget=1`: the removal drops the model from the cluster log too (a cluster write). */
-function forgets (query: URLSearchParams): boolean {
-  return ['1', 'true', 'yes'].includes(query.get('forget') ?? '')
 }
 
 const STATUS_BY_CODE: Record<string, number> = {

@@ -5,7 +5,7 @@ import type { CryptoKey, JWK } from 'jose'
 import { errorMessage } from '../util/errors.ts'
 import { writeFileAtomic } from '../util/fs.ts'
 import { TrustError } from './errors.ts'
-import { importPair, importPublic, newKeyPair, newPsk, privateJwkSchema, pskSchema, publicJwkSchema, publicOf, type KeyPair } from './keys.ts'
+import { importPair, importPublic, newKeyPair, newPsk, privateJwkSchema, pskSchema, publicJwkSchema, type KeyPair } from './keys.ts'
 import { issueGrant, verifyGrant, type Grant, type Role } from './certs.ts'
 import { JOIN_TOKEN_PREFIX, MAX_JWT_BYTES } from './constants.ts'
 
@@ -136,4 +136,3 @@ export async function parseOperatorCredential (text: string, where: string): Pro
   return { name: grant.name ?? parsed.data.name, clusterJwk: parsed.data.ca, grant, key }
 }
 
-export { publicOf }

@@ -86,22 +86,28 @@ export interface WriteScope {
   key?: string
 }
 
-const SCOPES: Array<{ method: string, pattern: RegExp, scope: (m: RegExpMatchArray) => WriteScope[] }> = [
+/** `?forget=1` on a model removal: it drops the model from the cluster log too (a cluster write). */
+export function forgetsModel (query: URLSearchParams): boolean {
+  return ['1', 'true', 'yes'].includes(query.get('forget') ?? '')
+}
+
+const SCOPES: Array<{ method: string, pattern: RegExp, when?: (query: URLSearchParams) => boolean, scope: (m: RegExpMatchArray) => WriteScope[] }> = [
   { method: 'POST', pattern: /^\/v1\/apps$/, scope: () => [{ kind: 'app' }] },
   { method: 'DELETE', pattern: /^\/v1\/apps\/([^/]+)$/, scope: m => [{ kind: 'app', key: decodeURIComponent(m[1] ?? '') }] },
   { method: 'POST', pattern: /^\/v1\/models$/, scope: () => [{ kind: 'model' }] },
-  { method: 'DELETE', pattern: /^\/v1\/models\/([^/]+)$/, scope: m => [{ kind: 'model', key: decodeURIComponent(m[1] ?? '') }] },
+  { method: 'DELETE', pattern: /^\/v1\/models\/([^/]+)$/, when: forgetsModel, scope: m => [{ kind: 'model', key: decodeURIComponent(m[1] ?? '') }] },
   { method: 'POST', pattern: /^\/v1\/notices$/, scope: () => [{ kind: 'notice' }, { kind: 'inbox' }] },
   { method: 'POST', pattern: /^\/v1\/notices\/[^/]+\/(canary|promote|stop|recall|edit)$/, scope: () => [{ kind: 'notice' }, { kind: 'inbox' }] }
 ]
 
-/** What a signed request for `method path` may write; empty for requests that write nothing. */
+/** What a signed request for `method path` (query included) may write; empty for requests that write nothing. */
 export function writeScope (method: string, path: string): WriteScope[] {
-  const p = path.split('?')[0] ?? ''
+  const [p = '', q = ''] = path.split('?', 2)
   for (const s of SCOPES) {
     if (s.method !== method.toUpperCase()) continue
     const m = p.match(s.pattern)
     if (m != null) {
+      if (s.when != null && !s.when(new URLSearchParams(q))) return []
       try { return s.scope(m) } catch { return [] }
     }
   }

@@ -1,5 +1,6 @@
 import type { CryptoKey } from 'jose'
 import type { Libp2p, PeerId } from '@libp2p/interface'
+import type { Message } from '@libp2p/gossipsub'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { Counter, Gauge, type Registry } from 'prom-client'
 import { z } from 'zod'
@@ -156,6 +157,20 @@ export class Trust {
     return false
   }
 
+  /**
+   * May the author of a gossip message (its StrictSign `from`) act as `need` on topic `where`?
+   * `via` is the peer that forwarded it. An unsigned message has no author: refused. Counted and
+   * logged like check().
+   */
+  async checkAuthor (msg: Message, need: Need | Need[], where: string, via: PeerId): Promise<boolean> {
+    if (!this.secure) return true
+    if (msg.type !== 'signed') {
+      this.refuse(where, 'unsigned', via.toString(), 'message without an author')
+      return false
+    }
+    return await this.check(msg.from, need, where, via)
+  }
+
   /** Like check(), but throws a TrustError (for request handlers: the caller sees why). */
   async require (peer: PeerId | string, need: Need | Need[], where: string): Promise<void> {
     if (!await this.check(peer, need, where)) {
@@ -208,9 +223,6 @@ export class Trust {
     this.refusals?.inc({ where, reason })
     this.logRateLimited(`${where}:${reason}`, { where, reason, peer, detail }, 'refused: no authority')
   }
-
-  /** This daemon's own certificate (what CERT_PROTOCOL answers). */
-  get certificate (): string | undefined { return this.selfCert }
 
   private selfId (): string {
     const id = this.libp2p?.peerId.toString()
