@@ -14,9 +14,10 @@ const DEMO_READY_TIMEOUT_MS = 60_000
  */
 export async function deployDemo (daemon: Daemon, signal?: AbortSignal): Promise<{ deploy: DeployResult, ready: boolean, curl: string }> {
   const bytes = demoModel()
-  const added = await daemon.transfer.add((async function * () { yield bytes })(), bytes.length, 'astrad demo classifier', signal, await asLocalOperator(daemon, 'POST', '/v1/models', bytes))
+  const sign = await localOperator(daemon)
+  const added = await daemon.transfer.add((async function * () { yield bytes })(), bytes.length, 'astrad demo classifier', signal, await sign('POST', '/v1/models', bytes))
   const spec = { name: DEMO_APP, model: added.id, replicas: 1, resources: { cpu: 1, gpu: 0 }, threads: 1 }
-  const auth = await asLocalOperator(daemon, 'POST', '/v1/apps', Buffer.from(JSON.stringify(spec)))
+  const auth = await sign('POST', '/v1/apps', Buffer.from(JSON.stringify(spec)))
   const deploy = await deployApp(daemon.clusterLog, spec, daemon.host.peerId.toString(), auth)
   daemon.placer?.appsChanged()
   const deadline = Date.now() + DEMO_READY_TIMEOUT_MS
@@ -31,13 +32,14 @@ export async function deployDemo (daemon: Daemon, signal?: AbortSignal): Promise
 
 /**
  * The demo's writes are signed like any operator's: with the credential this host's daemon wrote
- * for its operator (security.operatorCredential, a one-host cluster's local-admin), for itself.
- * Undefined with --insecure.
+ * for its operator (security.operatorCredential, a one-host cluster's local-admin), for itself;
+ * read once. Signs nothing with --insecure.
  */
-async function asLocalOperator (daemon: Daemon, method: string, path: string, body: Uint8Array): Promise<string | undefined> {
+async function localOperator (daemon: Daemon): Promise<(method: string, path: string, body: Uint8Array) => Promise<string | undefined>> {
   const security = daemon.security
-  if (security?.mode !== 'secure') return undefined
+  if (security?.mode !== 'secure') return async () => undefined
   if (security.operatorCredential == null) throw new AstradError('the demo deploy needs this host\'s operator credential (a daemon holding the cluster key writes it); deploy with astrad app deploy instead', 'ERR_CREDENTIAL')
   const cred = await readOperatorCredential(security.operatorCredential)
-  return await signOperatorRequest(cred, { method, path, body, audience: daemon.host.peerId.toString() })
+  const audience = daemon.host.peerId.toString()
+  return async (method, path, body) => await signOperatorRequest(cred, { method, path, body, audience })
 }
