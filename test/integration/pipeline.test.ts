@@ -397,7 +397,8 @@ test('split 3:1: of 40 requests exactly 30 go to one stage and 10 to the other',
   await mustDeploy({
     name: 'canary',
     stages: { two: stage('two'), three: stage('three') },
-    steps: [{ name: 'divide', split: [{ stage: 'two', weight: 3 }, { stage: 'three', weight: 1 }], inputs: { x: '$request.x' } }]
+    // inputs left out: the first step reads "$request" (x passes under its own name)
+    steps: [{ name: 'divide', split: [{ stage: 'two', weight: 3 }, { stage: 'three', weight: 1 }] }]
   })
   await waitReady('canary')
   const seen = new Map<number, number>()
