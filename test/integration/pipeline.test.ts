@@ -182,16 +182,23 @@ const stage = (role: string, extra: Record<string, unknown> = {}): Record<string
 
 const vadStep = { name: 'vad', stage: 'vad', inputs: { input: '$request.input', state: '$request.state', sr: '$request.sr' } }
 
-/** The sequence pipeline, kept deployed until the removal test. */
-const seqSpec = {
+/** The sequence pipeline, kept deployed until the removal test (made once the model ids are known). */
+const seqSpec = (): { name: string, [key: string]: unknown } => ({
   name: 'seq',
   stages: { vad: stage('vad', { expose: true }), gate: stage('gate') },
   steps: [vadStep, { name: 'gate', stage: 'gate', inputs: { x: 'vad.output' } }],
   outputs: { speech: 'gate.y', prob: 'vad.output' }
+})
+/** Set once the sequence test deployed `seq`: the tests using it fail at once without it. */
+let seqDeployed = false
+async function seqReady (): Promise<void> {
+  assert.ok(seqDeployed, 'pipeline seq was not deployed (see the sequence test)')
+  await waitReady('seq')
 }
 
 test('sequence: VAD then a gate on its output answer exactly what onnxruntime gives run in sequence', async () => {
-  const dep = await mustDeploy(seqSpec)
+  const dep = await mustDeploy(seqSpec())
+  seqDeployed = true
   assert.equal(dep.change, 'created', JSON.stringify(dep))
   assert.deepEqual(dep.stages, { vad: 'created', gate: 'created' })
   assert.equal(dep.pipeline.spec.name, 'seq')
@@ -206,8 +213,12 @@ test('sequence: VAD then a gate on its output answer exactly what onnxruntime gi
   const apps = (await appList()).apps.filter(a => a.spec.name.startsWith('seq.'))
   assert.deepEqual(apps.map(a => [a.spec.name, a.pipeline]), [['seq.gate', { name: 'seq', stage: 'gate' }], ['seq.vad', { name: 'seq', stage: 'vad' }]])
   // `status --json` lists the pipeline too.
+  // `status --json` lists it with its readiness and stages (docs/pipelines.md: name, generation, ready, stages).
   const status = await operatorFetch(cluster, d, 'GET', '/v1/status', undefined, { sign: false })
-  assert.equal(status.body.pipelines?.find((p: any) => p.name === 'seq')?.status?.ready, true, `GET /v1/status pipelines: ${JSON.stringify(status.body.pipelines)}`)
+  const inStatus = status.body.pipelines?.find((p: any) => p.name === 'seq')
+  assert.equal(inStatus?.ready, true, `GET /v1/status pipelines: ${JSON.stringify(status.body.pipelines)}`)
+  assert.deepEqual(Object.keys(inStatus.stages).sort(), ['gate', 'vad'], `GET /v1/status pipelines: ${JSON.stringify(status.body.pipelines)}`)
+  assert.equal(inStatus.stages.vad.app, 'seq.vad')
 
   for (const [batch, seed] of [[3, 1], [1, 0], [2, 7]] as const) {
     const inputs = vadInputs(batch, seed)
@@ -224,7 +235,7 @@ test('sequence: VAD then a gate on its output answer exactly what onnxruntime gi
 })
 
 test('metadata, readiness, the client\'s output list, the binary extension, hidden and exposed stages, a failing stage', async () => {
-  await waitReady('seq')
+  await seqReady()
   // Inputs and outputs as onnxruntime declares them (symbolic dimensions are -1).
   const spec = (m: ort.InferenceSession.ValueMetadata, name = m.name): { name: string, datatype: string, shape: number[] } => {
     assert.ok(m.isTensor)
@@ -411,7 +422,7 @@ test('split 3:1: of 40 requests exactly 30 go to one stage and 10 to the other',
 })
 
 test('bad specs are refused with 400 naming the stage or step and the field; nothing is deployed', async () => {
-  await waitReady('seq') // its stages' signatures are known: the wiring is checked at deploy
+  await seqReady() // its stages' signatures are known: the wiring is checked at deploy
   // A plain app whose model takes INT64 (and whose name a pipeline may not take).
   const plain = await deploy({ name: 'plain', model: ids.cast, replicas: 1, resources: { cpu: 1, gpu: 0 }, threads: 1 })
   assert.equal(plain.status, 201, JSON.stringify(plain.body))
@@ -420,25 +431,28 @@ test('bad specs are refused with 400 naming the stage or step and the field; not
     if (a?.status?.ready !== 1) throw new Error(`app ls: ${JSON.stringify(a)}`)
     return true
   })
+  // Every spec below is valid but for the one thing its case names (each stage is used by a step).
   const base = { stages: { two: stage('two'), three: stage('three') } }
+  const one = { stages: { two: stage('two') } }
   const many = Object.fromEntries(Array.from({ length: 17 }, (_, i) => [`s${i}`, stage('two')]))
   const cases: Array<[string, Record<string, unknown>, RegExp[]]> = [
-    ['a step calls an unknown stage', { ...base, steps: [{ name: 'first', stage: 'nosuch' }] }, [/first/, /nosuch/]],
-    ['a step reads a later step (a cycle)', { ...base, steps: [{ name: 'early', stage: 'two', inputs: { x: 'late.y' } }, { name: 'late', stage: 'three', inputs: { x: 'early.y' } }] }, [/early/, /late/]],
-    ['a step reads an unknown step', { ...base, steps: [{ name: 'first', stage: 'two', inputs: { x: 'ghost.y' } }] }, [/first/, /ghost/]],
+    ['a step calls an unknown stage', { ...one, steps: [{ name: 'first', stage: 'two' }, { name: 'second', stage: 'nosuch' }] }, [/step 'second'/, /stage/, /nosuch/]],
+    ['a step reads a later step (a cycle)', { ...base, steps: [{ name: 'early', stage: 'two', inputs: { x: 'late.y' } }, { name: 'late', stage: 'three', inputs: { x: 'early.y' } }] }, [/step 'early'/, /inputs\.x/, /late/]],
+    ['a step reads an unknown step', { ...one, steps: [{ name: 'first', stage: 'two', inputs: { x: 'ghost.y' } }] }, [/step 'first'/, /inputs\.x/, /ghost/]],
     ['two steps share a name', { ...base, steps: [{ name: 'twice', stage: 'two' }, { name: 'twice', stage: 'three' }] }, [/twice/, /name/]],
-    ['a switch default not last', { ...base, steps: [{ name: 'pick', switch: [{ stage: 'two' }, { when: { parameter: 'a', op: '==', value: 1 }, stage: 'three' }] }] }, [/pick/, /default|when/]],
-    ['split weights all 0', { ...base, steps: [{ name: 'divide', split: [{ stage: 'two', weight: 0 }, { stage: 'three', weight: 0 }] }] }, [/divide/, /weight/]],
-    ['17 stages', { stages: many, steps: [{ name: 'first', stage: 's0' }] }, [/stages/, /16/]],
+    ['a switch default not last', { ...base, steps: [{ name: 'pick', switch: [{ stage: 'two' }, { when: { parameter: 'a', op: '==', value: 1 }, stage: 'three' }] }] }, [/step 'pick'/, /switch/, /default|when/]],
+    ['split weights all 0', { ...base, steps: [{ name: 'divide', split: [{ stage: 'two', weight: 0 }, { stage: 'three', weight: 0 }] }] }, [/step 'divide'/, /weight/]],
+    ['17 stages', { stages: many, steps: Object.keys(many).map(st => ({ name: st, stage: st })) }, [/stages/, /16/]],
     ['a stage name with a dot', { stages: { 'a.b': stage('two') }, steps: [{ name: 'first', stage: 'a.b' }] }, [/a\.b/]],
     ['a stage with a model not in the cluster', { stages: { ghost: { ...stage('two'), model: 'f'.repeat(64) } }, steps: [{ name: 'first', stage: 'ghost' }] }, [/ghost/, /model/]],
-    ['a pipeline named like an existing app', { name: 'plain', ...base, steps: [{ name: 'first', stage: 'two' }] }, [/plain/]],
-    ['a mapping to an input the model does not have', { stages: { vad: stage('vad'), gate: stage('gate') }, steps: [vadStep, { name: 'gate', stage: 'gate', inputs: { x: 'vad.output', nope: 'vad.output' } }] }, [/gate/, /nope/]],
-    ['a reference to an output the model does not have', { stages: { vad: stage('vad'), gate: stage('gate') }, steps: [vadStep, { name: 'gate', stage: 'gate', inputs: { x: 'vad.nothing' } }] }, [/gate|vad/, /nothing/]],
-    ['FP32 into an INT64 input', { stages: { vad: stage('vad'), cast: stage('cast') }, steps: [vadStep, { name: 'tocast', stage: 'cast', inputs: { x: 'vad.output' } }] }, [/tocast/, /INT64|FP32|datatype/i]]
+    ['a pipeline named like an existing app', { name: 'plain', ...one, steps: [{ name: 'first', stage: 'two' }] }, [/plain/, /name/]],
+    ['a mapping to an input the model does not have', { stages: { vad: stage('vad'), gate: stage('gate') }, steps: [vadStep, { name: 'gate', stage: 'gate', inputs: { x: 'vad.output', nope: 'vad.output' } }] }, [/step 'gate'/, /inputs\.nope/]],
+    ['a reference to an output the model does not have', { stages: { vad: stage('vad'), gate: stage('gate') }, steps: [vadStep, { name: 'gate', stage: 'gate', inputs: { x: 'vad.nothing' } }] }, [/step 'gate'/, /inputs\.x/, /nothing/]],
+    ['FP32 into an INT64 input', { stages: { vad: stage('vad'), cast: stage('cast') }, steps: [vadStep, { name: 'tocast', stage: 'cast', inputs: { x: 'vad.output' } }] }, [/step 'tocast'/, /inputs\.x/, /INT64/]]
   ]
   for (const [what, spec, patterns] of cases) {
     const r = await deploy({ name: 'bad', ...spec })
+    if (process.env.PIPELINE_TEST_SHOW === '1') console.log(what, '→', r.status, r.body?.error)
     assert.equal(r.status, 400, `${what}: HTTP ${r.status} ${JSON.stringify(r.body)}`)
     for (const p of patterns) assert.match(r.body?.error ?? '', p, `${what}: the error names ${String(p)}`)
   }
@@ -455,8 +469,30 @@ test('bad specs are refused with 400 naming the stage or step and the field; not
   assert.equal(rm.status, 200, JSON.stringify(rm.body))
 })
 
+test('wiring checked once the replicas load: a model not loaded anywhere yet is deployed, then the pipeline is not ready and answers 500 naming the step and field', async () => {
+  // A model no replica has loaded: its signature is unknown at deploy time.
+  const five = await addModel('five', scaleModel(5))
+  const dep = await deploy({ name: 'late', stages: { five: { ...stage('two'), model: five } }, steps: [{ name: 'first', stage: 'five', inputs: { x: '$request.x', nope: '$request.x' } }] })
+  assert.equal(dep.status, 201, `deploy with the signature unknown: ${JSON.stringify(dep.body)}`)
+  const listed = await waitFor('the stage loaded and the wiring problem reported', async () => {
+    const p = (await appList()).pipelines.find(x => x.name === 'late')
+    const st = p?.status
+    if (st?.stages?.five?.ready !== 1 || st.lastError == null) throw new Error(`app ls lists late as ${JSON.stringify(p ?? null)}`)
+    return p
+  })
+  assert.equal(listed.status.ready, false, JSON.stringify(listed.status))
+  assert.match(listed.status.lastError, /first/, 'lastError names the step')
+  assert.match(listed.status.lastError, /nope/, 'lastError names the field')
+  assert.equal((await fetch(`${rpcUrl(d)}/v2/models/late/ready`)).status, 503)
+  const r = await infer('late', x([1]))
+  assert.equal(r.status, 500, r.text)
+  assert.match(r.json?.error ?? '', /first/, 'the answer names the step')
+  assert.match(r.json?.error ?? '', /nope/, 'the answer names the field')
+  await removePipeline('late')
+})
+
 test('a deadline shorter than the pipeline takes: 504, no hang; the next request is served', async () => {
-  await waitReady('seq')
+  await seqReady()
   const inputs = vadInputs(64, 4)
   const r = await infer('seq', { inputs }, { 'astrad-timeout-ms': '1' }, 15_000)
   assert.equal(r.status, 504, `astrad-timeout-ms 1: ${r.status} ${r.text.slice(0, 300)}`)
@@ -465,6 +501,7 @@ test('a deadline shorter than the pipeline takes: 504, no hang; the next request
 })
 
 test('app rm: a stage app is refused; the pipeline goes with its stage apps and their replicas', async () => {
+  await seqReady()
   const stageRm = await remove('seq.vad')
   assert.equal(stageRm.status, 400, `app rm seq.vad: ${JSON.stringify(stageRm.body)}`)
   assert.match(stageRm.body?.error ?? '', /seq/, 'the refusal names the pipeline')
