@@ -149,7 +149,16 @@ test('a VAD→gate pipeline over three nodes answers onnxruntime\'s own numbers;
   assert.deepEqual(apps.map(a => [a.spec.name, a.pipeline.stage]).sort(), [['vg.gate', 'gate'], ['vg.vad', 'vad']])
   assert.equal((await stageNodes('vad')).length, 2, 'the two VAD replicas on two nodes')
   const st = JSON.parse(await cli(['status', '--json'], 'status'))
-  assert.equal(st.pipelines?.find((p: any) => p.name === 'vg')?.status?.ready, true, `status --json pipelines: ${JSON.stringify(st.pipelines)}`)
+  // status --json: name, generation, ready, stages (docs/pipelines.md).
+  assert.equal(st.pipelines?.find((p: any) => p.name === 'vg')?.ready, true, `status --json pipelines: ${JSON.stringify(st.pipelines)}`)
+
+  // A bad spec through the CLI: exit 1, one line on stderr naming the stage and the field.
+  const badFile = path.join(cluster.root, 'bad.json')
+  fs.writeFileSync(badFile, JSON.stringify({ ...spec, name: 'bad', stages: { ...spec.stages, gate: { ...spec.stages.gate, model: 'f'.repeat(64) } } }))
+  const bad = await cluster.cli(['app', 'deploy', badFile, '--rpc', res.rpc])
+  assert.equal(bad.code, 1, `app deploy of a stage with an unknown model: ${bad.stdout}${bad.stderr}`)
+  assert.match(bad.stderr, /stages\.gate\.model/, 'stderr names the stage and field')
+  assert.equal(bad.stderr.trim().split('\n').length, 1, `one line: ${bad.stderr}`)
 
   const gate = await ort.InferenceSession.create(gateBytes, { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' })
   const speech = [...(await gate.run({ x: direct.output! })).y!.data as Float32Array]
