@@ -229,6 +229,9 @@ test('sequence: VAD then a gate on its output answer exactly what onnxruntime gi
     assert.deepEqual(out.prob, { name: 'prob', datatype: 'FP32', shape: [batch, 1], data: vad.output }, `prob, batch ${batch} seed ${seed}`)
     assert.deepEqual(out.speech, { name: 'speech', datatype: 'FP32', shape: [batch, 1], data: gate.y }, `speech, batch ${batch} seed ${seed}`)
   }
+  const whole = await infer('seq', { inputs: vadInputs(1, 0) })
+  assert.equal(whole.json?.model_name, 'seq', whole.text.slice(0, 300))
+  assert.equal(whole.json?.model_version, String(dep.pipeline.generation), 'the KServe version is the pipeline\'s generation')
   // The gate's threshold lies between the rows' probabilities: the answer has both 0 and 1.
   const mixed = await mustInfer('seq', { inputs: vadInputs(3, 1) }, 'mixed rows')
   assert.deepEqual([...new Set(mixed.speech!.data)].sort(), [0, 1], `speech ${JSON.stringify(mixed.speech!.data)} with threshold ${threshold}`)
@@ -305,6 +308,13 @@ test('metadata, readiness, the client\'s output list, the binary extension, hidd
   assert.match(failed.json.error, /^pipeline 'seq' step 'vad' \(stage 'vad'\): /)
   // And it serves on.
   await mustInfer('seq', { inputs }, 'after a failed request')
+
+  // /metrics: each step's stage calls timed, the failed step counted, the pipeline as a model.
+  const metrics = await (await fetch(`${rpcUrl(d)}/metrics`)).text()
+  const sample = (re: RegExp): number => Number(metrics.split('\n').find(l => re.test(l))?.split(' ').pop() ?? NaN)
+  assert.ok(sample(/^astrad_pipeline_step_duration_seconds_count\{pipeline="seq",step="gate"\} /) >= 1, 'gate step calls timed')
+  assert.ok(sample(/^astrad_pipeline_step_failures_total\{pipeline="seq",step="vad",code="[^"]+"\} /) >= 1, 'the failed vad step counted')
+  assert.ok(sample(/^astrad_inference_request_success\{model="seq",version="1"\} /) >= 1, 'successes of pipeline seq, version 1')
 })
 
 test('ensemble: VAD and energy read the same request in parallel; without outputs both sinks answer; a last step may read both', async () => {
@@ -342,6 +352,19 @@ test('ensemble: VAD and energy read the same request in parallel; without output
   const both = await mustInfer('ens', { inputs }, 'ensemble joined by a last step')
   assert.deepEqual(Object.keys(both), ['y'])
   assert.deepEqual(both.y!.data, mul.y)
+
+  // Back to the first spec: the stage left out goes (its app and replica), the others stay.
+  const back = await mustDeploy(spec)
+  assert.deepEqual(back.stages, { vad: 'unchanged', energy: 'unchanged' }, JSON.stringify(back))
+  await waitFor('stage app ens.mul and its replica gone', async () => {
+    const left = (await appList()).apps.filter(a => a.spec.name === 'ens.mul').length + (d.ledger?.all() ?? []).filter(r => r.app === 'ens.mul').length
+    if (left > 0) throw new Error(`ens.mul: ${left} app entries and replicas left`)
+    return true
+  })
+  await waitReady('ens')
+  const again = await mustInfer('ens', { inputs }, 'ensemble after the last step was removed')
+  assert.deepEqual(Object.keys(again).sort(), ['energy.energy', 'vad.output', 'vad.stateN'])
+  assert.deepEqual(again['vad.output']!.data, vad.output)
   await removePipeline('ens')
 })
 
@@ -376,6 +399,7 @@ test('switch by a request parameter: the first case that holds, 400 naming the s
   const redep = await mustDeploy({ ...spec, steps: [{ name: 'pick', switch: [...cases, { stage: 'three' }], inputs: { x: '$request.x' } }] })
   assert.deepEqual(redep.stages, { two: 'unchanged', three: 'unchanged' }, JSON.stringify(redep))
   await waitFor('the new steps in force', async () => (await infer('sw', x(v))).status === 200)
+  assert.equal((await infer('sw', x(v))).json?.model_version, '2', 'rewiring bumps the pipeline\'s version')
   assert.deepEqual(await ask(undefined, 'no parameters: default'), three)
   assert.deepEqual(await ask({ lang: 'de' }, 'lang de: default'), three)
   assert.deepEqual(await ask({ lang: 'en' }, 'lang en still'), two)
@@ -418,6 +442,23 @@ test('split 3:1: of 40 requests exactly 30 go to one stage and 10 to the other',
     seen.set(y, (seen.get(y) ?? 0) + 1)
   }
   assert.deepEqual([...seen].sort((a, b) => a[0] - b[0]), [[2, 30], [3, 10]], 'answers by value (2: stage two, 3: stage three)')
+
+  // Stage three scaled to 0: its case has no ready replica and is skipped, no request fails.
+  const scaled = await mustDeploy({
+    name: 'canary',
+    stages: { two: stage('two'), three: stage('three', { replicas: 0 }) },
+    steps: [{ name: 'divide', split: [{ stage: 'two', weight: 3 }, { stage: 'three', weight: 1 }] }]
+  })
+  assert.deepEqual(scaled.stages, { two: 'unchanged', three: 'scaled' }, JSON.stringify(scaled))
+  await waitFor('no replica of canary.three left', async () => {
+    const left = (d.ledger?.all() ?? []).filter(r => r.app === 'canary.three').map(r => r.state)
+    if (left.length > 0) throw new Error(`canary.three replicas: ${left.join(', ')}`)
+    return true
+  })
+  assert.equal((await fetch(`${rpcUrl(d)}/v2/models/canary/ready`)).status, 200, 'ready: one weighted case has a ready replica')
+  const only: number[] = []
+  for (let i = 0; i < 8; i++) only.push((await mustInfer('canary', x([1]), `request ${i} with stage three at 0 replicas`)).y!.data[0]!)
+  assert.deepEqual(only, new Array(8).fill(2), 'every request went to stage two')
   await removePipeline('canary')
 })
 
@@ -489,6 +530,31 @@ test('wiring checked once the replicas load: a model not loaded anywhere yet is 
   assert.match(r.json?.error ?? '', /first/, 'the answer names the step')
   assert.match(r.json?.error ?? '', /nope/, 'the answer names the field')
   await removePipeline('late')
+})
+
+test('one name space: a pipeline may not take another pipeline\'s stage app name, nor give a stage the name of another pipeline', async () => {
+  // docs/pipelines.md, "Removing and naming": a pipeline cannot take a name an app holds for one
+  // of its stages. Either way round, one of the two would be shadowed on the KServe endpoint.
+  await seqReady()
+  const one = { stages: { two: stage('two') } }
+  const made: string[] = []
+  try {
+    const asStage = await deploy({ name: 'seq.vad', ...one, steps: [{ name: 'first', stage: 'two' }] })
+    if (asStage.status < 300) made.push('seq.vad')
+    assert.equal(asStage.status, 400, `a pipeline named seq.vad (the stage app of seq's stage vad): ${JSON.stringify(asStage.body)}`)
+    assert.match(asStage.body?.error ?? '', /seq\.vad/)
+
+    const dotted = await deploy({ name: 'x.two', stages: { two: stage('two', { replicas: 0 }) }, steps: [{ name: 'first', stage: 'two' }] })
+    assert.equal(dotted.status, 201, `pipeline x.two: ${JSON.stringify(dotted.body)}`)
+    made.push('x.two')
+    const owner = await deploy({ name: 'x', ...one, steps: [{ name: 'first', stage: 'two' }] })
+    if (owner.status < 300) made.push('x')
+    assert.equal(owner.status, 400, `a pipeline x whose stage two would run as app x.two, the name of pipeline x.two: ${JSON.stringify(owner.body)}`)
+    assert.match(owner.body?.error ?? '', /x\.two/)
+  } finally {
+    // Whatever was wrongly accepted goes, so the tests after this one see only seq.
+    for (const name of made.reverse()) await remove(name)
+  }
 })
 
 test('a deadline shorter than the pipeline takes: 504, no hang; the next request is served', async () => {
