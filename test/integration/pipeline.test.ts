@@ -270,6 +270,17 @@ test('metadata, readiness, the client\'s output list, the binary extension, hidd
   assert.deepEqual(Object.keys(only), ['prob'])
   assert.deepEqual(only.prob!.data, vad.output)
 
+  // Asking for a stage's own output name, or for none the pipeline has: 400 naming it.
+  for (const name of ['output', 'nope']) {
+    const r = await infer('seq', { inputs, outputs: [{ name }] })
+    assert.equal(r.status, 400, `outputs [${name}]: ${r.text}`)
+    assert.match(r.json?.error ?? '', new RegExp(`'${name}'`))
+  }
+  // A request without an input a step reads from $request: 400 naming it.
+  const noSr = await infer('seq', { inputs: inputs.slice(0, 2) })
+  assert.equal(noSr.status, 400, `no sr: ${noSr.text}`)
+  assert.match(noSr.json?.error ?? '', /'sr'/)
+
   // The binary extension: inputs and outputs as raw little-endian bytes.
   const parts = [Buffer.from(Float32Array.from(inputs[0]!.data).buffer), Buffer.from(Float32Array.from(inputs[1]!.data).buffer), Buffer.from(BigInt64Array.from([16000n]).buffer)]
   const header = Buffer.from(JSON.stringify({
@@ -335,6 +346,15 @@ test('ensemble: VAD and energy read the same request in parallel; without output
   assert.deepEqual(out['vad.stateN']!.data, vad.stateN)
   assert.deepEqual(out['energy.energy']!.data, energy.energy)
   assert.deepEqual(out['energy.energy']!.shape, [2, 1])
+
+  // Concurrent requests each get their own numbers (no tensor of one request in another's answer).
+  const seeds = Array.from({ length: 12 }, (_, i) => 100 + i)
+  const answers = await Promise.all(seeds.map(async seed => await mustInfer('ens', { inputs: vadInputs(1, seed) }, `concurrent request seed ${seed}`)))
+  for (const [i, seed] of seeds.entries()) {
+    const own = vadInputs(1, seed)
+    assert.deepEqual(answers[i]!['vad.output']!.data, (await direct('vad', vadFeeds(own))).output, `vad.output of concurrent request seed ${seed}`)
+    assert.deepEqual(answers[i]!['energy.energy']!.data, (await direct('energy', { input: f32(own[0]!.data, [1, 512]) })).energy, `energy of concurrent request seed ${seed}`)
+  }
 
   // The same pipeline with a stage added and a last step reading both branches: the old stages
   // are unchanged; the one sink's outputs answer under their own names.
@@ -562,7 +582,7 @@ test('a deadline shorter than the pipeline takes: 504, no hang; the next request
   const inputs = vadInputs(64, 4)
   const r = await infer('seq', { inputs }, { 'astrad-timeout-ms': '1' }, 15_000)
   assert.equal(r.status, 504, `astrad-timeout-ms 1: ${r.status} ${r.text.slice(0, 300)}`)
-  assert.equal(typeof r.json?.error, 'string', r.text)
+  assert.match(r.json?.error ?? '', /^pipeline 'seq' step 'vad' \(stage 'vad'\): /, 'the 504 names the step whose call the deadline cut')
   await mustInfer('seq', { inputs: vadInputs(1, 0) }, 'after the deadline')
 })
 
