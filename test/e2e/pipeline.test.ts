@@ -106,6 +106,22 @@ async function stageNodes (s: string): Promise<string[]> {
 
 /** The first answers other than 200 of the loads (status, error and when), for failure messages. */
 const refusals: string[] = []
+/** The stages' placement and routing weights and the nodes as the scheduler sees them, for failure messages. */
+async function placement (): Promise<string> {
+  const st = await res.status()
+  const apps = st.apps.filter((a: any) => a.name.startsWith('vg.')).map((a: any) => ({ name: a.name, generation: a.generation, desired: a.desired, placed: a.placed, ready: a.ready, old: a.old, lastError: a.lastError, weights: a.weights.map((w: any) => `${w.name}:${w.weight}${w.ejected === true ? ' ejected' : ''}`) }))
+  return JSON.stringify({ apps, nodes: st.nodes.map((n: any) => `${n.name} ${n.state} replicas ${n.replicas}`) })
+}
+
+/** Waits until the scheduler lists a killed node as dead (it then stops counting its replicas). */
+async function waitDead (p: DaemonProcess): Promise<void> {
+  await waitFor(`the scheduler to find ${p.name} dead`, async () => {
+    const n = (await res.status()).nodes.find((x: any) => x.name === p.name)
+    if (n != null && n.state !== 'dead' && n.state !== 'left') throw new Error(`${p.name} is ${String(n.state)}`)
+    return true
+  }, 60_000)
+}
+
 function load (concurrency: number): ReturnType<LoadSet['start']> {
   return loads.start(async (i, w, signal) => {
     const r = await post(res.rpc, '/v2/models/vg/infer', { inputs: vadInputs(1, w * 1000 + i) }, signal)
@@ -130,6 +146,12 @@ test('a VAD→gate pipeline over three nodes answers onnxruntime\'s own numbers;
   res = await cluster.start('res', ['--role', 'resource,scheduler'])
   const boot = await cluster.addr(res)
   for (const name of ['n1', 'n2', 'n3']) nodes.push(await cluster.start(name, ['--role', 'node', '--bootstrap', boot, '--cores', '2']))
+  // Placement spreads a stage's replicas over the nodes the scheduler knows: let it know all three.
+  await waitFor('the scheduler lists the three nodes alive', async () => {
+    const alive = (await res.status()).nodes.filter((n: any) => n.state === 'alive' && n.cores === 2).map((n: any) => n.name)
+    if (alive.length !== 3) throw new Error(`nodes alive: ${alive.join(', ')}`)
+    return true
+  })
   // The gate's threshold lies between the probabilities of the rows of vadInputs(3, 1).
   const session = await ort.InferenceSession.create(VAD_MODEL, { intraOpNumThreads: 1, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all' })
   const inputs = vadInputs(3, 1)
@@ -160,7 +182,11 @@ test('a VAD→gate pipeline over three nodes answers onnxruntime\'s own numbers;
   assert.deepEqual(listed.status.stages.vad.app, 'vg.vad')
   const apps = (await appLs()).apps.filter(a => a.pipeline?.name === 'vg')
   assert.deepEqual(apps.map(a => [a.spec.name, a.pipeline.stage]).sort(), [['vg.gate', 'gate'], ['vg.vad', 'vad']])
-  assert.equal((await stageNodes('vad')).length, 2, 'the two VAD replicas on two nodes')
+  await waitFor('the two VAD replicas on two nodes', async () => {
+    const on = await stageNodes('vad')
+    if (new Set(on).size !== 2) throw new Error(`VAD replicas on ${on.join(', ')}`)
+    return true
+  })
   const st = JSON.parse(await cli(['status', '--json'], 'status'))
   // status --json: name, generation, ready, stages (docs/pipelines.md).
   assert.equal(st.pipelines?.find((p: any) => p.name === 'vg')?.ready, true, `status --json pipelines: ${JSON.stringify(st.pipelines)}`)
@@ -247,7 +273,7 @@ test('kill -9 of a node holding a VAD replica under load: every request answers 
   assert.equal(new Set(holders).size, 2, `the two VAD replicas on two nodes: ${holders.join(', ')}`)
   const victim = nodes.find(n => holders.includes(n.name) && n.child.exitCode == null)
   assert.ok(victim != null, `a live node among the VAD holders ${holders.join(', ')}`)
-  const before = JSON.stringify({ vad: await stageStatus('vad'), gate: await stageStatus('gate') })
+  const before = await placement()
   const retriesBefore = await retriesOf('vg.vad')
   const killedAt = new Date().toISOString()
   victim.child.kill('SIGKILL')
@@ -257,10 +283,16 @@ test('kill -9 of a node holding a VAD replica under load: every request answers 
   const at = l.done()
   await waitFor('the survivors carry the load', async () => l.done() > at + 100)
   const statuses = await l.stop()
-  assert.deepEqual([...statuses.keys()], [200], `statuses around the kill of ${victim.name} at ${killedAt}: ${JSON.stringify([...statuses])}${seen()}\nthe stages just before: ${before}`)
-  // Two nodes of two cores are left: room for 2 VAD and 2 gate replicas, spread again.
+  assert.deepEqual([...statuses.keys()], [200], `statuses around the kill of ${victim.name} at ${killedAt}: ${JSON.stringify([...statuses])}${seen()}\nbefore the kill: ${before}\nnow: ${await placement()}`)
+  // Two nodes of two cores are left: room for 2 VAD and 2 gate replicas, spread again. (Until
+  // the scheduler finds the node dead it still counts its replicas: wait for that first.)
+  await waitDead(victim)
   await waitStages({ vad: 2, gate: 2 }, `vg ready again after ${victim.name} was killed`)
-  assert.ok(!(await stageNodes('vad')).includes(victim.name), 'no VAD replica left on the killed node')
+  await waitFor('the VAD replicas on the two nodes left', async () => {
+    const on = await stageNodes('vad')
+    if (new Set(on).size !== 2 || on.includes(victim.name)) throw new Error(`VAD replicas routed to ${on.join(', ')}: ${await placement()}`)
+    return true
+  })
   const retries = await retriesOf('vg.vad')
   assert.ok(retries > retriesBefore, `the kill cut VAD requests off and they were retried (retries ${retriesBefore} → ${retries})`)
 
@@ -274,16 +306,18 @@ test('kill -9 of a node holding a VAD replica under load: every request answers 
   const gateHolders = await stageNodes('gate')
   const second = nodes.find(n => gateHolders.includes(n.name) && n.child.exitCode == null && n.child.signalCode == null)
   assert.ok(second != null, `a live node among the gate holders ${gateHolders.join(', ')}`)
+  const before2 = await placement()
   const killedAt2 = new Date().toISOString()
   second.child.kill('SIGKILL')
   await second.exited
   const at2 = l2.done()
   await waitFor('the last node carries the load', async () => l2.done() > at2 + 100)
   const statuses2 = await l2.stop()
-  assert.deepEqual([...statuses2.keys()], [200], `statuses around the kill of ${second.name} at ${killedAt2}: ${JSON.stringify([...statuses2])}${seen()}`)
+  assert.deepEqual([...statuses2.keys()], [200], `statuses around the kill of ${second.name} at ${killedAt2}: ${JSON.stringify([...statuses2])}${seen()}\nbefore the kill: ${before2}\nnow: ${await placement()}`)
   // The gate call is short: the calls cut off may all have been VAD calls; either were retried.
   assert.ok(await stageRetries() > retriesBefore2, 'the kill cut stage calls off and they were retried')
   // One node of two cores is left: one replica of each stage, the pipeline still ready.
+  await waitDead(second)
   await waitFor('app ls: one ready replica per stage, the pipeline ready, the shortfall said', async () => {
     const p = (await appLs()).pipelines.find(x => x.name === 'vg')
     const st = p?.status
