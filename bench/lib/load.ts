@@ -8,11 +8,33 @@
 // Closed loop: when the server slows down, the offered load drops with it (coordinated
 // omission), so p99 here is the latency at the server's own pace, the same for any server.
 //
+// With `chain` one request is several HTTP calls, one after the other on the loop's connection:
+// a client-side pipeline (bench:pipeline). Each later call's KServe v2 JSON body is built from
+// the answer before it; the latency recorded is the whole chain's, and a chain counts as one
+// answer, 2xx only when every call was.
+//
+// Bytes: the HTTP bytes the client's sockets wrote and read (headers included) and the client
+// process's wchar (/proc/self/io) are counted over the recorded window.
+//
 // runLoad() forks this file; the child runs the loops and sends one result back over IPC.
 
 import http from 'node:http'
+import type net from 'node:net'
 import { fileURLToPath } from 'node:url'
-import { forkTs, stop, type Managed } from './procs.ts'
+import { forkTs, ioCounters, stop, type Managed } from './procs.ts'
+
+/**
+ * One later call of a chain: a POST of KServe v2 JSON to `url` whose inputs are tensors of the
+ * previous call's answer (datatype, shape and data as the server wrote them).
+ */
+export interface ChainCall {
+  /** http://HOST:PORT/path, on the same host and port as the first call (same connection). */
+  url: string
+  /** This call's input name → the previous answer's output name. */
+  inputs: Record<string, string>
+  /** The KServe `outputs` to ask for (by name); every output when left out. */
+  outputs?: string[]
+}
 
 export interface LoadOptions {
   /** http://127.0.0.1:PORT/path (plain HTTP on loopback). */
@@ -26,6 +48,10 @@ export interface LoadOptions {
   durationMs: number
   /** A request without a complete answer for this long counts as error 'timeout'. */
   timeoutMs?: number
+  /** Calls after the first, each fed from the answer before it (a client-side pipeline). */
+  chain?: ChainCall[]
+  /** Return every recorded latency (`latencies`), so several runs can be pooled. */
+  samples?: boolean
 }
 
 export interface LatencySummary {
@@ -59,6 +85,15 @@ export interface LoadResult {
   warmupRequests: number
   /** CPU seconds the load generator itself used in the window (user + system). */
   cpuSec: number
+  /** HTTP calls per request: 1 + the chain's length. */
+  calls: number
+  /** Bytes the client's sockets wrote / read in the window: HTTP headers and bodies, all calls. */
+  httpSentBytes: number
+  httpReceivedBytes: number
+  /** wchar (bytes passed to write syscalls) of the load generator process in the window; null where /proc/self/io is unreadable. */
+  wcharBytes: number | null
+  /** Latencies (ms) of the 2xx answers in the window, in completion order, when `samples` was asked. */
+  latencies?: number[]
 }
 
 /** Hooks called (in the parent) when the child starts and stops recording. */
@@ -146,29 +181,77 @@ interface Outcome {
   /** HTTP status, or a network error code. */
   status: number | string
   bytes: number
+  /** The answer's text, when asked for. */
+  text?: string
+}
+
+interface KserveTensor { name: string, datatype: string, shape: number[], data: unknown[] }
+
+/** The body of a chain call from the answer before it; null when an output it reads is missing. */
+function chainBody (answer: string, c: ChainCall): Buffer | null {
+  let outputs: KserveTensor[] | undefined
+  try { outputs = (JSON.parse(answer) as { outputs?: KserveTensor[] }).outputs } catch { return null }
+  const inputs: KserveTensor[] = []
+  for (const [name, from] of Object.entries(c.inputs)) {
+    const t = outputs?.find(x => x.name === from)
+    if (t == null) return null
+    inputs.push({ name, datatype: t.datatype, shape: t.shape, data: t.data })
+  }
+  return Buffer.from(JSON.stringify(c.outputs != null ? { inputs, outputs: c.outputs.map(name => ({ name })) } : { inputs }))
 }
 
 async function generate (o: LoadOptions, send: (m: ChildMessage) => void): Promise<LoadResult> {
   const url = new URL(o.url)
   if (url.protocol !== 'http:') throw new Error(`only http:// URLs, got ${o.url}`)
   const body = o.body !== undefined ? Buffer.from(o.body) : undefined
-  const headers: Record<string, string | number> = { ...o.headers }
-  if (body !== undefined) headers['content-length'] = body.length
   const timeoutMs = o.timeoutMs ?? DEFAULT_TIMEOUT_MS
+  const chain = (o.chain ?? []).map(c => {
+    const u = new URL(c.url)
+    if (u.host !== url.host) throw new Error(`chain call ${c.url}: not on ${url.host} (one connection per loop)`)
+    return { ...c, path: u.pathname + u.search }
+  })
   const agent = new http.Agent({ keepAlive: true, maxSockets: o.concurrency, maxFreeSockets: o.concurrency })
-  const request = async (): Promise<Outcome> => await new Promise(resolve => {
+  // Every socket the agent opens, so the bytes of the window can be summed (closed ones kept).
+  const sockets = new Set<net.Socket>()
+  const closed = { written: 0, read: 0 }
+  const track = (s: net.Socket): void => {
+    if (sockets.has(s)) return
+    sockets.add(s)
+    s.once('close', () => { closed.written += s.bytesWritten; closed.read += s.bytesRead; sockets.delete(s) })
+  }
+  const socketBytes = (): { written: number, read: number } => {
+    let { written, read } = closed
+    for (const s of sockets) { written += s.bytesWritten; read += s.bytesRead }
+    return { written, read }
+  }
+  /** One HTTP call; `keep` keeps the answer's text (a chain reads it). */
+  const call = async (callPath: string, payload: Buffer | undefined, keep: boolean): Promise<Outcome> => await new Promise(resolve => {
     let settled = false
     const done = (v: Outcome): void => { if (!settled) { settled = true; resolve(v) } }
-    const req = http.request({ agent, host: url.hostname, port: url.port, path: url.pathname + url.search, method: o.method ?? 'POST', headers }, res => {
+    const headers: Record<string, string | number> = { ...o.headers }
+    if (payload !== undefined) headers['content-length'] = payload.length
+    const req = http.request({ agent, host: url.hostname, port: url.port, path: callPath, method: o.method ?? 'POST', headers }, res => {
       let bytes = 0
-      res.on('data', (chunk: Buffer) => { bytes += chunk.length })
-      res.on('end', () => { done({ status: res.statusCode ?? 0, bytes }) })
+      const chunks: Buffer[] = []
+      res.on('data', (chunk: Buffer) => { bytes += chunk.length; if (keep) chunks.push(chunk) })
+      res.on('end', () => { done({ status: res.statusCode ?? 0, bytes, text: keep ? Buffer.concat(chunks).toString() : undefined }) })
       res.on('error', (err: NodeJS.ErrnoException) => { done({ status: err.code ?? 'response-error', bytes }) })
     })
+    req.on('socket', track)
     req.setTimeout(timeoutMs, () => { req.destroy(Object.assign(new Error('timeout'), { code: 'timeout' })) })
     req.on('error', (err: NodeJS.ErrnoException) => { done({ status: err.code ?? 'request-error', bytes: 0 }) })
-    req.end(body)
+    req.end(payload)
   })
+  const request = async (): Promise<Outcome> => {
+    let r = await call(url.pathname + url.search, body, chain.length > 0)
+    for (const c of chain) {
+      if (typeof r.status !== 'number' || r.status < 200 || r.status >= 300) return r
+      const next = chainBody(r.text ?? '', c)
+      if (next == null) return { status: 'chain-missing-output', bytes: r.bytes }
+      r = await call(c.path, next, c !== chain[chain.length - 1])
+    }
+    return r
+  }
 
   const latencies = new Samples()
   const errors: Record<string, number> = {}
@@ -180,8 +263,21 @@ async function generate (o: LoadOptions, send: (m: ChildMessage) => void): Promi
   const windowEnd = windowStart + o.durationMs
   let cpuAtStart = process.cpuUsage()
   let cpuInWindow: NodeJS.CpuUsage | undefined
-  const startTimer = setTimeout(() => { cpuAtStart = process.cpuUsage(); send({ type: 'window-start' }) }, o.warmupMs)
-  const endTimer = setTimeout(() => { cpuInWindow = process.cpuUsage(cpuAtStart); send({ type: 'window-end' }) }, o.warmupMs + o.durationMs)
+  const wchar = (): number | null => ioCounters('self')?.wchar ?? null
+  let bytesAtStart = { socket: socketBytes(), wchar: wchar() }
+  let bytesInWindow: { written: number, read: number, wchar: number | null } | undefined
+  const startTimer = setTimeout(() => {
+    cpuAtStart = process.cpuUsage()
+    bytesAtStart = { socket: socketBytes(), wchar: wchar() }
+    send({ type: 'window-start' })
+  }, o.warmupMs)
+  const endTimer = setTimeout(() => {
+    cpuInWindow = process.cpuUsage(cpuAtStart)
+    const sb = socketBytes()
+    const w = wchar()
+    bytesInWindow = { written: sb.written - bytesAtStart.socket.written, read: sb.read - bytesAtStart.socket.read, wchar: w != null && bytesAtStart.wchar != null ? w - bytesAtStart.wchar : null }
+    send({ type: 'window-end' })
+  }, o.warmupMs + o.durationMs)
 
   const loop = async (): Promise<void> => {
     while (performance.now() < windowEnd) {
@@ -207,6 +303,7 @@ async function generate (o: LoadOptions, send: (m: ChildMessage) => void): Promi
   clearTimeout(startTimer)
   clearTimeout(endTimer)
   cpuInWindow ??= process.cpuUsage(cpuAtStart)
+  bytesInWindow ??= { written: NaN, read: NaN, wchar: null }
   agent.destroy()
   const values = latencies.values()
   return {
@@ -220,7 +317,12 @@ async function generate (o: LoadOptions, send: (m: ChildMessage) => void): Promi
     perSecond: Array.from({ length: Math.floor(o.durationMs / 1000) }, (_, i) => perSecond[i] ?? 0),
     meanResponseBytes: values.length > 0 ? okBytes / values.length : null,
     warmupRequests,
-    cpuSec: (cpuInWindow.user + cpuInWindow.system) / 1e6
+    cpuSec: (cpuInWindow.user + cpuInWindow.system) / 1e6,
+    calls: 1 + chain.length,
+    httpSentBytes: bytesInWindow.written,
+    httpReceivedBytes: bytesInWindow.read,
+    wcharBytes: bytesInWindow.wchar,
+    ...(o.samples === true ? { latencies: Array.from(values) } : {})
   }
 }
 

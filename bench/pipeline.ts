@@ -1,0 +1,549 @@
+// Pipeline benchmark (npm run bench:pipeline; docs/bench-pipeline.md). One run, side by side, in
+// one cluster of real `dist/astrad` processes (resource,scheduler + two nodes; bench/lib/
+// pipeline-cluster.ts), the same 2-stage pipeline Silero VAD → gate:
+//
+//   (a) pipeline   one request to /v2/models/vad-gate/infer: the scheduler calls stage vad, then
+//                  stage gate with vad's `output`, and answers `speech` (gate.y) and `prob`
+//                  (vad.output);
+//   (b) two apps   the client calls /v2/models/vad/infer, takes `output` and sends it as `x` to
+//                  /v2/models/gate/infer, one after the other on its keep-alive connection.
+//
+// Same models, replica counts, threads and resources; same client (bench/lib/load.ts, closed
+// loop), same concurrency; runs alternate (a, b, b, a …) so drift of the machine hits both. For
+// each: req/s, p50, p99, and the bytes moved between processes: the wchar (/proc/PID/io) of every
+// daemon and of the client over the recorded window, and the client's HTTP bytes. Before timing,
+// a sample of requests goes both ways and the answers must be equal, number for number.
+// Goal (issue 12): (a) ≥ 1.0 × (b)'s throughput and (a)'s p99 ≤ (b)'s.
+//
+// Usage: node bench/pipeline.ts --help
+
+import { execFileSync } from 'node:child_process'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { ensureBuilt, clockTicks } from './lib/build.ts'
+import { UsageError, parseFlags, intFlag } from './lib/args.ts'
+import { runBench, writeResult, logGoals, installCleanupHooks, makeTempRoot, cleanup, setKeepTemp, ioCounters, now, sleep, stop } from './lib/procs.ts'
+import { round, ratio } from './lib/stats.ts'
+import { cpuTicks, type AstradDaemon } from './lib/astrad.ts'
+import { machineCpu } from './lib/transfer-common.ts'
+import { runLoad, summarizeLatencies, type LatencySummary, type LoadResult } from './lib/load.ts'
+import { startPipelineCluster, PIPELINE, APPS, type PipelineCluster } from './lib/pipeline-cluster.ts'
+import { vadInputs } from '../test/helpers/pipeline-models.ts'
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+
+/** Issue 12's goals: (a) ÷ (b) throughput at least, p99 at most. */
+const GOAL_RPS_RATIO = 1.0
+const GOAL_P99_RATIO = 1.0
+/** Node daemons, and replicas of each app and stage: one per node, so stage calls cross processes. */
+const NODES = 2
+const REPLICAS = 2
+
+type Side = 'a' | 'b'
+const SIDES: Side[] = ['a', 'b']
+const SIDE_NAME: Record<Side, string> = { a: '(a) pipeline', b: '(b) two apps' }
+
+interface Options {
+  durationSec: number
+  warmupSec: number
+  rounds: number
+  concurrency: number[]
+  threads: number
+  check: number
+  quick: boolean
+  out: string
+  keepTemp: boolean
+  build: boolean
+  bin: string
+}
+
+const USAGE = `usage: node bench/pipeline.ts [options]
+  --quick               short run (≤ 3 min): --duration 3 --warmup 1 --rounds 1 --check 8
+  --duration SEC        recorded seconds per load run (default 5)
+  --warmup SEC          unrecorded seconds before each load run (default 2)
+  --rounds N            load runs per side and concurrency, alternating a,b / b,a (default 2)
+  --concurrency LIST    closed-loop connections, repeatable or comma-separated (default 8,32)
+  --threads N           worker threads (and cpu) of every replica (default 1)
+  --check N             requests sent both ways whose answers must be equal before timing (default 20)
+  --out FILE            JSON results (default bench/results/pipeline.json); --json-out FILE is the same
+  --keep-temp           keep the temp dir (daemon data) for inspection
+  --no-build            do not rebuild dist/astrad when src/ is newer
+  --astrad FILE         executable to test (default dist/astrad)
+`
+
+function listFlag (values: string[] | undefined): string[] {
+  return (values ?? []).flatMap(v => v.split(',')).map(x => x.trim()).filter(x => x !== '')
+}
+
+function parseOptions (argv: string[]): Options {
+  const v = parseFlags(argv, {
+    quick: { type: 'boolean' },
+    duration: { type: 'string' },
+    warmup: { type: 'string' },
+    rounds: { type: 'string' },
+    concurrency: { type: 'string', multiple: true },
+    threads: { type: 'string' },
+    check: { type: 'string' },
+    out: { type: 'string' },
+    'json-out': { type: 'string' },
+    'keep-temp': { type: 'boolean' },
+    'no-build': { type: 'boolean' },
+    astrad: { type: 'string' },
+    help: { type: 'boolean', short: 'h' }
+  }, USAGE)
+  if (v.help === true) { process.stdout.write(USAGE); process.exit(0) }
+  const quick = v.quick === true
+  const o: Options = {
+    durationSec: quick ? 3 : 5,
+    warmupSec: quick ? 1 : 2,
+    rounds: quick ? 1 : 2,
+    concurrency: [8, 32],
+    threads: 1,
+    check: quick ? 8 : 20,
+    quick,
+    out: path.join(ROOT, 'bench/results/pipeline.json'),
+    keepTemp: false,
+    build: true,
+    bin: path.join(ROOT, 'dist/astrad')
+  }
+  if (v.duration !== undefined) o.durationSec = intFlag('--duration', v.duration, 1, 3600)
+  if (v.warmup !== undefined) o.warmupSec = intFlag('--warmup', v.warmup, 0, 600)
+  if (v.rounds !== undefined) o.rounds = intFlag('--rounds', v.rounds, 1, 100)
+  const conc = listFlag(v.concurrency)
+  if (conc.length > 0) o.concurrency = [...new Set(conc.map(c => intFlag('--concurrency', c, 1, 1024)))]
+  if (v.threads !== undefined) o.threads = intFlag('--threads', v.threads, 1, 16)
+  if (v.check !== undefined) o.check = intFlag('--check', v.check, 1, 1000)
+  if (v.out !== undefined && v['json-out'] !== undefined && path.resolve(v.out) !== path.resolve(v['json-out'])) throw new UsageError('--out and --json-out name the same thing: give one')
+  const out = v.out ?? v['json-out']
+  if (out !== undefined) o.out = path.resolve(out)
+  if (v['keep-temp'] === true) o.keepTemp = true
+  if (v['no-build'] === true) o.build = false
+  if (v.astrad !== undefined) { o.bin = path.resolve(v.astrad); o.build = false }
+  return o
+}
+
+// ---- requests ------------------------------------------------------------------------------
+
+interface KserveTensor { name: string, datatype: string, shape: number[], data: unknown[] }
+
+/**
+ * A Silero VAD request (test/helpers/pipeline-models.ts vadInputs) of `batch` rows; samples
+ * rounded to 4 decimals so the JSON is short and the same text every run.
+ */
+function vadBody (batch: number, seed: number): { inputs: KserveTensor[] } {
+  const inputs = vadInputs(batch, seed)
+  const audio = inputs[0] as KserveTensor
+  audio.data = (audio.data as number[]).map(x => Math.round(x * 1e4) / 1e4)
+  return { inputs }
+}
+
+/** (b)'s first call asks for `output` only: the client needs nothing else of it (the pipeline returns speech and prob). */
+const VAD_OUTPUTS = [{ name: 'output' }]
+
+async function post (port: number, model: string, body: unknown): Promise<KserveTensor[]> {
+  const res = await fetch(`http://127.0.0.1:${port}/v2/models/${model}/infer`, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' }, signal: AbortSignal.timeout(10_000) })
+  const text = await res.text()
+  if (res.status !== 200) throw new Error(`POST /v2/models/${model}/infer: HTTP ${res.status} ${text.slice(0, 300)}`)
+  const doc = JSON.parse(text) as { outputs?: KserveTensor[] }
+  if (!Array.isArray(doc.outputs)) throw new Error(`POST /v2/models/${model}/infer: no outputs in ${text.slice(0, 300)}`)
+  return doc.outputs
+}
+
+// ---- correctness: (a) answers exactly as (b) ------------------------------------------------
+
+interface AnswerCheck {
+  ok: boolean
+  /** Requests sent both ways, and how many answered the same. */
+  requests: number
+  equal: number
+  /** Of the equal answers, how many had speech (gate = 1) in some row. */
+  speech: number
+  detail: string
+}
+
+function sameTensor (x: KserveTensor | undefined, y: KserveTensor | undefined): string | null {
+  if (x == null || y == null) return 'missing'
+  if (x.datatype !== y.datatype) return `datatype ${x.datatype} vs ${y.datatype}`
+  if (JSON.stringify(x.shape) !== JSON.stringify(y.shape)) return `shape [${x.shape.join(',')}] vs [${y.shape.join(',')}]`
+  const xd = x.data.flat(Infinity)
+  const yd = y.data.flat(Infinity)
+  if (xd.length !== yd.length) return `${xd.length} vs ${yd.length} values`
+  for (let i = 0; i < xd.length; i++) if (!Object.is(xd[i], yd[i])) return `value ${i}: ${String(xd[i])} vs ${String(yd[i])}`
+  return null
+}
+
+/**
+ * `n` different requests (batches of 1 to 3 rows, different audio, some with speech), each sent
+ * as (a) and as (b): `speech` must equal gate's `y` and `prob` vad's `output`, number for number.
+ */
+async function checkAnswers (port: number, n: number): Promise<AnswerCheck> {
+  let equal = 0
+  let speech = 0
+  const problems: string[] = []
+  for (let i = 0; i < n; i++) {
+    const body = vadBody(1 + (i % 3), i * 0.37)
+    // Every other request loud: louder audio moves the VAD's probability around the gate's threshold.
+    if (i % 2 === 1) {
+      const audio = body.inputs[0] as KserveTensor
+      audio.data = (audio.data as number[]).map((x, k) => Math.round(x * (1.5 + Math.sin(k * 0.01 + i)) * 1e4) / 1e4)
+    }
+    const a = await post(port, PIPELINE, body)
+    const vad = await post(port, APPS.vad, { ...body, outputs: VAD_OUTPUTS })
+    const out = vad.find(t => t.name === 'output')
+    if (out == null) throw new Error(`(b): vad answered no 'output' (${vad.map(t => t.name).join(', ')})`)
+    const gate = await post(port, APPS.gate, { inputs: [{ name: 'x', datatype: out.datatype, shape: out.shape, data: out.data }] })
+    const diffs = [
+      ['speech', sameTensor(a.find(t => t.name === 'speech'), gate.find(t => t.name === 'y'))],
+      ['prob', sameTensor(a.find(t => t.name === 'prob'), out)]
+    ].filter(([, d]) => d != null)
+    if (diffs.length === 0) {
+      equal++
+      if ((gate.find(t => t.name === 'y')?.data.flat(Infinity) ?? []).some(x => x === 1)) speech++
+    } else if (problems.length < 3) {
+      problems.push(`request ${i}: ${diffs.map(([name, d]) => `${name as string} ${d as string}`).join('; ')} (pipeline answered ${a.map(t => t.name).join(', ')})`)
+    }
+  }
+  const ok = equal === n
+  return { ok, requests: n, equal, speech, detail: ok ? `${n}/${n} answers equal (${speech} with speech, ${n - speech} without)` : `${equal}/${n} equal; ${problems.join(' | ')}` }
+}
+
+// ---- measurement -----------------------------------------------------------------------------
+
+interface ProcDelta { name: string, wcharBytes: number | null, cpuSec: number | null }
+
+interface Run {
+  side: Side
+  concurrency: number
+  round: number
+  load: Omit<LoadResult, 'latencies'>
+  /** Per daemon over the recorded window. */
+  daemons: ProcDelta[]
+  machineBusy: number | null
+}
+
+interface Snapshot { t: number, machine: ReturnType<typeof machineCpu>, procs: Array<{ wchar: number | null, ticks: number | null }> }
+
+function snapshot (daemons: AstradDaemon[]): Snapshot {
+  return {
+    t: now(),
+    machine: machineCpu(),
+    procs: daemons.map(d => {
+      const pid = d.proc.child.pid
+      if (pid == null) return { wchar: null, ticks: null }
+      let ticks: number | null = null
+      try { ticks = cpuTicks(pid) } catch {}
+      return { wchar: ioCounters(pid)?.wchar ?? null, ticks }
+    })
+  }
+}
+
+async function measure (side: Side, c: number, roundNo: number, o: Options, cluster: PipelineCluster, body: string, ticks: number): Promise<{ run: Run, latencies: number[] }> {
+  const daemons = [cluster.scheduler, ...cluster.nodes]
+  const base = `http://127.0.0.1:${cluster.scheduler.rpcPort}/v2/models`
+  let start: Snapshot | undefined
+  let end: Snapshot | undefined
+  const { latencies, ...load } = await runLoad({
+    url: side === 'a' ? `${base}/${PIPELINE}/infer` : `${base}/${APPS.vad}/infer`,
+    body: side === 'a' ? body : JSON.stringify({ ...JSON.parse(body) as object, outputs: VAD_OUTPUTS }),
+    headers: { 'content-type': 'application/json' },
+    concurrency: c,
+    warmupMs: o.warmupSec * 1000,
+    durationMs: o.durationSec * 1000,
+    samples: true,
+    ...(side === 'b' ? { chain: [{ url: `${base}/${APPS.gate}/infer`, inputs: { x: 'output' } }] } : {})
+  }, {
+    onWindowStart: () => { start = snapshot(daemons) },
+    onWindowEnd: () => { end = snapshot(daemons) }
+  })
+  const s = start
+  const e = end
+  const diff = (a: number | null | undefined, b: number | null | undefined): number | null => a != null && b != null ? b - a : null
+  const run: Run = {
+    side,
+    concurrency: c,
+    round: roundNo,
+    load,
+    daemons: daemons.map((d, i) => {
+      const ticksDiff = diff(s?.procs[i]?.ticks, e?.procs[i]?.ticks)
+      return { name: d.name, wcharBytes: diff(s?.procs[i]?.wchar, e?.procs[i]?.wchar), cpuSec: ticksDiff != null ? ticksDiff / ticks : null }
+    }),
+    machineBusy: s != null && e != null ? (e.machine.busy - s.machine.busy) / Math.max(1, e.machine.total - s.machine.total) : null
+  }
+  return { run, latencies: latencies ?? [] }
+}
+
+/** One side at one concurrency, its rounds pooled. */
+interface Cell {
+  side: Side
+  concurrency: number
+  rounds: number
+  windowSec: number
+  ok: number
+  errors: Record<string, number>
+  errorCount: number
+  rps: number
+  latencyMs: LatencySummary | null
+  /** wchar per answer (bytes): all daemons, the client, and the two together. */
+  wcharPerRequest: { daemons: number | null, client: number | null, total: number | null, byDaemon: Record<string, number | null> }
+  /** The client's HTTP bytes per answer (headers and bodies, every call). */
+  httpPerRequest: { sent: number, received: number }
+  /** CPU per answer (µs): all daemons, and the client. */
+  cpuUsPerRequest: { daemons: number | null, client: number }
+  /** Cores used (CPU s ÷ window s). */
+  cores: { daemons: number | null, client: number }
+  machineBusy: number | null
+}
+
+function pool (side: Side, c: number, runs: Run[], latencies: number[]): Cell {
+  const windowSec = runs.reduce((s, r) => s + r.load.windowMs / 1000, 0)
+  const ok = runs.reduce((s, r) => s + r.load.ok, 0)
+  const errors: Record<string, number> = {}
+  for (const r of runs) for (const [k, v] of Object.entries(r.load.errors)) errors[k] = (errors[k] ?? 0) + v
+  const sumOrNull = (xs: Array<number | null>): number | null => xs.some(x => x == null) ? null : (xs as number[]).reduce((a, b) => a + b, 0)
+  const per = (x: number | null): number | null => x != null && ok > 0 ? x / ok : null
+  const names = runs[0]?.daemons.map(d => d.name) ?? []
+  const daemonWchar = sumOrNull(runs.flatMap(r => r.daemons.map(d => d.wcharBytes)))
+  const clientWchar = sumOrNull(runs.map(r => r.load.wcharBytes))
+  const daemonCpu = sumOrNull(runs.flatMap(r => r.daemons.map(d => d.cpuSec)))
+  const clientCpu = runs.reduce((s, r) => s + r.load.cpuSec, 0)
+  const busy = runs.map(r => r.machineBusy)
+  return {
+    side,
+    concurrency: c,
+    rounds: runs.length,
+    windowSec,
+    ok,
+    errors,
+    errorCount: Object.values(errors).reduce((a, b) => a + b, 0),
+    rps: windowSec > 0 ? ok / windowSec : 0,
+    latencyMs: summarizeLatencies(Float64Array.from(latencies)),
+    wcharPerRequest: {
+      daemons: per(daemonWchar),
+      client: per(clientWchar),
+      total: per(daemonWchar != null && clientWchar != null ? daemonWchar + clientWchar : null),
+      byDaemon: Object.fromEntries(names.map(n => [n, per(sumOrNull(runs.map(r => r.daemons.find(d => d.name === n)?.wcharBytes ?? null)))]))
+    },
+    httpPerRequest: {
+      sent: ok > 0 ? runs.reduce((s, r) => s + r.load.httpSentBytes, 0) / ok : NaN,
+      received: ok > 0 ? runs.reduce((s, r) => s + r.load.httpReceivedBytes, 0) / ok : NaN
+    },
+    cpuUsPerRequest: { daemons: daemonCpu != null && ok > 0 ? daemonCpu / ok * 1e6 : null, client: ok > 0 ? clientCpu / ok * 1e6 : NaN },
+    cores: { daemons: daemonCpu != null && windowSec > 0 ? daemonCpu / windowSec : null, client: windowSec > 0 ? clientCpu / windowSec : NaN },
+    machineBusy: busy.some(b => b == null) ? null : (busy as number[]).reduce((a, b) => a + b, 0) / busy.length
+  }
+}
+
+interface Row {
+  concurrency: number
+  rpsRatio: number | null
+  p50Ratio: number | null
+  p99Ratio: number | null
+  wcharRatio: number | null
+  httpRatio: number | null
+  cpuRatio: number | null
+  goalRps: boolean | null
+  goalP99: boolean | null
+}
+
+function compare (c: number, a: Cell | undefined, b: Cell | undefined): Row {
+  const ok = (x: Cell | undefined): x is Cell => x != null && x.ok > 0
+  const rpsRatio = ok(a) && ok(b) ? ratio(a.rps, b.rps) : null
+  const p99Ratio = ok(a) && ok(b) ? ratio(a.latencyMs?.p99, b.latencyMs?.p99) : null
+  // A side with failed requests did not serve what it was asked: its goal is not met.
+  const clean = a?.errorCount === 0 && b?.errorCount === 0
+  return {
+    concurrency: c,
+    rpsRatio,
+    p50Ratio: ok(a) && ok(b) ? ratio(a.latencyMs?.p50, b.latencyMs?.p50) : null,
+    p99Ratio,
+    wcharRatio: ratio(a?.wcharPerRequest.total ?? undefined, b?.wcharPerRequest.total ?? undefined),
+    httpRatio: ratio(a != null ? a.httpPerRequest.sent + a.httpPerRequest.received : undefined, b != null ? b.httpPerRequest.sent + b.httpPerRequest.received : undefined),
+    cpuRatio: ratio(a?.cpuUsPerRequest.daemons != null ? a.cpuUsPerRequest.daemons + a.cpuUsPerRequest.client : undefined, b?.cpuUsPerRequest.daemons != null ? b.cpuUsPerRequest.daemons + b.cpuUsPerRequest.client : undefined),
+    goalRps: rpsRatio != null ? rpsRatio >= GOAL_RPS_RATIO && clean : null,
+    goalP99: p99Ratio != null ? p99Ratio <= GOAL_P99_RATIO && clean : null
+  }
+}
+
+// ---- output ----------------------------------------------------------------------------------
+
+function fx (x: number | null | undefined, d = 2): string {
+  return x == null || !Number.isFinite(x) ? '-' : x.toFixed(d)
+}
+
+function kb (x: number | null | undefined): string {
+  return x == null || !Number.isFinite(x) ? '-' : x >= 10_000 ? `${(x / 1024).toFixed(1)}k` : x.toFixed(0)
+}
+
+function notes (o: Options, cluster: PipelineCluster | null): string[] {
+  const cores = os.availableParallelism()
+  return [
+    `Cluster: 3 real dist/astrad processes on one ${cores}-core machine over loopback: 'sched' (resource,scheduler; the client's KServe endpoint), n1 and n2 (node, --cores ${4 * o.threads}). Every app and stage has ${REPLICAS} replicas (threads ${o.threads}, cpu ${o.threads}), one per node, so each stage call crosses from sched to a node over libp2p (/astra/infer, Noise + Yamux).`,
+    `(a) one POST /v2/models/${PIPELINE}/infer; (b) POST /v2/models/${APPS.vad}/infer (outputs: [output]) then POST /v2/models/${APPS.gate}/infer with that output as x, one after the other on the loop's keep-alive connection; a latency is the whole request (both calls for (b)). Same request body (Silero VAD, 1 × 512 samples), same closed-loop client process, same concurrency, ${o.warmupSec} s warm-up then ${o.durationSec} s recorded per run, ${o.rounds} run(s) per side and concurrency, sides alternating (a,b then b,a); latencies of a side's runs pooled.`,
+    'wchar (/proc/PID/io) counts every byte a process passed to write syscalls: sockets (HTTP, libp2p), pipes and files alike. During load the daemons log at --log-level warn and write no files, so it is socket bytes (libp2p traffic is counted after Noise encryption and Yamux framing). Reads are not added: every byte written to a loopback socket is read once by the other end. "client" is the load generator process; its wchar equals the HTTP bytes it sent.',
+    `HTTP B/req: bytes the client's sockets wrote (sent) and read (received), headers included, per answer. CPU µs/req: the CPU time of the three daemons and the client over the window ÷ answers.`,
+    `Closed loop: each connection waits for its answer before the next request, so the slower side is offered less load. All processes share ${cores} cores with the client: a side that needs less CPU per request gets more requests through.`,
+    ...(cluster?.pipelineError != null ? [`(a) not measured: ${cluster.pipelineError.split('\n')[0] ?? ''}`] : [])
+  ]
+}
+
+function printTable (o: Options, cells: Cell[], rows: Row[], out: (l: string) => void): void {
+  const w = [20, 8, 8, 8, 8, 7, 10, 10, 10, 10, 10, 9, 8]
+  const row = (cols: string[]): string => cols.map((c, i) => i === 0 ? c.padEnd(w[i] as number) : c.padStart(w[i] ?? 9)).join(' ')
+  out(row(['', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'errors', 'wchar B/r', 'daemons', 'client', 'HTTP out', 'HTTP in', 'CPU µs/r', 'machine']))
+  for (const c of o.concurrency) {
+    for (const side of SIDES) {
+      const x = cells.find(y => y.side === side && y.concurrency === c)
+      if (x == null) { out(row([`c=${c} ${SIDE_NAME[side]}`, 'not run'])); continue }
+      const l = x.latencyMs
+      const errs = x.errorCount === 0 ? '0' : Object.entries(x.errors).map(([k, v]) => `${k}:${v}`).join(',')
+      const cpu = x.cpuUsPerRequest.daemons != null ? x.cpuUsPerRequest.daemons + x.cpuUsPerRequest.client : null
+      out(row([`c=${c} ${SIDE_NAME[side]}`, x.rps.toFixed(0), fx(l?.p50), fx(l?.p99), fx(l?.max, 1), errs, kb(x.wcharPerRequest.total), kb(x.wcharPerRequest.daemons), kb(x.wcharPerRequest.client), kb(x.httpPerRequest.sent), kb(x.httpPerRequest.received), fx(cpu, 0), x.machineBusy != null ? `${(x.machineBusy * 100).toFixed(0)} %` : '-']))
+    }
+    const r = rows.find(y => y.concurrency === c)
+    const times = (x: number | null | undefined): string => x == null ? '-' : `${fx(x)}×`
+    if (r != null) out(row([`c=${c} (a) ÷ (b)`, times(r.rpsRatio), times(r.p50Ratio), times(r.p99Ratio), '', '', times(r.wcharRatio), '', '', times(r.httpRatio), '', times(r.cpuRatio), '']))
+  }
+}
+
+async function main (): Promise<void> {
+  const o = parseOptions(process.argv.slice(2))
+  const loadAtStart = os.loadavg().map(x => round(x, 2))
+  installCleanupHooks()
+  setKeepTemp(o.keepTemp)
+  const started = now()
+  const log = (m: string): void => { process.stderr.write(`[${((now() - started) / 1000).toFixed(1).padStart(6)} s] ${m}\n`) }
+  const errors: string[] = []
+  const root = makeTempRoot('astrad-bench-pipeline-')
+  const ticks = clockTicks()
+
+  // Other work on the machine skews every number: one second of /proc/stat before the run.
+  const before = machineCpu()
+  await sleep(1_000)
+  const after = machineCpu()
+  const idleBusy = (after.busy - before.busy) / Math.max(1, after.total - before.total)
+  if (idleBusy > 0.25) log(`WARNING: the machine is ${(idleBusy * 100).toFixed(0)} % busy with other work before the run; the numbers will be skewed`)
+
+  ensureBuilt(o, log)
+  let cluster: PipelineCluster | null = null
+  let check: AnswerCheck | null = null
+  const runs: Run[] = []
+  const latencies = new Map<string, number[]>()
+  const body = JSON.stringify(vadBody(1, 0))
+  try {
+    cluster = await startPipelineCluster({ bin: o.bin, root, nodes: NODES, replicas: REPLICAS, threads: o.threads, log })
+    log(`placement (replicas per node): ${Object.entries(cluster.placement).map(([app, per]) => `${app} ${Object.entries(per).map(([n, k]) => `${n}:${k}`).join(' ')}`).join(', ')}`)
+    if (cluster.pipelineError != null) errors.push(`(a) pipeline: ${cluster.pipelineError}`)
+    let sides: Side[] = cluster.pipelineError == null ? ['a', 'b'] : ['b']
+    if (sides.includes('a')) {
+      try {
+        check = await checkAnswers(cluster.scheduler.rpcPort, o.check)
+        log(`answers of (a) and (b): ${check.detail}`)
+      } catch (err) {
+        check = { ok: false, requests: o.check, equal: 0, speech: 0, detail: err instanceof Error ? err.message : String(err) }
+        log(`answer check failed: ${check.detail}`)
+      }
+      if (!check.ok) {
+        // Timing a pipeline that answers differently compares different work: (b) alone is measured.
+        errors.push(`(a) and (b) answer differently: ${check.detail}`)
+        sides = ['b']
+      }
+    }
+    let i = 0
+    for (const c of o.concurrency) {
+      for (let r = 0; r < o.rounds; r++) {
+        const order: Side[] = (i++ % 2 === 0 ? ['a', 'b'] : ['b', 'a']).filter((s): s is Side => sides.includes(s as Side)) as Side[]
+        for (const side of order) {
+          const gone = [cluster.scheduler, ...cluster.nodes].find(d => d.proc.child.exitCode != null || d.proc.child.signalCode != null)
+          if (gone != null) throw new Error(`${gone.name} exited: ${gone.proc.tail.slice(-10).join('\n')}`)
+          try {
+            const { run, latencies: lat } = await measure(side, c, r, o, cluster, body, ticks)
+            runs.push(run)
+            const key = `${side}:${c}`
+            latencies.set(key, [...(latencies.get(key) ?? []), ...lat])
+            const l = run.load
+            const wchar = run.daemons.reduce((s, d) => s + (d.wcharBytes ?? NaN), 0) + (l.wcharBytes ?? NaN)
+            log(`${SIDE_NAME[side]}, c=${c}, run ${r + 1}/${o.rounds}: ${l.rps.toFixed(0)} req/s, p50 ${fx(l.latencyMs?.p50)} ms, p99 ${fx(l.latencyMs?.p99)} ms, errors ${l.errorCount}, wchar ${l.ok > 0 ? (wchar / l.ok).toFixed(0) : '-'} B/req`)
+          } catch (err) {
+            errors.push(`${SIDE_NAME[side]} c=${c}: ${err instanceof Error ? err.message : String(err)}`)
+            log(errors[errors.length - 1] as string)
+          }
+          await sleep(300)
+        }
+      }
+    }
+  } catch (err) {
+    errors.push(`cluster: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)
+    log(errors[errors.length - 1] as string)
+  }
+  if (cluster != null) await Promise.all([cluster.scheduler, ...cluster.nodes].map(async d => { await stop(d.proc, 'SIGTERM', 10_000) }))
+
+  const cells: Cell[] = []
+  for (const c of o.concurrency) {
+    for (const side of SIDES) {
+      const rs = runs.filter(r => r.side === side && r.concurrency === c)
+      if (rs.length > 0) cells.push(pool(side, c, rs, latencies.get(`${side}:${c}`) ?? []))
+    }
+  }
+  const rows = o.concurrency.map(c => compare(c, cells.find(x => x.side === 'a' && x.concurrency === c), cells.find(x => x.side === 'b' && x.concurrency === c)))
+  const all = (xs: Array<boolean | null>): boolean | null => xs.some(x => x == null) || xs.length === 0 ? null : xs.every(x => x === true)
+  const goals = { throughput: all(rows.map(r => r.goalRps)), p99: all(rows.map(r => r.goalP99)) }
+
+  const lines: string[] = []
+  const out = (l: string): void => { lines.push(l) }
+  out('')
+  out(`Pipeline vs two apps: Silero VAD → gate, ${NODES} nodes × 1 replica of each, threads ${o.threads}; ${o.rounds} × ${o.durationSec} s per side and concurrency after ${o.warmupSec} s warm-up${o.quick ? ' (--quick)' : ''}`)
+  if (check != null) out(`  answers: ${check.ok ? 'EQUAL' : 'DIFFERENT'} — ${check.detail}`)
+  if (cluster != null) out(`  ready after deploy: apps ${(cluster.appsReadyMs / 1000).toFixed(1)} s, pipeline ${cluster.pipelineReadyMs != null ? `${(cluster.pipelineReadyMs / 1000).toFixed(1)} s` : 'not ready'}; placement ${Object.entries(cluster.placement).map(([app, per]) => `${app} ${Object.entries(per).map(([n, k]) => `${n}:${k}`).join(' ')}`).join(', ')}`)
+  printTable(o, cells, rows, out)
+  out('  wchar B/r = daemons + client: bytes written per answer by the 3 daemons and the client (/proc/PID/io wchar); HTTP out/in: the client\'s socket bytes per answer; CPU µs/r: daemons + client.')
+  for (const n of notes(o, cluster)) out(`  - ${n}`)
+  const met = (b: boolean | null): string => b == null ? 'NOT MEASURED' : b ? 'met' : 'MISSED'
+  const ratios = (f: (r: Row) => number | null): string => rows.map(r => `c=${r.concurrency} ${fx(f(r))}×`).join(', ')
+  out('')
+  out(`goal: throughput (a) ≥ ${GOAL_RPS_RATIO.toFixed(1)}× (b): ${met(goals.throughput)} (${ratios(r => r.rpsRatio)})`)
+  out(`goal: p99 (a) ≤ (b): ${met(goals.p99)} (${ratios(r => r.p99Ratio)})`)
+  if (errors.length > 0) {
+    out('')
+    out('Problems:')
+    for (const e of errors) out(`  - ${e.split('\n')[0] ?? e}`)
+  }
+  process.stdout.write(lines.join('\n') + '\n')
+
+  const version = (() => { try { return execFileSync(o.bin, ['--version'], { encoding: 'utf8' }).trim() } catch { return null } })()
+  const doc = {
+    benchmark: 'pipeline',
+    date: new Date().toISOString(),
+    options: { quick: o.quick, durationSec: o.durationSec, warmupSec: o.warmupSec, rounds: o.rounds, concurrency: o.concurrency, threads: o.threads, check: o.check },
+    machine: {
+      nproc: os.availableParallelism(),
+      cpuModel: os.cpus()[0]?.model ?? null,
+      memBytes: os.totalmem(),
+      kernel: `${os.type()} ${os.release()}`,
+      loadAvgAtStart: loadAtStart,
+      busyBeforeRun: round(idleBusy, 3),
+      node: process.version,
+      astrad: version
+    },
+    units: 'ms, requests/s, bytes per answer, µs of CPU per answer, cores = CPU s per s',
+    goals: { rpsRatioAtLeast: GOAL_RPS_RATIO, p99RatioAtMost: GOAL_P99_RATIO, met: goals },
+    cluster: cluster == null ? null : { models: cluster.models, specs: cluster.specs, appsReadyMs: round(cluster.appsReadyMs, 0), pipelineReadyMs: cluster.pipelineReadyMs != null ? round(cluster.pipelineReadyMs, 0) : null, pipelineError: cluster.pipelineError, placement: cluster.placement },
+    requestBytes: Buffer.byteLength(body),
+    answers: check,
+    cells,
+    rows,
+    runs,
+    notes: notes(o, cluster),
+    errors,
+    durationSec: round((now() - started) / 1000, 1)
+  }
+  writeResult(o.out, doc, log)
+  log(`total ${doc.durationSec} s`)
+  await cleanup()
+  // Exit 0 when it ran (missed goals and problems are in the output); 1 when nothing was measured.
+  if (runs.length === 0) process.exitCode = 1
+  // The last line, on stdout with the table: `goals: N met, M missed`.
+  logGoals(l => { process.stdout.write(l + '\n') }, { throughput: goals.throughput, p99: goals.p99 })
+}
+
+runBench('bench:pipeline', main, err => err instanceof UsageError)
