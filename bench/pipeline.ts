@@ -59,10 +59,10 @@ interface Options {
 }
 
 const USAGE = `usage: node bench/pipeline.ts [options]
-  --quick               short run (≤ 3 min): --duration 3 --warmup 1 --rounds 1 --check 8
+  --quick               short run (≤ 3 min): --duration 3 --warmup 1 --rounds 2 --check 8
   --duration SEC        recorded seconds per load run (default 5)
   --warmup SEC          unrecorded seconds before each load run (default 2)
-  --rounds N            load runs per side and concurrency, alternating a,b / b,a (default 2)
+  --rounds N            load runs per side and concurrency, alternating a,b / b,a (default 3)
   --concurrency LIST    closed-loop connections, repeatable or comma-separated (default 8,32)
   --threads N           worker threads (and cpu) of every replica (default 1)
   --check N             requests sent both ways whose answers must be equal before timing (default 20)
@@ -97,7 +97,7 @@ function parseOptions (argv: string[]): Options {
   const o: Options = {
     durationSec: quick ? 3 : 5,
     warmupSec: quick ? 1 : 2,
-    rounds: quick ? 1 : 2,
+    rounds: quick ? 2 : 3,
     concurrency: [8, 32],
     threads: 1,
     check: quick ? 8 : 20,
@@ -210,7 +210,7 @@ async function checkAnswers (port: number, n: number): Promise<AnswerCheck> {
 
 // ---- measurement -----------------------------------------------------------------------------
 
-interface ProcDelta { name: string, wcharBytes: number | null, cpuSec: number | null }
+interface ProcDelta { name: string, wcharBytes: number | null, writeCalls: number | null, cpuSec: number | null }
 
 interface Run {
   side: Side
@@ -222,7 +222,7 @@ interface Run {
   machineBusy: number | null
 }
 
-interface Snapshot { t: number, machine: ReturnType<typeof machineCpu>, procs: Array<{ wchar: number | null, ticks: number | null }> }
+interface Snapshot { t: number, machine: ReturnType<typeof machineCpu>, procs: Array<{ wchar: number | null, syscw: number | null, ticks: number | null }> }
 
 function snapshot (daemons: AstradDaemon[]): Snapshot {
   return {
@@ -230,10 +230,11 @@ function snapshot (daemons: AstradDaemon[]): Snapshot {
     machine: machineCpu(),
     procs: daemons.map(d => {
       const pid = d.proc.child.pid
-      if (pid == null) return { wchar: null, ticks: null }
+      if (pid == null) return { wchar: null, syscw: null, ticks: null }
       let ticks: number | null = null
       try { ticks = cpuTicks(pid) } catch {}
-      return { wchar: ioCounters(pid)?.wchar ?? null, ticks }
+      const io = ioCounters(pid)
+      return { wchar: io?.wchar ?? null, syscw: io?.syscw ?? null, ticks }
     })
   }
 }
@@ -266,7 +267,7 @@ async function measure (side: Side, c: number, roundNo: number, o: Options, clus
     load,
     daemons: daemons.map((d, i) => {
       const ticksDiff = diff(s?.procs[i]?.ticks, e?.procs[i]?.ticks)
-      return { name: d.name, wcharBytes: diff(s?.procs[i]?.wchar, e?.procs[i]?.wchar), cpuSec: ticksDiff != null ? ticksDiff / ticks : null }
+      return { name: d.name, wcharBytes: diff(s?.procs[i]?.wchar, e?.procs[i]?.wchar), writeCalls: diff(s?.procs[i]?.syscw, e?.procs[i]?.syscw), cpuSec: ticksDiff != null ? ticksDiff / ticks : null }
     }),
     machineBusy: s != null && e != null ? (e.machine.busy - s.machine.busy) / Math.max(1, e.machine.total - s.machine.total) : null
   }
@@ -286,6 +287,8 @@ interface Cell {
   latencyMs: LatencySummary | null
   /** wchar per answer (bytes): all daemons, the client, and the two together. */
   wcharPerRequest: { daemons: number | null, client: number | null, total: number | null, byDaemon: Record<string, number | null> }
+  /** write syscalls per answer, all daemons and the client. */
+  writeCallsPerRequest: number | null
   /** The client's HTTP bytes per answer (headers and bodies, every call). */
   httpPerRequest: { sent: number, received: number }
   /** CPU per answer (µs): all daemons, and the client. */
@@ -324,6 +327,7 @@ function pool (side: Side, c: number, runs: Run[], latencies: number[]): Cell {
       total: per(daemonWchar != null && clientWchar != null ? daemonWchar + clientWchar : null),
       byDaemon: Object.fromEntries(names.map(n => [n, per(sumOrNull(runs.map(r => r.daemons.find(d => d.name === n)?.wcharBytes ?? null)))]))
     },
+    writeCallsPerRequest: per(sumOrNull([...runs.flatMap(r => r.daemons.map(d => d.writeCalls)), ...runs.map(r => r.load.writeCalls)])),
     httpPerRequest: {
       sent: ok > 0 ? runs.reduce((s, r) => s + r.load.httpSentBytes, 0) / ok : NaN,
       received: ok > 0 ? runs.reduce((s, r) => s + r.load.httpReceivedBytes, 0) / ok : NaN
@@ -388,9 +392,9 @@ function notes (o: Options, cluster: PipelineCluster | null): string[] {
 }
 
 function printTable (o: Options, cells: Cell[], rows: Row[], out: (l: string) => void): void {
-  const w = [20, 8, 8, 8, 8, 7, 10, 10, 10, 10, 10, 9, 8]
+  const w = [20, 8, 8, 8, 8, 7, 10, 8, 8, 9, 9, 9, 9, 8]
   const row = (cols: string[]): string => cols.map((c, i) => i === 0 ? c.padEnd(w[i] as number) : c.padStart(w[i] ?? 9)).join(' ')
-  out(row(['', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'errors', 'wchar B/r', 'daemons', 'client', 'HTTP out', 'HTTP in', 'CPU µs/r', 'machine']))
+  out(row(['', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'errors', 'wchar B/r', 'daemons', 'client', 'writes/r', 'HTTP out', 'HTTP in', 'CPU µs/r', 'machine']))
   for (const c of o.concurrency) {
     for (const side of SIDES) {
       const x = cells.find(y => y.side === side && y.concurrency === c)
@@ -398,11 +402,11 @@ function printTable (o: Options, cells: Cell[], rows: Row[], out: (l: string) =>
       const l = x.latencyMs
       const errs = x.errorCount === 0 ? '0' : Object.entries(x.errors).map(([k, v]) => `${k}:${v}`).join(',')
       const cpu = x.cpuUsPerRequest.daemons != null ? x.cpuUsPerRequest.daemons + x.cpuUsPerRequest.client : null
-      out(row([`c=${c} ${SIDE_NAME[side]}`, x.rps.toFixed(0), fx(l?.p50), fx(l?.p99), fx(l?.max, 1), errs, kb(x.wcharPerRequest.total), kb(x.wcharPerRequest.daemons), kb(x.wcharPerRequest.client), kb(x.httpPerRequest.sent), kb(x.httpPerRequest.received), fx(cpu, 0), x.machineBusy != null ? `${(x.machineBusy * 100).toFixed(0)} %` : '-']))
+      out(row([`c=${c} ${SIDE_NAME[side]}`, x.rps.toFixed(0), fx(l?.p50), fx(l?.p99), fx(l?.max, 1), errs, kb(x.wcharPerRequest.total), kb(x.wcharPerRequest.daemons), kb(x.wcharPerRequest.client), fx(x.writeCallsPerRequest, 1), kb(x.httpPerRequest.sent), kb(x.httpPerRequest.received), fx(cpu, 0), x.machineBusy != null ? `${(x.machineBusy * 100).toFixed(0)} %` : '-']))
     }
     const r = rows.find(y => y.concurrency === c)
     const times = (x: number | null | undefined): string => x == null ? '-' : `${fx(x)}×`
-    if (r != null) out(row([`c=${c} (a) ÷ (b)`, times(r.rpsRatio), times(r.p50Ratio), times(r.p99Ratio), '', '', times(r.wcharRatio), '', '', times(r.httpRatio), '', times(r.cpuRatio), '']))
+    if (r != null) out(row([`c=${c} (a) ÷ (b)`, times(r.rpsRatio), times(r.p50Ratio), times(r.p99Ratio), '', '', times(r.wcharRatio), '', '', '', times(r.httpRatio), '', times(r.cpuRatio), '']))
   }
 }
 
@@ -496,7 +500,7 @@ async function main (): Promise<void> {
   if (check != null) out(`  answers: ${check.ok ? 'EQUAL' : 'DIFFERENT'} — ${check.detail}`)
   if (cluster != null) out(`  ready after deploy: apps ${(cluster.appsReadyMs / 1000).toFixed(1)} s, pipeline ${cluster.pipelineReadyMs != null ? `${(cluster.pipelineReadyMs / 1000).toFixed(1)} s` : 'not ready'}; placement ${Object.entries(cluster.placement).map(([app, per]) => `${app} ${Object.entries(per).map(([n, k]) => `${n}:${k}`).join(' ')}`).join(', ')}`)
   printTable(o, cells, rows, out)
-  out('  wchar B/r = daemons + client: bytes written per answer by the 3 daemons and the client (/proc/PID/io wchar); HTTP out/in: the client\'s socket bytes per answer; CPU µs/r: daemons + client.')
+  out('  wchar B/r = daemons + client: bytes written per answer by the 3 daemons and the client (/proc/PID/io wchar), writes/r their write syscalls (syscw); HTTP out/in: the client\'s socket bytes per answer; CPU µs/r: daemons + client. Ratios are (a) ÷ (b).')
   for (const n of notes(o, cluster)) out(`  - ${n}`)
   const met = (b: boolean | null): string => b == null ? 'NOT MEASURED' : b ? 'met' : 'MISSED'
   const ratios = (f: (r: Row) => number | null): string => rows.map(r => `c=${r.concurrency} ${fx(f(r))}×`).join(', ')

@@ -92,6 +92,8 @@ export interface LoadResult {
   httpReceivedBytes: number
   /** wchar (bytes passed to write syscalls) of the load generator process in the window; null where /proc/self/io is unreadable. */
   wcharBytes: number | null
+  /** Its write syscalls (syscw) in the window. */
+  writeCalls: number | null
   /** Latencies (ms) of the 2xx answers in the window, in completion order, when `samples` was asked. */
   latencies?: number[]
 }
@@ -263,19 +265,20 @@ async function generate (o: LoadOptions, send: (m: ChildMessage) => void): Promi
   const windowEnd = windowStart + o.durationMs
   let cpuAtStart = process.cpuUsage()
   let cpuInWindow: NodeJS.CpuUsage | undefined
-  const wchar = (): number | null => ioCounters('self')?.wchar ?? null
-  let bytesAtStart = { socket: socketBytes(), wchar: wchar() }
-  let bytesInWindow: { written: number, read: number, wchar: number | null } | undefined
+  const io = (): { wchar: number, syscw: number } | null => ioCounters('self')
+  let bytesAtStart = { socket: socketBytes(), io: io() }
+  let bytesInWindow: { written: number, read: number, wchar: number | null, syscw: number | null } | undefined
   const startTimer = setTimeout(() => {
     cpuAtStart = process.cpuUsage()
-    bytesAtStart = { socket: socketBytes(), wchar: wchar() }
+    bytesAtStart = { socket: socketBytes(), io: io() }
     send({ type: 'window-start' })
   }, o.warmupMs)
   const endTimer = setTimeout(() => {
     cpuInWindow = process.cpuUsage(cpuAtStart)
     const sb = socketBytes()
-    const w = wchar()
-    bytesInWindow = { written: sb.written - bytesAtStart.socket.written, read: sb.read - bytesAtStart.socket.read, wchar: w != null && bytesAtStart.wchar != null ? w - bytesAtStart.wchar : null }
+    const w = io()
+    const w0 = bytesAtStart.io
+    bytesInWindow = { written: sb.written - bytesAtStart.socket.written, read: sb.read - bytesAtStart.socket.read, wchar: w != null && w0 != null ? w.wchar - w0.wchar : null, syscw: w != null && w0 != null ? w.syscw - w0.syscw : null }
     send({ type: 'window-end' })
   }, o.warmupMs + o.durationMs)
 
@@ -303,7 +306,7 @@ async function generate (o: LoadOptions, send: (m: ChildMessage) => void): Promi
   clearTimeout(startTimer)
   clearTimeout(endTimer)
   cpuInWindow ??= process.cpuUsage(cpuAtStart)
-  bytesInWindow ??= { written: NaN, read: NaN, wchar: null }
+  bytesInWindow ??= { written: NaN, read: NaN, wchar: null, syscw: null }
   agent.destroy()
   const values = latencies.values()
   return {
@@ -322,6 +325,7 @@ async function generate (o: LoadOptions, send: (m: ChildMessage) => void): Promi
     httpSentBytes: bytesInWindow.written,
     httpReceivedBytes: bytesInWindow.read,
     wcharBytes: bytesInWindow.wchar,
+    writeCalls: bytesInWindow.syscw,
     ...(o.samples === true ? { latencies: Array.from(values) } : {})
   }
 }

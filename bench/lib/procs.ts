@@ -159,13 +159,14 @@ export function installCleanupHooks (): void {
 /**
  * I/O counters of a process (/proc/PID/io, the whole thread group; 'self' = this process), or
  * null where the file cannot be read. wchar counts every byte passed to write(2) and friends:
- * sockets, pipes (log lines) and files alike, whether or not it reaches a disk.
+ * sockets, pipes (log lines) and files alike, whether or not it reaches a disk; syscw counts
+ * those write calls.
  */
-export function ioCounters (pid: number | 'self'): { rchar: number, wchar: number } | null {
+export function ioCounters (pid: number | 'self'): { rchar: number, wchar: number, syscw: number } | null {
   let text: string
   try { text = fs.readFileSync(`/proc/${pid}/io`, 'utf8') } catch { return null }
   const field = (key: string): number => Number(new RegExp(`^${key}: (\\d+)$`, 'm').exec(text)?.[1] ?? NaN)
-  const r = { rchar: field('rchar'), wchar: field('wchar') }
+  const r = { rchar: field('rchar'), wchar: field('wchar'), syscw: field('syscw') }
   return Number.isFinite(r.wchar) ? r : null
 }
 
