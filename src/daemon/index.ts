@@ -18,6 +18,7 @@ import { TransferService, registerTransferRoutes } from '../transfer/index.ts'
 import { Ledger, LedgerView, Placer, ReserveClient, serveReservations, registerAppRoutes } from '../placement/index.ts'
 import { ReplicaHost, Router, serveInference, UnavailableError } from '../serving/index.ts'
 import { registerKServeRoutes } from '../serving/kserve/index.ts'
+import { PipelineBackend } from '../pipeline/index.ts'
 import { createPool } from '../inference/index.ts'
 import { MailboxServer, MailboxPuller } from '../mailbox/index.ts'
 import { NoticeAdmin, memberOf } from '../mailbox/admin.ts'
@@ -76,6 +77,7 @@ export class Daemon {
   private ledgerView?: LedgerView
   private placerValue?: Placer
   private routerValue?: Router
+  private pipelinesValue?: PipelineBackend
   private mailboxServer?: MailboxServer
   private puller?: MailboxPuller
   private noticeEffects?: NoticeEffects
@@ -136,6 +138,8 @@ export class Daemon {
   get placer (): Placer | undefined { return this.placerValue }
   /** The scheduler role's request router. */
   get router (): Router | undefined { return this.routerValue }
+  /** The scheduler role's KServe backend: its router's apps and the pipelines on top of them. */
+  get pipelines (): PipelineBackend | undefined { return this.pipelinesValue }
 
   /** The node role's mailbox (where it is, what it applied). */
   get mailbox (): MailboxPuller | undefined { return this.puller }
@@ -247,6 +251,7 @@ export class Daemon {
           local: this.replicaHost != null ? { peerId: selfId, host: this.replicaHost, inflight: this.inflight } : undefined,
           ready: () => this.state === 'running' || this.state === 'draining'
         })
+        this.pipelinesValue = new PipelineBackend({ router: this.routerValue, placer: this.placerValue, logger: servingLogger, registry: metrics.registry })
       }
 
       const cpu = new CpuSampler()
@@ -297,8 +302,8 @@ export class Daemon {
         clock: this.clock
       })
       registerNoticeRoutes(this.rpc, () => this.state === 'running' || this.state === 'draining' ? this.noticeAdminValue : undefined)
-      registerAppRoutes(this.rpc, { clusterLog: () => this.clusterLog, placer: () => this.placerValue, self: () => selfId })
-      registerKServeRoutes(this.rpc, () => this.state === 'running' || this.state === 'draining' ? this.routerValue : undefined, {
+      registerAppRoutes(this.rpc, { clusterLog: () => this.clusterLog, placer: () => this.placerValue, self: () => selfId, pipelineStatus: () => this.pipelinesValue?.status() })
+      registerKServeRoutes(this.rpc, () => this.state === 'running' || this.state === 'draining' ? this.pipelinesValue : undefined, {
         registry: metrics.registry,
         logger: servingLogger,
         // KServe readiness: the daemon is up and joined, and (on a scheduler) can route.

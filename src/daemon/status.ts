@@ -5,6 +5,7 @@ import type { Daemon } from './index.ts'
 import type { NatStatus } from '../p2p/index.ts'
 import type { ModelInfo, LimitsInfo, TransferInfo } from '../transfer/index.ts'
 import type { AppStatus } from '../placement/index.ts'
+import type { PipelineStatus } from '../pipeline/index.ts'
 import { memberOf, type Member } from '../mailbox/admin.ts'
 import type { Security } from '../trust/index.ts'
 
@@ -71,6 +72,8 @@ export interface StatusDocument {
   }>
   /** Apps and their placement, as this daemon's scheduler sees them (empty without that role). */
   apps: Array<AppStatus & { weights: Array<{ node: string, name: string, weight: number, ejected: boolean, inflight: number }> }>
+  /** Pipelines: each stage's desired/placed/ready and whether the pipeline is ready (empty without the scheduler role). */
+  pipelines: PipelineStatus[]
   models: ModelInfo[]
   /** This daemon's downloads (in progress and recently finished). */
   transfers: TransferInfo[]
@@ -160,7 +163,7 @@ export async function buildStatus (daemon: Daemon): Promise<StatusDocument> {
   } catch (err) {
     view.error ??= `notices: ${err instanceof Error ? err.message : String(err)}`
   }
-  return { self, view, nodes, apps, models, transfers: daemon.transfer.transfers(), limits: daemon.transfer.limitsInfo(), notices, messages: daemon.messages }
+  return { self, view, nodes, apps, pipelines: daemon.pipelines?.status() ?? [], models, transfers: daemon.transfer.transfers(), limits: daemon.transfer.limitsInfo(), notices, messages: daemon.messages }
 }
 
 /** A node of the status document from its online-list record and this scheduler's weight for it. */

@@ -52,6 +52,11 @@ export interface AppRecord {
   generation: number
   deployedAt: number
   deployedBy: string
+  /**
+   * Set on the apps a pipeline's stages run as (src/pipeline): never stored, expanded from the
+   * pipeline's record. `expose`: callable by its own name on the KServe endpoint.
+   */
+  pipeline?: { name: string, stage: string, expose: boolean }
 }
 
 /** A spec that cannot be deployed (schema, unknown model, cells vs replicas). */
@@ -107,13 +112,13 @@ export function needsRoll (a: AppSpec, b: AppSpec): boolean {
 }
 
 /** As stored: parseAppSpec has filled in the replica count and the resources. */
-const storedSpec = appSpecSchema.extend({
+export const storedAppSpecSchema = appSpecSchema.extend({
   replicas: z.number().int().min(0).max(MAX_REPLICAS),
   resources: z.object({ cpu, gpu }).strict()
 })
 
 export const appKind = defineKind<AppRecord>('app', z.object({
-  spec: storedSpec,
+  spec: storedAppSpecSchema,
   generation: z.number().int().min(1),
   deployedAt: z.number().int().min(0),
   deployedBy: z.string().min(1).max(128)

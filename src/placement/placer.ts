@@ -6,6 +6,8 @@ import { AstradError, errorMessage } from '../util/errors.ts'
 import type { MembershipView, NodeRecord } from '../membership/index.ts'
 import type { ClusterLogAccess } from '../clusterlog/index.ts'
 import { appKind, type AppRecord } from './app.ts'
+import { pipelineKind, stageApps, type PipelineRecord } from '../pipeline/spec.ts'
+import type { ModelSignature } from '../serving/types.ts'
 import type { Ledger, LedgerReplica, LedgerSnapshot, Reservation } from './ledger.ts'
 import type { LedgerView } from './ledger-view.ts'
 import type { ReserveApi } from './protocol.ts'
@@ -99,6 +101,7 @@ export class Placer {
   private readonly components: PlacerComponents
   private readonly init: PlacerInit
   private apps = new Map<string, AppRecord>()
+  private pipelines = new Map<string, PipelineRecord>()
   private appsAt = Number.NEGATIVE_INFINITY
   private running = false
   private again = false
@@ -158,6 +161,28 @@ export class Placer {
 
   app (name: string): AppRecord | undefined {
     return this.apps.get(name)
+  }
+
+  /** The pipeline records last read from the cluster log (their stages are among appRecords()). */
+  pipelineRecords (): PipelineRecord[] {
+    return [...this.pipelines.values()]
+  }
+
+  pipeline (name: string): PipelineRecord | undefined {
+    return this.pipelines.get(name)
+  }
+
+  /**
+   * A model's signature as a loaded replica reported it, from any app's replica in this
+   * scheduler's ledgers (deploys check a pipeline's wiring with it).
+   */
+  modelSignature (model: string): ModelSignature | undefined {
+    for (const node of this.components.view.list.all()) {
+      const ledger = this.components.ledgers.get(node.hb.peerId)
+      if (ledger == null) continue
+      for (const r of ledger.replicas) if (r.model === model && r.signature != null) return r.signature
+    }
+    return undefined
   }
 
   /** The owning scheduler of an app, from this daemon's view. */
@@ -223,10 +248,25 @@ export class Placer {
   private async refreshApps (): Promise<void> {
     const now = this.components.clock.now()
     if (now - this.appsAt < APPS_REFRESH_MS) return
-    const entries = await this.components.clusterLog().list(appKind)
+    const [entries, pipelineEntries] = await Promise.all([
+      this.components.clusterLog().list(appKind),
+      this.components.clusterLog().list(pipelineKind)
+    ])
     const apps = new Map<string, AppRecord>()
     for (const e of entries) if (e.value != null && !e.deleted) apps.set(e.key, e.value)
+    // A pipeline's stages are apps of their own (src/pipeline). Deploys refuse a name taken by
+    // the other kind; should two daemons race, the plain app keeps its name.
+    const pipelines = new Map<string, PipelineRecord>()
+    for (const e of pipelineEntries) {
+      if (e.value == null || e.deleted || apps.has(e.key)) continue
+      pipelines.set(e.key, e.value)
+      for (const stage of stageApps(e.value)) {
+        if (apps.has(stage.spec.name)) this.components.logger.warn({ pipeline: e.key, app: stage.spec.name }, 'a pipeline stage\'s app name is taken by an app; the stage is not placed')
+        else apps.set(stage.spec.name, stage)
+      }
+    }
     this.apps = apps
+    this.pipelines = pipelines
     this.appsAt = now
   }
 

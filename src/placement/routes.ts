@@ -5,6 +5,9 @@ import { modelKind } from '../transfer/kinds.ts'
 import { appKind, needsRoll, parseAppSpec, InvalidAppError, type AppRecord, type AppSpec } from './app.ts'
 import type { AppStatus, Placer } from './placer.ts'
 import { APP_NAME_PATTERN } from './constants.ts'
+import { pipelineKind, isPipelineSpec, stageApps, type PipelineRecord } from '../pipeline/spec.ts'
+import { deployPipeline, pipelineNameConflict } from '../pipeline/deploy.ts'
+import type { PipelineStatus } from '../pipeline/backend.ts'
 
 export interface AppRoutesContext {
   clusterLog: () => ClusterLogAccess
@@ -12,6 +15,8 @@ export interface AppRoutesContext {
   placer: () => Placer | undefined
   /** Peer id written as `deployedBy` (the daemon the operator deployed through). */
   self: () => string
+  /** Present on schedulers: pipelines' stages and readiness for `app ls`. */
+  pipelineStatus?: () => PipelineStatus[] | undefined
 }
 
 /** What `app deploy` answers: the record written and whether it scaled or rolled. */
@@ -32,6 +37,20 @@ export interface AppListEntry {
   /** The daemon it was deployed through (its peer id; the record's deployedBy). */
   via: string
   status?: AppStatus
+  /** Set on the apps a pipeline's stages run as. */
+  pipeline?: { name: string, stage: string }
+}
+
+/** A pipeline as `app ls` lists it: its spec, its stages' versions and, on a scheduler, its status. */
+export interface PipelineListEntry {
+  name: string
+  spec: PipelineRecord['spec']
+  generation: number
+  stages: PipelineRecord['stages']
+  deployedAt: number
+  author?: string
+  via: string
+  status?: PipelineStatus
 }
 
 /**
@@ -40,6 +59,8 @@ export interface AppListEntry {
  */
 export async function deployApp (clusterLog: ClusterLogAccess, input: unknown, deployedBy: string, auth?: string, now = Date.now()): Promise<DeployResult> {
   const spec = parseAppSpec(input)
+  const conflict = await pipelineNameConflict(clusterLog, spec.name)
+  if (conflict != null) throw new InvalidAppError(`app spec: name: ${conflict} (redeploy the pipeline to change it)`)
   const model = await clusterLog.get(modelKind, spec.model)
   if (model?.value == null || model.deleted) throw new InvalidAppError(`model: no model ${spec.model} in the cluster (see: astrad model ls)`)
   const existing = await clusterLog.get(appKind, spec.name)
@@ -73,7 +94,10 @@ export function registerAppRoutes (rpc: RpcServer, ctx: AppRoutesContext): void 
   rpc.route('POST', '/v1/apps', async req => {
     const body = await req.json()
     try {
-      const result = await deployApp(ctx.clusterLog(), body, ctx.self(), req.operator?.jwt)
+      const placer = ctx.placer()
+      const result = isPipelineSpec(body)
+        ? await deployPipeline(ctx.clusterLog(), body, ctx.self(), req.operator?.jwt, Date.now(), placer != null ? m => placer.modelSignature(m) : undefined)
+        : await deployApp(ctx.clusterLog(), body, ctx.self(), req.operator?.jwt)
       ctx.placer()?.appsChanged()
       return { status: result.change === 'created' ? 201 : 200, body: result }
     } catch (err) {
@@ -83,16 +107,27 @@ export function registerAppRoutes (rpc: RpcServer, ctx: AppRoutesContext): void 
 
   rpc.route('GET', '/v1/apps', async () => {
     try {
-      const entries = await ctx.clusterLog().list(appKind)
+      const [entries, pipelineEntries] = await Promise.all([ctx.clusterLog().list(appKind), ctx.clusterLog().list(pipelineKind)])
       const status = new Map((ctx.placer()?.status() ?? []).map(s => [s.name, s]))
-      const apps: AppListEntry[] = entries.filter(e => e.value != null && !e.deleted).map(e => {
-        const r = e.value!
-        const item: AppListEntry = { spec: r.spec, generation: r.generation, deployedAt: r.deployedAt, ...authorOf(e), via: r.deployedBy }
+      const records: Array<{ record: AppRecord, author?: string }> = entries.flatMap(e => e.value != null && !e.deleted ? [{ record: e.value, ...authorOf(e) }] : [])
+      const pipelineRecords = pipelineEntries.flatMap(e => e.value != null && !e.deleted ? [{ value: e.value, ...authorOf(e) }] : [])
+      for (const e of pipelineRecords) for (const record of stageApps(e.value)) records.push({ record, ...authorOf(e) })
+      const apps: AppListEntry[] = records.map(({ record: r, author }) => {
+        const item: AppListEntry = { spec: r.spec, generation: r.generation, deployedAt: r.deployedAt, ...(author != null ? { author } : {}), via: r.deployedBy }
+        if (r.pipeline != null) item.pipeline = { name: r.pipeline.name, stage: r.pipeline.stage }
         const s = status.get(r.spec.name)
         if (s != null && s.generation === r.generation) item.status = s
         return item
       }).sort((a, b) => a.spec.name.localeCompare(b.spec.name))
-      return { status: 200, body: { apps } }
+      const pipelineStatus = new Map((ctx.pipelineStatus?.() ?? []).map(s => [s.name, s]))
+      const pipelines: PipelineListEntry[] = pipelineRecords.map(e => {
+        const r = e.value
+        const item: PipelineListEntry = { name: r.spec.name, spec: r.spec, generation: r.generation, stages: r.stages, deployedAt: r.deployedAt, ...authorOf(e), via: r.deployedBy }
+        const s = pipelineStatus.get(r.spec.name)
+        if (s != null && s.generation === r.generation) item.status = s
+        return item
+      }).sort((a, b) => a.name.localeCompare(b.name))
+      return { status: 200, body: { apps, pipelines } }
     } catch (err) {
       throw toHttp(err)
     }
@@ -102,8 +137,19 @@ export function registerAppRoutes (rpc: RpcServer, ctx: AppRoutesContext): void 
     const name = req.params.name ?? ''
     if (!APP_NAME_PATTERN.test(name)) throw new HttpError(400, 'bad app name', 'ERR_BAD_REQUEST')
     try {
+      // A pipeline goes with all its stages (the placer releases their replicas).
+      const pipeline = await ctx.clusterLog().get(pipelineKind, name)
+      if (pipeline?.value != null && !pipeline.deleted) {
+        await ctx.clusterLog().delete(pipelineKind, name, { auth: req.operator?.jwt })
+        ctx.placer()?.appsChanged()
+        return { status: 200, body: { name, removed: true, stages: Object.keys(pipeline.value.spec.stages) } }
+      }
       const existing = await ctx.clusterLog().get(appKind, name)
-      if (existing?.value == null || existing.deleted) throw new HttpError(404, `no app '${name}'`, 'ERR_NOT_FOUND')
+      if (existing?.value == null || existing.deleted) {
+        const conflict = await pipelineNameConflict(ctx.clusterLog(), name)
+        if (conflict != null) throw new HttpError(400, `${conflict}: remove the pipeline (app rm ${name.slice(0, name.lastIndexOf('.'))}) or redeploy it without the stage`, 'ERR_PIPELINE_STAGE')
+        throw new HttpError(404, `no app '${name}'`, 'ERR_NOT_FOUND')
+      }
       await ctx.clusterLog().delete(appKind, name, { auth: req.operator?.jwt })
       ctx.placer()?.appsChanged()
       return { status: 200, body: { name, removed: true } }

@@ -48,6 +48,11 @@ export interface InferRequest {
   outputs?: string[]
   /** Absolute deadline (epoch ms): past it the work is abandoned with DeadlineError. */
   deadline: number
+  /**
+   * The request's KServe `parameters` (a pipeline's switch reads them); not sent on to replicas.
+   * 64-bit integers beyond double precision arrive as strings of their digits.
+   */
+  parameters?: Record<string, string | number | boolean>
 }
 
 export interface InferResult {

@@ -92,8 +92,9 @@ export function forgetsModel (query: URLSearchParams): boolean {
 }
 
 const SCOPES: Array<{ method: string, pattern: RegExp, when?: (query: URLSearchParams) => boolean, scope: (m: RegExpMatchArray) => WriteScope[] }> = [
-  { method: 'POST', pattern: /^\/v1\/apps$/, scope: () => [{ kind: 'app' }] },
-  { method: 'DELETE', pattern: /^\/v1\/apps\/([^/]+)$/, scope: m => [{ kind: 'app', key: decodeURIComponent(m[1] ?? '') }] },
+  // Apps and pipelines share a name space and a route (docs/pipelines.md).
+  { method: 'POST', pattern: /^\/v1\/apps$/, scope: () => [{ kind: 'app' }, { kind: 'pipeline' }] },
+  { method: 'DELETE', pattern: /^\/v1\/apps\/([^/]+)$/, scope: m => [{ kind: 'app', key: decodeURIComponent(m[1] ?? '') }, { kind: 'pipeline', key: decodeURIComponent(m[1] ?? '') }] },
   { method: 'POST', pattern: /^\/v1\/models$/, scope: () => [{ kind: 'model' }] },
   { method: 'DELETE', pattern: /^\/v1\/models\/([^/]+)$/, when: forgetsModel, scope: m => [{ kind: 'model', key: decodeURIComponent(m[1] ?? '') }] },
   { method: 'POST', pattern: /^\/v1\/notices$/, scope: () => [{ kind: 'notice' }, { kind: 'inbox' }] },

@@ -6,6 +6,7 @@ import { formatRate } from '../../config/units.ts'
 import type { SecurityStatus, StatusDocument } from '../../daemon/status.ts'
 import type { LimitsInfo, ModelInfo, TransferInfo } from '../../transfer/index.ts'
 import { renderMessages, renderNotices } from './notice.ts'
+import type { PipelineStatus } from '../../pipeline/backend.ts'
 
 /**
  * The model-distribution parts of the status document (issue 3). Optional: a daemon of an
@@ -91,11 +92,25 @@ export function renderStatus (s: StatusDocument, options: RenderStatusOptions = 
       ])
     )
   }
+  const pipelines = s.pipelines ?? []
+  if (pipelines.length > 0) out += '\npipelines:\n' + renderPipelineStatus(pipelines)
   if (notices.length > 0) out += `\nnotices:\n${renderNotices(notices)}`
   if (t.limits != null) out += `\nP2P limits of ${self.name}:\n${renderLimits(t.limits)}`
   if (t.transfers != null && t.transfers.length > 0) out += `\ntransfers on ${self.name}:\n${renderTransfers(t.transfers)}`
   if (t.models != null && t.models.length > 0) out += `\nmodels:\n${renderModels(t.models)}`
   return out
+}
+
+/** One row per pipeline stage under its pipeline's row: `ocr` ready, then `  detect` 2/2/2. */
+export function renderPipelineStatus (pipelines: PipelineStatus[]): string {
+  const rows: string[][] = []
+  for (const p of pipelines) {
+    rows.push([p.name, String(p.generation), '', '', '', p.ready ? 'ready' : 'not ready', p.ready ? '' : p.lastError ?? ''])
+    for (const [stage, st] of Object.entries(p.stages)) {
+      rows.push([`  ${stage}`, String(st.generation), String(st.desired), String(st.placed), String(st.ready), st.ready > 0 ? 'ready' : 'not ready', st.ready < st.desired && st.lastError != null ? st.lastError : ''])
+    }
+  }
+  return table(['PIPELINE/STAGE', 'GEN', 'DESIRED', 'PLACED', 'READY', 'STATE', 'NOTE'], rows)
 }
 
 export function statusCommand (io: CliIo): Command {

@@ -25,6 +25,8 @@ export interface DecodedInferRequest {
   binaryOutput: boolean
   /** The request's "timeout" parameter in microseconds (Triton's schedule-policy extension); 0/absent = server default. */
   timeoutUs?: number
+  /** The request's parameters (a pipeline's switch cases read them); absent when it has none. */
+  parameters?: Record<string, string | number | boolean>
 }
 
 /** A parameter value: the spec allows string, number, boolean (bigint: an exact re-parse). */
@@ -178,8 +180,16 @@ function decodeDocument (doc: unknown, binary: Uint8Array, exact: boolean): Deco
     inputs,
     ...(outputs !== undefined ? { outputs } : {}),
     binaryOutput,
-    ...(timeoutUs !== undefined && timeoutUs > 0 ? { timeoutUs } : {})
+    ...(timeoutUs !== undefined && timeoutUs > 0 ? { timeoutUs } : {}),
+    ...(Object.keys(params).length > 0 ? { parameters: plainParameters(params) } : {})
   }
+}
+
+/** Parameters as JSON values: a 64-bit integer re-parsed exactly travels as its digits. */
+function plainParameters (params: Record<string, ParamValue>): Record<string, string | number | boolean> {
+  const out: Record<string, string | number | boolean> = {}
+  for (const [k, v] of Object.entries(params)) out[k] = typeof v === 'bigint' ? String(v) : v
+  return out
 }
 
 /**

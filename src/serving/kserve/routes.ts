@@ -279,6 +279,7 @@ async function runInfer (b: ServingBackend, model: string, decoded: DecodedInfer
         ...(decoded.id != null ? { id: decoded.id } : {}),
         inputs: decoded.inputs,
         ...(decoded.outputs != null ? { outputs: decoded.outputs.map(o => o.name) } : {}),
+        ...(decoded.parameters != null ? { parameters: decoded.parameters } : {}),
         deadline
       }, ac.signal),
       expired,

@@ -1,0 +1,6 @@
+export { parsePipelineSpec, isPipelineSpec, pipelineKind, stageAppName, stageApps, type PipelineSpec, type PipelineRecord, type StageSpec, type StepSpec } from './spec.ts'
+export { compilePipeline, checkWiring, pipelineSignature, type Plan } from './graph.ts'
+export { runPipeline, SplitPicker, PipelineStepError, type StageCaller } from './executor.ts'
+export { PipelineBackend, type PipelineStatus, type StageStatus } from './backend.ts'
+export { deployPipeline, type PipelineDeployResult } from './deploy.ts'
+export * as pipelineConstants from './constants.ts'
