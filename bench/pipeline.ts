@@ -27,8 +27,8 @@ import { runBench, writeResult, logGoals, installCleanupHooks, makeTempRoot, cle
 import { round, ratio } from './lib/stats.ts'
 import { cpuTicks, type AstradDaemon } from './lib/astrad.ts'
 import { machineCpu } from './lib/transfer-common.ts'
-import { runLoad, summarizeLatencies, type LatencySummary, type LoadResult } from './lib/load.ts'
-import { startPipelineCluster, PIPELINE, APPS, type PipelineCluster } from './lib/pipeline-cluster.ts'
+import { runLoad, summarizeLatencies, type LatencySummary, type LoadOptions, type LoadResult } from './lib/load.ts'
+import { startPipelineCluster, PIPELINE, APPS, GATE_THRESHOLD, type PipelineCluster } from './lib/pipeline-cluster.ts'
 import { vadInputs } from '../test/helpers/pipeline-models.ts'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
@@ -39,6 +39,8 @@ const GOAL_P99_RATIO = 1.0
 /** Node daemons, and replicas of each app and stage: one per node, so stage calls cross processes. */
 const NODES = 2
 const REPLICAS = 2
+/** Unrecorded load on each path before the first run (seconds). */
+const WARM_SEC = 2
 
 type Side = 'a' | 'b'
 const SIDES: Side[] = ['a', 'b']
@@ -174,20 +176,28 @@ function sameTensor (x: KserveTensor | undefined, y: KserveTensor | undefined): 
 }
 
 /**
- * `n` different requests (batches of 1 to 3 rows, different audio, some with speech), each sent
- * as (a) and as (b): `speech` must equal gate's `y` and `prob` vad's `output`, number for number.
+ * Row `k` of a check request: quiet tone (VAD ~0.001), loud high tone (~0.02-0.13) or loud
+ * sawtooth (~0.002-0.17), so gate (threshold GATE_THRESHOLD) answers both 0 and 1 across the check.
+ */
+function checkRow (k: number, v: number): number[] {
+  return Array.from({ length: 512 }, (_, i) => {
+    const x = k % 3 === 0 ? 0.5 * Math.sin(i * 0.05 + v) : k % 3 === 1 ? Math.sin(i * (1.8 + 0.1 * v)) : ((i * (0.9 + 0.05 * v)) % 1) - 0.5
+    return Math.round(x * 1e4) / 1e4
+  })
+}
+
+/**
+ * `n` different requests (batches of 1 to 3 rows of different audio), each sent as (a) and as
+ * (b): `speech` must equal gate's `y` and `prob` vad's `output`, number for number.
  */
 async function checkAnswers (port: number, n: number): Promise<AnswerCheck> {
   let equal = 0
   let speech = 0
   const problems: string[] = []
   for (let i = 0; i < n; i++) {
-    const body = vadBody(1 + (i % 3), i * 0.37)
-    // Every other request loud: louder audio moves the VAD's probability around the gate's threshold.
-    if (i % 2 === 1) {
-      const audio = body.inputs[0] as KserveTensor
-      audio.data = (audio.data as number[]).map((x, k) => Math.round(x * (1.5 + Math.sin(k * 0.01 + i)) * 1e4) / 1e4)
-    }
+    const batch = 1 + (i % 3)
+    const body = vadBody(batch, i)
+    ;(body.inputs[0] as KserveTensor).data = Array.from({ length: batch }, (_, r) => checkRow(i + r, (i * 7 + r) % 6)).flat()
     const a = await post(port, PIPELINE, body)
     const vad = await post(port, APPS.vad, { ...body, outputs: VAD_OUTPUTS })
     const out = vad.find(t => t.name === 'output')
@@ -205,7 +215,7 @@ async function checkAnswers (port: number, n: number): Promise<AnswerCheck> {
     }
   }
   const ok = equal === n
-  return { ok, requests: n, equal, speech, detail: ok ? `${n}/${n} answers equal (${speech} with speech, ${n - speech} without)` : `${equal}/${n} equal; ${problems.join(' | ')}` }
+  return { ok, requests: n, equal, speech, detail: ok ? `${n}/${n} answers equal, number for number (${speech} with speech in some row, ${n - speech} without)` : `${equal}/${n} equal; ${problems.join(' | ')}` }
 }
 
 // ---- measurement -----------------------------------------------------------------------------
@@ -239,21 +249,26 @@ function snapshot (daemons: AstradDaemon[]): Snapshot {
   }
 }
 
-async function measure (side: Side, c: number, roundNo: number, o: Options, cluster: PipelineCluster, body: string, ticks: number): Promise<{ run: Run, latencies: number[] }> {
-  const daemons = [cluster.scheduler, ...cluster.nodes]
+/** The load of one side: (a) one call to the pipeline; (b) vad, then gate fed with vad's `output`. */
+function loadOptions (side: Side, c: number, cluster: PipelineCluster, body: string, warmupMs: number, durationMs: number): LoadOptions {
   const base = `http://127.0.0.1:${cluster.scheduler.rpcPort}/v2/models`
-  let start: Snapshot | undefined
-  let end: Snapshot | undefined
-  const { latencies, ...load } = await runLoad({
+  return {
     url: side === 'a' ? `${base}/${PIPELINE}/infer` : `${base}/${APPS.vad}/infer`,
     body: side === 'a' ? body : JSON.stringify({ ...JSON.parse(body) as object, outputs: VAD_OUTPUTS }),
     headers: { 'content-type': 'application/json' },
     concurrency: c,
-    warmupMs: o.warmupSec * 1000,
-    durationMs: o.durationSec * 1000,
+    warmupMs,
+    durationMs,
     samples: true,
     ...(side === 'b' ? { chain: [{ url: `${base}/${APPS.gate}/infer`, inputs: { x: 'output' } }] } : {})
-  }, {
+  }
+}
+
+async function measure (side: Side, c: number, roundNo: number, o: Options, cluster: PipelineCluster, body: string, ticks: number): Promise<{ run: Run, latencies: number[] }> {
+  const daemons = [cluster.scheduler, ...cluster.nodes]
+  let start: Snapshot | undefined
+  let end: Snapshot | undefined
+  const { latencies, ...load } = await runLoad(loadOptions(side, c, cluster, body, o.warmupSec * 1000, o.durationSec * 1000), {
     onWindowStart: () => { start = snapshot(daemons) },
     onWindowEnd: () => { end = snapshot(daemons) }
   })
@@ -453,6 +468,13 @@ async function main (): Promise<void> {
         sides = ['b']
       }
     }
+    // Both paths once, unrecorded, before the first run: JIT and connections of the daemons warm
+    // for both, so the first measured side is not the one that paid for it.
+    log(`warming both paths up (${WARM_SEC} s each at c=${Math.max(...o.concurrency)}, not recorded)`)
+    for (const side of sides) {
+      const w = await runLoad(loadOptions(side, Math.max(...o.concurrency), cluster, body, 0, WARM_SEC * 1000))
+      if (w.errorCount > 0) log(`warm-up of ${SIDE_NAME[side]}: ${w.errorCount} errors (${Object.entries(w.errors).map(([k, v]) => `${k}:${v}`).join(', ')})`)
+    }
     let i = 0
     for (const c of o.concurrency) {
       for (let r = 0; r < o.rounds; r++) {
@@ -496,7 +518,7 @@ async function main (): Promise<void> {
   const lines: string[] = []
   const out = (l: string): void => { lines.push(l) }
   out('')
-  out(`Pipeline vs two apps: Silero VAD → gate, ${NODES} nodes × 1 replica of each, threads ${o.threads}; ${o.rounds} × ${o.durationSec} s per side and concurrency after ${o.warmupSec} s warm-up${o.quick ? ' (--quick)' : ''}`)
+  out(`Pipeline vs two apps: Silero VAD → gate (x > ${GATE_THRESHOLD}), ${NODES} nodes × 1 replica of each, threads ${o.threads}; ${o.rounds} × ${o.durationSec} s per side and concurrency after ${o.warmupSec} s warm-up${o.quick ? ' (--quick)' : ''}`)
   if (check != null) out(`  answers: ${check.ok ? 'EQUAL' : 'DIFFERENT'} — ${check.detail}`)
   if (cluster != null) out(`  ready after deploy: apps ${(cluster.appsReadyMs / 1000).toFixed(1)} s, pipeline ${cluster.pipelineReadyMs != null ? `${(cluster.pipelineReadyMs / 1000).toFixed(1)} s` : 'not ready'}; placement ${Object.entries(cluster.placement).map(([app, per]) => `${app} ${Object.entries(per).map(([n, k]) => `${n}:${k}`).join(' ')}`).join(', ')}`)
   printTable(o, cells, rows, out)
