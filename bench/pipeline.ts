@@ -27,7 +27,7 @@ import { runBench, writeResult, logGoals, installCleanupHooks, makeTempRoot, cle
 import { round, ratio } from './lib/stats.ts'
 import { cpuTicks, type AstradDaemon } from './lib/astrad.ts'
 import { machineCpu } from './lib/transfer-common.ts'
-import { runLoad, summarizeLatencies, type LatencySummary, type LoadOptions, type LoadResult } from './lib/load.ts'
+import { runAlternating, summarizeLatencies, type LatencySummary, type LoadResult, type Target } from './lib/load.ts'
 import { startPipelineCluster, PIPELINE, APPS, GATE_THRESHOLD, type PipelineCluster } from './lib/pipeline-cluster.ts'
 import { vadInputs } from '../test/helpers/pipeline-models.ts'
 
@@ -39,8 +39,8 @@ const GOAL_P99_RATIO = 1.0
 /** Node daemons, and replicas of each app and stage: one per node, so stage calls cross processes. */
 const NODES = 2
 const REPLICAS = 2
-/** Unrecorded load on each path before the first run (seconds). */
-const WARM_SEC = 2
+/** Unrecorded start of a slice that follows the other side's: its requests still in flight (p99 at c=32 is a few hundred ms here). */
+const SETTLE_MS = 1_000
 
 type Side = 'a' | 'b'
 const SIDES: Side[] = ['a', 'b']
@@ -49,7 +49,7 @@ const SIDE_NAME: Record<Side, string> = { a: '(a) pipeline', b: '(b) two apps' }
 interface Options {
   durationSec: number
   warmupSec: number
-  rounds: number
+  slices: number
   concurrency: number[]
   threads: number
   check: number
@@ -61,10 +61,10 @@ interface Options {
 }
 
 const USAGE = `usage: node bench/pipeline.ts [options]
-  --quick               short run (≤ 3 min): --duration 3 --warmup 1 --rounds 2 --check 8
-  --duration SEC        recorded seconds per load run (default 5)
-  --warmup SEC          unrecorded seconds before each load run (default 2)
-  --rounds N            load runs per side and concurrency, alternating a,b / b,a (default 3)
+  --quick               short run (≤ 3 min): --duration 3 --warmup 2 --slices 4 --check 8
+  --duration SEC        recorded seconds per slice (default 5)
+  --warmup SEC          unrecorded seconds, both sides, before the slices of each concurrency (default 3)
+  --slices N            recorded slices per side and concurrency, alternating a,b / b,a (default 6)
   --concurrency LIST    closed-loop connections, repeatable or comma-separated (default 8,32)
   --threads N           worker threads (and cpu) of every replica (default 1)
   --check N             requests sent both ways whose answers must be equal before timing (default 20)
@@ -83,7 +83,7 @@ function parseOptions (argv: string[]): Options {
     quick: { type: 'boolean' },
     duration: { type: 'string' },
     warmup: { type: 'string' },
-    rounds: { type: 'string' },
+    slices: { type: 'string' },
     concurrency: { type: 'string', multiple: true },
     threads: { type: 'string' },
     check: { type: 'string' },
@@ -98,8 +98,8 @@ function parseOptions (argv: string[]): Options {
   const quick = v.quick === true
   const o: Options = {
     durationSec: quick ? 3 : 5,
-    warmupSec: quick ? 1 : 2,
-    rounds: quick ? 2 : 3,
+    warmupSec: quick ? 2 : 3,
+    slices: quick ? 4 : 6,
     concurrency: [8, 32],
     threads: 1,
     check: quick ? 8 : 20,
@@ -111,7 +111,7 @@ function parseOptions (argv: string[]): Options {
   }
   if (v.duration !== undefined) o.durationSec = intFlag('--duration', v.duration, 1, 3600)
   if (v.warmup !== undefined) o.warmupSec = intFlag('--warmup', v.warmup, 0, 600)
-  if (v.rounds !== undefined) o.rounds = intFlag('--rounds', v.rounds, 1, 100)
+  if (v.slices !== undefined) o.slices = intFlag('--slices', v.slices, 1, 100)
   const conc = listFlag(v.concurrency)
   if (conc.length > 0) o.concurrency = [...new Set(conc.map(c => intFlag('--concurrency', c, 1, 1024)))]
   if (v.threads !== undefined) o.threads = intFlag('--threads', v.threads, 1, 16)
@@ -222,14 +222,23 @@ async function checkAnswers (port: number, n: number): Promise<AnswerCheck> {
 
 interface ProcDelta { name: string, wcharBytes: number | null, writeCalls: number | null, cpuSec: number | null }
 
-interface Run {
+/** One recorded slice: one side for a few seconds, with every daemon's deltas over it. */
+interface Slice {
   side: Side
-  concurrency: number
-  round: number
-  load: Omit<LoadResult, 'latencies'>
-  /** Per daemon over the recorded window. */
+  /** Its place in the run (a, b, b, a …). */
+  index: number
+  windowMs: number
+  ok: number
+  rps: number
   daemons: ProcDelta[]
   machineBusy: number | null
+}
+
+/** One alternating load run at one concurrency: the sides' results (pooled over their slices by the client) and the slices. */
+interface Run {
+  concurrency: number
+  sides: Partial<Record<Side, Omit<LoadResult, 'latencies'>>>
+  slices: Slice[]
 }
 
 interface Snapshot { t: number, machine: ReturnType<typeof machineCpu>, procs: Array<{ wchar: number | null, syscw: number | null, ticks: number | null }> }
@@ -249,51 +258,68 @@ function snapshot (daemons: AstradDaemon[]): Snapshot {
   }
 }
 
-/** The load of one side: (a) one call to the pipeline; (b) vad, then gate fed with vad's `output`. */
-function loadOptions (side: Side, c: number, cluster: PipelineCluster, body: string, warmupMs: number, durationMs: number): LoadOptions {
+/** Where one side's requests go: (a) one call to the pipeline; (b) vad, then gate fed with vad's `output`. */
+function target (side: Side, cluster: PipelineCluster, body: string): Target {
   const base = `http://127.0.0.1:${cluster.scheduler.rpcPort}/v2/models`
-  return {
-    url: side === 'a' ? `${base}/${PIPELINE}/infer` : `${base}/${APPS.vad}/infer`,
-    body: side === 'a' ? body : JSON.stringify({ ...JSON.parse(body) as object, outputs: VAD_OUTPUTS }),
-    headers: { 'content-type': 'application/json' },
-    concurrency: c,
-    warmupMs,
-    durationMs,
-    samples: true,
-    ...(side === 'b' ? { chain: [{ url: `${base}/${APPS.gate}/infer`, inputs: { x: 'output' } }] } : {})
-  }
+  return side === 'a'
+    ? { url: `${base}/${PIPELINE}/infer`, body }
+    : { url: `${base}/${APPS.vad}/infer`, body: JSON.stringify({ ...JSON.parse(body) as object, outputs: VAD_OUTPUTS }), chain: [{ url: `${base}/${APPS.gate}/infer`, inputs: { x: 'output' } }] }
 }
 
-async function measure (side: Side, c: number, roundNo: number, o: Options, cluster: PipelineCluster, body: string, ticks: number): Promise<{ run: Run, latencies: number[] }> {
+const HEADERS = { 'content-type': 'application/json' }
+
+/** The sides at concurrency c in one alternating run (bench/lib/load.ts runAlternating). */
+async function measure (sides: Side[], c: number, o: Options, cluster: PipelineCluster, body: string, ticks: number): Promise<{ run: Run, latencies: Map<Side, number[]> }> {
   const daemons = [cluster.scheduler, ...cluster.nodes]
-  let start: Snapshot | undefined
-  let end: Snapshot | undefined
-  const { latencies, ...load } = await runLoad(loadOptions(side, c, cluster, body, o.warmupSec * 1000, o.durationSec * 1000), {
-    onWindowStart: () => { start = snapshot(daemons) },
-    onWindowEnd: () => { end = snapshot(daemons) }
-  })
-  const s = start
-  const e = end
-  const diff = (a: number | null | undefined, b: number | null | undefined): number | null => a != null && b != null ? b - a : null
-  const run: Run = {
-    side,
+  const starts = new Map<number, Snapshot>()
+  const ends = new Map<number, Snapshot>()
+  const result = await runAlternating({
+    targets: sides.map(side => target(side, cluster, body)),
+    headers: HEADERS,
     concurrency: c,
-    round: roundNo,
-    load,
-    daemons: daemons.map((d, i) => {
-      const ticksDiff = diff(s?.procs[i]?.ticks, e?.procs[i]?.ticks)
-      return { name: d.name, wcharBytes: diff(s?.procs[i]?.wchar, e?.procs[i]?.wchar), writeCalls: diff(s?.procs[i]?.syscw, e?.procs[i]?.syscw), cpuSec: ticksDiff != null ? ticksDiff / ticks : null }
-    }),
-    machineBusy: s != null && e != null ? (e.machine.busy - s.machine.busy) / Math.max(1, e.machine.total - s.machine.total) : null
-  }
-  return { run, latencies: latencies ?? [] }
+    warmupMs: o.warmupSec * 1000,
+    slicesPerTarget: o.slices,
+    sliceMs: o.durationSec * 1000,
+    settleMs: SETTLE_MS,
+    samples: true
+  }, {
+    onWindowStart: (_, k) => { starts.set(k, snapshot(daemons)) },
+    onWindowEnd: (_, k) => { ends.set(k, snapshot(daemons)) }
+  })
+  const diff = (a: number | null | undefined, b: number | null | undefined): number | null => a != null && b != null ? b - a : null
+  const slices = result.slices.map((sl, k): Slice => {
+    const s = starts.get(k)
+    const e = ends.get(k)
+    return {
+      side: sides[sl.target] as Side,
+      index: k,
+      windowMs: sl.windowMs,
+      ok: sl.ok,
+      rps: sl.windowMs > 0 ? sl.ok / (sl.windowMs / 1000) : 0,
+      daemons: daemons.map((d, i) => {
+        const ticksDiff = diff(s?.procs[i]?.ticks, e?.procs[i]?.ticks)
+        return { name: d.name, wcharBytes: diff(s?.procs[i]?.wchar, e?.procs[i]?.wchar), writeCalls: diff(s?.procs[i]?.syscw, e?.procs[i]?.syscw), cpuSec: ticksDiff != null ? ticksDiff / ticks : null }
+      }),
+      machineBusy: s != null && e != null ? (e.machine.busy - s.machine.busy) / Math.max(1, e.machine.total - s.machine.total) : null
+    }
+  })
+  const run: Run = { concurrency: c, sides: {}, slices }
+  const latencies = new Map<Side, number[]>()
+  sides.forEach((side, i) => {
+    const r = result.targets[i]
+    if (r == null) return
+    const { latencies: lat, ...rest } = r
+    run.sides[side] = rest
+    latencies.set(side, lat ?? [])
+  })
+  return { run, latencies }
 }
 
-/** One side at one concurrency, its rounds pooled. */
+/** One side at one concurrency, over its slices. */
 interface Cell {
   side: Side
   concurrency: number
-  rounds: number
+  slices: number
   windowSec: number
   ok: number
   errors: Record<string, number>
@@ -313,49 +339,61 @@ interface Cell {
   machineBusy: number | null
 }
 
-function pool (side: Side, c: number, runs: Run[], latencies: number[]): Cell {
-  const windowSec = runs.reduce((s, r) => s + r.load.windowMs / 1000, 0)
-  const ok = runs.reduce((s, r) => s + r.load.ok, 0)
-  const errors: Record<string, number> = {}
-  for (const r of runs) for (const [k, v] of Object.entries(r.load.errors)) errors[k] = (errors[k] ?? 0) + v
+function pool (side: Side, run: Run, latencies: number[]): Cell | undefined {
+  const load = run.sides[side]
+  if (load == null) return undefined
+  const slices = run.slices.filter(x => x.side === side)
+  const windowSec = load.windowMs / 1000
+  const ok = load.ok
   const sumOrNull = (xs: Array<number | null>): number | null => xs.some(x => x == null) ? null : (xs as number[]).reduce((a, b) => a + b, 0)
   const per = (x: number | null): number | null => x != null && ok > 0 ? x / ok : null
-  const names = runs[0]?.daemons.map(d => d.name) ?? []
-  const daemonWchar = sumOrNull(runs.flatMap(r => r.daemons.map(d => d.wcharBytes)))
-  const clientWchar = sumOrNull(runs.map(r => r.load.wcharBytes))
-  const daemonCpu = sumOrNull(runs.flatMap(r => r.daemons.map(d => d.cpuSec)))
-  const clientCpu = runs.reduce((s, r) => s + r.load.cpuSec, 0)
-  const busy = runs.map(r => r.machineBusy)
+  const names = slices[0]?.daemons.map(d => d.name) ?? []
+  const daemonWchar = sumOrNull(slices.flatMap(x => x.daemons.map(d => d.wcharBytes)))
+  const daemonCpu = sumOrNull(slices.flatMap(x => x.daemons.map(d => d.cpuSec)))
+  const busy = slices.map(x => x.machineBusy)
   return {
     side,
-    concurrency: c,
-    rounds: runs.length,
+    concurrency: run.concurrency,
+    slices: slices.length,
     windowSec,
     ok,
-    errors,
-    errorCount: Object.values(errors).reduce((a, b) => a + b, 0),
-    rps: windowSec > 0 ? ok / windowSec : 0,
+    errors: load.errors,
+    errorCount: load.errorCount,
+    rps: load.rps,
     latencyMs: summarizeLatencies(Float64Array.from(latencies)),
     wcharPerRequest: {
       daemons: per(daemonWchar),
-      client: per(clientWchar),
-      total: per(daemonWchar != null && clientWchar != null ? daemonWchar + clientWchar : null),
-      byDaemon: Object.fromEntries(names.map(n => [n, per(sumOrNull(runs.map(r => r.daemons.find(d => d.name === n)?.wcharBytes ?? null)))]))
+      client: per(load.wcharBytes),
+      total: per(daemonWchar != null && load.wcharBytes != null ? daemonWchar + load.wcharBytes : null),
+      byDaemon: Object.fromEntries(names.map(n => [n, per(sumOrNull(slices.map(x => x.daemons.find(d => d.name === n)?.wcharBytes ?? null)))]))
     },
-    writeCallsPerRequest: per(sumOrNull([...runs.flatMap(r => r.daemons.map(d => d.writeCalls)), ...runs.map(r => r.load.writeCalls)])),
-    httpPerRequest: {
-      sent: ok > 0 ? runs.reduce((s, r) => s + r.load.httpSentBytes, 0) / ok : NaN,
-      received: ok > 0 ? runs.reduce((s, r) => s + r.load.httpReceivedBytes, 0) / ok : NaN
-    },
-    cpuUsPerRequest: { daemons: daemonCpu != null && ok > 0 ? daemonCpu / ok * 1e6 : null, client: ok > 0 ? clientCpu / ok * 1e6 : NaN },
-    cores: { daemons: daemonCpu != null && windowSec > 0 ? daemonCpu / windowSec : null, client: windowSec > 0 ? clientCpu / windowSec : NaN },
-    machineBusy: busy.some(b => b == null) ? null : (busy as number[]).reduce((a, b) => a + b, 0) / busy.length
+    writeCallsPerRequest: per(sumOrNull([...slices.flatMap(x => x.daemons.map(d => d.writeCalls)), load.writeCalls])),
+    httpPerRequest: { sent: ok > 0 ? load.httpSentBytes / ok : NaN, received: ok > 0 ? load.httpReceivedBytes / ok : NaN },
+    cpuUsPerRequest: { daemons: daemonCpu != null && ok > 0 ? daemonCpu / ok * 1e6 : null, client: ok > 0 ? load.cpuSec / ok * 1e6 : NaN },
+    cores: { daemons: daemonCpu != null && windowSec > 0 ? daemonCpu / windowSec : null, client: windowSec > 0 ? load.cpuSec / windowSec : NaN },
+    machineBusy: busy.length === 0 || busy.some(b => b == null) ? null : (busy as number[]).reduce((a, b) => a + b, 0) / busy.length
   }
+}
+
+/** (a) ÷ (b) req/s of each pair of neighbouring slices (a,b or b,a): the spread says how noisy the machine was. */
+function pairRatios (run: Run): number[] {
+  const out: number[] = []
+  for (let k = 0; k + 1 < run.slices.length; k += 2) {
+    const x = run.slices[k] as Slice
+    const y = run.slices[k + 1] as Slice
+    const a = x.side === 'a' ? x : y.side === 'a' ? y : undefined
+    const b = x.side === 'b' ? x : y.side === 'b' ? y : undefined
+    if (a != null && b != null && b.rps > 0) out.push(a.rps / b.rps)
+  }
+  return out
 }
 
 interface Row {
   concurrency: number
   rpsRatio: number | null
+  /** (a) ÷ (b) req/s of each neighbouring pair of slices, and their median. */
+  pairRatios: number[]
+  pairMedian: number | null
   p50Ratio: number | null
   p99Ratio: number | null
   wcharRatio: number | null
@@ -365,15 +403,19 @@ interface Row {
   goalP99: boolean | null
 }
 
-function compare (c: number, a: Cell | undefined, b: Cell | undefined): Row {
+function compare (c: number, a: Cell | undefined, b: Cell | undefined, pairs: number[]): Row {
   const ok = (x: Cell | undefined): x is Cell => x != null && x.ok > 0
   const rpsRatio = ok(a) && ok(b) ? ratio(a.rps, b.rps) : null
   const p99Ratio = ok(a) && ok(b) ? ratio(a.latencyMs?.p99, b.latencyMs?.p99) : null
   // A side with failed requests did not serve what it was asked: its goal is not met.
   const clean = a?.errorCount === 0 && b?.errorCount === 0
+  const sorted = [...pairs].sort((x, y) => x - y)
+  const mid = sorted.length / 2
   return {
     concurrency: c,
     rpsRatio,
+    pairRatios: pairs.map(x => round(x, 3)),
+    pairMedian: sorted.length === 0 ? null : sorted.length % 2 === 1 ? sorted[Math.floor(mid)] as number : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2,
     p50Ratio: ok(a) && ok(b) ? ratio(a.latencyMs?.p50, b.latencyMs?.p50) : null,
     p99Ratio,
     wcharRatio: ratio(a?.wcharPerRequest.total ?? undefined, b?.wcharPerRequest.total ?? undefined),
@@ -398,7 +440,7 @@ function notes (o: Options, cluster: PipelineCluster | null): string[] {
   const cores = os.availableParallelism()
   return [
     `Cluster: 3 real dist/astrad processes on one ${cores}-core machine over loopback: 'sched' (resource,scheduler; the client's KServe endpoint), n1 and n2 (node, --cores ${4 * o.threads}). Every app and stage has ${REPLICAS} replicas (threads ${o.threads}, cpu ${o.threads}), one per node, so each stage call crosses from sched to a node over libp2p (/astra/infer, Noise + Yamux).`,
-    `(a) one POST /v2/models/${PIPELINE}/infer; (b) POST /v2/models/${APPS.vad}/infer (outputs: [output]) then POST /v2/models/${APPS.gate}/infer with that output as x, one after the other on the loop's keep-alive connection; a latency is the whole request (both calls for (b)). Same request body (Silero VAD, 1 × 512 samples), same closed-loop client process, same concurrency, ${o.warmupSec} s warm-up then ${o.durationSec} s recorded per run, ${o.rounds} run(s) per side and concurrency, sides alternating (a,b then b,a); latencies of a side's runs pooled.`,
+    `(a) one POST /v2/models/${PIPELINE}/infer; (b) POST /v2/models/${APPS.vad}/infer (outputs: [output]) then POST /v2/models/${APPS.gate}/infer with that output as x, one after the other on the loop's keep-alive connection; a latency is the whole request (both calls for (b)). Same request body (Silero VAD, 1 × 512 samples), same closed-loop client process and connections, same concurrency. Interleaved: per concurrency one client run, ${o.warmupSec} s warm-up (loops split between the sides), then slices of ${o.durationSec} s recorded, a b b a a b …, ${o.slices} per side; the first ${SETTLE_MS / 1000} s after a switch are not recorded (the other side's requests are still in flight). A side's numbers are over all its slices; 'pairs' are (a) ÷ (b) req/s of neighbouring slices, whose spread shows the machine's noise.`,
     'wchar (/proc/PID/io) counts every byte a process passed to write syscalls: sockets (HTTP, libp2p), pipes and files alike. During load the daemons log at --log-level warn and write no files, so it is socket bytes (libp2p traffic is counted after Noise encryption and Yamux framing). Reads are not added: every byte written to a loopback socket is read once by the other end. "client" is the load generator process; its wchar equals the HTTP bytes it sent.',
     `HTTP B/req: bytes the client's sockets wrote (sent) and read (received), headers included, per answer. CPU µs/req: the CPU time of the three daemons and the client over the window ÷ answers.`,
     `Closed loop: each connection waits for its answer before the next request, so the slower side is offered less load. All processes share ${cores} cores with the client: a side that needs less CPU per request gets more requests through.`,
@@ -422,6 +464,7 @@ function printTable (o: Options, cells: Cell[], rows: Row[], out: (l: string) =>
     const r = rows.find(y => y.concurrency === c)
     const times = (x: number | null | undefined): string => x == null ? '-' : `${fx(x)}×`
     if (r != null) out(row([`c=${c} (a) ÷ (b)`, times(r.rpsRatio), times(r.p50Ratio), times(r.p99Ratio), '', '', times(r.wcharRatio), '', '', '', times(r.httpRatio), '', times(r.cpuRatio), '']))
+    if (r != null && r.pairRatios.length > 0) out(`  c=${c} req/s (a) ÷ (b) of neighbouring slices: ${r.pairRatios.map(x => fx(x)).join(' ')}; median ${fx(r.pairMedian)}`)
   }
 }
 
@@ -468,35 +511,24 @@ async function main (): Promise<void> {
         sides = ['b']
       }
     }
-    // Both paths once, unrecorded, before the first run: JIT and connections of the daemons warm
-    // for both, so the first measured side is not the one that paid for it.
-    log(`warming both paths up (${WARM_SEC} s each at c=${Math.max(...o.concurrency)}, not recorded)`)
-    for (const side of sides) {
-      const w = await runLoad(loadOptions(side, Math.max(...o.concurrency), cluster, body, 0, WARM_SEC * 1000))
-      if (w.errorCount > 0) log(`warm-up of ${SIDE_NAME[side]}: ${w.errorCount} errors (${Object.entries(w.errors).map(([k, v]) => `${k}:${v}`).join(', ')})`)
-    }
-    let i = 0
     for (const c of o.concurrency) {
-      for (let r = 0; r < o.rounds; r++) {
-        const order: Side[] = (i++ % 2 === 0 ? ['a', 'b'] : ['b', 'a']).filter((s): s is Side => sides.includes(s as Side)) as Side[]
-        for (const side of order) {
-          const gone = [cluster.scheduler, ...cluster.nodes].find(d => d.proc.child.exitCode != null || d.proc.child.signalCode != null)
-          if (gone != null) throw new Error(`${gone.name} exited: ${gone.proc.tail.slice(-10).join('\n')}`)
-          try {
-            const { run, latencies: lat } = await measure(side, c, r, o, cluster, body, ticks)
-            runs.push(run)
-            const key = `${side}:${c}`
-            latencies.set(key, [...(latencies.get(key) ?? []), ...lat])
-            const l = run.load
-            const wchar = run.daemons.reduce((s, d) => s + (d.wcharBytes ?? NaN), 0) + (l.wcharBytes ?? NaN)
-            log(`${SIDE_NAME[side]}, c=${c}, run ${r + 1}/${o.rounds}: ${l.rps.toFixed(0)} req/s, p50 ${fx(l.latencyMs?.p50)} ms, p99 ${fx(l.latencyMs?.p99)} ms, errors ${l.errorCount}, wchar ${l.ok > 0 ? (wchar / l.ok).toFixed(0) : '-'} B/req`)
-          } catch (err) {
-            errors.push(`${SIDE_NAME[side]} c=${c}: ${err instanceof Error ? err.message : String(err)}`)
-            log(errors[errors.length - 1] as string)
-          }
-          await sleep(300)
+      const gone = [cluster.scheduler, ...cluster.nodes].find(d => d.proc.child.exitCode != null || d.proc.child.signalCode != null)
+      if (gone != null) throw new Error(`${gone.name} exited: ${gone.proc.tail.slice(-10).join('\n')}`)
+      log(`c=${c}: ${o.warmupSec} s warm-up (both sides), then ${o.slices} × ${o.durationSec} s of each side, alternating ${sides.length > 1 ? 'a,b / b,a' : ''}`)
+      try {
+        const { run, latencies: lat } = await measure(sides, c, o, cluster, body, ticks)
+        runs.push(run)
+        for (const [side, l] of lat) latencies.set(`${side}:${c}`, l)
+        for (const sl of run.slices) log(`  slice ${sl.index + 1}/${run.slices.length} ${SIDE_NAME[sl.side]}: ${sl.rps.toFixed(0)} req/s, machine ${sl.machineBusy != null ? (sl.machineBusy * 100).toFixed(0) : '-'} % busy`)
+        for (const side of sides) {
+          const l = run.sides[side]
+          if (l != null) log(`${SIDE_NAME[side]}, c=${c}: ${l.rps.toFixed(0)} req/s, p50 ${fx(l.latencyMs?.p50)} ms, p99 ${fx(l.latencyMs?.p99)} ms, errors ${l.errorCount}`)
         }
+      } catch (err) {
+        errors.push(`c=${c}: ${err instanceof Error ? err.message : String(err)}`)
+        log(errors[errors.length - 1] as string)
       }
+      await sleep(300)
     }
   } catch (err) {
     errors.push(`cluster: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)
@@ -505,27 +537,31 @@ async function main (): Promise<void> {
   if (cluster != null) await Promise.all([cluster.scheduler, ...cluster.nodes].map(async d => { await stop(d.proc, 'SIGTERM', 10_000) }))
 
   const cells: Cell[] = []
-  for (const c of o.concurrency) {
+  for (const run of runs) {
     for (const side of SIDES) {
-      const rs = runs.filter(r => r.side === side && r.concurrency === c)
-      if (rs.length > 0) cells.push(pool(side, c, rs, latencies.get(`${side}:${c}`) ?? []))
+      const cell = pool(side, run, latencies.get(`${side}:${run.concurrency}`) ?? [])
+      if (cell != null) cells.push(cell)
     }
   }
-  const rows = o.concurrency.map(c => compare(c, cells.find(x => x.side === 'a' && x.concurrency === c), cells.find(x => x.side === 'b' && x.concurrency === c)))
+  const rows = o.concurrency.map(c => {
+    const run = runs.find(r => r.concurrency === c)
+    return compare(c, cells.find(x => x.side === 'a' && x.concurrency === c), cells.find(x => x.side === 'b' && x.concurrency === c), run != null ? pairRatios(run) : [])
+  })
   const all = (xs: Array<boolean | null>): boolean | null => xs.some(x => x == null) || xs.length === 0 ? null : xs.every(x => x === true)
   const goals = { throughput: all(rows.map(r => r.goalRps)), p99: all(rows.map(r => r.goalP99)) }
 
   const lines: string[] = []
   const out = (l: string): void => { lines.push(l) }
   out('')
-  out(`Pipeline vs two apps: Silero VAD → gate (x > ${GATE_THRESHOLD}), ${NODES} nodes × 1 replica of each, threads ${o.threads}; ${o.rounds} × ${o.durationSec} s per side and concurrency after ${o.warmupSec} s warm-up${o.quick ? ' (--quick)' : ''}`)
+  out(`Pipeline vs two apps: Silero VAD → gate (x > ${GATE_THRESHOLD}), ${NODES} nodes × 1 replica of each, threads ${o.threads}; ${o.slices} slices × ${o.durationSec} s per side and concurrency, interleaved, after ${o.warmupSec} s warm-up${o.quick ? ' (--quick)' : ''}`)
   if (check != null) out(`  answers: ${check.ok ? 'EQUAL' : 'DIFFERENT'} — ${check.detail}`)
   if (cluster != null) out(`  ready after deploy: apps ${(cluster.appsReadyMs / 1000).toFixed(1)} s, pipeline ${cluster.pipelineReadyMs != null ? `${(cluster.pipelineReadyMs / 1000).toFixed(1)} s` : 'not ready'}; placement ${Object.entries(cluster.placement).map(([app, per]) => `${app} ${Object.entries(per).map(([n, k]) => `${n}:${k}`).join(' ')}`).join(', ')}`)
   printTable(o, cells, rows, out)
   out('  wchar B/r = daemons + client: bytes written per answer by the 3 daemons and the client (/proc/PID/io wchar), writes/r their write syscalls (syscw); HTTP out/in: the client\'s socket bytes per answer; CPU µs/r: daemons + client. Ratios are (a) ÷ (b).')
   for (const n of notes(o, cluster)) out(`  - ${n}`)
   const met = (b: boolean | null): string => b == null ? 'NOT MEASURED' : b ? 'met' : 'MISSED'
-  const ratios = (f: (r: Row) => number | null): string => rows.map(r => `c=${r.concurrency} ${fx(f(r))}×`).join(', ')
+  // Three decimals: 0.998 is a miss, and must not print as 1.00.
+  const ratios = (f: (r: Row) => number | null): string => rows.map(r => `c=${r.concurrency} ${fx(f(r), 3)}×`).join(', ')
   out('')
   out(`goal: throughput (a) ≥ ${GOAL_RPS_RATIO.toFixed(1)}× (b): ${met(goals.throughput)} (${ratios(r => r.rpsRatio)})`)
   out(`goal: p99 (a) ≤ (b): ${met(goals.p99)} (${ratios(r => r.p99Ratio)})`)
@@ -540,7 +576,7 @@ async function main (): Promise<void> {
   const doc = {
     benchmark: 'pipeline',
     date: new Date().toISOString(),
-    options: { quick: o.quick, durationSec: o.durationSec, warmupSec: o.warmupSec, rounds: o.rounds, concurrency: o.concurrency, threads: o.threads, check: o.check },
+    options: { quick: o.quick, durationSec: o.durationSec, warmupSec: o.warmupSec, slices: o.slices, settleMs: SETTLE_MS, concurrency: o.concurrency, threads: o.threads, check: o.check },
     machine: {
       nproc: os.availableParallelism(),
       cpuModel: os.cpus()[0]?.model ?? null,
