@@ -333,7 +333,7 @@ interface Cell {
   /** The client's HTTP bytes per answer (headers and bodies, every call). */
   httpPerRequest: { sent: number, received: number }
   /** CPU per answer (µs): all daemons, and the client. */
-  cpuUsPerRequest: { daemons: number | null, client: number }
+  cpuUsPerRequest: { daemons: number | null, client: number, byDaemon: Record<string, number | null> }
   /** Cores used (CPU s ÷ window s). */
   cores: { daemons: number | null, client: number }
   machineBusy: number | null
@@ -369,7 +369,11 @@ function pool (side: Side, run: Run, latencies: number[]): Cell | undefined {
     },
     writeCallsPerRequest: per(sumOrNull([...slices.flatMap(x => x.daemons.map(d => d.writeCalls)), load.writeCalls])),
     httpPerRequest: { sent: ok > 0 ? load.httpSentBytes / ok : NaN, received: ok > 0 ? load.httpReceivedBytes / ok : NaN },
-    cpuUsPerRequest: { daemons: daemonCpu != null && ok > 0 ? daemonCpu / ok * 1e6 : null, client: ok > 0 ? load.cpuSec / ok * 1e6 : NaN },
+    cpuUsPerRequest: {
+      daemons: daemonCpu != null && ok > 0 ? daemonCpu / ok * 1e6 : null,
+      client: ok > 0 ? load.cpuSec / ok * 1e6 : NaN,
+      byDaemon: Object.fromEntries(names.map(n => { const x = per(sumOrNull(slices.map(sl => sl.daemons.find(d => d.name === n)?.cpuSec ?? null))); return [n, x != null ? x * 1e6 : null] }))
+    },
     cores: { daemons: daemonCpu != null && windowSec > 0 ? daemonCpu / windowSec : null, client: windowSec > 0 ? load.cpuSec / windowSec : NaN },
     machineBusy: busy.length === 0 || busy.some(b => b == null) ? null : (busy as number[]).reduce((a, b) => a + b, 0) / busy.length
   }
