@@ -4,7 +4,7 @@ import { AstradError } from '../util/errors.ts'
 import { parseForPeople } from '../util/schema.ts'
 import {
   APP_NAME_PATTERN, DEFAULT_GPU, DEFAULT_MAX_QUEUE, DEFAULT_THREADS, DEFAULT_TIMEOUT_MS, MAX_CPU, MAX_GPU, MAX_QUEUE, MAX_REPLICAS,
-  MAX_THREADS, MAX_TIMEOUT_MS, ROUTING_WEIGHTS
+  MAX_THREADS, MAX_TIMEOUT_MS, ROUTING_WEIGHTS, AUTOSCALE_DEFAULTS, MAX_SCALE_DELAY_MS, MAX_REPLICAS_PER_SECOND
 } from './constants.ts'
 
 /**
@@ -37,6 +37,25 @@ export interface AppSpec {
    * answers, divided by backlog), `article` (the AstraRay formula), `static` (capacity only).
    */
   routing: RoutingWeight
+  /**
+   * Replicas follow the traffic between minReplicas and maxReplicas (docs/autoscaling.md); then
+   * `replicas` is the floor the app starts from, and the owning scheduler decides the count.
+   */
+  autoscaling?: Autoscaling
+}
+
+/** An app's autoscaling block (docs/autoscaling.md), defaults filled in. */
+export interface Autoscaling {
+  minReplicas: number
+  maxReplicas: number
+  /** Requests in flight per replica the scaler aims at (Ray Serve's target_ongoing_requests). */
+  targetOngoingRequests: number
+  /** How long more replicas must be wanted before they are added. */
+  upscaleDelayMs: number
+  /** How long fewer replicas must be enough before any is removed. */
+  downscaleDelayMs: number
+  /** Replicas placed per second at most for this app (a burst cannot take the whole fleet at once). */
+  maxReplicasPerSecond: number
 }
 
 export { ROUTING_WEIGHTS }
@@ -80,7 +99,15 @@ export const appSpecSchema = z.object({
   timeoutMs: z.number().int().min(1).max(MAX_TIMEOUT_MS).default(DEFAULT_TIMEOUT_MS),
   maxQueue: z.number().int().min(0).max(MAX_QUEUE).default(DEFAULT_MAX_QUEUE),
   threads: z.number().int().min(1).max(MAX_THREADS).default(DEFAULT_THREADS),
-  routing: z.enum(ROUTING_WEIGHTS).default('measured')
+  routing: z.enum(ROUTING_WEIGHTS).default('measured'),
+  autoscaling: z.object({
+    minReplicas: z.number().int().min(0).max(MAX_REPLICAS),
+    maxReplicas: z.number().int().min(1).max(MAX_REPLICAS),
+    targetOngoingRequests: z.number().gt(0).max(MAX_QUEUE).default(AUTOSCALE_DEFAULTS.targetOngoingRequests),
+    upscaleDelayMs: z.number().int().min(0).max(MAX_SCALE_DELAY_MS).default(AUTOSCALE_DEFAULTS.upscaleDelayMs),
+    downscaleDelayMs: z.number().int().min(0).max(MAX_SCALE_DELAY_MS).default(AUTOSCALE_DEFAULTS.downscaleDelayMs),
+    maxReplicasPerSecond: z.number().int().min(1).max(MAX_REPLICAS_PER_SECOND).default(AUTOSCALE_DEFAULTS.maxReplicasPerSecond)
+  }).strict().optional()
 }).strict()
 
 /**
@@ -97,11 +124,19 @@ export function parseAppSpec (input: unknown): AppSpec {
     if (replicas != null && replicas !== sum) throw new InvalidAppError(`app spec: replicas (${replicas}) differs from the sum of cells (${sum})`)
     replicas = sum
   }
-  if (replicas == null) throw new InvalidAppError('app spec: replicas is required (or give cells)')
+  const a = s.autoscaling
+  if (a != null) {
+    if (a.maxReplicas < a.minReplicas) throw new InvalidAppError(`app spec: autoscaling.maxReplicas (${a.maxReplicas}) is below autoscaling.minReplicas (${a.minReplicas})`)
+    if (s.cells != null) throw new InvalidAppError('app spec: autoscaling and cells cannot be combined (give replicas per cell, or autoscaling without cells)')
+    if (replicas != null && (replicas < a.minReplicas || replicas > a.maxReplicas)) throw new InvalidAppError(`app spec: replicas (${replicas}) is outside autoscaling's ${a.minReplicas}..${a.maxReplicas}`)
+    replicas ??= a.minReplicas
+  }
+  if (replicas == null) throw new InvalidAppError('app spec: replicas is required (or give cells, or autoscaling)')
   const resources: Resources = { cpu: s.resources?.cpu ?? s.threads, gpu: s.resources?.gpu ?? DEFAULT_GPU }
   if (resources.cpu === 0 && resources.gpu === 0) throw new InvalidAppError('app spec: resources must reserve some cpu or gpu (both are 0)')
   const spec: AppSpec = { name: s.name, model: s.model, replicas, resources, timeoutMs: s.timeoutMs, maxQueue: s.maxQueue, threads: s.threads, routing: s.routing }
   if (s.cells != null) spec.cells = s.cells
+  if (a != null) spec.autoscaling = a
   return spec
 }
 

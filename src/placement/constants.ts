@@ -68,3 +68,21 @@ export const APP_NAME_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/
 
 /** An app's routing weight functions (docs/routing.md); here, free of imports, for the CLI's help. */
 export const ROUTING_WEIGHTS = ['measured', 'article', 'static'] as const
+
+/**
+ * Defaults of an app's autoscaling block (docs/autoscaling.md). Target: 2 requests in flight per
+ * replica (Ray Serve's default target_ongoing_requests). Up after 1 s of wanting more (scaling
+ * in seconds is the point; the load signal is already a 1 s average), down after 30 s of needing
+ * fewer (Knative's stable window: a dip in traffic does not release capacity that the next
+ * second needs). At most 4 replicas placed per second per app.
+ */
+export const AUTOSCALE_DEFAULTS = {
+  targetOngoingRequests: 2,
+  upscaleDelayMs: 1_000,
+  downscaleDelayMs: 30_000,
+  maxReplicasPerSecond: 4
+} as const
+/** Longest scaling delay a spec may give (an hour): more is a typo. */
+export const MAX_SCALE_DELAY_MS = 3_600_000
+/** Largest per-app placement rate a spec may give. */
+export const MAX_REPLICAS_PER_SECOND = 1_000

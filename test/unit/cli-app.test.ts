@@ -73,3 +73,51 @@ test('app deploy: a bad spec exits 1 with one line that names the key, the rule 
     assert.doesNotMatch(r.err, /Invalid input|expected number, received/, `zod's own wording for ${what}`)
   }
 })
+
+test('app deploy|ls|rm of a pipeline: stages roll on their own, names are not shared with apps', async () => {
+  const stage = { model: MODEL, replicas: 1 }
+  const spec = { name: 'ocr', stages: { detect: stage, read: { ...stage, replicas: 2 } }, steps: [{ stage: 'detect' }, { stage: 'read', inputs: { x: 'detect.boxes' } }] }
+  const created = await deploy('ocr', spec)
+  assert.equal(created.code, EXIT_OK, `create: ${created.err}`)
+  assert.equal(created.out, 'ocr\n')
+  assert.match(created.err, /ocr: pipeline created \(generation 1\); stages: detect created \(generation 1, 1 replica\(s\)\), read created \(generation 1, 2 replica\(s\)\)/)
+  // A roll of one stage (threads) bumps that stage's generation only; a scale of the other rolls nothing.
+  const changed = await deploy('ocr2', { ...spec, stages: { detect: { ...stage, threads: 2 }, read: { ...stage, replicas: 3 } } })
+  assert.equal(changed.code, EXIT_OK, changed.err)
+  assert.match(changed.err, /pipeline rolled \(generation 2\); stages: detect rolled \(generation 2, 1 replica\(s\)\), read scaled \(generation 1, 3 replica\(s\)\)/)
+
+  const ls = await run('app', 'ls', '--json', '--rpc', rpc, '--rpc-token', TOKEN)
+  assert.equal(ls.code, EXIT_OK, ls.err)
+  const doc = JSON.parse(ls.out) as { apps: AppListEntry[], pipelines: Array<{ name: string, generation: number, stages: Record<string, { generation: number }> }> }
+  const p = doc.pipelines.find(x => x.name === 'ocr')
+  assert.deepEqual(p?.stages != null ? Object.fromEntries(Object.entries(p.stages).map(([k, v]) => [k, v.generation])) : undefined, { detect: 2, read: 1 })
+  const stageApps = doc.apps.filter(a => a.pipeline?.name === 'ocr').map(a => [a.spec.name, a.generation, a.spec.replicas])
+  assert.deepEqual(stageApps, [['ocr.detect', 2, 1], ['ocr.read', 1, 3]])
+  const text = await run('app', 'ls', '--rpc', rpc, '--rpc-token', TOKEN)
+  assert.match(text.out, /PIPELINE\/STAGE/)
+  assert.match(text.out, /^ {2}read +1 +3 /m)
+
+  // One name space: no app named like the pipeline or one of its stage apps, and back.
+  const clash = await deploy('clash', { name: 'ocr.read', model: MODEL, replicas: 1 })
+  assert.equal(clash.code, EXIT_FAILED)
+  assertOneLine(clash, 'clash')
+  assert.match(clash.err, /name: 'ocr\.read' is stage 'read' of pipeline 'ocr'/)
+  const rmStage = await run('app', 'rm', 'ocr.read', '--rpc', rpc, '--rpc-token', TOKEN)
+  assert.equal(rmStage.code, EXIT_FAILED)
+  assertOneLine(rmStage, 'rmStage')
+  assert.match(rmStage.err, /stage 'read' of pipeline 'ocr'.*app rm ocr/)
+  const taken = await deploy('plain2', { ...spec, name: 'plain' })
+  assert.equal(taken.code, EXIT_FAILED)
+  assertOneLine(taken, 'taken')
+  assert.match(taken.err, /name: an app named 'plain' exists/)
+  const bad = await deploy('bad', { ...spec, name: 'bad', steps: [{ stage: 'read' }, { stage: 'detect', inputs: { x: 'nope.y' } }] })
+  assert.equal(bad.code, EXIT_FAILED)
+  assertOneLine(bad, 'bad')
+  assert.match(bad.err, /step 'detect' inputs\.x: 'nope\.y' reads no known source/)
+
+  const rm = await run('app', 'rm', 'ocr', '--rpc', rpc, '--rpc-token', TOKEN)
+  assert.equal(rm.code, EXIT_OK, rm.err)
+  const after = JSON.parse((await run('app', 'ls', '--json', '--rpc', rpc, '--rpc-token', TOKEN)).out) as { apps: AppListEntry[], pipelines: unknown[] }
+  assert.equal(after.pipelines.length, 0)
+  assert.ok(!after.apps.some(a => a.pipeline != null), 'the stage apps went with the pipeline')
+})

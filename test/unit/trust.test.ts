@@ -109,9 +109,12 @@ test('operator requests: signed for one daemon, one method, path and body, fresh
     await rejectsWith(verifyOperatorRequest(member, secret.key.publicKey, { audience: daemon }), 'bad-cert')
 
     const scope = writeScope(ok.method, ok.path)
-    assert.deepEqual(scope, [{ kind: 'app', key: 'vad' }])
+    // Apps and pipelines share the route and the name: removing 'vad' may remove either, no other.
+    assert.deepEqual(scope, [{ kind: 'app', key: 'vad' }, { kind: 'pipeline', key: 'vad' }])
     assert.ok(inScope(scope, 'app', 'vad'))
+    assert.ok(inScope(scope, 'pipeline', 'vad'))
     assert.ok(!inScope(scope, 'app', 'other'))
+    assert.ok(!inScope(scope, 'pipeline', 'other'))
     assert.ok(!inScope(scope, 'notice', 'n1'))
     assert.deepEqual(writeScope('POST', '/v1/drain'), [])
     assert.deepEqual(writeScope('GET', '/v1/apps'), [])
