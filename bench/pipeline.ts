@@ -62,9 +62,9 @@ interface Options {
 
 const USAGE = `usage: node bench/pipeline.ts [options]
   --quick               short run (≤ 3 min): --duration 3 --warmup 2 --slices 4 --check 8
-  --duration SEC        recorded seconds per slice (default 5)
+  --duration SEC        recorded seconds per slice (default 4)
   --warmup SEC          unrecorded seconds, both sides, before the slices of each concurrency (default 3)
-  --slices N            recorded slices per side and concurrency, alternating a,b / b,a (default 6)
+  --slices N            recorded slices per side and concurrency, alternating a,b / b,a (default 8)
   --concurrency LIST    closed-loop connections, repeatable or comma-separated (default 8,32)
   --threads N           worker threads (and cpu) of every replica (default 1)
   --check N             requests sent both ways whose answers must be equal before timing (default 20)
@@ -97,9 +97,9 @@ function parseOptions (argv: string[]): Options {
   if (v.help === true) { process.stdout.write(USAGE); process.exit(0) }
   const quick = v.quick === true
   const o: Options = {
-    durationSec: quick ? 3 : 5,
+    durationSec: quick ? 3 : 4,
     warmupSec: quick ? 2 : 3,
-    slices: quick ? 4 : 6,
+    slices: quick ? 4 : 8,
     concurrency: [8, 32],
     threads: 1,
     check: quick ? 8 : 20,
