@@ -9,7 +9,8 @@
 //                  /v2/models/gate/infer, one after the other on its keep-alive connection.
 //
 // Same models, replica counts, threads and resources; same client (bench/lib/load.ts, closed
-// loop), same concurrency; runs alternate (a, b, b, a …) so drift of the machine hits both. For
+// loop), same concurrency; interleaved in one client run, slices of a few seconds a b b a a b …
+// (load.ts runAlternating), so swings of the machine's speed hit both. For
 // each: req/s, p50, p99, and the bytes moved between processes: the wchar (/proc/PID/io) of every
 // daemon and of the client over the recorded window, and the client's HTTP bytes. Before timing,
 // a sample of requests goes both ways and the answers must be equal, number for number.
