@@ -13,8 +13,9 @@
 // the answer before it; the latency recorded is the whole chain's, and a chain counts as one
 // answer, 2xx only when every call was.
 //
-// Bytes: the HTTP bytes the client's sockets wrote and read (headers included) and the client
-// process's wchar (/proc/self/io) are counted over the recorded window.
+// Bytes: the HTTP bytes of each recorded 2xx answer (what its calls wrote to and read from their
+// socket, headers included), and the client process's wchar (/proc/self/io) over the recorded
+// window.
 //
 // runAlternating() measures several targets in one run, slice by slice (AlternatingOptions).
 //
@@ -90,7 +91,7 @@ export interface LoadResult {
   cpuSec: number
   /** HTTP calls per request: 1 + the chain's length. */
   calls: number
-  /** Bytes the client's sockets wrote / read in the window: HTTP headers and bodies, all calls. */
+  /** Bytes the client wrote / read for the recorded 2xx answers: HTTP headers and bodies, every call of a chain. */
   httpSentBytes: number
   httpReceivedBytes: number
   /** wchar (bytes passed to write syscalls) of the load generator process in the window; null where /proc/self/io is unreadable. */
@@ -235,6 +236,9 @@ interface Outcome {
   bytes: number
   /** The answer's text, when asked for. */
   text?: string
+  /** HTTP bytes written and read for it (every call of a chain), when it was answered. */
+  sent?: number
+  received?: number
 }
 
 interface KserveTensor { name: string, datatype: string, shape: number[], data: unknown[] }
@@ -311,18 +315,13 @@ async function generate (o: LoadOptions | AlternatingOptions, send: (m: ChildMes
     return { path: url.pathname + url.search, body: t.body !== undefined ? Buffer.from(t.body) : undefined, chain }
   })
   const agent = new http.Agent({ keepAlive: true, maxSockets: o.concurrency, maxFreeSockets: o.concurrency })
-  // Every socket the agent opens, so the bytes of a window can be summed (closed ones kept).
-  const sockets = new Set<net.Socket>()
-  const closed = { written: 0, read: 0 }
-  const track = (s: net.Socket): void => {
-    if (sockets.has(s)) return
-    sockets.add(s)
-    s.once('close', () => { closed.written += s.bytesWritten; closed.read += s.bytesRead; sockets.delete(s) })
-  }
-  const socketBytes = (): { written: number, read: number } => {
-    let { written, read } = closed
-    for (const s of sockets) { written += s.bytesWritten; read += s.bytesRead }
-    return { written, read }
+  // A socket carries one call at a time: its counters since the last call ended are this call's bytes.
+  const seen = new WeakMap<net.Socket, { written: number, read: number }>()
+  const callBytes = (sock: net.Socket | null): { sent: number, received: number } => {
+    if (sock == null) return { sent: 0, received: 0 }
+    const last = seen.get(sock) ?? { written: 0, read: 0 }
+    seen.set(sock, { written: sock.bytesWritten, read: sock.bytesRead })
+    return { sent: sock.bytesWritten - last.written, received: sock.bytesRead - last.read }
   }
   /** One HTTP call; `keep` keeps the answer's text (a chain reads it). */
   const call = async (callPath: string, payload: Buffer | undefined, keep: boolean): Promise<Outcome> => await new Promise(resolve => {
@@ -334,10 +333,9 @@ async function generate (o: LoadOptions | AlternatingOptions, send: (m: ChildMes
       let bytes = 0
       const chunks: Buffer[] = []
       res.on('data', (chunk: Buffer) => { bytes += chunk.length; if (keep) chunks.push(chunk) })
-      res.on('end', () => { done({ status: res.statusCode ?? 0, bytes, text: keep ? Buffer.concat(chunks).toString() : undefined }) })
+      res.on('end', () => { done({ status: res.statusCode ?? 0, bytes, ...callBytes(req.socket), text: keep ? Buffer.concat(chunks).toString() : undefined }) })
       res.on('error', (err: NodeJS.ErrnoException) => { done({ status: err.code ?? 'response-error', bytes }) })
     })
-    req.on('socket', track)
     req.setTimeout(timeoutMs, () => { req.destroy(Object.assign(new Error('timeout'), { code: 'timeout' })) })
     req.on('error', (err: NodeJS.ErrnoException) => { done({ status: err.code ?? 'request-error', bytes: 0 }) })
     req.end(payload)
@@ -345,13 +343,17 @@ async function generate (o: LoadOptions | AlternatingOptions, send: (m: ChildMes
   const request = async (i: number): Promise<Outcome> => {
     const t = targets[i] as (typeof targets)[number]
     let r = await call(t.path, t.body, t.chain.length > 0)
+    let sent = r.sent ?? 0
+    let received = r.received ?? 0
     for (const c of t.chain) {
       if (typeof r.status !== 'number' || r.status < 200 || r.status >= 300) return r
       const next = chainBody(r.text ?? '', c)
       if (next == null) return { status: 'chain-missing-output', bytes: r.bytes }
       r = await call(c.path, next, c !== t.chain[t.chain.length - 1])
+      sent += r.sent ?? 0
+      received += r.received ?? 0
     }
-    return r
+    return { ...r, sent, received }
   }
 
   const tallies = plan.targets.map(() => new Tally())
@@ -365,25 +367,22 @@ async function generate (o: LoadOptions | AlternatingOptions, send: (m: ChildMes
     for (let k = plan.slices.length - 1; k >= 0; k--) if (t >= t0 + (plan.slices[k]?.start ?? 0)) return k
     return -1
   }
-  // Each recorded window: CPU, socket bytes and wchar from its start to its end, added to its target.
+  // Each recorded window: CPU and wchar from its start to its end, added to its target.
   const io = (): { wchar: number, syscw: number } | null => ioCounters('self')
   const timers: NodeJS.Timeout[] = []
   plan.slices.forEach((sl, k) => {
-    let at: { cpu: NodeJS.CpuUsage, socket: { written: number, read: number }, io: { wchar: number, syscw: number } | null } | undefined
+    let at: { cpu: NodeJS.CpuUsage, io: { wchar: number, syscw: number } | null } | undefined
     timers.push(setTimeout(() => {
-      at = { cpu: process.cpuUsage(), socket: socketBytes(), io: io() }
+      at = { cpu: process.cpuUsage(), io: io() }
       send({ type: 'window-start', target: sl.target, slice: k })
     }, sl.recordStart))
     timers.push(setTimeout(() => {
       const tally = tallies[sl.target] as Tally
       if (at == null) return
       const cpu = process.cpuUsage(at.cpu)
-      const sb = socketBytes()
       const w = io()
       tally.windowMs += sl.end - sl.recordStart
       tally.cpuSec += (cpu.user + cpu.system) / 1e6
-      tally.written += sb.written - at.socket.written
-      tally.read += sb.read - at.socket.read
       tally.wchar = tally.wchar != null && w != null && at.io != null ? tally.wchar + w.wchar - at.io.wchar : null
       tally.syscw = tally.syscw != null && w != null && at.io != null ? tally.syscw + w.syscw - at.io.syscw : null
       send({ type: 'window-end', target: sl.target, slice: k })
@@ -407,6 +406,8 @@ async function generate (o: LoadOptions | AlternatingOptions, send: (m: ChildMes
         if (typeof r.status === 'number' && r.status >= 200 && r.status < 300) {
           tally.latencies.push(end - start)
           tally.okBytes += r.bytes
+          tally.written += r.sent ?? 0
+          tally.read += r.received ?? 0
           sliceOk[ke] = (sliceOk[ke] ?? 0) + 1
           const sec = Math.floor((end - t0 - sl.recordStart) / 1000)
           if (plan.slices.length === 1 && sec < Math.floor((sl.end - sl.recordStart) / 1000)) perSecond[sec] = (perSecond[sec] ?? 0) + 1
