@@ -208,6 +208,9 @@ async function checkAnswers (port: number, n: number): Promise<AnswerCheck> {
       ['speech', sameTensor(a.find(t => t.name === 'speech'), gate.find(t => t.name === 'y'))],
       ['prob', sameTensor(a.find(t => t.name === 'prob'), out)]
     ].filter(([, d]) => d != null)
+    // The pipeline's outputs are exactly its spec's: nothing more travels back to the client.
+    const names = a.map(t => t.name).sort().join(',')
+    if (names !== 'prob,speech') diffs.push(['outputs', `pipeline answered ${names}, not prob,speech`])
     if (diffs.length === 0) {
       equal++
       if ((gate.find(t => t.name === 'y')?.data.flat(Infinity) ?? []).some(x => x === 1)) speech++
