@@ -370,15 +370,18 @@ async function generate (o: LoadOptions | AlternatingOptions, send: (m: ChildMes
   // Each recorded window: CPU and wchar from its start to its end, added to its target.
   const io = (): { wchar: number, syscw: number } | null => ioCounters('self')
   const timers: NodeJS.Timeout[] = []
+  const closers: Array<() => void> = []
   plan.slices.forEach((sl, k) => {
     let at: { cpu: NodeJS.CpuUsage, io: { wchar: number, syscw: number } | null } | undefined
+    let closed = false
     timers.push(setTimeout(() => {
       at = { cpu: process.cpuUsage(), io: io() }
       send({ type: 'window-start', target: sl.target, slice: k })
     }, sl.recordStart))
-    timers.push(setTimeout(() => {
+    const close = (): void => {
+      if (closed || at == null) return
+      closed = true
       const tally = tallies[sl.target] as Tally
-      if (at == null) return
       const cpu = process.cpuUsage(at.cpu)
       const w = io()
       tally.windowMs += sl.end - sl.recordStart
@@ -386,7 +389,9 @@ async function generate (o: LoadOptions | AlternatingOptions, send: (m: ChildMes
       tally.wchar = tally.wchar != null && w != null && at.io != null ? tally.wchar + w.wchar - at.io.wchar : null
       tally.syscw = tally.syscw != null && w != null && at.io != null ? tally.syscw + w.syscw - at.io.syscw : null
       send({ type: 'window-end', target: sl.target, slice: k })
-    }, sl.end))
+    }
+    closers.push(close)
+    timers.push(setTimeout(close, sl.end))
   })
 
   const loop = async (_: unknown, i: number): Promise<void> => {
@@ -419,6 +424,8 @@ async function generate (o: LoadOptions | AlternatingOptions, send: (m: ChildMes
     }
   }
   await Promise.all(Array.from({ length: o.concurrency }, loop))
+  // The last window's timer may not have run yet when the loops' last answers arrive.
+  for (const close of closers) close()
   for (const t of timers) clearTimeout(t)
   agent.destroy()
   const results = tallies.map((tally, i): LoadResult => {
