@@ -39,6 +39,8 @@ export interface StartOptions {
   bootstrap?: string
   /** Command prefix, e.g. ['taskset', '-c', '0']. */
   wrap?: string[]
+  /** More `astrad start` flags, e.g. ['--cores', '2']. */
+  extraArgs?: string[]
 }
 
 export async function getJson<T> (port: number, route: string, timeoutMs = 2_000): Promise<T> {
@@ -86,7 +88,8 @@ export async function startDaemon (o: StartOptions): Promise<AstradDaemon> {
   const args = [
     'start', '--role', o.roles, '--name', o.name, '--data-dir', dataDir, '--cluster-key', await clusterKeyFor(o.root),
     '--listen', `/ip4/127.0.0.1/tcp/${p2pPort}`, '--rpc', `127.0.0.1:${rpcPort}`, '--log-level', 'warn',
-    ...(o.bootstrap != null ? ['--bootstrap', o.bootstrap] : [])
+    ...(o.bootstrap != null ? ['--bootstrap', o.bootstrap] : []),
+    ...(o.extraArgs ?? [])
   ]
   const wrap = o.wrap ?? []
   const proc = wrap.length > 0
@@ -97,6 +100,14 @@ export async function startDaemon (o: StartOptions): Promise<AstradDaemon> {
     proc.exited.then(({ code, signal }) => { throw new Error(`${o.name} exited ${code ?? signal} at start: ${proc.tail.join('\n')}`) })
   ])
   return { name: o.name, roles: o.roles, dataDir, rpcPort, p2pPort, proc, peerId: doc.self.peerId }
+}
+
+/** A daemon's loopback TCP multiaddr with /p2p/, for --bootstrap. */
+export async function loopbackAddr (d: AstradDaemon): Promise<string> {
+  const doc = await status(d.rpcPort)
+  const addr = doc.self.addrs.find(a => a.startsWith('/ip4/127.0.0.1/tcp/'))
+  if (addr == null) throw new Error(`${d.name} has no loopback TCP address: ${JSON.stringify(doc.self.addrs)}`)
+  return addr.includes('/p2p/') ? addr : `${addr}/p2p/${d.peerId}`
 }
 
 /**
