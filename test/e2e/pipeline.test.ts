@@ -136,6 +136,11 @@ async function metric (p: DaemonProcess, series: string): Promise<number> {
   return Number(text.split('\n').find(l => l.startsWith(series + ' '))?.slice(series.length + 1) ?? 0)
 }
 
+/** Requests of vg the scheduler ran as one chained call on a node (docs/pipelines.md, "Fusion"), by result. */
+async function fusedCalls (result = 'ok'): Promise<number> {
+  return await metric(res, `astrad_pipeline_fused_calls_total{pipeline="vg",result="${result}"}`)
+}
+
 /** Stage calls the scheduler sent to another node after one failed them, for `apps`, whatever the reason. */
 async function retriesOf (...apps: string[]): Promise<number> {
   const text = await (await fetch(`http://${res.rpc}/metrics`)).text()
@@ -203,6 +208,7 @@ test('a VAD→gate pipeline over three nodes answers onnxruntime\'s own numbers;
   const speech = [...(await gate.run({ x: direct.output! })).y!.data as Float32Array]
   await gate.release()
   assert.deepEqual([...new Set(speech)].sort(), [0, 1], `the gate opens for some rows only: ${speech.join(', ')}`)
+  const fusedBefore = await fusedCalls()
   for (let i = 0; i < 4; i++) {
     const r = await post(res.rpc, '/v2/models/vg/infer', { inputs })
     assert.equal(r.status, 200, `request ${i}: ${JSON.stringify(r.json)}`)
@@ -210,6 +216,9 @@ test('a VAD→gate pipeline over three nodes answers onnxruntime\'s own numbers;
     assert.deepEqual(out.prob, { name: 'prob', datatype: 'FP32', shape: [3, 1], data: probs }, `prob, request ${i}`)
     assert.deepEqual(out.speech, { name: 'speech', datatype: 'FP32', shape: [3, 1], data: speech }, `speech, request ${i}`)
   }
+  // Two VAD replicas and one gate: some VAD node has no gate, so the stages were called one by
+  // one (not fused into a chained call) — the numbers above crossed the scheduler between stages.
+  assert.equal(await fusedCalls() - fusedBefore, 0, `fused calls with uneven placement: ${await placement()}`)
 })
 
 test('under load, the gate stage is scaled 1→2 and then rolled: no request fails; the VAD stage keeps its generation and its replicas', async () => {
@@ -296,13 +305,14 @@ test('kill -9 of a node holding a VAD replica under load: every request answers 
   const retries = await retriesOf('vg.vad')
   assert.ok(retries > retriesBefore, `the kill cut VAD requests off and they were retried (retries ${retriesBefore} → ${retries})`)
 
-  // Again with the second stage hit too: the two nodes left each hold a VAD and a gate replica;
-  // one is killed under load. A request whose VAD answer was received has only its gate call
-  // retried on the last node; every request answers 200.
-  const stageRetries = async (): Promise<number> => await retriesOf('vg.vad', 'vg.gate')
-  const retriesBefore2 = await stageRetries()
+  // Again, now that the two nodes left each hold a VAD and a gate replica: the sequence runs
+  // fused, one chained call per request on one node. That node is killed under load; a chain
+  // cut off before its answer came back is run again, stage by stage, on the last node (nothing
+  // of it was received, so nothing runs twice); every request answers 200.
+  const fusedBefore2 = await fusedCalls()
   const l2 = load(4)
   await waitFor('load running', async () => l2.done() > 30)
+  assert.ok(await fusedCalls() > fusedBefore2, `requests run as chained calls with both stages on both nodes: ${await placement()}`)
   const gateHolders = await stageNodes('gate')
   const second = nodes.find(n => gateHolders.includes(n.name) && n.child.exitCode == null && n.child.signalCode == null)
   assert.ok(second != null, `a live node among the gate holders ${gateHolders.join(', ')}`)
@@ -314,8 +324,9 @@ test('kill -9 of a node holding a VAD replica under load: every request answers 
   await waitFor('the last node carries the load', async () => l2.done() > at2 + 100)
   const statuses2 = await l2.stop()
   assert.deepEqual([...statuses2.keys()], [200], `statuses around the kill of ${second.name} at ${killedAt2}: ${JSON.stringify([...statuses2])}${seen()}\nbefore the kill: ${before2}\nnow: ${await placement()}`)
-  // The gate call is short: the calls cut off may all have been VAD calls; either were retried.
-  assert.ok(await stageRetries() > retriesBefore2, 'the kill cut stage calls off and they were retried')
+  // (Not asserted: that the kill cut a chain off. In about 1 run of 4 here none was in flight on
+  // that node when it died and none was sent to it after: no fallback or retry was counted, and
+  // every request answered 200 all the same.)
   // One node of two cores is left: one replica of each stage, the pipeline still ready.
   await waitDead(second)
   await waitFor('app ls: one ready replica per stage, the pipeline ready, the shortfall said', async () => {
