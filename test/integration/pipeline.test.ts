@@ -330,7 +330,7 @@ test('metadata, readiness, the client\'s output list, the binary extension, hidd
   assert.ok(sample(/^astrad_inference_request_success\{model="seq",version="1"\} /) >= 1, 'successes of pipeline seq, version 1')
 })
 
-test('ensemble: VAD and energy read the same request in parallel; without outputs both sinks answer; a last step may read both', async () => {
+test('ensemble: VAD and energy read the same request in parallel; without outputs both sinks answer; stage-by-stage failures and deadlines name the step; a last step may read both', async () => {
   const spec = {
     name: 'ens',
     stages: { vad: stage('vad'), energy: stage('energy') },
@@ -348,6 +348,14 @@ test('ensemble: VAD and energy read the same request in parallel; without output
   assert.deepEqual(out['vad.stateN']!.data, vad.stateN)
   assert.deepEqual(out['energy.energy']!.data, energy.energy)
   assert.deepEqual(out['energy.energy']!.shape, [2, 1])
+  // Stage by stage (an ensemble is never fused): a failing stage and a deadline name the step.
+  const bad = [{ name: 'input', datatype: 'FP32', shape: [1, 10], data: new Array(10).fill(0.1) }, ...vadInputs(1, 0).slice(1)]
+  const failed = await infer('ens', { inputs: bad })
+  assert.ok(failed.status >= 400, `10 samples: ${failed.text}`)
+  assert.match(failed.json?.error ?? '', /^pipeline 'ens' step 'vad' \(stage 'vad'\): /, failed.text)
+  const late = await infer('ens', { inputs }, { 'astrad-timeout-ms': '1' }, 15_000)
+  assert.equal(late.status, 504, `astrad-timeout-ms 1: ${late.text}`)
+  assert.match(late.json?.error ?? '', /^pipeline 'ens' step '(vad|energy)' \(stage '(vad|energy)'\): /, late.text)
 
   // Concurrent requests each get their own numbers (no tensor of one request in another's answer).
   const seeds = Array.from({ length: 12 }, (_, i) => 100 + i)
@@ -428,7 +436,7 @@ test('switch by a request parameter: the first case that holds, 400 naming the s
   await removePipeline('sw')
 })
 
-test('switch by a tensor condition: VAD output above the threshold goes to one stage, below to the default', async () => {
+test('switch by a tensor condition: VAD output above the threshold goes to one stage, below to the default; the reducers over a batch', async () => {
   const t = 0.01
   const spec = {
     name: 'swt',
@@ -446,6 +454,25 @@ test('switch by a tensor condition: VAD output above the threshold goes to one s
     const out = await mustInfer('swt', { inputs }, what)
     assert.deepEqual(Object.keys(out), ['y'])
     assert.deepEqual(out.y!.data, y, `${what} goes to stage ${expected}`)
+  }
+
+  // Reducers over a batch whose rows straddle the threshold: any/max hold, all/min do not, mean
+  // as the rows' mean says. Only the steps change: the pipeline's version says when it is in force.
+  const rows = vadInputs(3, 1)
+  const probs = (await direct('vad', vadFeeds(rows))).output!
+  const mean = probs.reduce((a, b) => a + b, 0) / probs.length
+  assert.ok(Math.min(...probs) < threshold && threshold < Math.max(...probs), `rows ${probs.join(', ')} straddle ${threshold}`)
+  const expected: Record<string, boolean> = { any: true, all: false, max: true, min: false, mean: mean > threshold }
+  for (const [reduce, holds] of Object.entries(expected)) {
+    const dep = await mustDeploy({ ...spec, steps: [vadStep, { name: 'route', switch: [{ when: { tensor: 'vad.output', op: '>', value: threshold, reduce }, stage: 'two' }, { stage: 'three' }], inputs: { x: 'vad.output' } }] })
+    const version = String(dep.pipeline.generation)
+    const out = await waitFor(`reduce ${reduce} in force (version ${version})`, async () => {
+      const r = await infer('swt', { inputs: rows })
+      if (r.status !== 200 || r.json.model_version !== version) throw new Error(`${r.status} version ${String(r.json?.model_version)}: ${r.text.slice(0, 200)}`)
+      return r.json.outputs[0]
+    })
+    const y = (await direct(holds ? 'two' : 'three', { x: f32(probs, [3, 1]) })).y
+    assert.deepEqual(out.data, y, `reduce ${reduce} over ${probs.join(', ')} (mean ${mean}) > ${threshold} should ${holds ? '' : 'not '}hold`)
   }
   await removePipeline('swt')
 })
