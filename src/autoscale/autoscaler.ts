@@ -20,9 +20,10 @@ interface AppScale {
   decidedAt: number
   /** Since when more replicas have been wanted (unset when not). */
   upSince?: number
-  /** Since when fewer have been enough, and the most wanted in that window. */
+  /** Since when fewer have been enough without a break (unset when not). */
   downSince?: number
-  downMax: number
+  /** The count wanted at each decision of the last downscaleDelayMs (a sliding window). */
+  recent: Array<{ at: number, want: number }>
 }
 
 function clamp (n: number, min: number, max: number): number {
@@ -33,9 +34,9 @@ function clamp (n: number, min: number, max: number): number {
  * The owner's scaling decision for each autoscaled app it owns (docs/autoscaling.md): the load
  * is the requests in flight for the app at every scheduler's router, averaged over the last
  * second (LoadBoard); the count wanted is ceil(load ÷ targetOngoingRequests) within the bounds.
- * More replicas are taken once they have been wanted for upscaleDelayMs; fewer once for a whole
- * downscaleDelayMs no more were wanted, and then the most wanted in that window (hysteresis: a
- * steady load never flaps). An app at zero with a request waiting scales to one at once. A
+ * More replicas are taken once they have been wanted for upscaleDelayMs; fewer once fewer have
+ * been wanted for a whole downscaleDelayMs, and then the most wanted over the last
+ * downscaleDelayMs, a sliding window (hysteresis: a steady load never flaps). An app at zero with a request waiting scales to one at once. A
  * node's death is not load going away: the load is counted at the routers, where a failed
  * request is retried and still in flight.
  */
@@ -87,7 +88,7 @@ export class Autoscaler {
     let s = this.apps.get(name)
     if (s == null) {
       const start = clamp(current > 0 ? current : record.spec.replicas, a.minReplicas, a.maxReplicas)
-      s = { deployment, desired: start, load: 0, reason: `starting at ${start} (bounds ${a.minReplicas}..${a.maxReplicas})`, decidedAt: now, downMax: 0 }
+      s = { deployment, desired: start, load: 0, reason: `starting at ${start} (bounds ${a.minReplicas}..${a.maxReplicas})`, decidedAt: now, recent: [] }
       this.apps.set(name, s)
     } else if (s.deployment !== deployment) {
       // A redeploy may move the bounds: the count stays where it is, within them.
@@ -101,6 +102,8 @@ export class Autoscaler {
     const raw = load <= 0 ? 0 : Math.ceil(load / a.targetOngoingRequests - 1e-9)
     const want = clamp(raw, a.minReplicas, a.maxReplicas)
     const why = (verb: string): string => `load ${load.toFixed(1)} / target ${a.targetOngoingRequests} → ${raw}${raw !== want ? ` (bounds ${a.minReplicas}..${a.maxReplicas})` : ''}: ${verb}`
+    s.recent.push({ at: now, want })
+    while (s.recent.length > 0 && now - s.recent[0]!.at >= a.downscaleDelayMs) s.recent.shift()
     if (want > s.desired) {
       s.downSince = undefined
       s.upSince ??= now
@@ -111,15 +114,12 @@ export class Autoscaler {
       }
     } else if (want < s.desired) {
       s.upSince = undefined
-      if (s.downSince == null) {
-        s.downSince = now
-        s.downMax = want
-      } else {
-        s.downMax = Math.max(s.downMax, want)
-      }
+      s.downSince ??= now
+      // Fewer only after a whole window of wanting fewer, then the most wanted in the window
+      // (a sliding one: as the falling edge leaves it, the count follows down at once).
       if (now - s.downSince >= a.downscaleDelayMs) {
-        this.set(name, s, s.downMax, now, why(`down after ${a.downscaleDelayMs} ms at most ${s.downMax} wanted`))
-        s.downSince = undefined
+        const most = Math.max(...s.recent.map(r => r.want))
+        if (most < s.desired) this.set(name, s, most, now, why(`down after ${a.downscaleDelayMs} ms at most ${most} wanted`))
       }
     } else {
       s.upSince = s.downSince = undefined

@@ -161,6 +161,21 @@ export class Placer {
     this.soon()
   }
 
+  /**
+   * Re-reads the app list now (after a deploy or rm through this daemon): resolves once this
+   * scheduler serves the new list, so a request right after `app deploy` finds the app (a 503
+   * until a replica is ready, or held if it scales from zero) instead of a 404.
+   */
+  async reloadApps (): Promise<void> {
+    this.appsAt = Number.NEGATIVE_INFINITY
+    try {
+      await this.refreshApps()
+    } catch (err) {
+      this.components.logger.debug({ err: errorMessage(err) }, 'app list not readable after a change; the next reconcile reads it')
+    }
+    this.soon()
+  }
+
   /** Reconciles shortly (coalescing bursts of changes). */
   soon (): void {
     if (this.timer == null || this.debounce != null) return

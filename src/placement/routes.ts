@@ -98,7 +98,7 @@ export function registerAppRoutes (rpc: RpcServer, ctx: AppRoutesContext): void 
       const result = isPipelineSpec(body)
         ? await deployPipeline(ctx.clusterLog(), body, ctx.self(), req.operator?.jwt, Date.now(), placer != null ? m => placer.modelSignature(m) : undefined)
         : await deployApp(ctx.clusterLog(), body, ctx.self(), req.operator?.jwt)
-      ctx.placer()?.appsChanged()
+      await ctx.placer()?.reloadApps()
       return { status: result.change === 'created' ? 201 : 200, body: result }
     } catch (err) {
       throw toHttp(err)
@@ -141,7 +141,7 @@ export function registerAppRoutes (rpc: RpcServer, ctx: AppRoutesContext): void 
       const pipeline = await ctx.clusterLog().get(pipelineKind, name)
       if (pipeline?.value != null && !pipeline.deleted) {
         await ctx.clusterLog().delete(pipelineKind, name, { auth: req.operator?.jwt })
-        ctx.placer()?.appsChanged()
+        await ctx.placer()?.reloadApps()
         return { status: 200, body: { name, removed: true, stages: Object.keys(pipeline.value.spec.stages) } }
       }
       const existing = await ctx.clusterLog().get(appKind, name)
@@ -151,7 +151,7 @@ export function registerAppRoutes (rpc: RpcServer, ctx: AppRoutesContext): void 
         throw new HttpError(404, `no app '${name}'`, 'ERR_NOT_FOUND')
       }
       await ctx.clusterLog().delete(appKind, name, { auth: req.operator?.jwt })
-      ctx.placer()?.appsChanged()
+      await ctx.placer()?.reloadApps()
       return { status: 200, body: { name, removed: true } }
     } catch (err) {
       throw toHttp(err)

@@ -45,7 +45,7 @@ test('the board sums fresh reports of every scheduler and forgets stale ones', (
   assert.equal(board.decision('a', 9_000), undefined)
 })
 
-test('the scaler: up after its delay, down only after a whole window of needing less, never outside the bounds', () => {
+test('the scaler: up after its delay, down only after a whole window of needing less (a sliding one), never outside the bounds', () => {
   const clock = new FakeClock(0)
   const board = new LoadBoard(3_500)
   const scaler = new Autoscaler({ board, clock, logger: silentLogger() })
@@ -69,8 +69,9 @@ test('the scaler: up after its delay, down only after a whole window of needing 
   for (let i = 0; i < 4; i++) assert.equal(step(3, 1_000), 5, `lower ${i}`)
   assert.equal(step(5, 1_000), 5, 'still inside the window')
   assert.equal(step(5, 1_100), 3, 'the most wanted over the window (5 → 3), not the last one')
-  assert.equal(step(0, 6_000), 3)
-  assert.equal(step(0, 5_000), 1, 'down to minReplicas, never below')
+  assert.equal(step(0, 1_000), 3, 'the 3 wanted a second ago is in the window')
+  assert.equal(step(0, 3_000), 3, 'still in it')
+  assert.equal(step(0, 1_100), 1, 'the window slides past it: down to minReplicas at once, never below')
 })
 
 test('the scaler scales from zero at once when a request waits, and keeps the count across a redeploy within new bounds', () => {
