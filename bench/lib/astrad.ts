@@ -39,6 +39,8 @@ export interface StartOptions {
   bootstrap?: string
   /** Command prefix, e.g. ['taskset', '-c', '0']. */
   wrap?: string[]
+  /** More `astrad start` flags, e.g. ['--cores', '3']. */
+  args?: string[]
 }
 
 export async function getJson<T> (port: number, route: string, timeoutMs = 2_000): Promise<T> {
@@ -86,7 +88,8 @@ export async function startDaemon (o: StartOptions): Promise<AstradDaemon> {
   const args = [
     'start', '--role', o.roles, '--name', o.name, '--data-dir', dataDir, '--cluster-key', await clusterKeyFor(o.root),
     '--listen', `/ip4/127.0.0.1/tcp/${p2pPort}`, '--rpc', `127.0.0.1:${rpcPort}`, '--log-level', 'warn',
-    ...(o.bootstrap != null ? ['--bootstrap', o.bootstrap] : [])
+    ...(o.bootstrap != null ? ['--bootstrap', o.bootstrap] : []),
+    ...(o.args ?? [])
   ]
   const wrap = o.wrap ?? []
   const proc = wrap.length > 0
@@ -97,6 +100,15 @@ export async function startDaemon (o: StartOptions): Promise<AstradDaemon> {
     proc.exited.then(({ code, signal }) => { throw new Error(`${o.name} exited ${code ?? signal} at start: ${proc.tail.join('\n')}`) })
   ])
   return { name: o.name, roles: o.roles, dataDir, rpcPort, p2pPort, proc, peerId: doc.self.peerId }
+}
+
+/** The daemon's loopback TCP multiaddr with its peer id: what other daemons bootstrap from. */
+export async function p2pAddr (d: AstradDaemon): Promise<string> {
+  const doc = await status(d.rpcPort)
+  const addr = doc.self.addrs.find(a => a.startsWith('/ip4/127.0.0.1/tcp/'))
+  const port = Number(addr?.split('/')[4])
+  if (!Number.isInteger(port) || port <= 0) throw new Error(`${d.name}: no loopback TCP address in ${JSON.stringify(doc.self.addrs)}`)
+  return `/ip4/127.0.0.1/tcp/${port}/p2p/${d.peerId}`
 }
 
 /**

@@ -8,6 +8,11 @@
 // Closed loop: when the server slows down, the offered load drops with it (coordinated
 // omission), so p99 here is the latency at the server's own pace, the same for any server.
 //
+// A load may step: `steps` change the number of loops at given offsets of the window (bench:
+// autoscale's c → 4c → c). A loop told to stop finishes its request first (nothing is cut
+// off); a new loop opens its own connection. With `trace`, every recorded answer comes back
+// (end time, latency, status), so a caller can cut the window into phases.
+//
 // runLoad() forks this file; the child runs the loops and sends one result back over IPC.
 
 import http from 'node:http'
@@ -26,6 +31,29 @@ export interface LoadOptions {
   durationMs: number
   /** A request without a complete answer for this long counts as error 'timeout'. */
   timeoutMs?: number
+  /** Changes of the number of loops, at ms from the window's start (ascending). */
+  steps?: LoadStep[]
+  /** Return every recorded answer in `trace`. */
+  trace?: boolean
+}
+
+export interface LoadStep {
+  /** ms after the recorded window starts. */
+  atMs: number
+  concurrency: number
+}
+
+/** Every recorded answer, in completion order (parallel arrays). */
+export interface LoadTrace {
+  /** Epoch ms (performance.timeOrigin + now) at which the window started: the same clock as Date.now() in any process. */
+  windowStartEpochMs: number
+  /** Epoch ms at which each of `steps` took effect. */
+  stepEpochMs: number[]
+  /** Completion time, ms from the window's start. */
+  endMs: number[]
+  latencyMs: number[]
+  /** HTTP status, or a network error code. */
+  status: Array<number | string>
 }
 
 export interface LatencySummary {
@@ -59,6 +87,8 @@ export interface LoadResult {
   warmupRequests: number
   /** CPU seconds the load generator itself used in the window (user + system). */
   cpuSec: number
+  /** With `trace`: every recorded answer. */
+  trace?: LoadTrace
 }
 
 /** Hooks called (in the parent) when the child starts and stops recording. */
@@ -84,6 +114,9 @@ const CHILD_FLAG = '--load-child'
 /** Runs a load in a fresh child process and returns what it measured. */
 export async function runLoad (o: LoadOptions, hooks: LoadHooks = {}): Promise<LoadResult> {
   if (!Number.isInteger(o.concurrency) || o.concurrency < 1) throw new RangeError(`concurrency must be a positive integer, got ${o.concurrency}`)
+  for (const s of o.steps ?? []) {
+    if (!Number.isInteger(s.concurrency) || s.concurrency < 0) throw new RangeError(`step concurrency must be an integer ≥ 0, got ${s.concurrency}`)
+  }
   const child: Managed = forkTs('load', SELF, [CHILD_FLAG])
   const limitMs = o.warmupMs + o.durationMs + (o.timeoutMs ?? DEFAULT_TIMEOUT_MS) + 30_000
   try {
@@ -155,7 +188,9 @@ async function generate (o: LoadOptions, send: (m: ChildMessage) => void): Promi
   const headers: Record<string, string | number> = { ...o.headers }
   if (body !== undefined) headers['content-length'] = body.length
   const timeoutMs = o.timeoutMs ?? DEFAULT_TIMEOUT_MS
-  const agent = new http.Agent({ keepAlive: true, maxSockets: o.concurrency, maxFreeSockets: o.concurrency })
+  const steps = [...(o.steps ?? [])].sort((a, b) => a.atMs - b.atMs)
+  const maxLoops = Math.max(o.concurrency, ...steps.map(s => s.concurrency))
+  const agent = new http.Agent({ keepAlive: true, maxSockets: maxLoops, maxFreeSockets: maxLoops })
   const request = async (): Promise<Outcome> => await new Promise(resolve => {
     let settled = false
     const done = (v: Outcome): void => { if (!settled) { settled = true; resolve(v) } }
@@ -171,6 +206,7 @@ async function generate (o: LoadOptions, send: (m: ChildMessage) => void): Promi
   })
 
   const latencies = new Samples()
+  const trace: LoadTrace | undefined = o.trace === true ? { windowStartEpochMs: 0, stepEpochMs: [], endMs: [], latencyMs: [], status: [] } : undefined
   const errors: Record<string, number> = {}
   const perSecond: number[] = []
   let okBytes = 0
@@ -180,17 +216,28 @@ async function generate (o: LoadOptions, send: (m: ChildMessage) => void): Promi
   const windowEnd = windowStart + o.durationMs
   let cpuAtStart = process.cpuUsage()
   let cpuInWindow: NodeJS.CpuUsage | undefined
+  if (trace != null) trace.windowStartEpochMs = performance.timeOrigin + windowStart
   const startTimer = setTimeout(() => { cpuAtStart = process.cpuUsage(); send({ type: 'window-start' }) }, o.warmupMs)
   const endTimer = setTimeout(() => { cpuInWindow = process.cpuUsage(cpuAtStart); send({ type: 'window-end' }) }, o.warmupMs + o.durationMs)
 
-  const loop = async (): Promise<void> => {
-    while (performance.now() < windowEnd) {
+  // Loop i runs while i < target; a step up starts the loops that are not running.
+  let target = o.concurrency
+  const running = new Set<number>()
+  const loops: Array<Promise<void>> = []
+  const loop = async (i: number): Promise<void> => {
+    running.add(i)
+    while (i < target && performance.now() < windowEnd) {
       const start = performance.now()
       const r = await request()
       const end = performance.now()
       if (end < windowStart) {
         warmupRequests++
       } else if (end <= windowEnd) {
+        if (trace != null) {
+          trace.endMs.push(end - windowStart)
+          trace.latencyMs.push(end - start)
+          trace.status.push(r.status)
+        }
         if (typeof r.status === 'number' && r.status >= 200 && r.status < 300) {
           latencies.push(end - start)
           okBytes += r.bytes
@@ -202,8 +249,22 @@ async function generate (o: LoadOptions, send: (m: ChildMessage) => void): Promi
       }
       if (typeof r.status === 'string') await new Promise(resolve => setTimeout(resolve, ERROR_BACKOFF_MS))
     }
+    running.delete(i)
   }
-  await Promise.all(Array.from({ length: o.concurrency }, loop))
+  const startLoops = (): void => {
+    for (let i = 0; i < target; i++) if (!running.has(i)) loops.push(loop(i))
+  }
+  const stepTimers = steps.map(s => setTimeout(() => {
+    target = s.concurrency
+    trace?.stepEpochMs.push(performance.timeOrigin + performance.now())
+    startLoops()
+  }, o.warmupMs + s.atMs))
+  startLoops()
+  // Loops started by later steps join the list while earlier ones run.
+  for (let n = 0; n < loops.length || performance.now() < windowEnd;) {
+    if (n < loops.length) { await loops[n]; n++ } else await new Promise(resolve => setTimeout(resolve, 50))
+  }
+  for (const t of stepTimers) clearTimeout(t)
   clearTimeout(startTimer)
   clearTimeout(endTimer)
   cpuInWindow ??= process.cpuUsage(cpuAtStart)
@@ -220,7 +281,8 @@ async function generate (o: LoadOptions, send: (m: ChildMessage) => void): Promi
     perSecond: Array.from({ length: Math.floor(o.durationMs / 1000) }, (_, i) => perSecond[i] ?? 0),
     meanResponseBytes: values.length > 0 ? okBytes / values.length : null,
     warmupRequests,
-    cpuSec: (cpuInWindow.user + cpuInWindow.system) / 1e6
+    cpuSec: (cpuInWindow.user + cpuInWindow.system) / 1e6,
+    ...(trace != null ? { trace } : {})
   }
 }
 
