@@ -198,8 +198,12 @@ async function startCluster (o: Options, root: string, log: (m: string) => void)
   const boot = await p2pAddr(s1)
   const rest = await Promise.all(Array.from({ length: o.schedulers - 1 }, async (_, i) =>
     await startDaemon({ bin: o.bin, root, name: `s${i + 2}`, roles: 'scheduler', bootstrap: boot })))
+  // Nodes bootstrap to every scheduler: a scheduler learns a node's addresses only from a
+  // connection of its own (one bootstrapped to s1 alone cannot pull the ledgers of nodes it never
+  // met: "The dial request has no valid addresses for peer", so it never routes).
+  const more = (await Promise.all(rest.map(async s => await p2pAddr(s)))).flatMap(a => ['--bootstrap', a])
   const nodes = await Promise.all(Array.from({ length: o.nodes }, async (_, i) =>
-    await startDaemon({ bin: o.bin, root, name: `n${i + 1}`, roles: 'node', bootstrap: boot, args: ['--cores', String(o.cores)] })))
+    await startDaemon({ bin: o.bin, root, name: `n${i + 1}`, roles: 'node', bootstrap: boot, args: ['--cores', String(o.cores), ...more] })))
   const schedulers = [s1, ...rest]
   const members = schedulers.length + nodes.length
   await waitFor(`${members} daemons alive in every scheduler's view`, async () => {
@@ -449,8 +453,8 @@ async function runVariant (o: Options, root: string, cluster: Cluster, variant: 
   for (const s of cluster.schedulers) {
     await waitFor(`GET /v2/models/${app}/ready on ${s.name}`, async () => {
       const res = await fetch(`http://127.0.0.1:${s.rpcPort}/v2/models/${app}/ready`, { signal: AbortSignal.timeout(2_000) })
-      await res.text()
-      if (res.status !== 200) throw new Error(`HTTP ${res.status}`)
+      const text = await res.text()
+      if (res.status !== 200) throw new Error(`HTTP ${res.status} ${text.slice(0, 300)}`)
       return true
     }, READY_TIMEOUT_MS, 100)
   }
