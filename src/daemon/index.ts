@@ -19,6 +19,7 @@ import { Ledger, LedgerView, Placer, ReserveClient, serveReservations, registerA
 import { ReplicaHost, Router, serveInference, UnavailableError } from '../serving/index.ts'
 import { registerKServeRoutes } from '../serving/kserve/index.ts'
 import { PipelineBackend } from '../pipeline/index.ts'
+import { AppLoadMeter, Autoscaler, LoadBoard, LoadExchange, relayLoad, autoscaleConstants } from '../autoscale/index.ts'
 import { createPool } from '../inference/index.ts'
 import { MailboxServer, MailboxPuller } from '../mailbox/index.ts'
 import { NoticeAdmin, memberOf } from '../mailbox/admin.ts'
@@ -78,6 +79,8 @@ export class Daemon {
   private placerValue?: Placer
   private routerValue?: Router
   private pipelinesValue?: PipelineBackend
+  private loadExchange?: LoadExchange
+  private unrelayLoad?: () => void
   private mailboxServer?: MailboxServer
   private puller?: MailboxPuller
   private noticeEffects?: NoticeEffects
@@ -242,14 +245,25 @@ export class Daemon {
           view, client, logger: componentLogger(this.logger, 'placement'),
           local
         })
-        this.placerValue = new Placer({
+        // Autoscaling: the load each scheduler routes, shared on astra/load/1; owners decide.
+        const meter = new AppLoadMeter()
+        const board = new LoadBoard(autoscaleConstants.LOAD_STALE_MS)
+        const autoscaleLogger = componentLogger(this.logger, 'autoscale')
+        const scaler = new Autoscaler({ board, clock: this.clock, logger: autoscaleLogger, registry: metrics.registry })
+        const placer = this.placerValue = new Placer({
           view, ledgers, client, clusterLog: () => this.clusterLog, logger: componentLogger(this.logger, 'placement'),
-          clock: this.clock, registry: metrics.registry, local
+          clock: this.clock, registry: metrics.registry, local,
+          autoscale: { scaler, board, held: app => this.routerValue?.heldCount(app) ?? 0 }
         }, { self: selfId })
         this.routerValue = new Router({
-          libp2p, view, ledgers, placer: this.placerValue, logger: servingLogger, registry: metrics.registry,
+          libp2p, view, ledgers, placer, logger: servingLogger, registry: metrics.registry,
           local: this.replicaHost != null ? { peerId: selfId, host: this.replicaHost, inflight: this.inflight } : undefined,
-          ready: () => this.state === 'running' || this.state === 'draining'
+          ready: () => this.state === 'running' || this.state === 'draining',
+          meter,
+          onHold: () => { placer.soon() }
+        })
+        this.loadExchange = new LoadExchange({
+          libp2p, meter, board, decisions: () => scaler.decisions(), onSample: () => { placer.soon() }, logger: autoscaleLogger, clock: this.clock, self: selfId
         })
         this.pipelinesValue = new PipelineBackend({ router: this.routerValue, placer: this.placerValue, logger: servingLogger, registry: metrics.registry })
       }
@@ -360,6 +374,9 @@ export class Daemon {
       this.ledgerView?.start()
       this.placerValue?.start()
       this.routerValue?.start()
+      this.loadExchange?.start()
+      // Resources relay schedulers' load to each other (schedulers subscribe themselves).
+      if (roles.has('resource') && this.loadExchange == null) this.unrelayLoad = relayLoad(libp2p)
       await this.rpc.listen()
       this.heartbeater.start()
       this.bootstrapper.start()
@@ -459,6 +476,8 @@ export class Daemon {
     this.heartbeater?.stop()
     this.bootstrapper?.stop()
     await step('placement', async () => {
+      this.loadExchange?.stop()
+      this.unrelayLoad?.()
       this.routerValue?.stop()
       await this.placerValue?.stop()
       this.ledgerView?.stop()

@@ -8,6 +8,8 @@ import type { ClusterLogAccess } from '../clusterlog/index.ts'
 import { appKind, type AppRecord } from './app.ts'
 import { pipelineKind, stageApps, type PipelineRecord } from '../pipeline/spec.ts'
 import type { ModelSignature } from '../serving/types.ts'
+import type { Autoscaler } from '../autoscale/autoscaler.ts'
+import type { Decision, LoadBoard } from '../autoscale/load.ts'
 import type { Ledger, LedgerReplica, LedgerSnapshot, Reservation } from './ledger.ts'
 import type { LedgerView } from './ledger-view.ts'
 import type { ReserveApi } from './protocol.ts'
@@ -41,6 +43,11 @@ export interface AppStatus {
    * n2: …`) or why a replica could not be placed. Cleared once the desired count is ready.
    */
   lastError?: string
+  /**
+   * An autoscaled app: the owner's decision (its `desired` is `desired` above), the load it saw,
+   * its target and bounds, and why it last changed. Absent until the owner has published one.
+   */
+  autoscaling?: Decision & { target: number, min: number, max: number }
 }
 
 export interface PlacerComponents {
@@ -53,6 +60,13 @@ export interface PlacerComponents {
   registry?: Registry
   /** The node role in this process: reserved on directly. */
   local?: { peerId: string, ledger: Ledger }
+  /** Autoscaling (src/autoscale): the owner's decisions, and every scheduler's published ones. */
+  autoscale?: {
+    scaler: Autoscaler
+    board: LoadBoard
+    /** Requests this scheduler holds for an app scaled to zero. */
+    held: (app: string) => number
+  }
 }
 
 export interface PlacerInit {
@@ -84,6 +98,8 @@ interface AppNotes {
   /** The new replica of a rebalancing move in flight (loading). */
   moving?: string
   lastMoveAt: number
+  /** When replicas were placed in the last second (autoscaling's maxReplicasPerSecond). */
+  placedAt: number[]
 }
 
 function deploymentOf (record: AppRecord): string {
@@ -190,6 +206,13 @@ export class Placer {
     return rendezvousOwner(app, schedulers)
   }
 
+  /** An autoscaled app's decision: this scheduler's if it owns the app, else the one its owner published. */
+  private decisionOf (app: string): Decision | undefined {
+    const auto = this.components.autoscale
+    if (auto == null) return undefined
+    return auto.scaler.decision(app) ?? auto.board.decision(app, this.components.clock.now())
+  }
+
   /** Peer ids of the schedulers alive in this view (the candidates for ownership). */
   private schedulers (): string[] {
     const out: string[] = []
@@ -222,11 +245,12 @@ export class Placer {
       const { spec, generation } = record
       const live = (byApp.get(spec.name) ?? []).filter(p => counts(p.node) && p.replica.state !== 'failed')
       const current = live.filter(p => p.replica.generation === generation)
+      const decision = this.decisionOf(spec.name)
       const status: AppStatus = {
         name: spec.name,
         model: spec.model,
         generation,
-        desired: spec.replicas,
+        desired: spec.autoscaling != null && decision != null ? decision.desired : spec.replicas,
         placed: current.length,
         ready: current.filter(p => p.replica.state === 'ready').length,
         old: live.length - current.length,
@@ -241,6 +265,8 @@ export class Placer {
       }
       const notes = this.notes.get(spec.name)
       if (notes?.lastError != null && notes.deployment === deploymentOf(record)) status.lastError = notes.lastError
+      const a = spec.autoscaling
+      if (a != null && decision != null) status.autoscaling = { ...decision, target: a.targetOngoingRequests, min: a.minReplicas, max: a.maxReplicas }
       return status
     })
   }
@@ -289,14 +315,17 @@ export class Placer {
         const byApp = this.replicasByApp()
         const names = new Set([...this.apps.keys(), ...byApp.keys()])
         const schedulers = this.schedulers()
+        const owned = new Set<string>()
         for (const name of names) {
           if (this.owner(name, schedulers) !== this.init.self) continue
+          owned.add(name)
           try {
             await this.reconcile(name, this.apps.get(name), byApp.get(name) ?? [])
           } catch (err) {
             this.components.logger.warn({ app: name, err: errorMessage(err) }, 'reconcile failed')
           }
         }
+        this.components.autoscale?.scaler.retain(owned)
       } while (this.again && this.timer != null)
     } finally {
       this.running = false
@@ -311,8 +340,8 @@ export class Placer {
       for (const p of live) await this.release(p, 'removed')
       return
     }
-    const { spec, generation } = record
     const notes = this.notesOf(record)
+    const { generation } = record
     // Replicas that failed to load: free them, and keep away from that node for a while.
     for (const p of live.filter(r => r.replica.state === 'failed')) {
       if (p.replica.generation === generation) {
@@ -323,6 +352,13 @@ export class Placer {
     }
     const healthy = live.filter(p => p.replica.state !== 'failed')
     let current = healthy.filter(p => p.replica.generation === generation)
+    // An autoscaled app: the count is the owner's decision now, within the spec's bounds.
+    const auto = this.components.autoscale
+    if (record.spec.autoscaling != null && auto != null) {
+      const desired = auto.scaler.desired(record, current.length, auto.held(name))
+      record = { ...record, spec: { ...record.spec, replicas: desired } }
+    }
+    const { spec } = record
     const old = healthy.filter(p => p.replica.generation !== generation)
     const readyCurrent = current.filter(p => p.replica.state === 'ready').length
 
@@ -335,10 +371,16 @@ export class Placer {
 
     const { missing, excess } = this.plan(record, current)
     let unplaced = 0
-    for (const cell of missing) {
+    // An autoscaled app places at most maxReplicasPerSecond (the rest on the next rounds).
+    const now = this.components.clock.now()
+    notes.placedAt = notes.placedAt.filter(t => now - t < 1_000)
+    const budget = spec.autoscaling != null ? Math.max(0, spec.autoscaling.maxReplicasPerSecond - notes.placedAt.length) : Infinity
+    for (const cell of missing.slice(0, budget)) {
       const placed = await this.placeOne(record, cell, [...current])
-      if (placed != null) current.push(placed)
-      else unplaced++
+      if (placed != null) {
+        current.push(placed)
+        notes.placedAt.push(now)
+      } else unplaced++
     }
     // Scale down: drop loading replicas before ready ones, and never below the desired ready count.
     let ready = readyCurrent
@@ -447,7 +489,7 @@ export class Placer {
     const deployment = deploymentOf(record)
     let notes = this.notes.get(record.spec.name)
     if (notes?.deployment !== deployment) {
-      notes = { deployment, backoff: new Map(), lastMoveAt: Number.NEGATIVE_INFINITY }
+      notes = { deployment, backoff: new Map(), lastMoveAt: Number.NEGATIVE_INFINITY, placedAt: [] }
       this.notes.set(record.spec.name, notes)
     }
     return notes

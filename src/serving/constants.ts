@@ -39,3 +39,12 @@ export const SLOW_START_MS = 5_000
 export const LOAD_TIMEOUT_MS = 10 * 60_000
 /** Directory (under the data dir) holding models written out whole for onnxruntime to load. */
 export const MODELS_DIR = 'models'
+
+/**
+ * A released replica (scale down, roll, rebalance, app removed) finishes the requests it holds
+ * before its pool closes, for at most this long: longer than a run of any model served here,
+ * shorter than a drain (a replica stuck in a run must not hold its cores for ever).
+ */
+export const RELEASE_DRAIN_MS = 30_000
+/** How often a released replica checks whether its last request has finished. */
+export const RELEASE_POLL_MS = 20

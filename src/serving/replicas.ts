@@ -6,7 +6,7 @@ import type { Ledger, LedgerReplica } from '../placement/index.ts'
 import type { TransferService } from '../transfer/index.ts'
 import { ModelLoadError, type InferencePool, type PoolComponents, type PoolInit } from '../inference/index.ts'
 import { UnavailableError, type InferRequest, type InferResult } from './types.ts'
-import { LOAD_TIMEOUT_MS, MODELS_DIR } from './constants.ts'
+import { LOAD_TIMEOUT_MS, MODELS_DIR, RELEASE_DRAIN_MS, RELEASE_POLL_MS } from './constants.ts'
 
 export interface ReplicaHostComponents {
   ledger: Ledger
@@ -57,14 +57,14 @@ export class ReplicaHost {
     if (this.unsubscribe != null) return
     this.unsubscribe = this.components.ledger.onChange(event => {
       if (event.type === 'reserved') this.load(event.replica)
-      else if (event.type === 'released') void this.unload(event.replica.replica)
+      else if (event.type === 'released') void this.unload(event.replica.replica, true)
     })
   }
 
   async stop (): Promise<void> {
     this.unsubscribe?.()
     this.unsubscribe = undefined
-    await Promise.all([...this.hosted.keys()].map(async id => { await this.unload(id) }))
+    await Promise.all([...this.hosted.keys()].map(async id => { await this.unload(id, false) }))
   }
 
   /** Runs a request on the least busy ready replica of `app` on this node. */
@@ -123,11 +123,25 @@ export class ReplicaHost {
     })()
   }
 
-  private async unload (id: string): Promise<void> {
+  /**
+   * Releases a replica. It takes no new request at once (a router that has not yet seen the
+   * release gets ERR_NO_REPLICA and tries another node); `graceful`: the requests it holds finish
+   * first (up to RELEASE_DRAIN_MS), so scaling down or rolling fails none of them.
+   */
+  private async unload (id: string, graceful: boolean): Promise<void> {
     const hosted = this.hosted.get(id)
     if (hosted == null) return
     this.hosted.delete(id)
     hosted.abort.abort(new UnavailableError('replica released'))
+    const pool = hosted.pool
+    if (graceful && pool != null) {
+      const until = Date.now() + RELEASE_DRAIN_MS
+      while (Date.now() < until) {
+        const s = pool.stats()
+        if (s.queued + s.active === 0) break
+        await new Promise(resolve => setTimeout(resolve, RELEASE_POLL_MS))
+      }
+    }
     try {
       await hosted.pool?.close()
     } catch (err) {

@@ -13,6 +13,8 @@ import {
   type InferRequest, type InferResult, type ModelSignature, type ModelStatus, type ServingBackend
 } from './types.ts'
 import { FAIL_TIMEOUT_MS, MAX_FAILS, MAX_RETRIES, SLOW_START_MS, WEIGHT_INTERVAL_MS } from './constants.ts'
+import type { AppLoadMeter } from '../autoscale/load.ts'
+import { MAX_HELD_PER_APP } from '../autoscale/constants.ts'
 
 export interface RouterComponents {
   libp2p: Host
@@ -25,6 +27,10 @@ export interface RouterComponents {
   local?: { peerId: string, host: ReplicaHost, inflight: InflightCounter }
   /** The daemon accepts requests (running, not stopping). */
   ready: () => boolean
+  /** Counts requests in flight per app: the load autoscaling follows (src/autoscale). */
+  meter?: AppLoadMeter
+  /** A request is being held for an app scaled to zero: reconcile now (placement). */
+  onHold?: (app: string) => void
 }
 
 const WEIGHTS: Record<RoutingWeight, WeightFunction> = { measured: measuredWeight, article: articleWeight, static: staticWeight }
@@ -67,6 +73,8 @@ export class Router implements ServingBackend {
   private pending = false
   private unsubscribe: Array<() => void> = []
   private readonly retries?: Counter<'app' | 'reason'>
+  /** Requests waiting for the first replica of an app scaled to zero. */
+  private readonly held = new Map<string, Set<() => void>>()
 
   constructor (components: RouterComponents) {
     this.components = components
@@ -167,6 +175,7 @@ export class Router implements ServingBackend {
       route.nodes = entry?.nodes ?? new Map()
       if (entry?.signature != null) route.signature = entry.signature
       route.balancer.update([...route.nodes.values()].map(rec => ({ id: rec.hb.peerId, load: loadOf(rec) })))
+      if (route.nodes.size > 0) this.release(name)
     }
     for (const name of this.routes.keys()) if (placer.app(name) == null) this.routes.delete(name)
   }
@@ -202,10 +211,61 @@ export class Router implements ServingBackend {
     return out
   }
 
+  /** Requests held for `app` (scaled to zero, waiting for its first replica). */
+  heldCount (app: string): number {
+    return this.held.get(app)?.size ?? 0
+  }
+
   async infer (name: string, req: InferRequest, signal?: AbortSignal): Promise<InferResult> {
-    const route = this.routes.get(name)
-    if (this.components.placer.app(name) == null) throw new ModelNotFoundError(name)
-    if (route == null || route.nodes.size === 0) throw new UnavailableError(`no replica of '${name}' is ready`, 'ERR_NO_REPLICA')
+    const record = this.components.placer.app(name)
+    if (record == null) throw new ModelNotFoundError(name)
+    const end = this.components.meter?.begin(name)
+    try {
+      let route = this.routes.get(name)
+      if ((route == null || route.nodes.size === 0) && record.spec.autoscaling?.minReplicas === 0) {
+        await this.hold(name, req.deadline, signal)
+        route = this.routes.get(name)
+      }
+      if (route == null || route.nodes.size === 0) throw new UnavailableError(`no replica of '${name}' is ready`, 'ERR_NO_REPLICA')
+      return await this.route(name, route, req, signal)
+    } finally {
+      end?.()
+    }
+  }
+
+  /**
+   * Scale from zero: the request waits (bounded per app, and by its deadline) while the owner
+   * places a replica, then goes on as if nothing happened but its latency.
+   */
+  private async hold (app: string, deadline: number, signal?: AbortSignal): Promise<void> {
+    let waiting = this.held.get(app)
+    if (waiting == null) this.held.set(app, waiting = new Set())
+    if (waiting.size >= MAX_HELD_PER_APP) throw new UnavailableError(`'${app}' is scaled to zero and ${MAX_HELD_PER_APP} requests already wait for its first replica`, 'ERR_NO_REPLICA')
+    const { promise, resolve, reject } = Promise.withResolvers<void>()
+    const wake = (): void => { resolve() }
+    waiting.add(wake)
+    const timer = setTimeout(() => { reject(new DeadlineError(`'${app}' is scaled to zero and no replica became ready within the request's deadline`)) }, Math.max(0, deadline - Date.now()))
+    const onAbort = (): void => { reject(signal?.reason) }
+    signal?.addEventListener('abort', onAbort, { once: true })
+    this.components.onHold?.(app)
+    try {
+      await promise
+    } finally {
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', onAbort)
+      waiting.delete(wake)
+      if (waiting.size === 0) this.held.delete(app)
+    }
+  }
+
+  /** Wakes the requests held for `app`: a replica is ready. */
+  private release (app: string): void {
+    const waiting = this.held.get(app)
+    if (waiting == null) return
+    for (const wake of waiting) wake()
+  }
+
+  private async route (name: string, route: AppRoute, req: InferRequest, signal?: AbortSignal): Promise<InferResult> {
     const exclude = new Set<string>()
     let lastError: ServingError | undefined
     let sawFull = false

@@ -63,17 +63,31 @@ export function renderPipelines (pipelines: PipelineListEntry[]): string {
   return table(['PIPELINE/STAGE', 'GEN', 'DESIRED', 'PLACED', 'READY', 'MODEL', 'STEPS/APP', 'DEPLOYED', 'BY', 'STATE', 'NOTE'], rows)
 }
 
+/** An autoscaled app's bounds and target, `1..8 @2` (fixed: `-`). */
+function scaleText (a: AppListEntry): string {
+  const s = a.spec.autoscaling
+  return s != null ? `${s.minReplicas}..${s.maxReplicas} @${s.targetOngoingRequests}` : '-'
+}
+
+/** The note of an app row: rolling, a placement/load error, else the last scaling decision. */
+function appNote (a: AppListEntry): string {
+  const st = a.status
+  if (st?.old != null && st.old > 0) return `rolling (${st.old} old)`
+  if (st?.lastError != null && st.ready < st.desired) return st.lastError
+  return st?.autoscaling?.reason ?? ''
+}
+
 export function renderApps (apps: AppListEntry[]): string {
   return table(
-    ['NAME', 'MODEL', 'GEN', 'DESIRED', 'PLACED', 'READY', 'CPU', 'GPU', 'THREADS', 'CELLS', 'DEPLOYED', 'BY', 'NOTE'],
+    ['NAME', 'MODEL', 'GEN', 'DESIRED', 'PLACED', 'READY', 'AUTOSCALE', 'CPU', 'GPU', 'THREADS', 'CELLS', 'DEPLOYED', 'BY', 'NOTE'],
     apps.map(a => [
-      a.spec.name, a.spec.model.slice(0, 12), String(a.generation), String(a.spec.replicas),
-      a.status != null ? String(a.status.placed) : '-', a.status != null ? String(a.status.ready) : '-',
+      a.spec.name, a.spec.model.slice(0, 12), String(a.generation), String(a.status?.desired ?? a.spec.replicas),
+      a.status != null ? String(a.status.placed) : '-', a.status != null ? String(a.status.ready) : '-', scaleText(a),
       String(a.spec.resources.cpu), String(a.spec.resources.gpu), String(a.spec.threads),
       a.spec.cells != null ? Object.entries(a.spec.cells).map(([c, n]) => `${c}:${n}`).join(',') : '-',
       ago(Math.max(0, Date.now() - a.deployedAt)),
       a.author ?? '-',
-      a.status?.old != null && a.status.old > 0 ? `rolling (${a.status.old} old)` : a.status?.lastError != null && (a.status.ready < a.spec.replicas) ? a.status.lastError : ''
+      appNote(a)
     ])
   )
 }
@@ -85,7 +99,7 @@ export function appCommand (io: CliIo): Command {
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
 
   const deploy = sub('deploy')
-    .description(`deploy an app from a JSON spec, or scale/roll it if it exists: {"name","model","replicas","resources"?:{"cpu"?,"gpu"?}, "cells"?, "timeoutMs"?, "maxQueue"?, "threads"?, "routing"?: ${ROUTING_WEIGHTS.join('|')}} (cpu defaults to threads, gpu to 0); or a pipeline: {"name","stages":{"STAGE":{app fields…,"expose"?}},"steps":[{"stage"|"switch"|"split","inputs"?}],"outputs"?} (docs/pipelines.md); prints the app name`)
+    .description(`deploy an app from a JSON spec, or scale/roll it if it exists: {"name","model","replicas","resources"?:{"cpu"?,"gpu"?}, "cells"?, "timeoutMs"?, "maxQueue"?, "threads"?, "routing"?: ${ROUTING_WEIGHTS.join('|')}, "autoscaling"?: {"minReplicas","maxReplicas","targetOngoingRequests"?,"upscaleDelayMs"?,"downscaleDelayMs"?,"maxReplicasPerSecond"?}} (cpu defaults to threads, gpu to 0); or a pipeline: {"name","stages":{"STAGE":{app fields…,"expose"?}},"steps":[{"stage"|"switch"|"split","inputs"?}],"outputs"?} (docs/pipelines.md); prints the app name`)
     .argument('<FILE>', 'the spec (JSON)')
     .option('--json', 'print the stored record and the kind of change')
     .action(async (file: string, flags: RpcFlags & { json?: boolean }) => {

@@ -88,7 +88,7 @@ export function renderStatus (s: StatusDocument, options: RenderStatusOptions = 
         a.name, String(a.generation), String(a.desired), String(a.placed), String(a.ready), String(a.old),
         a.owner != null ? `…${a.owner.slice(-8)}` : '-',
         a.weights.map(w => `${w.name}:${w.ejected ? 'ejected' : w.weight.toFixed(2)}`).join(' ') || '-',
-        a.ready < a.desired && a.lastError != null ? a.lastError : ''
+        a.ready < a.desired && a.lastError != null ? a.lastError : a.autoscaling?.reason ?? ''
       ])
     )
   }
