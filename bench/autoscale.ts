@@ -20,14 +20,14 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { ensureBuilt } from './lib/build.ts'
+import { ensureBuilt, clockTicks } from './lib/build.ts'
 import { UsageError, parseFlags, intFlag } from './lib/args.ts'
 import { runBench, writeResult, logGoals, installCleanupHooks, makeTempRoot, cleanup, setKeepTemp, now, sleep, waitFor, phaseRunner } from './lib/procs.ts'
 import { round } from './lib/stats.ts'
-import { startDaemon, p2pAddr, status, getJson, getText, metric, astradCli, type AstradDaemon } from './lib/astrad.ts'
+import { startDaemon, p2pAddr, status, getJson, getText, metric, astradCli, cpuTicks, type AstradDaemon } from './lib/astrad.ts'
 import { machineCpu } from './lib/transfer-common.ts'
 import { runLoad, summarizeLatencies, type LoadResult, type LoadTrace } from './lib/load.ts'
-import { vadRequestBody, VAD_MODEL } from './lib/vad.ts'
+import { vadRequestBody, vadBinaryRequest, VAD_MODEL } from './lib/vad.ts'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -50,8 +50,10 @@ const PRE_STEP_MS = 3_000
 /** The other status documents (/metrics, /v1/status for the spread over nodes): once a second. */
 const SLOW_POLL_MS = 1_000
 
-type Variant = 'on' | 'off'
-const VARIANTS: Variant[] = ['on', 'off']
+/** on: autoscaling; off: fixed at the base load's size (today's deployment); peak: fixed at the peak's size. */
+type Variant = 'on' | 'off' | 'peak'
+const VARIANTS: Variant[] = ['on', 'off', 'peak']
+type Encoding = 'json' | 'binary'
 
 interface Options {
   variants: Variant[]
@@ -71,6 +73,7 @@ interface Options {
   downscaleDelayMs: number
   replicasPerSecond: number
   rows: number
+  encoding: Encoding
   pollMs: number
   model: string
   out: string
@@ -81,7 +84,9 @@ interface Options {
 
 const USAGE = `usage: node bench/autoscale.ts [options]
   --quick                short run (< 3 min): phases 8 s / 20 s / 20 s, downscale delay 5 s
-  --only VARIANT         on (autoscaling) or off (fixed replicas for the base load); default both
+  --only LIST            variants, comma-separated: on (autoscaling), off (fixed, sized for the
+                         base load), peak (fixed, sized for the peak); default on,off,peak
+                         (quick: on,off; the peak deployment's replica-seconds are computed anyway)
   --concurrency C        base closed-loop concurrency (default 2); the step goes to C × factor
   --factor F             load step (default 4)
   --base SEC             seconds at C before the step (default 20; quick 8)
@@ -96,7 +101,8 @@ const USAGE = `usage: node bench/autoscale.ts [options]
   --upscale-delay MS     autoscaling.upscaleDelayMs (default 1000)
   --downscale-delay MS   autoscaling.downscaleDelayMs (default 30000; quick 5000)
   --replicas-per-second N  autoscaling.maxReplicasPerSecond (default 4)
-  --rows N               Silero VAD rows per request (default 1; ~0.3 ms of CPU per row)
+  --rows N               Silero VAD rows per request (default 1: ~0.3 ms of model CPU; 16: ~1.3 ms)
+  --encoding E           json (default) or binary (KServe binary tensor extension)
   --poll-ms MS           status poll interval (default 200)
   --model FILE           Silero VAD v5 ONNX file (default ${path.relative(ROOT, VAD_MODEL)})
   --out FILE             JSON results (default bench/results/autoscale.json); --json-out FILE is the same
@@ -124,6 +130,7 @@ function parseOptions (argv: string[]): Options {
     'downscale-delay': { type: 'string' },
     'replicas-per-second': { type: 'string' },
     rows: { type: 'string' },
+    encoding: { type: 'string' },
     'poll-ms': { type: 'string' },
     model: { type: 'string' },
     out: { type: 'string' },
@@ -136,7 +143,7 @@ function parseOptions (argv: string[]): Options {
   if (v.help === true) { process.stdout.write(USAGE); process.exit(0) }
   const quick = v.quick === true
   const o: Options = {
-    variants: VARIANTS,
+    variants: quick ? ['on', 'off'] : VARIANTS,
     quick,
     concurrency: v.concurrency !== undefined ? intFlag('--concurrency', v.concurrency, 1, 256) : 2,
     factor: v.factor !== undefined ? intFlag('--factor', v.factor, 2, 32) : 4,
@@ -153,6 +160,7 @@ function parseOptions (argv: string[]): Options {
     downscaleDelayMs: v['downscale-delay'] !== undefined ? intFlag('--downscale-delay', v['downscale-delay'], 0, 600_000) : quick ? 5_000 : 30_000,
     replicasPerSecond: v['replicas-per-second'] !== undefined ? intFlag('--replicas-per-second', v['replicas-per-second'], 1, 1000) : 4,
     rows: v.rows !== undefined ? intFlag('--rows', v.rows, 1, 256) : 1,
+    encoding: 'json',
     pollMs: v['poll-ms'] !== undefined ? intFlag('--poll-ms', v['poll-ms'], 50, 5_000) : 200,
     model: v.model !== undefined ? path.resolve(v.model) : VAD_MODEL,
     out: path.join(ROOT, 'bench/results/autoscale.json'),
@@ -162,8 +170,15 @@ function parseOptions (argv: string[]): Options {
   }
   o.tailSec = v.tail !== undefined ? intFlag('--tail', v.tail, 5, 600) : quick ? 20 : Math.ceil(o.downscaleDelayMs / 1000) + 20
   if (v.only !== undefined) {
-    if (!VARIANTS.includes(v.only as Variant)) throw new UsageError(`--only: unknown variant '${v.only}' (variants: ${VARIANTS.join(', ')})`)
-    o.variants = [v.only as Variant]
+    const only = v.only.split(',').map(x => x.trim()).filter(x => x !== '')
+    for (const x of only) if (!VARIANTS.includes(x as Variant)) throw new UsageError(`--only: unknown variant '${x}' (variants: ${VARIANTS.join(', ')})`)
+    if (only.length === 0) throw new UsageError(`--only: give one or more of ${VARIANTS.join(', ')}`)
+    // Always in the order on, off, peak: off and peak use on's transition window.
+    o.variants = VARIANTS.filter(x => only.includes(x))
+  }
+  if (v.encoding !== undefined) {
+    if (v.encoding !== 'json' && v.encoding !== 'binary') throw new UsageError(`--encoding: json or binary, got '${v.encoding}'`)
+    o.encoding = v.encoding
   }
   if (o.maxReplicas < o.minReplicas) throw new UsageError(`--max-replicas (${o.maxReplicas}) is below --min-replicas (${o.minReplicas})`)
   if (o.nodes * o.cores < o.maxReplicas) throw new UsageError(`--nodes × --cores (${o.nodes * o.cores}) cannot hold --max-replicas (${o.maxReplicas}) one-core replicas`)
@@ -194,16 +209,20 @@ interface Cluster {
  * costs a placement and a model load, not a transfer (what a preload notice achieves).
  */
 async function startCluster (o: Options, root: string, log: (m: string) => void): Promise<Cluster> {
-  const s1 = await startDaemon({ bin: o.bin, root, name: 's1', roles: 'resource,scheduler' })
+  // One at a time, with time to spare: a 2-core machine starting several 150 MB executables at
+  // once (and busy with other work) can take more than the usual 20 s per daemon.
+  const start = async (name: string, roles: string, bootstrap?: string, args: string[] = []): Promise<AstradDaemon> =>
+    await startDaemon({ bin: o.bin, root, name, roles, ...(bootstrap != null ? { bootstrap } : {}), args, startTimeoutMs: 60_000 })
+  const s1 = await start('s1', 'resource,scheduler')
   const boot = await p2pAddr(s1)
-  const rest = await Promise.all(Array.from({ length: o.schedulers - 1 }, async (_, i) =>
-    await startDaemon({ bin: o.bin, root, name: `s${i + 2}`, roles: 'scheduler', bootstrap: boot })))
+  const rest: AstradDaemon[] = []
+  for (let i = 2; i <= o.schedulers; i++) rest.push(await start(`s${i}`, 'scheduler', boot))
   // Nodes bootstrap to every scheduler: a scheduler learns a node's addresses only from a
   // connection of its own (one bootstrapped to s1 alone cannot pull the ledgers of nodes it never
   // met: "The dial request has no valid addresses for peer", so it never routes).
   const more = (await Promise.all(rest.map(async s => await p2pAddr(s)))).flatMap(a => ['--bootstrap', a])
-  const nodes = await Promise.all(Array.from({ length: o.nodes }, async (_, i) =>
-    await startDaemon({ bin: o.bin, root, name: `n${i + 1}`, roles: 'node', bootstrap: boot, args: ['--cores', String(o.cores), ...more] })))
+  const nodes: AstradDaemon[] = []
+  for (let i = 1; i <= o.nodes; i++) nodes.push(await start(`n${i}`, 'node', boot, ['--cores', String(o.cores), ...more]))
   const schedulers = [s1, ...rest]
   const members = schedulers.length + nodes.length
   await waitFor(`${members} daemons alive in every scheduler's view`, async () => {
@@ -403,6 +422,12 @@ interface VariantResult {
   metricsSeen: boolean
   /** Whole machine busy during the window (0..1). */
   machineBusy: number
+  /**
+   * CPU per answered request (µs) of the schedulers (HTTP, decoding, routing, the libp2p hop) and
+   * of the nodes (the hop, the worker pool, the model): where a request's cost lies. Replicas
+   * can only spread the nodes' part.
+   */
+  cpuUsPerRequest: { schedulers: number | null, nodes: number | null }
   /** ok answers per second of the window (all schedulers). */
   perSecond: number[]
   /** Polls (s from the step up): t, desired, placed, ready, old, load. */
@@ -420,6 +445,7 @@ function loadPlan (o: Options, i: number, n: number): { base: number, peak: numb
 function specFor (o: Options, variant: Variant, app: string, modelId: string): Record<string, unknown> {
   const common = { name: app, model: modelId, threads: 1, resources: { cpu: 1, gpu: 0 } }
   if (variant === 'off') return { ...common, replicas: replicasFor(o, o.concurrency) }
+  if (variant === 'peak') return { ...common, replicas: replicasFor(o, o.concurrency * o.factor) }
   return {
     ...common,
     autoscaling: {
@@ -433,14 +459,19 @@ function specFor (o: Options, variant: Variant, app: string, modelId: string): R
   }
 }
 
-async function runVariant (o: Options, root: string, cluster: Cluster, variant: Variant, log: (m: string) => void): Promise<VariantResult> {
+/**
+ * Deploys the variant's app, runs the stepped load while polling its status, and cuts the answers
+ * into phases. `transitionS`: the transition window of a fixed variant (on's step → ready, so the
+ * p99s compare the same seconds after the step).
+ */
+async function runVariant (o: Options, root: string, cluster: Cluster, variant: Variant, transitionS: number | null, log: (m: string) => void): Promise<VariantResult> {
   const app = `vad-${variant}`
   const spec = specFor(o, variant, app, cluster.modelId)
   const specFile = path.join(root, `${app}.json`)
   fs.writeFileSync(specFile, JSON.stringify(spec, null, 2) + '\n')
   const s1 = cluster.schedulers[0] as AstradDaemon
   const initial = replicasFor(o, o.concurrency)
-  const initialReplicas = variant === 'off' ? initial : o.minReplicas
+  const initialReplicas = variant === 'on' ? o.minReplicas : variant === 'off' ? initial : replicasFor(o, o.concurrency * o.factor)
   const t0 = now()
   await astradCli(o.bin, s1, ['app', 'deploy', specFile], 60_000)
   // Ready: the replicas it starts with, and every scheduler that takes load answers ready.
@@ -463,11 +494,16 @@ async function runVariant (o: Options, root: string, cluster: Cluster, variant: 
   const owner = cluster.schedulers.find(s => s.peerId === ownerId) ?? s1
   log(`${app}: ${initialReplicas} replica(s) ready ${(deployToReadyMs / 1000).toFixed(1)} s after deploy; owner ${owner.name}${ownerId == null ? ' (no owner in status: polling s1)' : ''}`)
 
-  const body = vadRequestBody(o.rows)
+  const request = o.encoding === 'binary'
+    ? (() => { const r = vadBinaryRequest(o.rows); return { bodyBase64: r.body.toString('base64'), headers: r.headers } })()
+    : { body: vadRequestBody(o.rows), headers: { 'content-type': 'application/json' } }
   const targets = cluster.schedulers.slice(0, Math.min(cluster.schedulers.length, o.concurrency))
   const poller = new Poller(owner.rpcPort, app, o.pollMs)
   const durationMs = (o.baseSec + o.peakSec + o.tailSec) * 1000
   const cpu0 = machineCpu()
+  const ticksOf = (ds: AstradDaemon[]): number => ds.reduce((sum, d) => { try { return sum + cpuTicks(d.proc.child.pid ?? 0) } catch { return sum } }, 0)
+  const sched0 = ticksOf(cluster.schedulers)
+  const nodes0 = ticksOf(cluster.nodes)
   let cliEntry: AppEntry | null = null
   // The CLI's view once the peak has settled (end of the peak phase, minus 2 s).
   const cliTimer = setTimeout(() => {
@@ -482,8 +518,7 @@ async function runVariant (o: Options, root: string, cluster: Cluster, variant: 
       const plan = loadPlan(o, i, targets.length)
       const r = await runLoad({
         url: `http://127.0.0.1:${s.rpcPort}/v2/models/${app}/infer`,
-        body,
-        headers: { 'content-type': 'application/json' },
+        ...request,
         concurrency: plan.base,
         warmupMs: WARMUP_MS,
         durationMs,
@@ -498,6 +533,8 @@ async function runVariant (o: Options, root: string, cluster: Cluster, variant: 
     await poller.stop()
   }
   const cpu1 = machineCpu()
+  const schedTicks = ticksOf(cluster.schedulers) - sched0
+  const nodeTicks = ticksOf(cluster.nodes) - nodes0
   const traces = loads.map(l => l.trace).filter((t): t is LoadTrace => t != null)
   const first = traces[0]
   if (first == null) throw new Error(`${app}: the load generator returned no trace`)
@@ -564,7 +601,7 @@ async function runVariant (o: Options, root: string, cluster: Cluster, variant: 
     return p.decidedAt != null && p.decidedAt >= stepUp - 1_000 && p.decidedAt <= p.t ? Math.max(from, p.decidedAt) : p.t
   }
   const upBound = stepDown
-  const scaleUp = variant === 'off'
+  const scaleUp = variant !== 'on'
     ? []
     : chain(stepUp, [
       { what: `load seen above ${o.target * baseNeed} (base capacity at the target)`, find: a => pollTime(a, p => (p.load ?? 0) > o.target * baseNeed, upBound) },
@@ -573,7 +610,7 @@ async function runVariant (o: Options, root: string, cluster: Cluster, variant: 
       { what: `placed ≥ ${peakNeed}`, find: a => pollTime(a, p => (p.placed ?? 0) >= peakNeed, upBound) },
       { what: `ready ≥ ${peakNeed} (enough for the load)`, find: a => pollTime(a, p => (p.ready ?? 0) >= peakNeed, upBound) }
     ])
-  const scaleDown = variant === 'off'
+  const scaleDown = variant !== 'on'
     ? []
     : chain(stepDown, [
       { what: `load seen at or below ${o.target * baseNeed}`, find: a => pollTime(a, p => p.load != null && p.load <= o.target * baseNeed, windowEnd) },
@@ -605,7 +642,7 @@ async function runVariant (o: Options, root: string, cluster: Cluster, variant: 
   const reasons: Array<{ atS: number, reason: string }> = []
   for (const p of polls) if (p.reason != null && p.reason !== reasons.at(-1)?.reason) reasons.push({ atS: rel(p.t) as number, reason: p.reason })
 
-  const transitionEnd = stepUp + 1000 * (stepToReadyS ?? o.peakSec)
+  const transitionEnd = stepUp + 1000 * Math.min(o.peakSec, (variant === 'on' ? stepToReadyS : transitionS) ?? GOAL_STEP_TO_READY_S)
   const perSecond = Array.from({ length: Math.floor(durationMs / 1000) }, (_, i) => answers.filter(a => a.ok && a.end >= windowStart + i * 1000 && a.end < windowStart + (i + 1) * 1000).length)
   return {
     variant,
@@ -644,6 +681,12 @@ async function runVariant (o: Options, root: string, cluster: Cluster, variant: 
     reasons,
     metricsSeen: poller.slow.some(s => s.metricLoad != null),
     machineBusy: (cpu1.busy - cpu0.busy) / Math.max(1, cpu1.total - cpu0.total),
+    cpuUsPerRequest: (() => {
+      // The ticks include the warm-up and the poller's requests: a small overcount, the same for every variant.
+      const n = loads.reduce((sum, l) => sum + l.ok + l.warmupRequests, 0)
+      const us = (t: number): number | null => n > 0 ? round(t / clockTicks() * 1e6 / n, 0) : null
+      return { schedulers: us(schedTicks), nodes: us(nodeTicks) }
+    })(),
     perSecond,
     timeline: poller.polls.map(p => [rel(p.t) as number, p.desired, p.placed, p.ready, p.old, p.load]),
     slow: poller.slow.map(s => ({ ...s, t: rel(s.t) as number })),
@@ -683,18 +726,20 @@ function notes (o: Options, cluster: { nodes: number, schedulers: number }): str
 
 function printResults (o: Options, results: VariantResult[], peakFixedRs: number, out: (l: string) => void): void {
   const on = results.find(r => r.variant === 'on')
-  const off = results.find(r => r.variant === 'off')
-  const cols = [on, off].filter((r): r is VariantResult => r != null)
+  const cols = VARIANTS.map(v => results.find(r => r.variant === v)).filter((r): r is VariantResult => r != null)
+  const title: Record<Variant, string> = { on: 'autoscaling on', off: `fixed ${replicasFor(o, o.concurrency)} (base)`, peak: `fixed ${replicasFor(o, o.concurrency * o.factor)} (peak)` }
   const w0 = 44
   const row = (label: string, f: (r: VariantResult) => string): string => label.padEnd(w0) + cols.map(r => f(r).padStart(20)).join('')
   const peakNeed = replicasFor(o, o.concurrency * o.factor)
+  if (cols.length === 0) { out(''); out('No variant ran (see Problems).'); return }
   const ph = (r: VariantResult, name: string): PhaseStats | undefined => r.phases.find(p => p.name === name)
   out('')
-  out(`Autoscaling: Silero VAD (${o.rows} row/request), ${o.nodes} nodes × --cores ${o.cores}, ${o.schedulers} scheduler(s), load c=${o.concurrency} → ${o.concurrency * o.factor} → ${o.concurrency} (${o.baseSec} s / ${o.peakSec} s / ${o.tailSec} s), ${os.availableParallelism()} cores`)
+  out(`Autoscaling: Silero VAD (${o.rows} row(s)/request, ${o.encoding}), ${o.nodes} nodes × --cores ${o.cores}, ${o.schedulers} scheduler(s), load c=${o.concurrency} → ${o.concurrency * o.factor} → ${o.concurrency} (${o.baseSec} s / ${o.peakSec} s / ${o.tailSec} s), ${os.availableParallelism()} cores`)
   out(`  on:  autoscaling ${o.minReplicas}..${o.maxReplicas}, target ${o.target} in flight/replica, up delay ${o.upscaleDelayMs} ms, down delay ${o.downscaleDelayMs} ms, ≤ ${o.replicasPerSecond} placed/s`)
-  out(`  off: fixed ${replicasFor(o, o.concurrency)} replica(s), sized for the base load`)
+  out(`  off: fixed ${replicasFor(o, o.concurrency)} replica(s), sized for the base load (an app without autoscaling)`)
+  out(`  peak: fixed ${replicasFor(o, o.concurrency * o.factor)} replica(s), sized for the peak${results.some(r => r.variant === 'peak') ? '' : ' (not run: its replica-seconds are computed)'}`)
   out('')
-  out(''.padEnd(w0) + cols.map(r => (r.variant === 'on' ? 'autoscaling on' : 'autoscaling off').padStart(20)).join(''))
+  out(''.padEnd(w0) + cols.map(r => title[r.variant].padStart(20)).join(''))
   out(row('requests answered ok', r => String(r.ok)))
   out(row('failed requests', r => r.failed === 0 ? '0' : `${r.failed} (${Object.entries(r.errors).map(([k, v]) => `${k}:${v}`).join(',')})`))
   out(row('req/s base / peak / tail', r => `${fx(ph(r, 'base')?.rps, 0)} / ${fx((ph(r, 'transition')?.ok ?? 0) + (ph(r, 'peak after')?.ok ?? 0) > 0 ? ((ph(r, 'transition')?.ok ?? 0) + (ph(r, 'peak after')?.ok ?? 0)) / o.peakSec : null, 0)} / ${fx(ph(r, 'tail')?.rps, 0)}`))
@@ -704,11 +749,12 @@ function printResults (o: Options, results: VariantResult[], peakFixedRs: number
   out(row('p50 / p99 ms, tail (back at base)', r => `${fx(ph(r, 'tail')?.p50, 1)} / ${fx(ph(r, 'tail')?.p99, 1)}`))
   out(row('ready replicas before / peak / end', r => `${r.replicas.before ?? '-'} / ${r.replicas.peak ?? '-'} / ${r.replicas.end ?? '-'}`))
   out(row('nodes serving the app (most)', r => String(r.replicas.maxNodes ?? '-')))
-  out(row(`step → ${peakNeed} ready replicas`, r => r.variant === 'off' ? 'never (fixed)' : r.stepToReadyS != null ? `${fx(r.stepToReadyS, 2)} s` : 'not reached'))
-  out(row('load seen before / at peak (autoscaler)', r => `${fx(r.loadBefore, 2)} / ${fx(r.loadPeak, 2)}`))
+  out(row(`step → ${peakNeed} ready replicas`, r => r.variant !== 'on' ? (r.replicas.before ?? 0) >= peakNeed ? 'before the step' : 'never (fixed)' : r.stepToReadyS != null ? `${fx(r.stepToReadyS, 2)} s` : 'not reached'))
+  out(row('load before / at peak (autoscaler)', r => r.variant === 'on' ? `${fx(r.loadBefore, 2)} / ${fx(r.loadPeak, 2)}` : '-'))
   out(row('replica-seconds used', r => fx(r.replicaSeconds, 1)))
   out(row(`fixed for the peak (${peakNeed} × ${o.baseSec + o.peakSec + o.tailSec} s)`, () => fx(peakFixedRs, 1)))
   out(row('machine busy', r => `${(r.machineBusy * 100).toFixed(0)} %`))
+  out(row('CPU µs/request: schedulers / nodes', r => `${fx(r.cpuUsPerRequest.schedulers, 0)} / ${fx(r.cpuUsPerRequest.nodes, 0)}`))
   out(row('deploy → ready', r => `${fx(r.deployToReadyMs / 1000, 1)} s`))
   out(row('app owner (polled)', r => r.owner ?? '-'))
   if (on != null) {
@@ -726,6 +772,13 @@ function printResults (o: Options, results: VariantResult[], peakFixedRs: number
     } else {
       out('Autoscaler reasons: none (status.autoscaling absent from GET /v1/apps)')
     }
+    out('Replica changes on the owner (s after the step up: desired / placed / ready, autoscaler load):')
+    let last = ''
+    for (const [t, desired, placed, ready, , load] of on.timeline) {
+      const key = `${desired ?? '-'} / ${placed ?? '-'} / ${ready ?? '-'}`
+      if (key !== last) out(`  ${fx(t, 2).padStart(7)} s  ${key.padEnd(12)} load ${fx(load, 2)}`)
+      last = key
+    }
     out(`/metrics astrad_autoscale_load{app="${on.app}"}: ${on.metricsSeen ? `seen (max ${fx(Math.max(...on.slow.map(s => s.metricLoad ?? 0)), 2)})` : 'absent'}`)
   }
 }
@@ -741,13 +794,19 @@ async function main (): Promise<void> {
   const root = makeTempRoot('astrad-bench-autoscale-')
   const loadAtStart = os.loadavg().map(x => round(x, 2))
   ensureBuilt(o, log)
+  // Other work on the machine skews every number: one second of /proc/stat before the run.
+  const before = machineCpu()
+  await sleep(1_000)
+  const after = machineCpu()
+  const busyBefore = (after.busy - before.busy) / Math.max(1, after.total - before.total)
+  if (busyBefore > 0.25) log(`WARNING: the machine is ${(busyBefore * 100).toFixed(0)} % busy with other work before the run (load average ${loadAtStart.join(', ')}); the numbers will be skewed`)
 
   const cluster = await phase('cluster', async () => await startCluster(o, root, log))
   const results: VariantResult[] = []
   if (cluster != null) {
     for (const variant of o.variants) {
       const r = await phase(`variant ${variant}`, async () => {
-        const res = await runVariant(o, root, cluster, variant, log)
+        const res = await runVariant(o, root, cluster, variant, results.find(x => x.variant === 'on')?.stepToReadyS ?? null, log)
         await removeApp(o, cluster, res.app)
         return res
       })
@@ -762,6 +821,7 @@ async function main (): Promise<void> {
   const lines: string[] = []
   const out = (l: string): void => { lines.push(l) }
   printResults(o, results, peakFixedRs, out)
+  out(`Machine before the run: ${(busyBefore * 100).toFixed(0)} % busy, load average ${loadAtStart.join(' ')} (${os.availableParallelism()} cores)`)
   const on = results.find(r => r.variant === 'on')
   const goals = {
     failedRequests: on != null ? on.failed === 0 : null,
@@ -794,6 +854,7 @@ async function main (): Promise<void> {
       memBytes: os.totalmem(),
       kernel: `${os.type()} ${os.release()}`,
       loadAvgAtStart: loadAtStart,
+      busyBeforeRun: round(busyBefore, 3),
       node: process.version,
       astrad: version
     },

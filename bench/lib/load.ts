@@ -25,6 +25,8 @@ export interface LoadOptions {
   method?: 'GET' | 'POST'
   /** Request body, sent as is with every request. */
   body?: string
+  /** A binary request body (base64 here, so it crosses the IPC channel as text); instead of `body`. */
+  bodyBase64?: string
   headers?: Record<string, string>
   concurrency: number
   warmupMs: number
@@ -184,7 +186,7 @@ interface Outcome {
 async function generate (o: LoadOptions, send: (m: ChildMessage) => void): Promise<LoadResult> {
   const url = new URL(o.url)
   if (url.protocol !== 'http:') throw new Error(`only http:// URLs, got ${o.url}`)
-  const body = o.body !== undefined ? Buffer.from(o.body) : undefined
+  const body = o.bodyBase64 !== undefined ? Buffer.from(o.bodyBase64, 'base64') : o.body !== undefined ? Buffer.from(o.body) : undefined
   const headers: Record<string, string | number> = { ...o.headers }
   if (body !== undefined) headers['content-length'] = body.length
   const timeoutMs = o.timeoutMs ?? DEFAULT_TIMEOUT_MS
