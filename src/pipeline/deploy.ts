@@ -35,10 +35,14 @@ export async function deployPipeline (
   // One name space with apps: KServe serves both by name.
   const app = await clusterLog.get(appKind, spec.name)
   if (app?.value != null && !app.deleted) throw new InvalidAppError(`pipeline spec: name: an app named '${spec.name}' exists (app rm it first, or pick another name)`)
+  const stageOf = await stageOwner(clusterLog, spec.name)
+  if (stageOf != null && stageOf !== spec.name) throw new InvalidAppError(`pipeline spec: name: '${spec.name}' is a stage app of pipeline '${stageOf}'`)
   for (const stage of Object.keys(spec.stages)) {
     const name = stageAppName(spec.name, stage)
     const taken = await clusterLog.get(appKind, name)
     if (taken?.value != null && !taken.deleted) throw new InvalidAppError(`pipeline spec: stages.${stage}: its app name '${name}' is taken by an app`)
+    const other = await clusterLog.get(pipelineKind, name)
+    if (other?.value != null && !other.deleted) throw new InvalidAppError(`pipeline spec: stages.${stage}: its app name '${name}' is taken by a pipeline`)
   }
   if (signatureOf != null) {
     const { problems } = checkWiring(plan, stage => signatureOf(spec.stages[stage]!.model))
@@ -84,12 +88,16 @@ export async function deployPipeline (
 export async function pipelineNameConflict (clusterLog: ClusterLogAccess, name: string): Promise<string | undefined> {
   const same = await clusterLog.get(pipelineKind, name)
   if (same?.value != null && !same.deleted) return `a pipeline named '${name}' exists`
-  const dot = name.indexOf('.')
-  if (dot < 0) return undefined
+  const owner = await stageOwner(clusterLog, name)
+  return owner != null ? `'${name}' is stage '${name.slice(owner.length + 1)}' of pipeline '${owner}'` : undefined
+}
+
+/** The pipeline whose stage app is named `name`, if any. */
+async function stageOwner (clusterLog: ClusterLogAccess, name: string): Promise<string | undefined> {
   // Stage apps are PIPELINE.STAGE and stage names have no '.': the pipeline is all before the last dot.
   const last = name.lastIndexOf('.')
+  if (last < 0) return undefined
   const owner = await clusterLog.get(pipelineKind, name.slice(0, last))
   const stage = name.slice(last + 1)
-  if (owner?.value != null && !owner.deleted && owner.value.spec.stages[stage] != null) return `'${name}' is stage '${stage}' of pipeline '${owner.value.spec.name}'`
-  return undefined
+  return owner?.value != null && !owner.deleted && owner.value.spec.stages[stage] != null ? owner.value.spec.name : undefined
 }

@@ -219,7 +219,8 @@ export class Router implements ServingBackend {
   async infer (name: string, req: InferRequest, signal?: AbortSignal): Promise<InferResult> {
     const record = this.components.placer.app(name)
     if (record == null) throw new ModelNotFoundError(name)
-    const end = this.components.meter?.begin(name)
+    // Only autoscaled apps are measured: the others' load is nobody's decision (and costs nothing here).
+    const end = record.spec.autoscaling != null ? this.components.meter?.begin(name) : undefined
     try {
       let route = this.routes.get(name)
       if ((route == null || route.nodes.size === 0) && record.spec.autoscaling?.minReplicas === 0) {

@@ -62,7 +62,8 @@ test('an autoscaled app rises with closed-loop load and falls back to minReplica
     seen = statusOf(d, 'auto')
     return seen != null && seen.desired >= 2 && seen.ready === seen.desired
   }, 60_000).catch((err: Error) => { throw new Error(`${err.message}; last: ${describe(seen)}`) })
-  assert.match(seen!.autoscaling?.reason ?? '', /load [\d.]+ \/ target 1 → \d+.*up after 200 ms/)
+  // The last decision may be an up or (the machine's speed swings, the window is short) a step down.
+  assert.match(seen!.autoscaling?.reason ?? '', /^load [\d.]+ \/ target 1 → \d+.*: (up after 200 ms|down after 1500 ms)/)
   assert.ok(seen!.desired <= 4, 'within maxReplicas')
   const rose = seen!.desired
   const during = await load.stop()
