@@ -89,9 +89,10 @@ const USAGE = `usage: node bench/autoscale.ts [options]
                          (quick: on,off; the peak deployment's replica-seconds are computed anyway)
   --concurrency C        base closed-loop concurrency (default 2); the step goes to C × factor
   --factor F             load step (default 4)
-  --base SEC             seconds at C before the step (default 20; quick 8)
-  --peak SEC             seconds at C × F (default 40; quick 20)
-  --tail SEC             seconds back at C (default: downscale delay + 20 s; quick 20)
+  --base SEC             seconds at C before the step (default 15; quick 8)
+  --peak SEC             seconds at C × F (default 30; quick 20)
+  --tail SEC             seconds back at C (default: 2 × downscale delay + 15 s, as a step down
+                         can take two delays; quick 20)
   --nodes N              node daemons (default 3)
   --cores K              --cores each node declares (default 3: 3 nodes hold 9 one-core replicas)
   --schedulers S         scheduler daemons; the load is spread over them (default 2)
@@ -147,8 +148,8 @@ function parseOptions (argv: string[]): Options {
     quick,
     concurrency: v.concurrency !== undefined ? intFlag('--concurrency', v.concurrency, 1, 256) : 2,
     factor: v.factor !== undefined ? intFlag('--factor', v.factor, 2, 32) : 4,
-    baseSec: v.base !== undefined ? intFlag('--base', v.base, 4, 600) : quick ? 8 : 20,
-    peakSec: v.peak !== undefined ? intFlag('--peak', v.peak, 5, 600) : quick ? 20 : 40,
+    baseSec: v.base !== undefined ? intFlag('--base', v.base, 4, 600) : quick ? 8 : 15,
+    peakSec: v.peak !== undefined ? intFlag('--peak', v.peak, 5, 600) : quick ? 20 : 30,
     tailSec: 0,
     nodes: v.nodes !== undefined ? intFlag('--nodes', v.nodes, 1, 16) : 3,
     cores: v.cores !== undefined ? intFlag('--cores', v.cores, 1, 64) : 3,
@@ -168,7 +169,9 @@ function parseOptions (argv: string[]): Options {
     build: v['no-build'] !== true,
     bin: path.join(ROOT, 'dist/astrad')
   }
-  o.tailSec = v.tail !== undefined ? intFlag('--tail', v.tail, 5, 600) : quick ? 20 : Math.ceil(o.downscaleDelayMs / 1000) + 20
+  // A step down can take two delays: the first window still holds the second or two in which the
+  // 1 s load average was falling, so it ends at an intermediate count (docs/bench-autoscale.md).
+  o.tailSec = v.tail !== undefined ? intFlag('--tail', v.tail, 5, 600) : quick ? 20 : Math.ceil(2 * o.downscaleDelayMs / 1000) + 15
   if (v.only !== undefined) {
     const only = v.only.split(',').map(x => x.trim()).filter(x => x !== '')
     for (const x of only) if (!VARIANTS.includes(x as Variant)) throw new UsageError(`--only: unknown variant '${x}' (variants: ${VARIANTS.join(', ')})`)
@@ -720,7 +723,7 @@ function notes (o: Options, cluster: { nodes: number, schedulers: number }): str
     `Enough ready replicas = ceil(${o.concurrency * o.factor} / ${o.target}) = ${replicasFor(o, o.concurrency * o.factor)} (the peak's concurrency at the target, within ${o.minReplicas}..${o.maxReplicas}). The step-by-step times come from polls of the owner's GET /v1/apps every ${o.pollMs} ms (each phase is seen up to one poll late), except the decision, timed by the status's decidedAt.`,
     `Replica-seconds integrate placed + old replicas (from the polls) over the ${o.baseSec + o.peakSec + o.tailSec} s window; a replica draining after its release is no longer counted.`,
     'The model is added on every node before the run (as a preload notice would): a scale-up here costs a placement and a model load, not a download.',
-    'The variants run one after the other on the same cluster (on first), each with the app removed and its replicas released before the next.'
+    'The variants run one after the other on the same cluster (on first), each with the app removed and its replicas released before the next. The machine drifts between them (other users): the base phase is the same deployment for on and off (one replica, c at the base), so the difference of their base rows is the drift, not the variants.'
   ]
 }
 
