@@ -24,7 +24,7 @@ import { ensureBuilt, clockTicks } from './lib/build.ts'
 import { UsageError, parseFlags, intFlag } from './lib/args.ts'
 import { runBench, writeResult, logGoals, installCleanupHooks, makeTempRoot, cleanup, setKeepTemp, now, sleep, waitFor, phaseRunner } from './lib/procs.ts'
 import { round } from './lib/stats.ts'
-import { startDaemon, p2pAddr, status, getJson, getText, metric, astradCli, cpuTicks, type AstradDaemon } from './lib/astrad.ts'
+import { startDaemon, loopbackAddr, status, getJson, getText, metric, astradCli, cpuTicks, type AstradDaemon } from './lib/astrad.ts'
 import { machineCpu } from './lib/transfer-common.ts'
 import { runLoad, summarizeLatencies, type LoadResult, type LoadTrace } from './lib/load.ts'
 import { vadRequestBody, vadBinaryRequest, VAD_MODEL } from './lib/vad.ts'
@@ -215,15 +215,15 @@ async function startCluster (o: Options, root: string, log: (m: string) => void)
   // One at a time, with time to spare: a 2-core machine starting several 150 MB executables at
   // once (and busy with other work) can take more than the usual 20 s per daemon.
   const start = async (name: string, roles: string, bootstrap?: string, args: string[] = []): Promise<AstradDaemon> =>
-    await startDaemon({ bin: o.bin, root, name, roles, ...(bootstrap != null ? { bootstrap } : {}), args, startTimeoutMs: 60_000 })
+    await startDaemon({ bin: o.bin, root, name, roles, ...(bootstrap != null ? { bootstrap } : {}), extraArgs: args, startTimeoutMs: 60_000 })
   const s1 = await start('s1', 'resource,scheduler')
-  const boot = await p2pAddr(s1)
+  const boot = await loopbackAddr(s1)
   const rest: AstradDaemon[] = []
   for (let i = 2; i <= o.schedulers; i++) rest.push(await start(`s${i}`, 'scheduler', boot))
   // Nodes bootstrap to every scheduler: a scheduler learns a node's addresses only from a
   // connection of its own (one bootstrapped to s1 alone cannot pull the ledgers of nodes it never
   // met: "The dial request has no valid addresses for peer", so it never routes).
-  const more = (await Promise.all(rest.map(async s => await p2pAddr(s)))).flatMap(a => ['--bootstrap', a])
+  const more = (await Promise.all(rest.map(async s => await loopbackAddr(s)))).flatMap(a => ['--bootstrap', a])
   const nodes: AstradDaemon[] = []
   for (let i = 1; i <= o.nodes; i++) nodes.push(await start(`n${i}`, 'node', boot, ['--cores', String(o.cores), ...more]))
   const schedulers = [s1, ...rest]

@@ -39,8 +39,8 @@ export interface StartOptions {
   bootstrap?: string
   /** Command prefix, e.g. ['taskset', '-c', '0']. */
   wrap?: string[]
-  /** More `astrad start` flags, e.g. ['--cores', '3']. */
-  args?: string[]
+  /** More `astrad start` flags, e.g. ['--cores', '2']. */
+  extraArgs?: string[]
   /** How long the RPC port may take to answer (default 20 s; more on a busy machine). */
   startTimeoutMs?: number
 }
@@ -91,7 +91,7 @@ export async function startDaemon (o: StartOptions): Promise<AstradDaemon> {
     'start', '--role', o.roles, '--name', o.name, '--data-dir', dataDir, '--cluster-key', await clusterKeyFor(o.root),
     '--listen', `/ip4/127.0.0.1/tcp/${p2pPort}`, '--rpc', `127.0.0.1:${rpcPort}`, '--log-level', 'warn',
     ...(o.bootstrap != null ? ['--bootstrap', o.bootstrap] : []),
-    ...(o.args ?? [])
+    ...(o.extraArgs ?? [])
   ]
   const wrap = o.wrap ?? []
   const proc = wrap.length > 0
@@ -104,13 +104,12 @@ export async function startDaemon (o: StartOptions): Promise<AstradDaemon> {
   return { name: o.name, roles: o.roles, dataDir, rpcPort, p2pPort, proc, peerId: doc.self.peerId }
 }
 
-/** The daemon's loopback TCP multiaddr with its peer id: what other daemons bootstrap from. */
-export async function p2pAddr (d: AstradDaemon): Promise<string> {
+/** A daemon's loopback TCP multiaddr with /p2p/, for --bootstrap. */
+export async function loopbackAddr (d: AstradDaemon): Promise<string> {
   const doc = await status(d.rpcPort)
   const addr = doc.self.addrs.find(a => a.startsWith('/ip4/127.0.0.1/tcp/'))
-  const port = Number(addr?.split('/')[4])
-  if (!Number.isInteger(port) || port <= 0) throw new Error(`${d.name}: no loopback TCP address in ${JSON.stringify(doc.self.addrs)}`)
-  return `/ip4/127.0.0.1/tcp/${port}/p2p/${d.peerId}`
+  if (addr == null) throw new Error(`${d.name} has no loopback TCP address: ${JSON.stringify(doc.self.addrs)}`)
+  return addr.includes('/p2p/') ? addr : `${addr}/p2p/${d.peerId}`
 }
 
 /**

@@ -4,7 +4,7 @@
 
 import path from 'node:path'
 import { sleep, now, signal, stop, waitFor } from './procs.ts'
-import { startDaemon, status, p2pAddr, type AstradDaemon, type StatusDoc } from './astrad.ts'
+import { startDaemon, status, loopbackAddr, type AstradDaemon, type StatusDoc } from './astrad.ts'
 
 /**
  * drain: SIGTERM (graceful leave). crash: SIGKILL (process dies, the kernel closes its sockets).
@@ -75,7 +75,7 @@ function aliveCount (doc: StatusDoc): number {
 export async function runAstradChurn (o: AstradChurnOptions): Promise<AstradChurnResult> {
   const root = path.join(o.root, 'astrad-churn')
   const resource = await startDaemon({ bin: o.bin, root, name: 'r0', roles: 'resource,scheduler' })
-  const rAddr = await p2pAddr(resource)
+  const rAddr = await loopbackAddr(resource)
   const observer = await startDaemon({ bin: o.bin, root, name: 'observer', roles: 'scheduler', bootstrap: rAddr })
   const slots: AstradDaemon[] = await Promise.all(Array.from({ length: o.nodes }, async (_, i) =>
     await startDaemon({ bin: o.bin, root, name: `n${i + 1}`, roles: 'node', bootstrap: rAddr })))

@@ -156,6 +156,20 @@ export function installCleanupHooks (): void {
   }
 }
 
+/**
+ * I/O counters of a process (/proc/PID/io, the whole thread group; 'self' = this process), or
+ * null where the file cannot be read. wchar counts every byte passed to write(2) and friends:
+ * sockets, pipes (log lines) and files alike, whether or not it reaches a disk; syscw counts
+ * those write calls.
+ */
+export function ioCounters (pid: number | 'self'): { rchar: number, wchar: number, syscw: number } | null {
+  let text: string
+  try { text = fs.readFileSync(`/proc/${pid}/io`, 'utf8') } catch { return null }
+  const field = (key: string): number => Number(new RegExp(`^${key}: (\\d+)$`, 'm').exec(text)?.[1] ?? NaN)
+  const r = { rchar: field('rchar'), wchar: field('wchar'), syscw: field('syscw') }
+  return Number.isFinite(r.wchar) ? r : null
+}
+
 /** A TCP port that was free a moment ago on 127.0.0.1 (the OS picks it). */
 export async function freePort (): Promise<number> {
   return await new Promise((resolve, reject) => {
