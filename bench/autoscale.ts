@@ -84,9 +84,10 @@ interface Options {
 
 const USAGE = `usage: node bench/autoscale.ts [options]
   --quick                short run (< 3 min): phases 8 s / 20 s / 20 s, downscale delay 5 s
-  --only LIST            variants, comma-separated: on (autoscaling), off (fixed, sized for the
-                         base load), peak (fixed, sized for the peak); default on,off,peak
-                         (quick: on,off; the peak deployment's replica-seconds are computed anyway)
+  --only LIST            variants in the order to run them, comma-separated: on (autoscaling),
+                         off (fixed, sized for the base load), peak (fixed, sized for the peak);
+                         default on,off,peak (quick: on,off; the peak deployment's
+                         replica-seconds are computed anyway)
   --concurrency C        base closed-loop concurrency (default 2); the step goes to C × factor
   --factor F             load step (default 4)
   --base SEC             seconds at C before the step (default 15; quick 8)
@@ -176,8 +177,8 @@ function parseOptions (argv: string[]): Options {
     const only = v.only.split(',').map(x => x.trim()).filter(x => x !== '')
     for (const x of only) if (!VARIANTS.includes(x as Variant)) throw new UsageError(`--only: unknown variant '${x}' (variants: ${VARIANTS.join(', ')})`)
     if (only.length === 0) throw new UsageError(`--only: give one or more of ${VARIANTS.join(', ')}`)
-    // Always in the order on, off, peak: off and peak use on's transition window.
-    o.variants = VARIANTS.filter(x => only.includes(x))
+    // In the order given (the machine drifts: swapping the order shows by how much).
+    o.variants = [...new Set(only)] as Variant[]
   }
   if (v.encoding !== undefined) {
     if (v.encoding !== 'json' && v.encoding !== 'binary') throw new UsageError(`--encoding: json or binary, got '${v.encoding}'`)
@@ -388,6 +389,45 @@ interface PhaseStats {
   max: number | null
 }
 
+/** One answer of the load, on the epoch clock. */
+interface Answer { end: number, latency: number, ok: boolean, status: string }
+
+/** Epoch ms of a variant's window: its start, the step up, the step back, its end. */
+interface Marks { windowStart: number, stepUp: number, stepDown: number, windowEnd: number }
+
+function phaseOf (answers: Answer[], marks: Marks, name: string, from: number, to: number): PhaseStats {
+  const inside = answers.filter(a => a.end >= from && a.end < to)
+  const okLat = Float64Array.from(inside.filter(a => a.ok).map(a => a.latency))
+  const s = summarizeLatencies(okLat)
+  return {
+    name,
+    fromS: round((from - marks.stepUp) / 1000, 2),
+    toS: round((to - marks.stepUp) / 1000, 2),
+    ok: okLat.length,
+    failed: inside.length - okLat.length,
+    rps: okLat.length / Math.max(0.001, (to - from) / 1000),
+    p50: s?.p50 ?? null,
+    p99: s?.p99 ?? null,
+    max: s?.max ?? null
+  }
+}
+
+/**
+ * The answers cut into phases: base, transition (the step up + transitionS: for autoscaling its
+ * step → enough ready; for a fixed variant the same length as autoscaling's, so the p99s compare
+ * the same seconds after the step), the rest of the peak, the tail, and the whole run.
+ */
+function phasesOf (answers: Answer[], marks: Marks, transitionS: number): PhaseStats[] {
+  const transitionEnd = Math.min(marks.stepDown, marks.stepUp + 1000 * transitionS)
+  return [
+    phaseOf(answers, marks, 'base', marks.windowStart, marks.stepUp),
+    phaseOf(answers, marks, 'transition', marks.stepUp, transitionEnd),
+    phaseOf(answers, marks, 'peak after', transitionEnd, marks.stepDown),
+    phaseOf(answers, marks, 'tail', marks.stepDown, marks.windowEnd),
+    phaseOf(answers, marks, 'whole run', marks.windowStart, marks.windowEnd)
+  ]
+}
+
 /** One phase of a scale-up or scale-down: when (s after the step) it was first seen. */
 interface Milestone {
   what: string
@@ -412,6 +452,8 @@ interface VariantResult {
   phases: PhaseStats[]
   /** Seconds from the step up to ready ≥ the replicas the peak load needs; null: never. */
   stepToReadyS: number | null
+  /** Seconds each added replica took from placed to ready (the k-th placed to the k-th ready): the model load. */
+  replicaLoadS: number[]
   scaleUp: Milestone[]
   scaleDown: Milestone[]
   replicas: { before: number | null, peak: number | null, end: number | null, maxPlaced: number | null, maxNodes: number | null }
@@ -464,10 +506,9 @@ function specFor (o: Options, variant: Variant, app: string, modelId: string): R
 
 /**
  * Deploys the variant's app, runs the stepped load while polling its status, and cuts the answers
- * into phases. `transitionS`: the transition window of a fixed variant (on's step → ready, so the
- * p99s compare the same seconds after the step).
+ * into phases (a fixed variant's transition is recut once autoscaling's is known: phasesOf).
  */
-async function runVariant (o: Options, root: string, cluster: Cluster, variant: Variant, transitionS: number | null, log: (m: string) => void): Promise<VariantResult> {
+async function runVariant (o: Options, root: string, cluster: Cluster, variant: Variant, log: (m: string) => void): Promise<{ result: VariantResult, answers: Answer[], marks: Marks }> {
   const app = `vad-${variant}`
   const spec = specFor(o, variant, app, cluster.modelId)
   const specFile = path.join(root, `${app}.json`)
@@ -547,7 +588,7 @@ async function runVariant (o: Options, root: string, cluster: Cluster, variant: 
   const windowEnd = windowStart + durationMs
 
   // Every answer, on the epoch clock.
-  const answers: Array<{ end: number, latency: number, ok: boolean, status: string }> = []
+  const answers: Answer[] = []
   for (const t of traces) {
     for (let i = 0; i < t.endMs.length; i++) {
       const st = t.status[i] as number | string
@@ -565,23 +606,6 @@ async function runVariant (o: Options, root: string, cluster: Cluster, variant: 
   const firstPoll = (from: number, pred: (p: Poll) => boolean): Poll | undefined => polls.find(p => p.t >= from && pred(p))
   const readyAt = firstPoll(stepUp, p => (p.ready ?? 0) >= peakNeed)
   const stepToReadyS = readyAt != null && readyAt.t < stepDown ? rel(readyAt.t) : null
-
-  const phase = (name: string, from: number, to: number): PhaseStats => {
-    const inside = answers.filter(a => a.end >= from && a.end < to)
-    const okLat = Float64Array.from(inside.filter(a => a.ok).map(a => a.latency))
-    const s = summarizeLatencies(okLat)
-    return {
-      name,
-      fromS: round((from - stepUp) / 1000, 2),
-      toS: round((to - stepUp) / 1000, 2),
-      ok: okLat.length,
-      failed: inside.length - okLat.length,
-      rps: okLat.length / Math.max(0.001, (to - from) / 1000),
-      p50: s?.p50 ?? null,
-      p99: s?.p99 ?? null,
-      max: s?.max ?? null
-    }
-  }
 
   // A milestone chain: each found at or after the previous one (or the step when it is missing).
   const chain = (from: number, steps: Array<{ what: string, find: (after: number) => number | null }>): Milestone[] => {
@@ -645,9 +669,16 @@ async function runVariant (o: Options, root: string, cluster: Cluster, variant: 
   const reasons: Array<{ atS: number, reason: string }> = []
   for (const p of polls) if (p.reason != null && p.reason !== reasons.at(-1)?.reason) reasons.push({ atS: rel(p.t) as number, reason: p.reason })
 
-  const transitionEnd = stepUp + 1000 * Math.min(o.peakSec, (variant === 'on' ? stepToReadyS : transitionS) ?? GOAL_STEP_TO_READY_S)
+  const marks: Marks = { windowStart, stepUp, stepDown, windowEnd }
+  // The k-th replica beyond the base: from the first poll with placed ≥ k to the first with ready ≥ k.
+  const replicaLoadS: number[] = []
+  for (let k = baseNeed + 1; k <= peakNeed && variant === 'on'; k++) {
+    const placedK = pollTime(stepUp, p => (p.placed ?? 0) >= k, stepDown)
+    const readyK = placedK != null ? pollTime(placedK, p => (p.ready ?? 0) >= k, stepDown) : null
+    if (placedK != null && readyK != null) replicaLoadS.push(round((readyK - placedK) / 1000, 2))
+  }
   const perSecond = Array.from({ length: Math.floor(durationMs / 1000) }, (_, i) => answers.filter(a => a.ok && a.end >= windowStart + i * 1000 && a.end < windowStart + (i + 1) * 1000).length)
-  return {
+  const result: VariantResult = {
     variant,
     app,
     spec,
@@ -660,14 +691,9 @@ async function runVariant (o: Options, root: string, cluster: Cluster, variant: 
     ok: answers.filter(a => a.ok).length,
     failed: answers.filter(a => !a.ok).length,
     errors,
-    phases: [
-      phase('base', windowStart, stepUp),
-      phase('transition', stepUp, transitionEnd),
-      phase('peak after', transitionEnd, stepDown),
-      phase('tail', stepDown, windowEnd),
-      phase('whole run', windowStart, windowEnd)
-    ],
+    phases: phasesOf(answers, marks, variant === 'on' ? stepToReadyS ?? o.peakSec : GOAL_STEP_TO_READY_S),
     stepToReadyS,
+    replicaLoadS,
     scaleUp,
     scaleDown,
     replicas: {
@@ -695,6 +721,7 @@ async function runVariant (o: Options, root: string, cluster: Cluster, variant: 
     slow: poller.slow.map(s => ({ ...s, t: rel(s.t) as number })),
     cliEntry
   }
+  return { result, answers, marks }
 }
 
 /** Removes the app and waits until no replica of it is placed, so the next variant starts clean. */
@@ -715,15 +742,15 @@ function fx (x: number | null | undefined, d = 1): string {
   return x == null || !Number.isFinite(x) ? '-' : x.toFixed(d)
 }
 
-function notes (o: Options, cluster: { nodes: number, schedulers: number }): string[] {
+function notes (o: Options): string[] {
   const cores = os.availableParallelism()
   return [
-    `All ${cluster.schedulers + cluster.nodes} daemons, the load generators and this harness share one ${cores}-core machine over loopback: ${o.maxReplicas} one-core replicas are declared (--cores ${o.cores} per node) but ${cores} cores run them. More replicas raise throughput only up to the cores there are; what the bench measures is the scaling machinery (signal, decision, placement, model load, drain) and its cost, not capacity.`,
+    `All ${o.schedulers + o.nodes} daemons, the load generators and this harness share one ${cores}-core machine over loopback: ${o.maxReplicas} one-core replicas are declared (--cores ${o.cores} per node) but ${cores} cores run them. More replicas raise throughput only up to the cores there are; what the bench measures is the scaling machinery (signal, decision, placement, model load, drain) and its cost, not capacity.`,
     `Closed loop (each connection sends its next request when the answer comes): the offered load follows the service, so load = requests in flight ≈ c at every moment, whatever the replicas; a slow fixed deployment shows up as latency, not as failures.`,
     `Enough ready replicas = ceil(${o.concurrency * o.factor} / ${o.target}) = ${replicasFor(o, o.concurrency * o.factor)} (the peak's concurrency at the target, within ${o.minReplicas}..${o.maxReplicas}). The step-by-step times come from polls of the owner's GET /v1/apps every ${o.pollMs} ms (each phase is seen up to one poll late), except the decision, timed by the status's decidedAt.`,
     `Replica-seconds integrate placed + old replicas (from the polls) over the ${o.baseSec + o.peakSec + o.tailSec} s window; a replica draining after its release is no longer counted.`,
     'The model is added on every node before the run (as a preload notice would): a scale-up here costs a placement and a model load, not a download.',
-    'The variants run one after the other on the same cluster (on first), each with the app removed and its replicas released before the next. The machine drifts between them (other users): the base phase is the same deployment for on and off (one replica, c at the base), so the difference of their base rows is the drift, not the variants.'
+    `The variants run one after the other on the same cluster (${o.variants.join(', ')}), each with the app removed and its replicas released before the next. The machine drifts between them (other users): the base phase is the same deployment for on and off (one replica, c at the base), so the difference of their base rows is the drift, not the variants.`
   ]
 }
 
@@ -764,6 +791,7 @@ function printResults (o: Options, results: VariantResult[], peakFixedRs: number
     out('')
     out(`Scale-up, step by step (s after the step c=${o.concurrency} → ${o.concurrency * o.factor}; polls every ${o.pollMs} ms on the owner)`)
     for (const m of on.scaleUp) out(`  ${m.what.padEnd(56)} ${m.atS != null ? `at ${fx(m.atS, 2).padStart(6)} s` : 'not seen   '}${m.tookS != null ? `   took ${fx(m.tookS, 2).padStart(6)} s` : ''}`)
+    if (on.replicaLoadS.length > 0) out(`  model load per added replica (k-th placed → k-th ready): ${on.replicaLoadS.map(x => fx(x, 2)).join(', ')} s`)
     out(`Scale-down, step by step (s after the step back to c=${o.concurrency}; down delay ${o.downscaleDelayMs} ms)`)
     for (const m of on.scaleDown) out(`  ${m.what.padEnd(56)} ${m.atS != null ? `at ${fx(m.atS, 2).padStart(6)} s` : 'not seen   '}${m.tookS != null ? `   took ${fx(m.tookS, 2).padStart(6)} s` : ''}`)
     const stepDownS = round((on.stepDownEpochMs - on.stepUpEpochMs) / 1000, 2)
@@ -806,16 +834,24 @@ async function main (): Promise<void> {
 
   const cluster = await phase('cluster', async () => await startCluster(o, root, log))
   const results: VariantResult[] = []
+  const cuts = new Map<VariantResult, { answers: Answer[], marks: Marks }>()
   if (cluster != null) {
     for (const variant of o.variants) {
       const r = await phase(`variant ${variant}`, async () => {
-        const res = await runVariant(o, root, cluster, variant, results.find(x => x.variant === 'on')?.stepToReadyS ?? null, log)
-        await removeApp(o, cluster, res.app)
+        const res = await runVariant(o, root, cluster, variant, log)
+        await removeApp(o, cluster, res.result.app)
         return res
       })
-      if (r != null) results.push(r)
       if (r == null) break // phaseRunner killed the cluster
+      results.push(r.result)
+      cuts.set(r.result, { answers: r.answers, marks: r.marks })
     }
+  }
+  // Fixed variants: the transition is as long as autoscaling's step → ready (whichever ran first).
+  const onRun = results.find(r => r.variant === 'on')
+  for (const r of results) {
+    const cut = cuts.get(r)
+    if (r.variant !== 'on' && cut != null && onRun?.stepToReadyS != null) r.phases = phasesOf(cut.answers, cut.marks, onRun.stepToReadyS)
   }
 
   const windowSec = o.baseSec + o.peakSec + o.tailSec
@@ -838,7 +874,7 @@ async function main (): Promise<void> {
   out(`goal: replica-seconds < a fixed deployment sized for the peak: ${fx(on?.replicaSeconds)} < ${fx(peakFixedRs)} → ${met(goals.replicaSeconds)}`)
   out('')
   out('How this differs from a real deployment:')
-  for (const n of notes(o, o)) out(`  - ${n}`)
+  for (const n of notes(o)) out(`  - ${n}`)
   if (errors.length > 0) {
     out('')
     out('Problems:')
@@ -868,7 +904,7 @@ async function main (): Promise<void> {
     enoughReplicas: peakNeed,
     peakFixedReplicaSeconds: peakFixedRs,
     variants: results,
-    notes: notes(o, o),
+    notes: notes(o),
     errors,
     durationSec: round((now() - started) / 1000, 1)
   }
