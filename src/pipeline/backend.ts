@@ -3,12 +3,14 @@ import type { Logger } from '../util/logger.ts'
 import type { Placer } from '../placement/placer.ts'
 import type { Router } from '../serving/router.ts'
 import {
-  InferenceFailedError, ModelNotFoundError, UnavailableError,
-  type InferRequest, type InferResult, type ModelSignature, type ModelStatus, type ServingBackend
+  InferenceFailedError, ModelNotFoundError, ServingError,
+  type InferRequest, type InferResult, type ModelSignature, type ModelStatus, type ServingBackend, type Tensor
 } from '../serving/types.ts'
-import { PIPELINE_PLATFORM } from './constants.ts'
+import { PIPELINE_PLATFORM, REQUEST_SOURCE } from './constants.ts'
 import { checkWiring, compilePipeline, pipelineSignature, type Plan } from './graph.ts'
-import { runPipeline, SplitPicker, type StageCaller } from './executor.ts'
+import { assembleOutputs, runPipeline, stepError, SplitPicker, type StageCaller } from './executor.ts'
+import { fusePlan } from './fusion.ts'
+import { ChainStepError, RemoteInferError, type Chain } from '../serving/infer-protocol.ts'
 import { stageAppName, type PipelineRecord } from './spec.ts'
 
 export interface PipelineBackendComponents {
@@ -44,6 +46,8 @@ interface Compiled {
   plan: Plan
   /** The wiring check, redone when the signatures known change. */
   wiring?: { sigKey: string, problems: string[], complete: boolean }
+  /** The chain a fused call runs (fusion.ts), with the signatures it was built from. */
+  fused?: { sigKey: string, chain: Chain | undefined }
 }
 
 /** Signatures' JSON, once per signature object (a ledger pull brings new objects; most requests none). */
@@ -70,6 +74,7 @@ export class PipelineBackend implements ServingBackend {
   private readonly splits = new SplitPicker()
   private readonly stepDuration?: Histogram<'pipeline' | 'step'>
   private readonly stepFailures?: Counter<'pipeline' | 'step' | 'code'>
+  private readonly fusedCalls?: Counter<'pipeline' | 'result'>
 
   constructor (components: PipelineBackendComponents) {
     this.components = components
@@ -77,6 +82,7 @@ export class PipelineBackend implements ServingBackend {
       const registers = [components.registry]
       this.stepDuration = new Histogram({ name: 'astrad_pipeline_step_duration_seconds', help: 'Time of each pipeline step\'s stage call as the scheduler running the pipeline saw it (routing, retries, transfer, queue, compute)', labelNames: ['pipeline', 'step'], buckets: DURATION_BUCKETS, registers })
       this.stepFailures = new Counter({ name: 'astrad_pipeline_step_failures_total', help: 'Pipeline steps that failed the request, by error code', labelNames: ['pipeline', 'step', 'code'], registers })
+      this.fusedCalls = new Counter({ name: 'astrad_pipeline_fused_calls_total', help: 'Pipeline requests run as one chained call on a node hosting every stage, by result (ok; fallback: refused before an answer, run stage by stage; failed: a stage answered an error)', labelNames: ['pipeline', 'result'], registers })
     }
   }
 
@@ -121,6 +127,8 @@ export class PipelineBackend implements ServingBackend {
     if (wiring.problems.length > 0) {
       throw new InferenceFailedError(`pipeline '${name}' does not fit its stages' models: ${wiring.problems.join('; ')}`, 'ERR_PIPELINE_WIRING')
     }
+    const fused = await this.tryFused(name, record, c, req, signal)
+    if (fused != null) return fused
     const caller: StageCaller = {
       call: async (stage, stageReq, s) => await router.infer(stageAppName(name, stage), stageReq, s),
       ready: stage => router.model(stageAppName(name, stage))?.ready === true,
@@ -133,6 +141,63 @@ export class PipelineBackend implements ServingBackend {
     const result: InferResult = { model: name, version: String(record.generation), outputs: out.outputs, queueMs: out.queueMs, computeMs: out.computeMs }
     if (req.id != null) result.id = req.id
     return result
+  }
+
+  /**
+   * A plain sequence whose stages all have a ready replica on one node runs there in one chained
+   * call (fusion.ts). Undefined when it cannot be fused or the call was refused before any answer
+   * (then the stages are called one at a time: nothing was received, so nothing runs twice here).
+   */
+  private async tryFused (name: string, record: PipelineRecord, c: Compiled, req: InferRequest, signal?: AbortSignal): Promise<InferResult | undefined> {
+    const chain = this.fusedChain(c, record)
+    if (chain == null) return undefined
+    const { router } = this.components
+    const node = router.pickCommon(chain.steps.map(s => s.app))
+    if (node == null) return undefined
+    const t0 = performance.now()
+    const chainReq: InferRequest = { inputs: req.inputs, deadline: req.deadline }
+    if (req.id != null) chainReq.id = req.id
+    let out: InferResult
+    try {
+      out = await router.callChain(node, chain, chainReq, signal)
+    } catch (err) {
+      const step = err instanceof ChainStepError || err instanceof RemoteInferError ? err.step : undefined
+      const refused = err instanceof RemoteInferError
+        ? err.phase !== 'answered'
+        : err instanceof ChainStepError && (err.status === 503 || err.status === 429)
+      if (refused && !(signal?.aborted ?? false) && Date.now() < req.deadline) {
+        this.fusedCalls?.inc({ pipeline: name, result: 'fallback' })
+        return undefined
+      }
+      this.fusedCalls?.inc({ pipeline: name, result: 'failed' })
+      const planStep = step != null ? c.plan.steps[step] : undefined
+      if (planStep == null || !(err instanceof ServingError)) throw err
+      const stage = 'stage' in planStep.spec ? planStep.spec.stage : planStep.name
+      const wrapped = stepError(name, planStep.name, stage, err)
+      this.stepFailures?.inc({ pipeline: name, step: planStep.name, code: wrapped.code })
+      throw wrapped
+    }
+    this.fusedCalls?.inc({ pipeline: name, result: 'ok' })
+    this.stepDuration?.observe({ pipeline: name, step: 'fused' }, (performance.now() - t0) / 1000)
+    const values = new Map<string, Map<string, Tensor>>([[REQUEST_SOURCE, new Map(req.inputs.map(t => [t.name, t]))]])
+    for (const t of out.outputs) {
+      const slash = t.name.indexOf('/')
+      const step = c.plan.steps[Number(t.name.slice(0, slash))]
+      if (step == null) continue
+      let m = values.get(step.name)
+      if (m == null) values.set(step.name, m = new Map())
+      m.set(t.name.slice(slash + 1), { ...t, name: t.name.slice(slash + 1) })
+    }
+    const result: InferResult = { model: name, version: String(record.generation), outputs: assembleOutputs(c.plan, values, req), queueMs: out.queueMs, computeMs: out.computeMs }
+    if (req.id != null) result.id = req.id
+    return result
+  }
+
+  private fusedChain (c: Compiled, record: PipelineRecord): Chain | undefined {
+    const sig = this.signatures(record)
+    const sigKey = Object.keys(record.spec.stages).map(s => signatureKey(sig(s))).join('|')
+    if (c.fused?.sigKey !== sigKey) c.fused = { sigKey, chain: fusePlan(c.plan, sig) }
+    return c.fused.chain
   }
 
   /** Every pipeline's stages and readiness, for `app ls` and `status`. */

@@ -226,6 +226,16 @@ export async function runPipeline (
     signal?.removeEventListener('abort', onAbort)
   }
 
+  return { outputs: assembleOutputs(plan, values, req), queueMs, computeMs }
+}
+
+/**
+ * The pipeline's answer from the tensors its steps gave (by step name; `$request` the request's):
+ * the explicit outputs, or the sinks' (named `STEP.TENSOR` when there are several), then the
+ * client's `outputs` list picks among them.
+ */
+export function assembleOutputs (plan: Plan, values: ReadonlyMap<string, ReadonlyMap<string, Tensor>>, req: InferRequest): Tensor[] {
+  const name = plan.spec.name
   let outputs: Tensor[]
   if (plan.outputs != null) {
     outputs = plan.outputs.map(o => {
@@ -245,11 +255,11 @@ export async function runPipeline (
       return t
     })
   }
-  return { outputs, queueMs, computeMs }
+  return outputs
 }
 
 /** A stage's failure as the pipeline answers it: the stage's status and code, its step and stage named. */
-function stepError (pipeline: string, step: string, stage: string, err: unknown): ServingError {
+export function stepError (pipeline: string, step: string, stage: string, err: unknown): ServingError {
   if (err instanceof PipelineStepError) return err
   const prefix = `pipeline '${pipeline}' step '${step}' (stage '${stage}')`
   if (err instanceof ServingError) return new PipelineStepError(`${prefix}: ${err.message}`, err.code, err.status, step, stage, err.retryAfter)

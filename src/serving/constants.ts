@@ -2,6 +2,14 @@
 
 /** Router → node inference requests (ARCHITECTURE §2 "Serving"). */
 export const INFER_PROTOCOL = '/astra/infer/1.0.0'
+/**
+ * A pipeline's stages run one after another on one node that hosts them all (src/pipeline):
+ * the same framing as INFER_PROTOCOL, the header naming the chain. A node without it (older)
+ * refuses the protocol and the scheduler runs the stages one call at a time.
+ */
+export const CHAIN_PROTOCOL = '/astra/infer-chain/1.0.0'
+/** Stages one chained call runs at most (a pipeline has at most 32 steps). */
+export const MAX_CHAIN_STEPS = 32
 /** The JSON header of a request or answer (names, datatypes, shapes): small. */
 export const MAX_INFER_HEADER_BYTES = 64 * 1024
 /** All tensors of one request or answer together; matches the RPC port's body cap. */

@@ -1,5 +1,5 @@
 export * from './types.ts'
 export { ReplicaHost, ReplicaLoadError } from './replicas.ts'
 export { Router } from './router.ts'
-export { serveInference, inferRemote, RemoteInferError, type LocalInfer } from './infer-protocol.ts'
+export { serveInference, inferRemote, inferChainRemote, runChain, RemoteInferError, ChainStepError, type LocalInfer, type Chain } from './infer-protocol.ts'
 export * as servingConstants from './constants.ts'

@@ -6,7 +6,7 @@ import { errorMessage } from '../util/errors.ts'
 import type { InflightCounter, MembershipView, NodeRecord } from '../membership/index.ts'
 import type { LedgerView, Placer, RoutingWeight } from '../placement/index.ts'
 import { Balancer, articleWeight, measuredWeight, staticWeight, type NodeLoad, type WeightFunction } from '../routing/index.ts'
-import { inferRemote, RemoteInferError } from './infer-protocol.ts'
+import { inferChainRemote, inferRemote, runChain, RemoteInferError, type Chain } from './infer-protocol.ts'
 import type { ReplicaHost } from './replicas.ts'
 import {
   DeadlineError, ModelNotFoundError, QueueFullError, ServingError, UnavailableError,
@@ -300,6 +300,44 @@ export class Router implements ServingBackend {
     }
     if (sawFull) throw new QueueFullError(`every replica of '${name}' tried is at its queue limit`)
     throw lastError ?? new UnavailableError(`no replica of '${name}' is ready`, 'ERR_NO_REPLICA')
+  }
+
+  /**
+   * A node to run all of `apps` (a pipeline's stages) in one chained call, picked by the first
+   * app's smooth weighted round-robin — only when every node with a ready replica of the first
+   * app has one of each of the others too. (With uneven placement the first app's other nodes
+   * would get no pipeline traffic at all; then the stages are routed one by one.)
+   */
+  pickCommon (apps: readonly string[]): string | undefined {
+    const routes = apps.map(a => this.routes.get(a))
+    const first = routes[0]
+    if (first == null || first.nodes.size === 0 || routes.some(r => r == null)) return undefined
+    for (const id of first.nodes.keys()) if (!routes.every(r => r!.nodes.has(id))) return undefined
+    return first.balancer.pick()
+  }
+
+  /**
+   * Runs a chain of apps on one node (pickCommon): in this process when the node is this daemon,
+   * else over CHAIN_PROTOCOL. Transport failures count against the node as for any request.
+   */
+  async callChain (id: string, chain: Chain, req: InferRequest, signal?: AbortSignal): Promise<InferResult> {
+    const first = this.routes.get(chain.steps[0]!.app)
+    const done = this.track(id)
+    const end = this.components.meter != null ? chain.steps.map(s => this.components.placer.app(s.app)?.spec.autoscaling != null ? this.components.meter!.begin(s.app) : undefined) : []
+    try {
+      const local = this.components.local
+      const result = local != null && id === local.peerId
+        ? await runChain(chain, req, async (app, r, s) => { const e = local.inflight.begin(); try { return await local.host.infer(app, r, s) } finally { e() } }, signal ?? new AbortController().signal)
+        : await inferChainRemote(this.components.libp2p, peerIdFromString(id), chain, req, signal)
+      first?.balancer.success(id, result.computeMs)
+      return result
+    } catch (err) {
+      if (err instanceof RemoteInferError && err.phase !== 'answered' && err.code !== 'ERR_DRAINING' && err.code !== 'ERR_NO_REPLICA' && err.status !== 429) first?.balancer.failure(id)
+      throw err
+    } finally {
+      done()
+      for (const e of end) e?.()
+    }
   }
 
   private track (id: string): () => void {

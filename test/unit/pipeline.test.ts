@@ -245,3 +245,25 @@ test('the request has the inputs a step reads, and tensors held between stages a
   await assert.rejects(runPipeline(plan, req([tensor('q', [1])]), stages, new SplitPicker(), 'k', undefined), { status: 400, message: /step 'a' reads input 'x', which the request does not have \(it has: q\)/ })
   await assert.rejects(runPipeline(plan, req([tensor('x', [1])]), stages, new SplitPicker(), 'k', undefined), { status: 413, message: /step 'a': the request's tensors between stages reached/ })
 })
+
+test('fusion: plain sequences fuse into one chain; switches, splits, ensembles and unknown signatures do not', async () => {
+  const { fusePlan } = await import('../../src/pipeline/fusion.ts')
+  const sig = (s: string): ModelSignature | undefined => SIGS[s]
+  const three = { a: { model: M1, replicas: 1 }, b: { model: M2, replicas: 1 }, c: { model: M3, replicas: 1 } }
+  const seq = compilePipeline(parsePipelineSpec({ name: 'p', stages: three, steps: [{ stage: 'a' }, { stage: 'b', inputs: { x: 'a.score' } }, { stage: 'c', inputs: 'b' }], outputs: { y: 'c.y', s: 'a.score' } }))
+  assert.deepEqual(fusePlan(seq, sig), {
+    steps: [
+      { app: 'p.a', inputs: [['x', -1, 'x']], outputs: ['score'] },
+      { app: 'p.b', inputs: [['x', 0, 'score']] },
+      { app: 'p.c', inputs: [['x', 1, 'x']], outputs: ['y'] }
+    ],
+    returns: [0, 2]
+  })
+  assert.equal(fusePlan(seq, s => s === 'c' ? undefined : sig(s)), undefined, 'a whole-source step needs its model\'s inputs')
+  const ensemble = compilePipeline(parsePipelineSpec({ name: 'p', stages: three, steps: [{ stage: 'a' }, { stage: 'b', inputs: '$request' }, { stage: 'c', inputs: { x: 'a.score' } }] }))
+  assert.equal(fusePlan(ensemble, sig), undefined, 'parallel steps are not serialised')
+  const split = compilePipeline(parsePipelineSpec({ name: 'p', stages: three, steps: [{ stage: 'a' }, { name: 's', split: [{ stage: 'b', weight: 1 }, { stage: 'c', weight: 1 }], inputs: { x: 'a.score' } }] }))
+  assert.equal(fusePlan(split, sig), undefined)
+  const single = compilePipeline(parsePipelineSpec({ name: 'p', stages: { a: three.a }, steps: [{ stage: 'a' }] }))
+  assert.equal(fusePlan(single, sig), undefined, 'one stage: nothing to save')
+})
