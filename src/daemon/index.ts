@@ -5,7 +5,7 @@ import { LifecycleError, errorMessage } from '../util/errors.ts'
 import type { DaemonConfig } from '../config/index.ts'
 import { Counter } from 'prom-client'
 import { createMetrics, gaugeFn, labelledGaugeFn, type Metrics } from '../metrics/index.ts'
-import { createHost, loadOrCreateIdentity, Bootstrapper, ProtocolPeers, type Host } from '../p2p/index.ts'
+import { createHost, loadOrCreateIdentity, Bootstrapper, ProtocolPeers, PeerLookup, servePeerLookup, p2pConstants, type Host } from '../p2p/index.ts'
 import { Trust, loadSecurity, type Security } from '../trust/index.ts'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import {
@@ -183,8 +183,10 @@ export class Daemon {
       const trust = this.trustValue = new Trust({
         clusterPublic: security.clusterPublic, selfCert: security.cert, logger: componentLogger(this.logger, 'trust'), registry: metrics.registry
       })
+      const peerLookup = new PeerLookup()
       const libp2p = this.libp2p = await createHost({
         privateKey,
+        peerLookup,
         listen: config.listen,
         announce: config.announce,
         swarmKey: security.psk,
@@ -201,6 +203,10 @@ export class Daemon {
         }
       })
       await trust.attach(libp2p)
+      // A member this daemon never met (a scheduler-only daemon and the nodes it places on) is
+      // dialled at the addresses a resource knows; resources answer members.
+      peerLookup.attach(libp2p, async peer => await trust.check(peer, 'resource', p2pConstants.PEER_LOOKUP_PROTOCOL))
+      if (config.roles.includes('resource')) await servePeerLookup(libp2p, Trust.guard(libp2p, 'member', p2pConstants.PEER_LOOKUP_PROTOCOL))
       const base = { libp2p, metrics, clock: this.clock }
       const roles = new Set(config.roles)
 

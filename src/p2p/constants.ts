@@ -72,3 +72,15 @@ export const RELAY_RESERVATION_TIMEOUT_MS = 10_000
  * plus the Noise handshake on a slow WAN path.
  */
 export const ADDRESS_DIAL_TIMEOUT_MS = 3_000
+
+/**
+ * Peer lookup (`peer-lookup.ts`): a daemon that must dial a member it never met (a scheduler-only
+ * daemon reserving on a node, whose addresses it cannot know: heartbeats carry none) asks the
+ * resources it is connected to, which hold a connection to every member. Only members ask; only
+ * answers from resources are used.
+ */
+export const PEER_LOOKUP_PROTOCOL = '/astra/peer/1.0.0'
+/** Addresses one answer carries at most (a peer's listen, announced and relay addresses). */
+export const MAX_LOOKUP_ADDRS = 16
+/** One lookup's deadline per resource asked. */
+export const PEER_LOOKUP_TIMEOUT_MS = 2_000

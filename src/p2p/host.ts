@@ -10,6 +10,7 @@ import { dcutr } from '@libp2p/dcutr'
 import { circuitRelayServer, circuitRelayTransport, type CircuitRelayService } from '@libp2p/circuit-relay-v2'
 import type { ConnectionGater, PeerId, PrivateKey } from '@libp2p/interface'
 import { upgradeErrorMetrics } from './upgrade-errors.ts'
+import type { PeerLookup } from './peer-lookup.ts'
 import {
   GOSSIP_MAX_INBOUND_BYTES, MAX_CONNECTIONS, INBOUND_CONNECTIONS_PER_IP_PER_SECOND, MAX_INCOMING_PENDING_CONNECTIONS,
   RELAY_MAX_RESERVATIONS, RELAY_MAX_HOP_STREAMS, RELAY_MAX_STOP_STREAMS, RELAY_HOP_TIMEOUT_MS,
@@ -45,6 +46,8 @@ export interface HostInit {
   dialFrom?: string
   /** NAT traversal (docs/nat.md). */
   relay?: RelayInit
+  /** Finds addresses of members this host never met, through the resources (attach it once the host exists). */
+  peerLookup?: PeerLookup
 }
 
 export interface RelayInit {
@@ -82,6 +85,8 @@ export async function createHost (init: HostInit): Promise<Host> {
   }
   return createLibp2p<HostServices>({
     start: false,
+    // Addresses of members never met, from the resources (peer-lookup.ts).
+    ...(init.peerLookup != null ? { peerRouters: [() => init.peerLookup!] } : {}),
     privateKey: init.privateKey,
     addresses: { listen: init.listen, announce },
     transports: [

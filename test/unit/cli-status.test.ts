@@ -110,3 +110,21 @@ test('status says how the daemon holds its cluster secret, and says --insecure l
   assert.match(insecure, /^INSECURE: no cluster secret \(--insecure\): anyone who reaches the P2P port can join$/m)
   assert.doesNotMatch(renderStatus(doc([node('alpha', 'alive')]), { now: NOW }), /security|INSECURE/, 'a daemon older than issue 16 sends none')
 })
+
+test('pipelines: a row per pipeline and per stage; an autoscaled app shows its last decision', () => {
+  const d = doc([node('alpha', 'alive')]) as unknown as Record<string, unknown>
+  d.pipelines = [{
+    name: 'ocr', generation: 3, ready: false, lastError: "stage 'read': replica failed to load on n2: bad model",
+    stages: {
+      detect: { app: 'ocr.detect', generation: 1, desired: 2, placed: 2, ready: 2 },
+      read: { app: 'ocr.read', generation: 2, desired: 1, placed: 1, ready: 0, lastError: 'replica failed to load on n2: bad model' }
+    }
+  }]
+  d.apps = [{ name: 'vad', model: 'm'.repeat(64), generation: 1, desired: 3, placed: 3, ready: 3, old: 0, weights: [], autoscaling: { desired: 3, load: 5.2, reason: 'load 5.2 / target 2 → 3: up after 1000 ms', decidedAt: NOW, target: 2, min: 1, max: 8 } }]
+  const text = renderStatus(d as unknown as StatusDocument, { now: NOW })
+  assert.match(text, /^pipelines:$/m)
+  assert.match(text, /^ocr +3 +not ready +stage 'read': replica failed to load on n2: bad model$/m)
+  assert.match(text, /^ {2}detect +1 +2 +2 +2 +ready$/m)
+  assert.match(text, /^ {2}read +2 +1 +1 +0 +not ready +replica failed to load on n2: bad model$/m)
+  assert.match(text, /^vad .* load 5\.2 \/ target 2 → 3: up after 1000 ms$/m)
+})
