@@ -208,7 +208,7 @@ interface Cluster {
 }
 
 /**
- * s1 (resource, scheduler), s2… (scheduler), n1… (node, --cores K), all bootstrapped to s1,
+ * s1 (resource, scheduler), s2… (scheduler), n1… (node, --cores K), all bootstrapped to s1 only,
  * with the cluster key. The model is added on every node (same bytes, same id): a scale-up then
  * costs a placement and a model load, not a transfer (what a preload notice achieves).
  */
@@ -221,12 +221,10 @@ async function startCluster (o: Options, root: string, log: (m: string) => void)
   const boot = await loopbackAddr(s1)
   const rest: AstradDaemon[] = []
   for (let i = 2; i <= o.schedulers; i++) rest.push(await start(`s${i}`, 'scheduler', boot))
-  // Nodes bootstrap to every scheduler: a scheduler learns a node's addresses only from a
-  // connection of its own (one bootstrapped to s1 alone cannot pull the ledgers of nodes it never
-  // met: "The dial request has no valid addresses for peer", so it never routes).
-  const more = (await Promise.all(rest.map(async s => await loopbackAddr(s)))).flatMap(a => ['--bootstrap', a])
+  // Nodes bootstrap to the resource only, as deployed: a scheduler finds the addresses of nodes it
+  // never met through the resource (peer lookup, /astra/peer/1.0.0).
   const nodes: AstradDaemon[] = []
-  for (let i = 1; i <= o.nodes; i++) nodes.push(await start(`n${i}`, 'node', boot, ['--cores', String(o.cores), ...more]))
+  for (let i = 1; i <= o.nodes; i++) nodes.push(await start(`n${i}`, 'node', boot, ['--cores', String(o.cores)]))
   const schedulers = [s1, ...rest]
   const members = schedulers.length + nodes.length
   await waitFor(`${members} daemons alive in every scheduler's view`, async () => {
