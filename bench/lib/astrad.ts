@@ -41,6 +41,8 @@ export interface StartOptions {
   wrap?: string[]
   /** More `astrad start` flags, e.g. ['--cores', '2']. */
   extraArgs?: string[]
+  /** How long the RPC port may take to answer (default 20 s; more on a busy machine). */
+  startTimeoutMs?: number
 }
 
 export async function getJson<T> (port: number, route: string, timeoutMs = 2_000): Promise<T> {
@@ -96,7 +98,7 @@ export async function startDaemon (o: StartOptions): Promise<AstradDaemon> {
     ? start(o.name, wrap[0] as string, [...wrap.slice(1), o.bin, ...args])
     : start(o.name, o.bin, args)
   const doc = await Promise.race([
-    waitFor(`${o.name} RPC on :${rpcPort}`, async () => await status(rpcPort, 1_000), 20_000, 50),
+    waitFor(`${o.name} RPC on :${rpcPort}`, async () => await status(rpcPort, 1_000), o.startTimeoutMs ?? 20_000, 50),
     proc.exited.then(({ code, signal }) => { throw new Error(`${o.name} exited ${code ?? signal} at start: ${proc.tail.join('\n')}`) })
   ])
   return { name: o.name, roles: o.roles, dataDir, rpcPort, p2pPort, proc, peerId: doc.self.peerId }

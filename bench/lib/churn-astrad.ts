@@ -4,7 +4,7 @@
 
 import path from 'node:path'
 import { sleep, now, signal, stop, waitFor } from './procs.ts'
-import { startDaemon, status, type AstradDaemon, type StatusDoc } from './astrad.ts'
+import { startDaemon, status, loopbackAddr, type AstradDaemon, type StatusDoc } from './astrad.ts'
 
 /**
  * drain: SIGTERM (graceful leave). crash: SIGKILL (process dies, the kernel closes its sockets).
@@ -75,7 +75,7 @@ function aliveCount (doc: StatusDoc): number {
 export async function runAstradChurn (o: AstradChurnOptions): Promise<AstradChurnResult> {
   const root = path.join(o.root, 'astrad-churn')
   const resource = await startDaemon({ bin: o.bin, root, name: 'r0', roles: 'resource,scheduler' })
-  const rAddr = `/ip4/127.0.0.1/tcp/${await p2pPortOf(resource)}/p2p/${resource.peerId}`
+  const rAddr = await loopbackAddr(resource)
   const observer = await startDaemon({ bin: o.bin, root, name: 'observer', roles: 'scheduler', bootstrap: rAddr })
   const slots: AstradDaemon[] = await Promise.all(Array.from({ length: o.nodes }, async (_, i) =>
     await startDaemon({ bin: o.bin, root, name: `n${i + 1}`, roles: 'node', bootstrap: rAddr })))
@@ -151,14 +151,6 @@ async function describe (daemons: AstradDaemon[]): Promise<string> {
     for (const l of d.proc.tail.slice(-8)) out.push(`    ${l.slice(0, 400)}`)
   }
   return out.join('\n')
-}
-
-async function p2pPortOf (d: AstradDaemon): Promise<number> {
-  const doc = await status(d.rpcPort)
-  const addr = doc.self.addrs.find(a => a.startsWith('/ip4/127.0.0.1/tcp/'))
-  const port = Number(addr?.split('/')[4])
-  if (!Number.isInteger(port) || port <= 0) throw new Error(`no loopback TCP address in ${JSON.stringify(doc.self.addrs)}`)
-  return port
 }
 
 async function oneTrial (event: ChurnEvent, trial: number, target: AstradDaemon, observer: AstradDaemon, resource: AstradDaemon, pollMs: number): Promise<AstradTrial> {

@@ -19,6 +19,11 @@
 //
 // runAlternating() measures several targets in one run, slice by slice (AlternatingOptions).
 //
+// A (single-target) load may step: `steps` change the number of loops at given offsets of the
+// window (bench:autoscale's c → 4c → c). A loop told to stop finishes its request first (nothing
+// is cut off); a new loop opens its own connection. With `trace`, every recorded answer comes
+// back (end time, latency, status), so a caller can cut the window into phases.
+//
 // runLoad() and runAlternating() fork this file; the child runs the loops and sends one result
 // back over IPC.
 
@@ -56,6 +61,32 @@ export interface LoadOptions {
   chain?: ChainCall[]
   /** Return every recorded latency (`latencies`), so several runs can be pooled. */
   samples?: boolean
+  /** A binary request body (base64 here, so it crosses the IPC channel as text); instead of `body`. */
+  bodyBase64?: string
+  /** Changes of the number of loops, at ms from the window's start. */
+  steps?: LoadStep[]
+  /** Return every recorded answer in `trace`. */
+  trace?: boolean
+}
+
+export interface LoadStep {
+  /** ms after the recorded window starts. */
+  atMs: number
+  /** Loops from then on (0 stops them all). */
+  concurrency: number
+}
+
+/** Every recorded answer, in completion order (parallel arrays). */
+export interface LoadTrace {
+  /** Epoch ms (performance.timeOrigin + now) at which the window started: the same clock as Date.now() in any process. */
+  windowStartEpochMs: number
+  /** Epoch ms at which each of `steps` took effect. */
+  stepEpochMs: number[]
+  /** Completion time, ms from the window's start. */
+  endMs: number[]
+  latencyMs: number[]
+  /** HTTP status, or a network error code. */
+  status: Array<number | string>
 }
 
 export interface LatencySummary {
@@ -100,12 +131,15 @@ export interface LoadResult {
   writeCalls: number | null
   /** Latencies (ms) of the 2xx answers in the window, in completion order, when `samples` was asked. */
   latencies?: number[]
+  /** Every recorded answer, when `trace` was asked. */
+  trace?: LoadTrace
 }
 
 /** A target of an alternating run: where each request goes (as in LoadOptions). */
 export interface Target {
   url: string
   body?: string
+  bodyBase64?: string
   chain?: ChainCall[]
 }
 
@@ -172,6 +206,9 @@ export async function runAlternating (o: AlternatingOptions, hooks: LoadHooks = 
 
 async function runChild (o: LoadOptions | AlternatingOptions, runMs: number, hooks: LoadHooks): Promise<AlternatingResult> {
   if (!Number.isInteger(o.concurrency) || o.concurrency < 1) throw new RangeError(`concurrency must be a positive integer, got ${o.concurrency}`)
+  for (const st of 'steps' in o ? o.steps ?? [] : []) {
+    if (!Number.isInteger(st.concurrency) || st.concurrency < 0) throw new RangeError(`step concurrency must be an integer ≥ 0, got ${st.concurrency}`)
+  }
   const child: Managed = forkTs('load', SELF, [CHILD_FLAG])
   const limitMs = runMs + (o.timeoutMs ?? DEFAULT_TIMEOUT_MS) + 30_000
   try {
@@ -267,7 +304,7 @@ interface Plan {
 function planOf (o: LoadOptions | AlternatingOptions): Plan {
   if (!('targets' in o)) {
     const t = o.warmupMs
-    return { targets: [{ url: o.url, body: o.body, chain: o.chain }], warmupMs: t, slices: [{ target: 0, start: t, recordStart: t, end: t + o.durationMs }] }
+    return { targets: [{ url: o.url, body: o.body, bodyBase64: o.bodyBase64, chain: o.chain }], warmupMs: t, slices: [{ target: 0, start: t, recordStart: t, end: t + o.durationMs }] }
   }
   const n = o.targets.length
   const slices: Plan['slices'] = []
@@ -312,9 +349,12 @@ async function generate (o: LoadOptions | AlternatingOptions, send: (m: ChildMes
       if (u.host !== first.host) throw new Error(`chain call ${c.url}: not on ${first.host} (one connection per loop)`)
       return { ...c, path: u.pathname + u.search }
     })
-    return { path: url.pathname + url.search, body: t.body !== undefined ? Buffer.from(t.body) : undefined, chain }
+    const body = t.bodyBase64 !== undefined ? Buffer.from(t.bodyBase64, 'base64') : t.body !== undefined ? Buffer.from(t.body) : undefined
+    return { path: url.pathname + url.search, body, chain }
   })
-  const agent = new http.Agent({ keepAlive: true, maxSockets: o.concurrency, maxFreeSockets: o.concurrency })
+  const steps = 'steps' in o ? [...(o.steps ?? [])].sort((a, b) => a.atMs - b.atMs) : []
+  const maxLoops = Math.max(o.concurrency, ...steps.map(st => st.concurrency))
+  const agent = new http.Agent({ keepAlive: true, maxSockets: maxLoops, maxFreeSockets: maxLoops })
   // A socket carries one call at a time: its counters since the last call ended are this call's bytes.
   const seen = new WeakMap<net.Socket, { written: number, read: number }>()
   const callBytes = (sock: net.Socket | null): { sent: number, received: number } => {
@@ -362,6 +402,10 @@ async function generate (o: LoadOptions | AlternatingOptions, send: (m: ChildMes
   let warmupRequests = 0
   const t0 = performance.now()
   const lastEnd = t0 + (plan.slices[plan.slices.length - 1]?.end ?? plan.warmupMs)
+  const recordStart0 = t0 + (plan.slices[0]?.recordStart ?? plan.warmupMs)
+  const trace: LoadTrace | undefined = 'trace' in o && o.trace === true
+    ? { windowStartEpochMs: performance.timeOrigin + recordStart0, stepEpochMs: [], endMs: [], latencyMs: [], status: [] }
+    : undefined
   /** The slice at time t (-1 in the warm-up). */
   const sliceAt = (t: number): number => {
     for (let k = plan.slices.length - 1; k >= 0; k--) if (t >= t0 + (plan.slices[k]?.start ?? 0)) return k
@@ -394,8 +438,13 @@ async function generate (o: LoadOptions | AlternatingOptions, send: (m: ChildMes
     timers.push(setTimeout(close, sl.end))
   })
 
-  const loop = async (_: unknown, i: number): Promise<void> => {
-    while (performance.now() < lastEnd) {
+  // Loop i runs while i < wanted; a step up starts the loops that are not running.
+  let wanted = o.concurrency
+  const running = new Set<number>()
+  const loops: Array<Promise<void>> = []
+  const loop = async (i: number): Promise<void> => {
+    running.add(i)
+    while (i < wanted && performance.now() < lastEnd) {
       const start = performance.now()
       const k = sliceAt(start)
       // In the warm-up the loops share the targets out, so every target is warm.
@@ -408,6 +457,11 @@ async function generate (o: LoadOptions | AlternatingOptions, send: (m: ChildMes
         warmupRequests++
       } else if (end <= lastEnd && sl.target === target && end >= t0 + sl.recordStart && end <= t0 + sl.end) {
         const tally = tallies[target] as Tally
+        if (trace != null) {
+          trace.endMs.push(end - recordStart0)
+          trace.latencyMs.push(end - start)
+          trace.status.push(r.status)
+        }
         if (typeof r.status === 'number' && r.status >= 200 && r.status < 300) {
           tally.latencies.push(end - start)
           tally.okBytes += r.bytes
@@ -422,8 +476,22 @@ async function generate (o: LoadOptions | AlternatingOptions, send: (m: ChildMes
       }
       if (typeof r.status === 'string') await new Promise(resolve => setTimeout(resolve, ERROR_BACKOFF_MS))
     }
+    running.delete(i)
   }
-  await Promise.all(Array.from({ length: o.concurrency }, loop))
+  const startLoops = (): void => {
+    for (let i = 0; i < wanted; i++) if (!running.has(i)) loops.push(loop(i))
+  }
+  const stepTimers = steps.map(st => setTimeout(() => {
+    wanted = st.concurrency
+    trace?.stepEpochMs.push(performance.timeOrigin + performance.now())
+    startLoops()
+  }, recordStart0 - t0 + st.atMs))
+  startLoops()
+  // Loops started by later steps join the list while the earlier ones run.
+  for (let n = 0; n < loops.length || performance.now() < lastEnd;) {
+    if (n < loops.length) { await loops[n]; n++ } else await new Promise(resolve => setTimeout(resolve, 50))
+  }
+  for (const t of stepTimers) clearTimeout(t)
   // The last window's timer may not have run yet when the loops' last answers arrive.
   for (const close of closers) close()
   for (const t of timers) clearTimeout(t)
@@ -448,7 +516,8 @@ async function generate (o: LoadOptions | AlternatingOptions, send: (m: ChildMes
       httpReceivedBytes: tally.read,
       wcharBytes: tally.wchar,
       writeCalls: tally.syscw,
-      ...(o.samples === true ? { latencies: Array.from(values) } : {})
+      ...(o.samples === true ? { latencies: Array.from(values) } : {}),
+      ...(trace != null ? { trace } : {})
     }
   })
   return { targets: results, slices: plan.slices.map((sl, k) => ({ target: sl.target, windowMs: sl.end - sl.recordStart, ok: sliceOk[k] ?? 0 })) }
