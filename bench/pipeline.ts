@@ -447,7 +447,7 @@ function kb (x: number | null | undefined): string {
 function notes (o: Options, cluster: PipelineCluster | null): string[] {
   const cores = os.availableParallelism()
   return [
-    `Cluster: 3 real dist/astrad processes on one ${cores}-core machine over loopback: 'sched' (resource,scheduler; the client's KServe endpoint), n1 and n2 (node, --cores ${4 * o.threads}). Every app and stage has ${REPLICAS} replicas (threads ${o.threads}, cpu ${o.threads}), one per node, so each stage call crosses from sched to a node over libp2p (/astra/infer, Noise + Yamux).`,
+    `Cluster: 3 real dist/astrad processes on one ${cores}-core machine over loopback: 'sched' (resource,scheduler; the client's KServe endpoint), n1 and n2 (node, --cores ${4 * o.threads}). Every app and stage has ${REPLICAS} replicas (threads ${o.threads}, cpu ${o.threads}), one per node, so every call leaves sched over libp2p (Noise + Yamux): (b)'s two stage calls on /astra/infer, (a)'s one chained call on /astra/infer-chain (both stages on the node it picks; stage by stage when placement is uneven).`,
     `(a) one POST /v2/models/${PIPELINE}/infer; (b) POST /v2/models/${APPS.vad}/infer (outputs: [output]) then POST /v2/models/${APPS.gate}/infer with that output as x, one after the other on the loop's keep-alive connection; a latency is the whole request (both calls for (b)). Same request body (Silero VAD, 1 × 512 samples), same closed-loop client process and connections, same concurrency. Interleaved: per concurrency one client run, ${o.warmupSec} s warm-up (loops split between the sides), then slices of ${o.durationSec} s recorded, a b b a a b …, ${o.slices} per side; the first ${SETTLE_MS / 1000} s after a switch are not recorded (the other side's requests are still in flight). A side's numbers are over all its slices; 'pairs' are (a) ÷ (b) req/s of neighbouring slices, whose spread shows the machine's noise.`,
     `wchar (/proc/PID/io) counts every byte a process passed to write syscalls: sockets (HTTP, libp2p), pipes and files alike. During load the daemons log at --log-level warn and write no files, so it is socket bytes (libp2p traffic is counted after Noise encryption and Yamux framing). Reads are not added: every byte written to a loopback socket is read once by the other end. "client" is the load generator process (it writes only its sockets). Per answer = bytes written in a side's recorded windows ÷ its answers in them: requests in flight at a window's ends make it approximate by a few %.`,
     `HTTP out/in: what the calls of each recorded answer wrote to and read from their socket, headers included (exact), per answer. CPU µs/req: the CPU time of the three daemons and the client over the window ÷ answers.`,
@@ -542,7 +542,18 @@ async function main (): Promise<void> {
     errors.push(`cluster: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`)
     log(errors[errors.length - 1] as string)
   }
-  if (cluster != null) await Promise.all([cluster.scheduler, ...cluster.nodes].map(async d => { await stop(d.proc, 'SIGTERM', 10_000) }))
+  // How (a)'s requests ran on the scheduler: one chained call per request on the node holding both
+  // stages (fused), or stage by stage (docs/pipelines.md "Fusion").
+  let fused: string | undefined
+  if (cluster != null) {
+    try {
+      const text = await (await fetch(`http://127.0.0.1:${cluster.scheduler.rpcPort}/metrics`, { signal: AbortSignal.timeout(5_000) })).text()
+      const count = (result: string): number => Number(text.split('\n').find(l => l.startsWith(`astrad_pipeline_fused_calls_total{pipeline="${PIPELINE}",result="${result}"} `))?.split(' ')[1] ?? 0)
+      const steps = Number(text.split('\n').find(l => l.startsWith(`astrad_pipeline_step_duration_seconds_count{pipeline="${PIPELINE}",step="vad"} `))?.split(' ')[1] ?? 0)
+      fused = `(a) ran as ${count('ok')} fused chained calls (one per request, /astra/infer-chain), ${count('fallback')} fell back, ${steps} stage by stage`
+    } catch {}
+    await Promise.all([cluster.scheduler, ...cluster.nodes].map(async d => { await stop(d.proc, 'SIGTERM', 10_000) }))
+  }
 
   const cells: Cell[] = []
   for (const run of runs) {
@@ -563,6 +574,7 @@ async function main (): Promise<void> {
   out('')
   out(`Pipeline vs two apps: Silero VAD → gate (x > ${GATE_THRESHOLD}), ${NODES} nodes × 1 replica of each, threads ${o.threads}; ${o.slices} slices × ${o.durationSec} s per side and concurrency, interleaved, after ${o.warmupSec} s warm-up${o.quick ? ' (--quick)' : ''}`)
   if (check != null) out(`  answers: ${check.ok ? 'EQUAL' : 'DIFFERENT'} — ${check.detail}`)
+  if (fused != null) out(`  ${fused}`)
   if (cluster != null) out(`  ready after deploy: apps ${(cluster.appsReadyMs / 1000).toFixed(1)} s, pipeline ${cluster.pipelineReadyMs != null ? `${(cluster.pipelineReadyMs / 1000).toFixed(1)} s` : 'not ready'}; placement ${Object.entries(cluster.placement).map(([app, per]) => `${app} ${Object.entries(per).map(([n, k]) => `${n}:${k}`).join(' ')}`).join(', ')}`)
   printTable(o, cells, rows, out)
   out('  wchar B/r = daemons + client: bytes written per answer by the 3 daemons and the client (/proc/PID/io wchar), writes/r their write syscalls (syscw); HTTP out/in: the client\'s socket bytes per answer; CPU µs/r: daemons + client. Ratios are (a) ÷ (b).')
