@@ -69,6 +69,7 @@ interface Options {
 const USAGE = `usage: node bench/serve.ts [options]
   --only PART           run only this part, repeatable or comma-separated:
                         ${PARTS.join(', ')} (default: all three)
+  --quick               smoke run (≤ 3 min): --duration 4 --warmup 1 (flags given later win)
   --duration SEC        recorded seconds per load run (default 10)
   --warmup SEC          unrecorded seconds before each load run (default 3)
   --concurrency LIST    closed-loop connections, repeatable or comma-separated (default 8,32)
@@ -102,6 +103,7 @@ function parseOptions (argv: string[]): Options {
   }
   const v = parseFlags(argv, {
     only: { type: 'string', multiple: true },
+    quick: { type: 'boolean' },
     duration: { type: 'string' },
     warmup: { type: 'string' },
     concurrency: { type: 'string', multiple: true },
@@ -123,6 +125,10 @@ function parseOptions (argv: string[]): Options {
       if (!PARTS.includes(p as Part)) throw new UsageError(`--only: unknown part '${p}' (parts: ${PARTS.join(', ')})`)
       o.parts.add(p as Part)
     }
+  }
+  if (v.quick === true) {
+    o.durationSec = 4
+    o.warmupSec = 1
   }
   if (v.duration !== undefined) o.durationSec = intFlag('--duration', v.duration, 1, 3600)
   if (v.warmup !== undefined) o.warmupSec = intFlag('--warmup', v.warmup, 0, 600)
