@@ -44,10 +44,19 @@ export interface PipelineStatus {
 interface Compiled {
   key: string
   plan: Plan
-  /** The wiring check, redone when the signatures known change. */
-  wiring?: { sigKey: string, problems: string[], complete: boolean }
-  /** The chain a fused call runs (fusion.ts), with the signatures it was built from. */
-  fused?: { sigKey: string, chain: Chain | undefined }
+  /** What depends on the stages' signatures, redone only when the signatures known change. */
+  derived?: Derived
+}
+
+interface Derived {
+  sigKey: string
+  /** The wiring check: its problems, and whether every stage's signature was known. */
+  problems: string[]
+  complete: boolean
+  /** The pipeline's own signature (KServe metadata), once every stage's is known and fits. */
+  signature?: ModelSignature
+  /** The chain a fused call runs (fusion.ts), when the plan can be fused. */
+  chain?: Chain
 }
 
 /** Signatures' JSON, once per signature object (a ledger pull brings new objects; most requests none). */
@@ -100,18 +109,14 @@ export class PipelineBackend implements ServingBackend {
     const record = this.components.placer.pipeline(name)
     if (record == null) return this.visible(name) ? this.components.router.model(name) : undefined
     const c = this.compile(record)
-    const sig = this.signatures(record)
-    const wiring = this.wiring(c, record)
+    const d = this.derived(c, record)
     const status: ModelStatus = {
       name,
       versions: [String(record.generation)],
       platform: PIPELINE_PLATFORM,
-      ready: wiring.complete && wiring.problems.length === 0 && this.stagesReady(c.plan, record)
+      ready: d.complete && d.problems.length === 0 && this.stagesReady(c.plan, record)
     }
-    if (wiring.problems.length === 0) {
-      const signature = pipelineSignature(c.plan, sig)
-      if (signature != null) status.signature = signature
-    }
+    if (d.signature != null) status.signature = d.signature
     return status
   }
 
@@ -123,11 +128,11 @@ export class PipelineBackend implements ServingBackend {
       return await router.infer(name, req, signal)
     }
     const c = this.compile(record)
-    const wiring = this.wiring(c, record)
-    if (wiring.problems.length > 0) {
-      throw new InferenceFailedError(`pipeline '${name}' does not fit its stages' models: ${wiring.problems.join('; ')}`, 'ERR_PIPELINE_WIRING')
+    const d = this.derived(c, record)
+    if (d.problems.length > 0) {
+      throw new InferenceFailedError(`pipeline '${name}' does not fit its stages' models: ${d.problems.join('; ')}`, 'ERR_PIPELINE_WIRING')
     }
-    const fused = await this.tryFused(name, record, c, req, signal)
+    const fused = d.chain != null ? await this.tryFused(name, record, c, d.chain, req, signal) : undefined
     if (fused != null) return fused
     const caller: StageCaller = {
       call: async (stage, stageReq, s) => await router.infer(stageAppName(name, stage), stageReq, s),
@@ -148,9 +153,7 @@ export class PipelineBackend implements ServingBackend {
    * call (fusion.ts). Undefined when it cannot be fused or the call was refused before any answer
    * (then the stages are called one at a time: nothing was received, so nothing runs twice here).
    */
-  private async tryFused (name: string, record: PipelineRecord, c: Compiled, req: InferRequest, signal?: AbortSignal): Promise<InferResult | undefined> {
-    const chain = this.fusedChain(c, record)
-    if (chain == null) return undefined
+  private async tryFused (name: string, record: PipelineRecord, c: Compiled, chain: Chain, req: InferRequest, signal?: AbortSignal): Promise<InferResult | undefined> {
     const { router } = this.components
     const node = router.pickCommon(chain.steps.map(s => s.app))
     if (node == null) return undefined
@@ -193,13 +196,6 @@ export class PipelineBackend implements ServingBackend {
     return result
   }
 
-  private fusedChain (c: Compiled, record: PipelineRecord): Chain | undefined {
-    const sig = this.signatures(record)
-    const sigKey = Object.keys(record.spec.stages).map(s => signatureKey(sig(s))).join('|')
-    if (c.fused?.sigKey !== sigKey) c.fused = { sigKey, chain: fusePlan(c.plan, sig) }
-    return c.fused.chain
-  }
-
   /** Every pipeline's stages and readiness, for `app ls` and `status`. */
   status (): PipelineStatus[] {
     const { placer } = this.components
@@ -207,7 +203,7 @@ export class PipelineBackend implements ServingBackend {
     return placer.pipelineRecords().sort((a, b) => a.spec.name.localeCompare(b.spec.name)).map(record => {
       const name = record.spec.name
       const c = this.compile(record)
-      const wiring = this.wiring(c, record)
+      const wiring = this.derived(c, record)
       const stages: Record<string, StageStatus> = {}
       let stageError: string | undefined
       for (const [stage, spec] of Object.entries(record.spec.stages)) {
@@ -263,13 +259,22 @@ export class PipelineBackend implements ServingBackend {
     return c
   }
 
-  private wiring (c: Compiled, record: PipelineRecord): { problems: string[], complete: boolean } {
+  /** The wiring check, the pipeline's signature and its fused chain, for the signatures known now. */
+  private derived (c: Compiled, record: PipelineRecord): Derived {
     const sig = this.signatures(record)
     const sigKey = Object.keys(record.spec.stages).map(s => signatureKey(sig(s))).join('|')
-    if (c.wiring?.sigKey !== sigKey) {
-      c.wiring = { sigKey, ...checkWiring(c.plan, sig) }
-      if (c.wiring.problems.length > 0) this.components.logger.warn({ pipeline: record.spec.name, problems: c.wiring.problems }, 'pipeline wiring does not fit its models')
+    if (c.derived?.sigKey !== sigKey) {
+      const d: Derived = { sigKey, ...checkWiring(c.plan, sig) }
+      if (d.problems.length > 0) {
+        this.components.logger.warn({ pipeline: record.spec.name, problems: d.problems }, 'pipeline wiring does not fit its models')
+      } else {
+        const signature = pipelineSignature(c.plan, sig)
+        if (signature != null) d.signature = signature
+        const chain = fusePlan(c.plan, sig)
+        if (chain != null) d.chain = chain
+      }
+      c.derived = d
     }
-    return c.wiring
+    return c.derived
   }
 }

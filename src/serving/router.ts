@@ -325,9 +325,9 @@ export class Router implements ServingBackend {
     const done = this.track(id)
     const end = this.components.meter != null ? chain.steps.map(s => this.components.placer.app(s.app)?.spec.autoscaling != null ? this.components.meter!.begin(s.app) : undefined) : []
     try {
-      const local = this.components.local
-      const result = local != null && id === local.peerId
-        ? await runChain(chain, req, async (app, r, s) => { const e = local.inflight.begin(); try { return await local.host.infer(app, r, s) } finally { e() } }, signal ?? new AbortController().signal)
+      // This daemon's own replicas run the chain here, each step as call() runs a local request.
+      const result = this.components.local?.peerId === id
+        ? await runChain(chain, req, async (app, r, s) => await this.call(id, app, r, s), signal ?? new AbortController().signal)
         : await inferChainRemote(this.components.libp2p, peerIdFromString(id), chain, req, signal)
       first?.balancer.success(id, result.computeMs)
       return result

@@ -6,6 +6,7 @@ import http from 'node:http'
 import { ProcessCluster, requireBinary, type DaemonProcess } from '../helpers/process.ts'
 import { waitFor } from '../helpers/cluster.ts'
 import { LoadSet } from '../helpers/load.ts'
+import { postJson } from '../helpers/http.ts'
 import { VAD_MODEL, vadInputs } from '../helpers/pipeline-models.ts'
 
 /**
@@ -22,18 +23,7 @@ const agent = new http.Agent({ keepAlive: true, maxSockets: 32 })
 before(() => { requireBinary() })
 after(async () => { await loads.stopAll(); agent.destroy(); await cluster.cleanup() })
 
-function post (rpc: string, body: string, signal: AbortSignal): Promise<number> {
-  const [host, port] = rpc.split(':')
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host, port: Number(port), path: '/v2/models/auto/infer', method: 'POST', agent, signal, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, res => {
-      res.resume()
-      res.on('end', () => { resolve(res.statusCode ?? 0) })
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end(body)
-  })
-}
+const post = async (rpc: string, body: string, signal: AbortSignal): Promise<number> => (await postJson(agent, rpc, '/v2/models/auto/infer', body, signal)).status
 
 test('a node killed during a scale-up: the app converges on the nodes left and no request fails', async () => {
   const res = await cluster.start('res', ['--role', 'resource,scheduler'])

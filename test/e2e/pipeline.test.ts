@@ -7,6 +7,7 @@ import ort from 'onnxruntime-node'
 import { ProcessCluster, requireBinary, type DaemonProcess } from '../helpers/process.ts'
 import { waitFor } from '../helpers/cluster.ts'
 import { LoadSet } from '../helpers/load.ts'
+import { postJson } from '../helpers/http.ts'
 import { VAD_MODEL, gateModel, vadInputs } from '../helpers/pipeline-models.ts'
 
 /**
@@ -26,25 +27,7 @@ after(async () => { await loads.stopAll(); await cluster.cleanup() })
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 })
 after(() => { agent.destroy() })
 
-function post (rpc: string, urlPath: string, body: unknown, signal: AbortSignal = AbortSignal.timeout(30_000)): Promise<{ status: number, json: any }> {
-  const payload = Buffer.from(JSON.stringify(body))
-  const [host, port] = rpc.split(':')
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host, port: Number(port), path: urlPath, method: 'POST', agent, signal, headers: { 'content-type': 'application/json', 'content-length': payload.length } }, res => {
-      const chunks: Buffer[] = []
-      res.on('data', (c: Buffer) => chunks.push(c))
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString()
-        let json: any
-        try { json = JSON.parse(text) } catch { json = text }
-        resolve({ status: res.statusCode ?? 0, json })
-      })
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end(payload)
-  })
-}
+const post = async (rpc: string, urlPath: string, body: unknown, signal?: AbortSignal): Promise<{ status: number, json: any }> => await postJson(agent, rpc, urlPath, body, signal)
 
 let res: DaemonProcess
 const nodes: DaemonProcess[] = []

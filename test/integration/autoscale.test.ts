@@ -5,6 +5,7 @@ import http from 'node:http'
 import { TestCluster, waitFor } from '../helpers/cluster.ts'
 import { operatorAuth, operatorFetch } from '../helpers/operator.ts'
 import { LoadSet } from '../helpers/load.ts'
+import { postJson } from '../helpers/http.ts'
 import { VAD_MODEL, vadInputs } from '../helpers/pipeline-models.ts'
 import type { Daemon } from '../../src/daemon/index.ts'
 import type { AppStatus } from '../../src/placement/index.ts'
@@ -23,18 +24,7 @@ after(async () => { await loads.stopAll(); agent.destroy(); await cluster.cleanu
 
 async function * once (b: Uint8Array): AsyncGenerator<Uint8Array> { yield b }
 
-function post (d: Daemon, path: string, body: string, signal: AbortSignal): Promise<number> {
-  const a = d.rpcAddress!
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: a.host, port: a.port, path, method: 'POST', agent, signal, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, res => {
-      res.resume()
-      res.on('end', () => { resolve(res.statusCode ?? 0) })
-      res.on('error', reject)
-    })
-    req.on('error', reject)
-    req.end(body)
-  })
-}
+const post = async (d: Daemon, path: string, body: string, signal: AbortSignal): Promise<number> => (await postJson(agent, `${d.rpcAddress!.host}:${d.rpcAddress!.port}`, path, body, signal)).status
 
 function statusOf (d: Daemon, app: string): AppStatus | undefined {
   return d.placer?.status().find(s => s.name === app)
