@@ -1,15 +1,17 @@
-// Serving benchmark (npm run bench:serve; docs/bench-serve.md). Three comparisons, one run:
+// Serving benchmark (npm run bench:serve; docs/bench-serve.md). Four comparisons, one run:
 //
 //   1. overhead  requests/s and latency through astrad's RPC port (one `dist/astrad start`,
 //                app `vad` = Silero VAD, one replica with T worker threads) versus a minimal
 //                HTTP server calling the same onnxruntime model directly in T worker threads
 //                (bench/lib/serve-baseline.ts): same model, same JSON request body, same
 //                closed-loop load generator (bench/lib/load.ts), same concurrency levels.
-//                Goal: astrad ≥ 0.8 × the baseline's requests/s, p99 ≤ 1.5 ×.
+//                Goal: astrad ≥ 0.8 × the baseline's requests/s, p99 ≤ 1.3 × at c ≤ 8 (1.5 × above).
 //   2. routing   in simulation (bench/lib/routing-sim.ts): dynamic-weight SWRR vs static
 //                round-robin vs power-of-two-choices least-request on mixed-speed nodes.
 //   3. pick      picks/s of the router at 10, 1,000, 10,000 nodes vs an nginx-style O(n) pick
 //                (bench/lib/pick-cost.ts).
+//   4. hop       a scheduler-only daemon forwarding over /astra/infer/1.0.0 to the replica's
+//                daemon vs that daemon answering itself (bench/lib/serve-hop.ts).
 //
 // Usage: node bench/serve.ts --help
 
@@ -30,15 +32,20 @@ import { runRoutingSim, formatRoutingSim } from './lib/routing-sim.ts'
 import { runPickCost, formatPickCost } from './lib/pick-cost.ts'
 import { startBaseline, type Baseline, type BaselineTensorMeta } from './lib/serve-baseline.ts'
 import { vadRequestBody, VAD_MODEL } from './lib/vad.ts'
+import { runHop, formatHop, GOAL_HOP_P99_EXTRA_MS, GOAL_HOP_RPS_RATIO, type HopResult } from './lib/serve-hop.ts'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 
-type Part = 'overhead' | 'routing' | 'pick'
-const PARTS: Part[] = ['overhead', 'routing', 'pick']
+type Part = 'overhead' | 'routing' | 'pick' | 'hop'
+const PARTS: Part[] = ['overhead', 'routing', 'pick', 'hop']
 
 /** The issue's goals for the overhead comparison (astrad ÷ baseline). */
 const GOAL_RPS_RATIO = 0.8
 const GOAL_P99_RATIO = 1.5
+/** Issue 13: at c ≤ 8 (where the machine is not saturated by queueing alone) p99 ≤ 1.3 ×. */
+const GOAL_P99_RATIO_LOW_C = 1.3
+const LOW_C = 8
+const p99Goal = (c: number): number => c <= LOW_C ? GOAL_P99_RATIO_LOW_C : GOAL_P99_RATIO
 /** A run whose machine was at least this busy measured the machine, not the server alone. */
 const CPU_BOUND_BUSY = 0.9
 /**
@@ -68,7 +75,7 @@ interface Options {
 
 const USAGE = `usage: node bench/serve.ts [options]
   --only PART           run only this part, repeatable or comma-separated:
-                        ${PARTS.join(', ')} (default: all three)
+                        ${PARTS.join(', ')} (default: all)
   --quick               smoke run (≤ 3 min): --duration 4 --warmup 1 (flags given later win)
   --duration SEC        recorded seconds per load run (default 10)
   --warmup SEC          unrecorded seconds before each load run (default 3)
@@ -143,7 +150,7 @@ function parseOptions (argv: string[]): Options {
   if (v['keep-temp'] === true) o.keepTemp = true
   if (v['no-build'] === true) o.build = false
   if (v.astrad !== undefined) { o.bin = path.resolve(v.astrad); o.build = false }
-  if (o.parts.has('overhead') && !fs.existsSync(o.model)) throw new UsageError(`--model: ${o.model} does not exist`)
+  if ((o.parts.has('overhead') || o.parts.has('hop')) && !fs.existsSync(o.model)) throw new UsageError(`--model: ${o.model} does not exist`)
   return o
 }
 
@@ -451,7 +458,7 @@ async function runOverhead (o: Options, root: string, ticks: number, log: (m: st
       astradP99Ms: a?.load.latencyMs?.p99 ?? null,
       p99Ratio,
       goalRps: rpsRatio != null ? rpsRatio >= GOAL_RPS_RATIO : null,
-      goalP99: p99Ratio != null ? p99Ratio <= GOAL_P99_RATIO : null,
+      goalP99: p99Ratio != null ? p99Ratio <= p99Goal(c) : null,
       baselineUsPerRequest: b?.cpu?.serverUsPerRequest ?? null,
       astradUsPerRequest: a?.cpu?.serverUsPerRequest ?? null,
       cpuPerRequestRatio: ratio(a?.cpu?.serverUsPerRequest ?? undefined, b?.cpu?.serverUsPerRequest ?? undefined),
@@ -528,7 +535,7 @@ function printOverhead (o: Options, r: OverheadResult, out: (l: string) => void)
     const state = s?.cpuState === 'bound' ? 'CPU-BOUND' : s?.cpuState === 'near' ? 'near bound' : s?.cpuState === 'not' ? 'not bound' : '-'
     if (s != null) out(row([`c=${c} astrad ÷ baseline`, times(s.rpsRatio), '', '', times(s.p99Ratio), '', '', times(s.cpuPerRequestRatio), state]))
   }
-  out(`  goals: throughput ≥ ${GOAL_RPS_RATIO}× baseline: ${met(r.goals.rps)}; p99 ≤ ${GOAL_P99_RATIO}× baseline: ${met(r.goals.p99)}`)
+  out(`  goals: throughput ≥ ${GOAL_RPS_RATIO}× baseline: ${met(r.goals.rps)}; p99 ≤ ${GOAL_P99_RATIO_LOW_C}× baseline at c ≤ ${LOW_C}, ≤ ${GOAL_P99_RATIO}× above: ${met(r.goals.p99)}`)
   if (r.outputCheck != null) out(`  same request to both: ${r.outputCheck.ok ? 'same outputs' : 'DIFFERENT outputs'} (${r.outputCheck.detail})`)
   if (r.astrad != null) out(`  astrad: model ${r.astrad.modelId.slice(0, 16)}…, app '${APP}' ready ${(r.astrad.readyMs / 1000).toFixed(1)} s after 'app deploy'`)
   if (r.astradError != null) out(`  astrad side not measured: ${r.astradError.split('\n')[0] ?? ''}`)
@@ -572,6 +579,20 @@ async function main (): Promise<void> {
       await killAll()
     }
   }
+  let hop: HopResult | null = null
+  let hopError: string | null = null
+  if (o.parts.has('hop')) {
+    const c = o.concurrency[0] as number
+    log(`hop: scheduler-only daemon → replica daemon over /astra/infer vs the replica's own RPC port, c=${c}`)
+    try {
+      ensureBuilt(o, log)
+      hop = await runHop({ bin: o.bin, root, model: o.model, threads: o.threads, concurrency: c, warmupSec: o.warmupSec, durationSec: o.durationSec, ticks, log })
+    } catch (err) {
+      hopError = err instanceof Error ? (err.stack ?? err.message) : String(err)
+      errors.push(`hop: ${hopError}`)
+      await killAll()
+    }
+  }
   const part = <T>(p: Part, what: string, run: () => T, format: (r: T) => string): PartOutcome | null => {
     if (!o.parts.has(p)) return null
     try {
@@ -590,6 +611,11 @@ async function main (): Promise<void> {
   if (overhead != null) printOverhead(o, overhead, out)
   if (routing != null) { out(''); out('2. Routing quality (simulation)'); for (const l of routing.table) out(`  ${l}`) }
   if (pick != null) { out(''); out('3. Pick cost'); for (const l of pick.table) out(`  ${l}`) }
+  if (o.parts.has('hop')) {
+    out('')
+    out(`4. Multi-node hop: a scheduler-only daemon forwarding over /astra/infer/1.0.0 vs the replica's daemon answering itself, ${o.durationSec} s per target after ${o.warmupSec} s warm-up`)
+    for (const l of hop != null ? formatHop(hop) : [`not measured: ${(hopError ?? '').split('\n')[0] ?? ''}`]) out(`  ${l}`)
+  }
   if (errors.length > 0) {
     out('')
     out('Problems:')
@@ -621,18 +647,22 @@ async function main (): Promise<void> {
       astrad: version
     },
     units: 'ms, requests/s; cores = CPU seconds per second',
-    goals: { rpsRatioAtLeast: GOAL_RPS_RATIO, p99RatioAtMost: GOAL_P99_RATIO },
+    goals: { rpsRatioAtLeast: GOAL_RPS_RATIO, p99RatioAtMost: GOAL_P99_RATIO, p99RatioAtMostLowC: GOAL_P99_RATIO_LOW_C, lowC: LOW_C, hopP99ExtraMsAtMost: GOAL_HOP_P99_EXTRA_MS, hopRpsRatioAtLeast: GOAL_HOP_RPS_RATIO },
     overhead,
     overheadNotes: o.parts.has('overhead') ? overheadNotes(o, overhead) : [],
     routing: routing == null ? null : { error: routing.error, result: routing.result },
     pick: pick == null ? null : { error: pick.error, result: pick.result },
+    hop: o.parts.has('hop') ? { error: hopError, result: hop } : null,
     errors,
     durationSec: round((now() - started) / 1000, 1)
   }
   writeResult(o.out, doc, log)
   log(`total ${doc.durationSec} s`)
   await cleanup()
-  logGoals(log, { throughputRatio: overhead?.goals.rps, p99Ratio: overhead?.goals.p99 })
+  logGoals(log, {
+    ...(o.parts.has('overhead') ? { throughputRatio: overhead?.goals.rps, p99Ratio: overhead?.goals.p99 } : {}),
+    ...(o.parts.has('hop') ? { hopP99: hop?.goals.p99, hopThroughput: hop?.goals.rps } : {})
+  })
   if (errors.length > 0) process.exitCode = 1
 }
 

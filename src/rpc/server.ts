@@ -173,6 +173,29 @@ export class RpcServer {
     child.inc()
   }
 
+  /**
+   * The first route (in registration order) for this method and path, with its match; HEAD is
+   * answered by the GET route, without the body (RFC 9110 §9.3.2). One pass over the routes, each
+   * pattern run once: the hot path (an infer request) pays no list building. Throws 404 or 405.
+   */
+  private match (method: string, pathname: string): { route: Route, m: RegExpExecArray } {
+    let get: { route: Route, m: RegExpExecArray } | undefined
+    for (const route of this.routes) {
+      if (route.method !== method && !(method === 'HEAD' && route.method === 'GET' && get === undefined)) continue
+      const m = route.pattern.exec(pathname)
+      if (m == null) continue
+      if (route.method === method) return { route, m }
+      get = { route, m }
+    }
+    if (get !== undefined) return get
+    // Nothing for this method: a 405 when the path has other methods, else a 404.
+    const matches = this.routes.filter(r => r.pattern.test(pathname))
+    if (matches.length === 0) throw new HttpError(404, `no route ${pathname}`)
+    const allowed = [...new Set(matches.flatMap(r => r.method === 'GET' ? ['GET', 'HEAD'] : [r.method]))].join(', ')
+    // RFC 9110 §15.5.6: a 405 lists the methods the resource has in Allow.
+    throw new HttpError(405, `${method} not allowed on ${pathname} (allowed: ${allowed})`, 'ERR_HTTP', { allow: allowed })
+  }
+
   /** Throws 401 with the challenge RFC 9110 §15.5.2 requires unless the request has the token. */
   private authorize (req: http.IncomingMessage): void {
     if (this.init.token == null) return
@@ -205,18 +228,9 @@ export class RpcServer {
       throw err
     }))
     try {
-      const matches = this.routes.filter(r => r.pattern.test(url.pathname))
-      if (matches.length === 0) throw new HttpError(404, `no route ${url.pathname}`)
-      // HEAD is answered by the GET route, without the body (RFC 9110 §9.3.2).
-      const route = matches.find(r => r.method === req.method) ?? (req.method === 'HEAD' ? matches.find(r => r.method === 'GET') : undefined)
-      if (route == null) {
-        const allowed = [...new Set(matches.flatMap(m => m.method === 'GET' ? ['GET', 'HEAD'] : [m.method]))].join(', ')
-        // RFC 9110 §15.5.6: a 405 lists the methods the resource has in Allow.
-        throw new HttpError(405, `${req.method ?? '?'} not allowed on ${url.pathname} (allowed: ${allowed})`, 'ERR_HTTP', { allow: allowed })
-      }
+      const { route, m } = this.match(req.method ?? 'GET', url.pathname)
       routeName = route.name
       if (!route.open) this.authorize(req)
-      const m = route.pattern.exec(url.pathname) as RegExpExecArray
       const params: Record<string, string> = {}
       route.keys.forEach((k, i) => { params[k] = decodeSegment(m[i + 1] ?? '') })
       let operator: RequestOperator | undefined

@@ -8,6 +8,24 @@ export const INFER_PROTOCOL = '/astra/infer/1.0.0'
  * refuses the protocol and the scheduler runs the stages one call at a time.
  */
 export const CHAIN_PROTOCOL = '/astra/infer-chain/1.0.0'
+/**
+ * Router → node inference requests on kept-alive streams: the framing of INFER_PROTOCOL, but
+ * after an answer the stream stays open for the router's next request to that node (one request
+ * at a time per stream; a router keeps one stream per request it has in flight). Opening a stream
+ * per call costs a yamux stream, a multistream-select negotiation and two peer-store writes on
+ * each side (~1 ms of CPU per call measured, docs/bench-serve.md §4). A router asks for this
+ * first and falls back to INFER_PROTOCOL with a node that does not have it (older).
+ */
+export const INFER_KEEPALIVE_PROTOCOL = '/astra/infer/1.1.0'
+/** How long a node keeps a kept-alive stream open waiting for its next request. */
+export const INFER_STREAM_IDLE_MS = 30_000
+/**
+ * How long a router keeps an idle kept-alive stream for reuse: well under the node's
+ * INFER_STREAM_IDLE_MS, so the node seldom closes a stream the router is just taking.
+ */
+export const INFER_CLIENT_IDLE_MS = 10_000
+/** Idle kept-alive streams a router keeps per node: beyond its usual concurrency, then closed. */
+export const MAX_IDLE_INFER_STREAMS = 64
 /** Stages one chained call runs at most (a pipeline has at most 32 steps). */
 export const MAX_CHAIN_STEPS = 32
 /** The JSON header of a request or answer (names, datatypes, shapes): small. */

@@ -1,5 +1,5 @@
 import { lpStream } from '@libp2p/utils'
-import type { PeerId } from '@libp2p/interface'
+import type { PeerId, Stream } from '@libp2p/interface'
 import { z } from 'zod'
 import type { Host } from '../p2p/index.ts'
 import { AstradError, DecodeError, errorMessage } from '../util/errors.ts'
@@ -9,7 +9,7 @@ import {
   type InferRequest, type InferResult, type Tensor
 } from './types.ts'
 import {
-  CHAIN_PROTOCOL, INFER_DIAL_TIMEOUT_MS, INFER_PROTOCOL, INFER_READ_TIMEOUT_MS, MAX_CHAIN_STEPS, MAX_INFER_HEADER_BYTES, MAX_INFER_STREAMS,
+  CHAIN_PROTOCOL, INFER_DIAL_TIMEOUT_MS, INFER_KEEPALIVE_PROTOCOL, INFER_PROTOCOL, INFER_STREAM_IDLE_MS, INFER_CLIENT_IDLE_MS, MAX_IDLE_INFER_STREAMS, INFER_READ_TIMEOUT_MS, MAX_CHAIN_STEPS, MAX_INFER_HEADER_BYTES, MAX_INFER_STREAMS,
   MAX_INFER_TENSORS, MAX_INFER_TENSOR_BYTES
 } from './constants.ts'
 
@@ -159,6 +159,8 @@ export interface InferServerOptions {
   onBadRequest?: (err: unknown, peer: PeerId) => void
   /** Allowance for reading a request's messages; @default INFER_READ_TIMEOUT_MS */
   readTimeoutMs?: number
+  /** How long a kept-alive stream waits for its next request; @default INFER_STREAM_IDLE_MS */
+  idleTimeoutMs?: number
 }
 
 /**
@@ -167,68 +169,109 @@ export interface InferServerOptions {
  * the request is read.
  */
 export async function serveInference (libp2p: Host, infer: LocalInfer, options: InferServerOptions = {}): Promise<void> {
-  await serve(libp2p, INFER_PROTOCOL, requestHeader, async (header, req, signal) => await infer(header.app, req, signal), options)
+  const one = async (header: z.infer<typeof requestHeader>, req: InferRequest, signal: AbortSignal): Promise<InferResult> => await infer(header.app, req, signal)
+  await serve(libp2p, INFER_PROTOCOL, requestHeader, one, options)
+  await serve(libp2p, INFER_KEEPALIVE_PROTOCOL, requestHeader, one, options, true)
   await serve(libp2p, CHAIN_PROTOCOL, chainRequestHeader, async (header, req, signal) => await runChain({ steps: header.chain, returns: header.returns }, req, infer, signal), options)
 }
 
 type BaseHeader = { id?: string, timeoutMs: number, outputs?: string[], inputs: Array<z.infer<typeof tensorHeader>> }
+type Lp = ReturnType<typeof lpStream>
 
-async function serve<H extends BaseHeader> (libp2p: Host, protocol: string, schema: z.ZodType<H>, run: (header: H, req: InferRequest, signal: AbortSignal) => Promise<InferResult>, options: InferServerOptions): Promise<void> {
-  await libp2p.handle(protocol, async (stream, connection) => {
-    // Reading the request gets a fixed allowance; the run itself is bounded by its deadline.
-    const readSignal = AbortSignal.timeout(options.readTimeoutMs ?? INFER_READ_TIMEOUT_MS)
-    const lp = lpStream(stream, { maxDataLength: MAX_INFER_TENSOR_BYTES })
-    let answer: Uint8Array[]
-    let signal = readSignal
+/**
+ * One request read from `lp` and answered: the answer's messages, and whether the request was
+ * read whole (so the stream's framing still holds and, on the keep-alive protocol, the next
+ * request may follow on it). `header` is the request's first message, already read.
+ */
+async function exchange<H extends BaseHeader> (schema: z.ZodType<H>, run: (header: H, req: InferRequest, signal: AbortSignal) => Promise<InferResult>, options: InferServerOptions, lp: Lp, remotePeer: PeerId, headerBytes: Uint8Array): Promise<{ answer: Uint8Array[], whole: boolean, signal: AbortSignal }> {
+  // Reading the request gets a fixed allowance; the run itself is bounded by its deadline.
+  const readSignal = AbortSignal.timeout(options.readTimeoutMs ?? INFER_READ_TIMEOUT_MS)
+  let signal = readSignal
+  let whole = false
+  try {
+    let req: InferRequest
+    let header: H
     try {
-      await Trust.of(libp2p).require(connection.remotePeer, 'scheduler', protocol)
-      let req: InferRequest
-      let header: H
-      try {
-        header = parse(schema, (await lp.read({ signal: readSignal })).subarray(), 'infer request')
-        if (header.inputs.some(i => i.size > MAX_INFER_TENSOR_BYTES)) throw new DecodeError('tensor too large')
-        checkTotal(header.inputs)
-        const inputs: Tensor[] = []
-        for (const h of header.inputs) {
-          const data = (await lp.read({ signal: readSignal })).subarray()
-          if (data.byteLength !== h.size) throw new DecodeError(`input ${h.name}: ${data.byteLength} bytes, header says ${h.size}`)
-          inputs.push({ name: h.name, datatype: h.datatype, shape: h.shape, data })
-        }
-        req = { inputs, deadline: Date.now() + header.timeoutMs }
-        if (header.id != null) req.id = header.id
-        if (header.outputs != null) req.outputs = header.outputs
-        signal = AbortSignal.timeout(header.timeoutMs + 1_000)
-      } catch (err) {
-        // A request that did not arrive whole (read allowance ran out, e.g. this node was frozen
-        // and woke up past it; stream reset) is a transport failure: the router retries it on
-        // another node. Only bytes that arrived and do not decode are the client's fault.
-        if (!(err instanceof DecodeError) && !(err instanceof AstradError)) {
-          throw new InferTransportError(`request not read: ${errorMessage(err)}`)
-        }
-        options.onBadRequest?.(err, connection.remotePeer)
-        throw err instanceof DecodeError ? new InvalidInferRequestError(err.message) : err
+      header = parse(schema, headerBytes, 'infer request')
+      if (header.inputs.some(i => i.size > MAX_INFER_TENSOR_BYTES)) throw new DecodeError('tensor too large')
+      checkTotal(header.inputs)
+      const inputs: Tensor[] = []
+      for (const h of header.inputs) {
+        const data = (await lp.read({ signal: readSignal })).subarray()
+        if (data.byteLength !== h.size) throw new DecodeError(`input ${h.name}: ${data.byteLength} bytes, header says ${h.size}`)
+        inputs.push({ name: h.name, datatype: h.datatype, shape: h.shape, data })
       }
-      let result: InferResult
-      try {
-        result = await run(header, req, signal)
-      } catch (err) {
-        // The run's own timer (its deadline, e.g. after this node was frozen past it) is a
-        // deadline, not a model error.
-        if (signal.aborted && !(err instanceof AstradError)) throw new DeadlineError(`deadline passed on the node: ${errorMessage(err)}`)
-        throw err
-      }
-      checkTotal(headersOf(result.outputs))
-      const answerHead: z.infer<typeof answerHeader> = { outputs: headersOf(result.outputs), queueMs: result.queueMs, computeMs: result.computeMs }
-      if (result.version != null) answerHead.version = result.version
-      if (result.compute != null) answerHead.compute = result.compute
-      const head = encoder.encode(JSON.stringify(answerHead))
-      answer = [concat([STATUS_OK], head), ...result.outputs.map(t => t.data)]
+      whole = true
+      req = { inputs, deadline: Date.now() + header.timeoutMs }
+      if (header.id != null) req.id = header.id
+      if (header.outputs != null) req.outputs = header.outputs
+      signal = AbortSignal.timeout(header.timeoutMs + 1_000)
     } catch (err) {
-      answer = [errorAnswer(err)]
+      // A request that did not arrive whole (read allowance ran out, e.g. this node was frozen
+      // and woke up past it; stream reset) is a transport failure: the router retries it on
+      // another node. Only bytes that arrived and do not decode are the client's fault.
+      if (!(err instanceof DecodeError) && !(err instanceof AstradError)) {
+        throw new InferTransportError(`request not read: ${errorMessage(err)}`)
+      }
+      options.onBadRequest?.(err, remotePeer)
+      throw err instanceof DecodeError ? new InvalidInferRequestError(err.message) : err
     }
+    let result: InferResult
     try {
-      for (const part of answer) await lp.write(part, { signal })
-      await stream.close({ signal })
+      result = await run(header, req, signal)
+    } catch (err) {
+      // The run's own timer (its deadline, e.g. after this node was frozen past it) is a
+      // deadline, not a model error.
+      if (signal.aborted && !(err instanceof AstradError)) throw new DeadlineError(`deadline passed on the node: ${errorMessage(err)}`)
+      throw err
+    }
+    checkTotal(headersOf(result.outputs))
+    const answerHead: z.infer<typeof answerHeader> = { outputs: headersOf(result.outputs), queueMs: result.queueMs, computeMs: result.computeMs }
+    if (result.version != null) answerHead.version = result.version
+    if (result.compute != null) answerHead.compute = result.compute
+    const head = encoder.encode(JSON.stringify(answerHead))
+    return { answer: [concat([STATUS_OK], head), ...result.outputs.map(t => t.data)], whole, signal }
+  } catch (err) {
+    return { answer: [errorAnswer(err)], whole, signal }
+  }
+}
+
+async function serve<H extends BaseHeader> (libp2p: Host, protocol: string, schema: z.ZodType<H>, run: (header: H, req: InferRequest, signal: AbortSignal) => Promise<InferResult>, options: InferServerOptions, keepAlive = false): Promise<void> {
+  await libp2p.handle(protocol, async (stream, connection) => {
+    const lp = lpStream(stream, { maxDataLength: MAX_INFER_TENSOR_BYTES })
+    let first = true
+    try {
+      while (true) {
+        // The first request comes with the stream (read allowance); a kept-alive stream waits
+        // for the next one at most INFER_STREAM_IDLE_MS, and a client that is done closes it.
+        // Checked before every request is read, not once per stream: a kept-alive stream
+        // outlives no revocation of the scheduler's role.
+        try {
+          await Trust.of(libp2p).require(connection.remotePeer, 'scheduler', protocol)
+        } catch (err) {
+          await lp.write(errorAnswer(err), { signal: AbortSignal.timeout(INFER_READ_TIMEOUT_MS) })
+          break
+        }
+        let headerBytes: Uint8Array
+        try {
+          headerBytes = (await lp.read({ signal: AbortSignal.timeout(first ? (options.readTimeoutMs ?? INFER_READ_TIMEOUT_MS) : (options.idleTimeoutMs ?? INFER_STREAM_IDLE_MS)) })).subarray()
+        } catch (err) {
+          if (first) {
+            // As before: a request that never came is answered as a transport failure.
+            const answer = errorAnswer(new InferTransportError(`request not read: ${errorMessage(err)}`))
+            await lp.write(answer, { signal: AbortSignal.timeout(INFER_READ_TIMEOUT_MS) }).catch(() => {})
+          }
+          break
+        }
+        first = false
+        const { answer, whole, signal } = await exchange(schema, run, options, lp, connection.remotePeer, headerBytes)
+        // All of the answer's messages in one write: one muxer frame, one encryption.
+        await lp.writeV(answer, { signal })
+        // One request per stream (1.0.0), or the framing is lost (a request not read whole), or
+        // the node refused it (the client closes its side after an error answer).
+        if (!keepAlive || !whole || answer[0]?.[0] !== STATUS_OK) break
+      }
+      await stream.close({ signal: AbortSignal.timeout(INFER_READ_TIMEOUT_MS) })
     } catch (err) {
       stream.abort(err instanceof Error ? err : new Error(String(err)))
     }
@@ -282,59 +325,167 @@ export async function inferChainRemote (libp2p: Host, peer: PeerId, chain: Chain
   return await callRemote(libp2p, peer, CHAIN_PROTOCOL, chain.steps.at(-1)!.app, { chain: chain.steps, returns: chain.returns }, req, signal, options)
 }
 
+/** A kept-alive stream of INFER_KEEPALIVE_PROTOCOL waiting for its next request, with its one reader. */
+interface IdleStream {
+  stream: Stream
+  lp: Lp
+  since: number
+}
+
+/**
+ * The router's idle keep-alive streams, per node: a request takes one (the most recently used)
+ * or opens a new one, and gives it back after a clean answer. Streams idle longer than
+ * INFER_CLIENT_IDLE_MS (shorter than the node's INFER_STREAM_IDLE_MS, so the node seldom closes
+ * one the router is about to use) are closed; at most MAX_IDLE_INFER_STREAMS are kept per node.
+ */
+class StreamPool {
+  private readonly idle = new Map<string, IdleStream[]>()
+  /** Nodes that answered the keep-alive protocol with "not supported" (older): one stream per call. */
+  readonly legacy = new Set<string>()
+
+  take (peer: string): IdleStream | undefined {
+    const list = this.idle.get(peer)
+    if (list == null) return undefined
+    const now = Date.now()
+    while (list.length > 0) {
+      const s = list.pop()!
+      if (now - s.since < INFER_CLIENT_IDLE_MS && usable(s.stream)) {
+        if (list.length === 0) this.idle.delete(peer)
+        return s
+      }
+      s.stream.close().catch(() => {})
+    }
+    this.idle.delete(peer)
+    return undefined
+  }
+
+  give (peer: string, s: IdleStream): void {
+    let list = this.idle.get(peer)
+    if (list == null) this.idle.set(peer, list = [])
+    // The oldest idle streams go first: they are the likeliest to time out.
+    const now = Date.now()
+    while (list.length > 0 && (list.length >= MAX_IDLE_INFER_STREAMS || now - list[0]!.since >= INFER_CLIENT_IDLE_MS)) list.shift()!.stream.close().catch(() => {})
+    s.since = now
+    list.push(s)
+  }
+
+  /** Idle streams held now (tests). */
+  size (peer: string): number {
+    return this.idle.get(peer)?.length ?? 0
+  }
+}
+
+function usable (stream: Stream): boolean {
+  return stream.status === 'open' && stream.writeStatus === 'writable' && stream.remoteWriteStatus === 'writable' && stream.readBufferLength === 0
+}
+
+const pools = new WeakMap<Host, StreamPool>()
+
+/** The keep-alive stream pool of a libp2p host (the router's side). */
+export function inferStreamPool (libp2p: Host): StreamPool {
+  let pool = pools.get(libp2p)
+  if (pool == null) pools.set(libp2p, pool = new StreamPool())
+  return pool
+}
+
 async function callRemote (libp2p: Host, peer: PeerId, protocol: string, app: string, extra: Record<string, unknown>, req: InferRequest, signal?: AbortSignal, options: InferRemoteOptions = {}): Promise<InferResult> {
   const left = req.deadline - Date.now()
   if (left <= 0) throw new DeadlineError('deadline passed before the request was sent')
   const deadline = AbortSignal.timeout(left)
   const all = signal != null ? AbortSignal.any([signal, deadline]) : deadline
-  let stream
+  const header: Record<string, unknown> = { ...extra, timeoutMs: Math.max(1, Math.floor(left)), inputs: headersOf(req.inputs) }
+  if (req.id != null) header.id = req.id
+  if (req.outputs != null && protocol === INFER_PROTOCOL) header.outputs = req.outputs
+  const request = [encoder.encode(JSON.stringify(header)), ...req.inputs.map(t => t.data)]
+  const id = peer.toString()
+  // Plain requests go over a kept-alive stream where the node has the protocol; chained ones
+  // (rare, long) keep one stream per call.
+  const pool = protocol === INFER_PROTOCOL ? inferStreamPool(libp2p) : undefined
+  const reused = pool?.take(id)
+  if (reused != null) {
+    try {
+      return await onStream(reused, true)
+    } catch (err) {
+      // A kept-alive stream the node closed or reset as it was taken (its idle timeout, a
+      // restart), before any answer came: the request goes once more on a fresh stream.
+      if (!(err instanceof StaleStreamError) || all.aborted) throw unwrap(err)
+    }
+  }
+  let stream: Stream
   try {
-    stream = await libp2p.dialProtocol(peer, protocol, { signal: AbortSignal.any([all, AbortSignal.timeout(INFER_DIAL_TIMEOUT_MS)]) })
+    const protocols = pool != null && !pool.legacy.has(id) ? [INFER_KEEPALIVE_PROTOCOL, INFER_PROTOCOL] : [protocol]
+    stream = await libp2p.dialProtocol(peer, protocols, { signal: AbortSignal.any([all, AbortSignal.timeout(INFER_DIAL_TIMEOUT_MS)]) })
+    if (pool != null && stream.protocol === INFER_PROTOCOL) pool.legacy.add(id)
   } catch (err) {
     if (deadline.aborted) throw new DeadlineError('deadline passed while connecting to a replica')
-    throw new RemoteInferError(new UnavailableError(`cannot reach ${peer.toString()}: ${errorMessage(err)}`, 'ERR_UNREACHABLE'), 'unsent')
+    throw new RemoteInferError(new UnavailableError(`cannot reach ${id}: ${errorMessage(err)}`, 'ERR_UNREACHABLE'), 'unsent')
   }
-  let sent = false
   try {
-    const lp = lpStream(stream, { maxDataLength: MAX_INFER_TENSOR_BYTES })
-    const header: Record<string, unknown> = { ...extra, timeoutMs: Math.max(1, Math.floor(left)), inputs: headersOf(req.inputs) }
-    if (req.id != null) header.id = req.id
-    if (req.outputs != null && protocol === INFER_PROTOCOL) header.outputs = req.outputs
-    await lp.write(encoder.encode(JSON.stringify(header)), { signal: all })
-    for (const t of req.inputs) await lp.write(t.data, { signal: all })
-    sent = true
-    const first = (await lp.read({ signal: all })).subarray()
-    if (first[0] === STATUS_ERROR) {
-      let remote: { code?: string, message?: string, retryAfter?: number, step?: number } = {}
-      try { remote = JSON.parse(decoder.decode(first.subarray(1))) } catch {}
-      const err = servingErrorFromCode(remote.code ?? 'ERR_REMOTE', remote.message ?? 'remote error', remote.retryAfter)
-      await stream.close().catch(() => {})
-      // A node that refused before running (draining, full, no replica, or one that could not
-      // check this scheduler's certificate) never ran it: another node may take it.
-      const refused = err.status === 503 || err.status === 429 || remote.code === 'ERR_FORBIDDEN'
-      throw new RemoteInferError(err, refused ? 'unsent' : 'answered', typeof remote.step === 'number' ? remote.step : undefined)
-    }
-    if (first[0] !== STATUS_OK) throw new DecodeError('bad answer status')
-    const head = parse(answerHeader, first.subarray(1), 'infer answer')
-    const outputs: Tensor[] = []
-    for (const h of head.outputs) {
-      // The replica has answered: its tensors follow at once, a stall here is the transport's.
-      const data = (await lp.read({ signal: AbortSignal.any([all, AbortSignal.timeout(options.readTimeoutMs ?? INFER_READ_TIMEOUT_MS)]) })).subarray()
-      if (data.byteLength !== h.size) throw new DecodeError(`output ${h.name}: ${data.byteLength} bytes, header says ${h.size}`)
-      if (DATATYPE_SIZE[h.datatype] != null && h.size !== h.shape.reduce((a, b) => a * b, 1) * DATATYPE_SIZE[h.datatype]!) throw new DecodeError(`output ${h.name}: size does not match its shape`)
-      outputs.push({ name: h.name, datatype: h.datatype, shape: h.shape, data })
-    }
-    await stream.close({ signal: all }).catch(() => {})
-    const result: InferResult = { model: app, outputs, queueMs: head.queueMs, computeMs: head.computeMs }
-    if (head.version != null) result.version = head.version
-    if (head.compute != null) result.compute = head.compute
-    if (req.id != null) result.id = req.id
-    return result
+    return await onStream({ stream, lp: lpStream(stream, { maxDataLength: MAX_INFER_TENSOR_BYTES }), since: 0 }, false)
   } catch (err) {
-    stream.abort(err instanceof Error ? err : new Error(String(err)))
-    if (err instanceof RemoteInferError) throw err
-    if (deadline.aborted) throw new DeadlineError(`no answer from the replica within the deadline`)
-    // Timeouts, resets, aborted reads, undecodable answers: the transport failed, not the model.
-    throw new RemoteInferError(new InferTransportError(`replica on ${peer.toString()} failed: ${errorMessage(err)}`), sent ? 'lost' : 'unsent')
+    throw unwrap(err)
+  }
+
+  async function onStream (s: IdleStream, wasIdle: boolean): Promise<InferResult> {
+    const { stream, lp } = s
+    let sent = false
+    let received = false
+    try {
+      // The header and every input in one write: one muxer frame, one encryption.
+      await lp.writeV(request, { signal: all })
+      sent = true
+      const first = (await lp.read({ signal: all })).subarray()
+      received = true
+      if (first[0] === STATUS_ERROR) {
+        let remote: { code?: string, message?: string, retryAfter?: number, step?: number } = {}
+        try { remote = JSON.parse(decoder.decode(first.subarray(1))) } catch {}
+        const err = servingErrorFromCode(remote.code ?? 'ERR_REMOTE', remote.message ?? 'remote error', remote.retryAfter)
+        await stream.close().catch(() => {})
+        // A node that refused before running (draining, full, no replica, or one that could not
+        // check this scheduler's certificate) never ran it: another node may take it.
+        const refused = err.status === 503 || err.status === 429 || remote.code === 'ERR_FORBIDDEN'
+        throw new RemoteInferError(err, refused ? 'unsent' : 'answered', typeof remote.step === 'number' ? remote.step : undefined)
+      }
+      if (first[0] !== STATUS_OK) throw new DecodeError('bad answer status')
+      const head = parse(answerHeader, first.subarray(1), 'infer answer')
+      const outputs: Tensor[] = []
+      for (const h of head.outputs) {
+        // The replica has answered: its tensors follow at once, a stall here is the transport's.
+        const data = (await lp.read({ signal: AbortSignal.any([all, AbortSignal.timeout(options.readTimeoutMs ?? INFER_READ_TIMEOUT_MS)]) })).subarray()
+        if (data.byteLength !== h.size) throw new DecodeError(`output ${h.name}: ${data.byteLength} bytes, header says ${h.size}`)
+        if (DATATYPE_SIZE[h.datatype] != null && h.size !== h.shape.reduce((a, b) => a * b, 1) * DATATYPE_SIZE[h.datatype]!) throw new DecodeError(`output ${h.name}: size does not match its shape`)
+        outputs.push({ name: h.name, datatype: h.datatype, shape: h.shape, data })
+      }
+      // A kept-alive stream goes back to the pool for the next request; others are done.
+      if (stream.protocol === INFER_KEEPALIVE_PROTOCOL && pool != null) pool.give(id, s)
+      else await stream.close({ signal: all }).catch(() => {})
+      const result: InferResult = { model: app, outputs, queueMs: head.queueMs, computeMs: head.computeMs }
+      if (head.version != null) result.version = head.version
+      if (head.compute != null) result.compute = head.compute
+      if (req.id != null) result.id = req.id
+      return result
+    } catch (err) {
+      stream.abort(err instanceof Error ? err : new Error(String(err)))
+      if (err instanceof RemoteInferError) throw err
+      if (deadline.aborted) throw new DeadlineError('no answer from the replica within the deadline')
+      if (wasIdle && !received) throw new StaleStreamError(err, sent)
+      // Timeouts, resets, aborted reads, undecodable answers: the transport failed, not the model.
+      throw new RemoteInferError(new InferTransportError(`replica on ${id} failed: ${errorMessage(err)}`), sent ? 'lost' : 'unsent')
+    }
+  }
+
+  function unwrap (err: unknown): unknown {
+    if (!(err instanceof StaleStreamError)) return err
+    return new RemoteInferError(new InferTransportError(`replica on ${id} failed: ${errorMessage(err.cause)}`), err.sent ? 'lost' : 'unsent')
+  }
+}
+
+/** A kept-alive stream failed before any answer came (internal: the call is tried on a fresh stream). */
+class StaleStreamError extends Error {
+  readonly sent: boolean
+  constructor (cause: unknown, sent: boolean) {
+    super(errorMessage(cause), { cause })
+    this.name = 'StaleStreamError'
+    this.sent = sent
   }
 }

@@ -45,8 +45,15 @@ export interface InferenceMetrics {
 
 interface Inc { inc: (v?: number) => void }
 
-/** A model version's label children, looked up once: a labelled inc() validates its label object on every call. */
+/**
+ * A model version's label children, looked up once: a labelled inc() validates its label object on
+ * every call. A success adds to `pending` (plain numbers, no prom-client call) and the sums reach
+ * the counters at the next scrape (flush): nine counter updates per request cost ~4 µs on the
+ * event loop, the additions nothing. The latency histogram is observed at once (its buckets need
+ * every sample).
+ */
 interface Series {
+  pending: Pending
   success: Inc
   failure: Record<FailureReason, Inc>
   count: Inc
@@ -60,6 +67,33 @@ interface Series {
 }
 
 /** One per registry: a second RPC server on the same registry (tests, restarts) shares the metrics and adds its sources. */
+/** Successes not yet added to the counters (flushed at scrape). */
+interface Pending {
+  success: number
+  count: number
+  request: number
+  queue: number
+  computeInput: number
+  computeInfer: number
+  computeOutput: number
+}
+
+const noPending = (): Pending => ({ success: 0, count: 0, request: 0, queue: 0, computeInput: 0, computeInfer: 0, computeOutput: 0 })
+
+function flushSeries (s: Series): void {
+  const p = s.pending
+  if (p.success === 0) return
+  s.success.inc(p.success)
+  s.exec.inc(p.success)
+  s.count.inc(p.count)
+  s.request.inc(p.request)
+  s.queue.inc(p.queue)
+  s.computeInput.inc(p.computeInput)
+  s.computeInfer.inc(p.computeInfer)
+  s.computeOutput.inc(p.computeOutput)
+  s.pending = noPending()
+}
+
 interface State {
   series: (model: string, version: string) => Series
   sources: Set<InferenceMetricsSources>
@@ -72,7 +106,11 @@ function createState (registry: Registry): State {
   const byModel = new Map<string, Map<string, Series>>()
   const registers = [registry]
   // Every metric makes the known models' series before it is read, whichever is read first.
-  const collect = (): void => { for (const s of sources) for (const k of s.known()) series(k.model, k.version) }
+  // The successes counted since the last scrape reach the counters first.
+  const collect = (): void => {
+    for (const versions of byModel.values()) for (const s of versions.values()) flushSeries(s)
+    for (const s of sources) for (const k of s.known()) series(k.model, k.version)
+  }
   const counter = (what: string, help: string, labelNames = ['model', 'version']): Counter =>
     new Counter({ name: METRICS_PREFIX + what, help, labelNames, registers, collect })
   const success = counter('request_success', 'Successful inference requests (a batch counts once), by model and version')
@@ -120,6 +158,7 @@ function createState (registry: Registry): State {
     }
     latency.zero(labels)
     s = {
+      pending: noPending(),
       success: child(success),
       failure: failures,
       count: child(count),
@@ -147,14 +186,14 @@ export function createInferenceMetrics (registry: Registry, sources: InferenceMe
   return {
     success (model, version, s) {
       const c = series(model, version)
-      c.success.inc()
-      c.count.inc(s.batch)
-      c.exec.inc()
-      c.request.inc(us(s.requestMs))
-      c.queue.inc(us(s.queueMs))
-      c.computeInput.inc(us(s.computeInputMs))
-      c.computeInfer.inc(us(s.computeInferMs))
-      c.computeOutput.inc(us(s.computeOutputMs))
+      const p = c.pending
+      p.success++
+      p.count += s.batch
+      p.request += us(s.requestMs)
+      p.queue += us(s.queueMs)
+      p.computeInput += us(s.computeInputMs)
+      p.computeInfer += us(s.computeInferMs)
+      p.computeOutput += us(s.computeOutputMs)
       c.latency.observe(s.requestMs / 1000)
     },
     failure (model, version, reason) {

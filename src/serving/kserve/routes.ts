@@ -6,7 +6,7 @@ import { AstradError, errorMessage } from '../../util/errors.ts'
 import { VERSION } from '../../version.ts'
 import {
   DeadlineError, InvalidInferRequestError, ModelNotFoundError, ServingError, UnavailableError,
-  type InferResult, type ModelStatus, type ServingBackend
+  type InferRequest, type InferResult, type ModelStatus, type ServingBackend
 } from '../types.ts'
 import {
   DEFAULT_RETRY_AFTER_S, DEFAULT_TIMEOUT_MS, EXTENSIONS, HEADER_LENGTH_HEADER, MAX_INFER_BODY_BYTES, MAX_JSON_INFER_BODY_BYTES,
@@ -257,34 +257,26 @@ function batchSize (status: ModelStatus, req: DecodedInferRequest): number {
  */
 async function runInfer (b: ServingBackend, model: string, decoded: DecodedInferRequest, time: { deadline: number, budgetMs: number }, raw: IncomingMessage): Promise<InferResult> {
   const { deadline, budgetMs } = time
-  const ac = new AbortController()
   const socket = raw.socket
-  const gone = (): void => { ac.abort(new ClientGoneError()) }
   if (socket.destroyed) throw new ClientGoneError()
+  const ac = new AbortController()
+  // One promise settles the request: the backend's answer, the deadline or the client leaving,
+  // whichever comes first (no Promise.race of three: a request allocates as little as it can).
+  const { promise, resolve, reject } = Promise.withResolvers<InferResult>()
+  const stop = (err: Error): void => {
+    ac.abort(err)
+    reject(err)
+  }
+  const gone = (): void => { stop(new ClientGoneError()) }
   socket.once('close', gone)
-  let timer: NodeJS.Timeout | undefined
-  const expired = new Promise<never>((_resolve, reject) => {
-    timer = setTimeout(() => {
-      const err = new DeadlineError(`no answer within the request's deadline of ${budgetMs} ms`)
-      ac.abort(err)
-      reject(err)
-    }, Math.max(0, deadline - Date.now()))
-  })
-  const cancelled = new Promise<never>((_resolve, reject) => {
-    ac.signal.addEventListener('abort', () => { reject(ac.signal.reason) }, { once: true })
-  })
+  const timer = setTimeout(() => { stop(new DeadlineError(`no answer within the request's deadline of ${budgetMs} ms`)) }, Math.max(0, deadline - Date.now()))
+  const req: InferRequest = { inputs: decoded.inputs, deadline }
+  if (decoded.id != null) req.id = decoded.id
+  if (decoded.outputs != null) req.outputs = decoded.outputs.map(o => o.name)
+  if (decoded.parameters != null) req.parameters = decoded.parameters
+  b.infer(model, req, ac.signal).then(resolve, reject)
   try {
-    return await Promise.race([
-      b.infer(model, {
-        ...(decoded.id != null ? { id: decoded.id } : {}),
-        inputs: decoded.inputs,
-        ...(decoded.outputs != null ? { outputs: decoded.outputs.map(o => o.name) } : {}),
-        ...(decoded.parameters != null ? { parameters: decoded.parameters } : {}),
-        deadline
-      }, ac.signal),
-      expired,
-      cancelled
-    ])
+    return await promise
   } finally {
     clearTimeout(timer)
     socket.off('close', gone)
