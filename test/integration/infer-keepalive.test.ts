@@ -1,8 +1,9 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { lpStream } from '@libp2p/utils'
-import { generateKeyPair } from '@libp2p/crypto/keys'
-import { createHost, type Host } from '../../src/p2p/index.ts'
+import type { Host } from '../../src/p2p/index.ts'
+import { newClusterSecret, type ClusterSecret, type Role, type Trust } from '../../src/trust/index.ts'
+import { testHost } from '../helpers/member-host.ts'
 import { serveInference, inferRemote, RemoteInferError, DeadlineError, type InferRequest, type InferResult } from '../../src/serving/index.ts'
 import { inferStreamPool } from '../../src/serving/infer-protocol.ts'
 import { INFER_KEEPALIVE_PROTOCOL, INFER_PROTOCOL } from '../../src/serving/constants.ts'
@@ -16,12 +17,18 @@ import { retryable } from '../../src/serving/router.ts'
  */
 
 const hosts: Host[] = []
-after(async () => { await Promise.all(hosts.map(async h => { await h.stop() })) })
+const trusts: Trust[] = []
+after(async () => {
+  await Promise.allSettled(hosts.map(async h => { await h.stop() }))
+  await Promise.allSettled(trusts.map(async t => { await t.detach() }))
+})
 
-async function host (): Promise<Host> {
-  const h = await createHost({ privateKey: await generateKeyPair('Ed25519'), listen: ['/ip4/127.0.0.1/tcp/0'] })
-  await h.start()
+/** A started host; in a secure cluster with `secret`, holding a certificate for `roles`. */
+async function host (secret?: ClusterSecret, roles?: Role[]): Promise<Host> {
+  const { host: h, trust } = await testHost(secret, roles)
   hosts.push(h)
+  if (trust != null) trusts.push(trust)
+  await h.start()
   return h
 }
 
@@ -146,4 +153,22 @@ test('keep-alive: a node with only /astra/infer/1.0.0 (older) is served, one str
   }
   assert.equal(streams, 3, 'one stream per call')
   assert.ok(inferStreamPool(router).legacy.has(old.peerId.toString()), 'the router remembers the node has only 1.0.0')
+})
+
+test('keep-alive: only schedulers are served, checked before every request (docs/security.md)', async () => {
+  const secret = await newClusterSecret()
+  const node = await host(secret, ['node'])
+  const scheduler = await host(secret, ['scheduler'])
+  const member = await host(secret, ['node'])
+  let calls = 0
+  await serveInference(node, async (app, req, signal) => { calls++; return await doubler(app, req, signal) })
+  await scheduler.dial(node.getMultiaddrs()[0]!)
+  await member.dial(node.getMultiaddrs()[0]!)
+  for (let i = 0; i < 2; i++) {
+    assert.deepEqual(valuesOf(await inferRemote(scheduler, node.peerId, 'app', { inputs: [fp32([i])], deadline: Date.now() + 10_000 })), [2 * i], `scheduler call ${i}`)
+  }
+  assert.equal(keepAliveStreams(scheduler, node), 1, 'the scheduler\'s calls share one kept-alive stream')
+  await assert.rejects(inferRemote(member, node.peerId, 'app', { inputs: [fp32([1])], deadline: Date.now() + 10_000 }),
+    (err: unknown) => err instanceof RemoteInferError && err.code === 'ERR_FORBIDDEN', 'a member without the scheduler role is refused')
+  assert.equal(calls, 2, 'the refused request never ran')
 })
