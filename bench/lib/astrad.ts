@@ -130,9 +130,12 @@ export async function astradCli (bin: string, daemon: AstradDaemon, args: string
   })
 }
 
-/** Reads utime+stime (clock ticks) of a pid from /proc. */
-export function cpuTicks (pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+/**
+ * Reads utime+stime (clock ticks) of a pid from /proc; with `mainThread`, of its main thread only
+ * (/proc/PID/task/PID: the event loop, without worker threads).
+ */
+export function cpuTicks (pid: number, mainThread = false): number {
+  const stat = fs.readFileSync(mainThread ? `/proc/${pid}/task/${pid}/stat` : `/proc/${pid}/stat`, 'utf8')
   // Fields after the command name "(…)"; utime and stime are fields 14 and 15.
   const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
   return Number(rest[11]) + Number(rest[12])

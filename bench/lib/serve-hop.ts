@@ -20,14 +20,18 @@ import { ratio, round } from './stats.ts'
 import { vadRequestBody } from './vad.ts'
 
 /**
- * Goals for the hop (docs/bench-serve.md §4 gives the reasoning): the forwarding scheduler's
- * p99 at most this many ms above the local replica's; its throughput at least this fraction of
- * the local one. One request over /astra/infer costs ~3 ms of CPU on a loaded 2-core machine
- * before the cuts (Noise + pnet + yamux + a stream per call), which is what a second daemon on
- * the same cores pays on top: 5 ms of p99 leaves room for that and the scheduler's own queueing.
+ * The hop's goal (docs/bench-serve.md §4 gives the reasoning): at c=1 — one request at a time, so
+ * the latency is the path's and not a queue's — the forwarding scheduler's p99 at most this many
+ * ms above the replica's own port. The hop adds one HTTP-less libp2p round trip on loopback (a
+ * request frame and an answer frame, each Noise-encrypted and framed by yamux) and two more
+ * process hand-offs: well under a millisecond on an idle machine; 2 ms leaves room for the shared
+ * machine's scheduling. At c=8 the two daemons and the load generator share two cores, so the hop's
+ * throughput there is a CPU-bound reading (the scheduler does the HTTP and JSON work the local
+ * daemon does, on the same cores): reported with each daemon's CPU per answer, no goal.
  */
-export const GOAL_HOP_P99_EXTRA_MS = 5
-export const GOAL_HOP_RPS_RATIO = 0.5
+export const GOAL_HOP_P99_EXTRA_MS = 2
+/** The concurrency of the latency goal. */
+export const HOP_GOAL_C = 1
 const APP = 'vad'
 const READY_TIMEOUT_MS = 90_000
 
@@ -36,7 +40,8 @@ export interface HopOptions {
   root: string
   model: string
   threads: number
-  concurrency: number
+  /** Closed-loop connections, one measurement each (HOP_GOAL_C is where the goal is checked). */
+  concurrency: number[]
   warmupSec: number
   durationSec: number
   /** Clock ticks per second of /proc/<pid>/stat (USER_HZ). */
@@ -64,7 +69,12 @@ export interface HopResult {
   p99ExtraMs: number | null
   /** CPU µs per answer both daemons together, hop − local: the hop's price. */
   hopUsPerRequest: number | null
-  goals: { p99: boolean | null, rps: boolean | null }
+}
+
+export interface HopReport {
+  rows: HopResult[]
+  /** hop p99 ≤ local p99 + GOAL_HOP_P99_EXTRA_MS at HOP_GOAL_C; null when not measured. */
+  goal: boolean | null
 }
 
 async function deploy (o: HopOptions, rep: AstradDaemon): Promise<string> {
@@ -87,7 +97,7 @@ async function modelReady (d: AstradDaemon): Promise<boolean> {
 }
 
 /** Starts the two daemons, deploys `vad` and measures hop vs local. Stops both daemons before it returns. */
-export async function runHop (o: HopOptions): Promise<HopResult> {
+export async function runHop (o: HopOptions): Promise<HopReport> {
   const daemons: AstradDaemon[] = []
   try {
     const rep = await startDaemon({ bin: o.bin, root: o.root, name: 'hop-rep', roles: 'node,resource,scheduler' })
@@ -107,63 +117,67 @@ export async function runHop (o: HopOptions): Promise<HopResult> {
     const nodes = status.apps?.find(a => a.name === APP)?.weights?.map(w => w.node) ?? []
     if (nodes.length !== 1 || nodes[0] !== rep.peerId) throw new Error(`hop: expected the one replica on ${rep.name} (${rep.peerId}), sched routes to ${JSON.stringify(nodes)}`)
 
-    const body = vadRequestBody()
-    const urls = [sched, rep].map(d => `http://127.0.0.1:${d.rpcPort}/v2/models/${APP}/infer`)
-    const read = (): number[] => [sched, rep].map(d => { try { return cpuTicks(d.proc.child.pid as number) } catch { return NaN } })
-    // Two runs each, hop local local hop (the load generator keeps one connection per loop, so
-    // the two ports cannot share a run): neither always goes first, both see the same machine.
-    const runMs = Math.max(1_000, Math.round(o.durationSec * 1000 / 2))
-    const runs: Array<{ target: number, load: LoadResult, ticks: number[] }> = []
-    for (const target of [0, 1, 1, 0]) {
-      let at: number[] = []
-      let ticks: number[] = [NaN, NaN]
-      const load = await runLoad({
-        url: urls[target] as string,
-        body,
-        headers: { 'content-type': 'application/json' },
-        concurrency: o.concurrency,
-        warmupMs: o.warmupSec * 1000,
-        durationMs: runMs,
-        samples: true
-      }, {
-        onWindowStart: () => { at = read() },
-        onWindowEnd: () => { const t = read(); ticks = t.map((x, i) => x - (at[i] as number)) }
-      })
-      runs.push({ target, load, ticks })
-      o.log(`hop: ${target === 0 ? 'hop  ' : 'local'} ${load.rps.toFixed(0)} req/s, p99 ${load.latencyMs?.p99.toFixed(2) ?? '-'} ms, errors ${load.errorCount}`)
-      await sleep(300)
-    }
-    const hz = o.ticks
-    const sides: HopSide[] = [0, 1].map(i => {
-      const mine = runs.filter(r => r.target === i)
-      const load = pooled(mine.map(r => r.load))
-      const us = (k: number): number | null => {
-        const v = mine.reduce((a, r) => a + (r.ticks[k] as number), 0)
-        return load.ok > 0 && Number.isFinite(v) ? round(v / hz / load.ok * 1e6, 0) : null
-      }
-      return { target: i === 0 ? 'hop' : 'local', via: i === 0 ? `${sched.name} → ${rep.name}` : rep.name, load, schedUsPerRequest: us(0), repUsPerRequest: us(1) }
-    })
-    const [hop, local] = sides as [HopSide, HopSide]
-    const p99 = (s: HopSide): number | undefined => s.load.latencyMs?.p99
-    const extra = p99(hop) != null && p99(local) != null ? round((p99(hop) as number) - (p99(local) as number), 2) : null
-    const total = (s: HopSide): number | null => s.schedUsPerRequest != null && s.repUsPerRequest != null ? s.schedUsPerRequest + s.repUsPerRequest : null
-    const hopUs = total(hop) != null && total(local) != null ? (total(hop) as number) - (total(local) as number) : null
-    const rpsRatio = ratio(hop.load.rps, local.load.rps)
-    return {
-      concurrency: o.concurrency,
-      sides,
-      rpsRatio,
-      p50Ratio: ratio(hop.load.latencyMs?.p50, local.load.latencyMs?.p50),
-      p99Ratio: ratio(p99(hop), p99(local)),
-      p99ExtraMs: extra,
-      hopUsPerRequest: hopUs,
-      goals: {
-        p99: extra != null ? extra <= GOAL_HOP_P99_EXTRA_MS : null,
-        rps: rpsRatio != null ? rpsRatio >= GOAL_HOP_RPS_RATIO : null
-      }
-    }
+    const rows: HopResult[] = []
+    for (const c of o.concurrency) rows.push(await measureAt(o, sched, rep, c))
+    const at = rows.find(r => r.concurrency === HOP_GOAL_C)
+    return { rows, goal: at?.p99ExtraMs != null ? at.p99ExtraMs <= GOAL_HOP_P99_EXTRA_MS : null }
   } finally {
     for (const d of daemons.reverse()) await stop(d.proc, 'SIGTERM', 10_000)
+  }
+}
+
+/** One concurrency: runs hop, local, local, hop; pools each target's runs. */
+async function measureAt (o: HopOptions, sched: AstradDaemon, rep: AstradDaemon, concurrency: number): Promise<HopResult> {
+  const body = vadRequestBody()
+  const urls = [sched, rep].map(d => `http://127.0.0.1:${d.rpcPort}/v2/models/${APP}/infer`)
+  const read = (): number[] => [sched, rep].map(d => { try { return cpuTicks(d.proc.child.pid as number) } catch { return NaN } })
+  // Two runs each, hop local local hop (the load generator keeps one connection per loop, so
+  // the two ports cannot share a run): neither always goes first, both see the same machine.
+  const runMs = Math.max(1_000, Math.round(o.durationSec * 1000 / 2))
+  const runs: Array<{ target: number, load: LoadResult, ticks: number[] }> = []
+  for (const target of [0, 1, 1, 0]) {
+    let at: number[] = []
+    let ticks: number[] = [NaN, NaN]
+    const load = await runLoad({
+      url: urls[target] as string,
+      body,
+      headers: { 'content-type': 'application/json' },
+      concurrency,
+      warmupMs: o.warmupSec * 1000,
+      durationMs: runMs,
+      samples: true
+    }, {
+      onWindowStart: () => { at = read() },
+      onWindowEnd: () => { const t = read(); ticks = t.map((x, i) => x - (at[i] as number)) }
+    })
+    runs.push({ target, load, ticks })
+    o.log(`hop c=${concurrency}: ${target === 0 ? 'hop  ' : 'local'} ${load.rps.toFixed(0)} req/s, p99 ${load.latencyMs?.p99.toFixed(2) ?? '-'} ms, errors ${load.errorCount}`)
+    await sleep(300)
+  }
+  const hz = o.ticks
+  const sides: HopSide[] = [0, 1].map(i => {
+    const mine = runs.filter(r => r.target === i)
+    const load = pooled(mine.map(r => r.load))
+    const us = (k: number): number | null => {
+      const v = mine.reduce((a, r) => a + (r.ticks[k] as number), 0)
+      return load.ok > 0 && Number.isFinite(v) ? round(v / hz / load.ok * 1e6, 0) : null
+    }
+    return { target: i === 0 ? 'hop' : 'local', via: i === 0 ? `${sched.name} → ${rep.name}` : rep.name, load, schedUsPerRequest: us(0), repUsPerRequest: us(1) }
+  })
+  const [hop, local] = sides as [HopSide, HopSide]
+  const p99 = (s: HopSide): number | undefined => s.load.latencyMs?.p99
+  const extra = p99(hop) != null && p99(local) != null ? round((p99(hop) as number) - (p99(local) as number), 2) : null
+  const total = (s: HopSide): number | null => s.schedUsPerRequest != null && s.repUsPerRequest != null ? s.schedUsPerRequest + s.repUsPerRequest : null
+  const hopUs = total(hop) != null && total(local) != null ? (total(hop) as number) - (total(local) as number) : null
+  const rpsRatio = ratio(hop.load.rps, local.load.rps)
+  return {
+    concurrency,
+    sides,
+    rpsRatio,
+    p50Ratio: ratio(hop.load.latencyMs?.p50, local.load.latencyMs?.p50),
+    p99Ratio: ratio(p99(hop), p99(local)),
+    p99ExtraMs: extra,
+    hopUsPerRequest: hopUs
   }
 }
 
@@ -199,19 +213,20 @@ function fx (x: number | null | undefined, d = 2): string {
 }
 
 /** The part's table, as bench:serve prints it. */
-export function formatHop (r: HopResult): string[] {
-  const w = [26, 8, 8, 8, 8, 8, 7, 11, 11]
+export function formatHop (r: HopReport): string[] {
+  const w = [26, 8, 8, 8, 8, 8, 7, 13, 11]
   const row = (cols: string[]): string => cols.map((c, i) => i === 0 ? c.padEnd(w[i] as number) : c.padStart(w[i] ?? 9)).join(' ')
-  const met = (b: boolean | null): string => b == null ? 'not measured' : b ? 'met' : 'MISSED'
-  const lines = [row(['', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'errors', 'sched µs/req', 'rep µs/req'])]
-  for (const s of r.sides) {
-    const l = s.load.latencyMs
-    lines.push(row([`c=${r.concurrency} ${s.target === 'hop' ? 'hop (sched → rep)' : 'local (rep)'}`, s.load.rps.toFixed(0), fx(l?.p50), fx(l?.p90), fx(l?.p99), fx(l?.max, 1), String(s.load.errorCount), fx(s.schedUsPerRequest, 0), fx(s.repUsPerRequest, 0)]))
-  }
   const times = (x: number | null): string => x == null ? '-' : `${fx(x)}×`
-  lines.push(row([`c=${r.concurrency} hop ÷ local`, times(r.rpsRatio), times(r.p50Ratio), '', times(r.p99Ratio)]))
-  lines.push(`p99 hop − local: ${fx(r.p99ExtraMs)} ms; CPU of the hop (both daemons, hop − local): ${fx(r.hopUsPerRequest, 0)} µs per answer`)
-  lines.push(`goals: hop p99 ≤ local + ${GOAL_HOP_P99_EXTRA_MS} ms: ${met(r.goals.p99)}; hop throughput ≥ ${GOAL_HOP_RPS_RATIO}× local: ${met(r.goals.rps)}`)
-  lines.push('Both daemons and the load generator share the machine: the hop\'s CPU (sched\'s whole share, and rep\'s extra for Noise/yamux) comes out of the same cores, so its req/s ratio is the CPU-bound reading.')
+  const lines = [row(['', 'req/s', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'errors', 'sched µs/req', 'rep µs/req'])]
+  for (const x of r.rows) {
+    for (const s of x.sides) {
+      const l = s.load.latencyMs
+      lines.push(row([`c=${x.concurrency} ${s.target === 'hop' ? 'hop (sched → rep)' : 'local (rep)'}`, s.load.rps.toFixed(0), fx(l?.p50), fx(l?.p90), fx(l?.p99), fx(l?.max, 1), String(s.load.errorCount), fx(s.schedUsPerRequest, 0), fx(s.repUsPerRequest, 0)]))
+    }
+    lines.push(row([`c=${x.concurrency} hop ÷ local`, times(x.rpsRatio), times(x.p50Ratio), '', times(x.p99Ratio)]))
+    lines.push(`  c=${x.concurrency}: p99 hop − local ${fx(x.p99ExtraMs)} ms; CPU the hop adds (both daemons, hop − local) ${fx(x.hopUsPerRequest, 0)} µs per answer`)
+  }
+  lines.push(`goal: at c=${HOP_GOAL_C}, hop p99 ≤ local p99 + ${GOAL_HOP_P99_EXTRA_MS} ms: ${r.goal == null ? 'not measured' : r.goal ? 'met' : 'MISSED'}`)
+  lines.push('Both daemons and the load generator share the machine: at higher concurrency the scheduler\'s HTTP/JSON work and the hop\'s Noise/yamux come out of the same cores, so the hop\'s req/s ratio there is a CPU-bound reading.')
   return lines
 }

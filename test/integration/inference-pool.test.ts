@@ -179,6 +179,31 @@ describe('queue and deadlines', () => {
     }
   })
 
+  test('one worker: queued requests run oldest first, and each answer settles before the next request is handed to the worker', async () => {
+    const p = await pool(1, 16)
+    try {
+      const order: number[] = []
+      const seen: Array<{ n: number, activeAtAnswer: number }> = []
+      const all = Array.from({ length: 6 }, async (_, n) => {
+        const out = await p.infer(vadRequest(vadInput(1, 10 + n)))
+        order.push(n)
+        // The answer's own continuation runs before the pool hands the next request over.
+        seen.push({ n, activeAtAnswer: p.stats().active })
+        return out
+      })
+      const outs = await Promise.all(all)
+      assert.deepEqual(order, [0, 1, 2, 3, 4, 5], 'FIFO: answers in the order the requests came')
+      for (const s of seen) assert.equal(s.activeAtAnswer, 0, `request ${s.n}: the worker was already given the next request when its answer settled (stats ${JSON.stringify(seen)})`)
+      for (const [n, out] of outs.entries()) {
+        const want = await runDirect(vadInput(1, 10 + n))
+        assert.deepEqual(floats(out.outputs.find(t => t.name === 'output')), want.output?.data, `request ${n}: its own answer`)
+      }
+      assert.deepEqual(p.stats(), { queued: 0, active: 0, workers: 1 })
+    } finally {
+      await p.close()
+    }
+  })
+
   test('a queued request past its deadline is removed and rejected DeadlineError; a running one too, the worker finishes its run', async () => {
     const p = await pool(1, 8)
     try {
