@@ -531,7 +531,7 @@ function overheadNotes (o: Options, r: OverheadResult | null): string[] {
     `One machine with ${cores} cores runs the load generator, the server under test and the other (idle) server: the load generator's CPU is taken from the server's. Both servers pay the same tax; the ratios carry over, the absolute req/s do not. A run with the machine ≥ ${CPU_BOUND_BUSY * 100} % busy is marked CPU-bound: it measured what ${cores} shared cores can do, not the server alone.`,
     `Same model file, same request body (${r?.payloadBytes ?? '?'} bytes of KServe v2 JSON), same closed-loop load generator process (keep-alive, one connection per loop), same concurrency, ${o.warmupSec} s warm-up then ${o.durationSec} s recorded, servers alternating which goes first.`,
     `The baseline runs the model in ${o.threads} worker_threads with onnxruntime intra-op threads ${o.intraOpThreads} (astrad's replica: 'threads': ${o.threads}), decodes and checks the JSON against the model's inputs and encodes the same JSON answer. It has no routing, queue bound, deadlines, metrics or retries: what astrad adds is what is measured.`,
-    'astrad serves through its scheduler role on the same process (the replica is local, so no libp2p hop). Multi-node forwarding over /astra/infer/1.0.0 is not measured here.',
+    'astrad serves through its scheduler role on the same process (the replica is local, so no libp2p hop). Multi-node forwarding over /astra/infer is part 4 (--only hop).',
     'Closed loop: each connection waits for its answer before sending the next, so a slower server is offered less load (coordinated omission). p99 is the latency at the server\'s own pace.'
   ]
   if (r?.astrad != null && r.astrad.otherModels.length > 0) notes.push(`astrad also ran app(s) ${r.astrad.otherModels.join(', ')} (idle during the runs).`)
@@ -636,7 +636,7 @@ async function main (): Promise<void> {
   if (pick != null) { out(''); out('3. Pick cost'); for (const l of pick.table) out(`  ${l}`) }
   if (o.parts.has('hop')) {
     out('')
-    out(`4. Multi-node hop: a scheduler-only daemon forwarding over /astra/infer/1.0.0 vs the replica's daemon answering itself, ${o.durationSec} s per target after ${o.warmupSec} s warm-up`)
+    out(`4. Multi-node hop: a scheduler-only daemon forwarding over /astra/infer (1.1.0 where the node has it) vs the replica's daemon answering itself, ${o.durationSec} s per target after ${o.warmupSec} s warm-up`)
     for (const l of hop != null ? formatHop(hop) : [`not measured: ${(hopError ?? '').split('\n')[0] ?? ''}`]) out(`  ${l}`)
   }
   if (errors.length > 0) {

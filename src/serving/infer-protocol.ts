@@ -14,7 +14,10 @@ import {
 } from './constants.ts'
 
 /**
- * `/astra/infer/1.0.0`, one stream per request, length-prefixed messages:
+ * `/astra/infer/1.0.0`, one stream per request, and `/astra/infer/1.1.0` (INFER_KEEPALIVE_PROTOCOL),
+ * the same exchange repeated on a kept-alive stream (one request at a time; the router reuses
+ * idle streams; the node closes after an error answer or INFER_STREAM_IDLE_MS idle).
+ * Length-prefixed messages, each side's sent in one write:
  *   request:  JSON header {app, id?, timeoutMs, outputs?, inputs: [{name, datatype, shape, size}]}
  *             then one message per input with its raw bytes
  *   answer:   [0] + JSON {outputs: [{name, datatype, shape, size}], version?, queueMs, computeMs,
