@@ -558,7 +558,7 @@ function printOverhead (o: Options, r: OverheadResult, out: (l: string) => void)
     const state = s?.cpuState === 'bound' ? 'CPU-BOUND' : s?.cpuState === 'near' ? 'near bound' : s?.cpuState === 'not' ? 'not bound' : '-'
     if (s != null) out(row([`c=${c} astrad ÷ baseline`, times(s.rpsRatio), '', '', times(s.p99Ratio), '', '', times(s.cpuPerRequestRatio), times(s.mainPerRequestRatio), state]))
   }
-  out(`  goals: throughput ≥ ${GOAL_RPS_RATIO}× baseline: ${met(r.goals.rps)}; p99 ≤ ${GOAL_P99_RATIO_LOW_C}× baseline at c ≤ ${LOW_C}, ≤ ${GOAL_P99_RATIO}× above: ${met(r.goals.p99)}`)
+  out(`  targets: throughput ≥ ${GOAL_RPS_RATIO}× baseline: ${met(r.goals.rps)}; p99 ≤ ${GOAL_P99_RATIO_LOW_C}× baseline at c ≤ ${LOW_C}, ≤ ${GOAL_P99_RATIO}× above: ${met(r.goals.p99)}`)
   if (r.outputCheck != null) out(`  same request to both: ${r.outputCheck.ok ? 'same outputs' : 'DIFFERENT outputs'} (${r.outputCheck.detail})`)
   if (r.astrad != null) out(`  astrad: model ${r.astrad.modelId.slice(0, 16)}…, app '${APP}' ready ${(r.astrad.readyMs / 1000).toFixed(1)} s after 'app deploy'`)
   if (r.astradError != null) out(`  astrad side not measured: ${r.astradError.split('\n')[0] ?? ''}`)
