@@ -1,5 +1,5 @@
 import { lpStream } from '@libp2p/utils'
-import type { PeerId, Stream } from '@libp2p/interface'
+import type { Connection, PeerId, Stream } from '@libp2p/interface'
 import { z } from 'zod'
 import type { Host } from '../p2p/index.ts'
 import { AstradError, DecodeError, errorMessage } from '../util/errors.ts'
@@ -343,8 +343,24 @@ interface IdleStream {
  */
 class StreamPool {
   private readonly idle = new Map<string, IdleStream[]>()
-  /** Nodes that answered the keep-alive protocol with "not supported" (older): one stream per call. */
-  readonly legacy = new Set<string>()
+  /**
+   * Connections whose node answered the keep-alive protocol with "not supported" (older): one
+   * stream per call on them. Kept per connection, not per node: a node upgraded and restarted
+   * (schedulers are upgraded first) comes back on a new connection and is asked again.
+   */
+  private readonly legacyConns = new WeakSet<Connection>()
+
+  /** Whether the node's current connection is known to lack the keep-alive protocol. */
+  legacy (libp2p: Host, peer: PeerId): boolean {
+    const conns = libp2p.getConnections(peer)
+    return conns.length > 0 && conns.every(c => this.legacyConns.has(c))
+  }
+
+  /** Remembers that `stream`'s connection lacks the keep-alive protocol. */
+  markLegacy (libp2p: Host, peer: PeerId, stream: Stream): void {
+    const conn = libp2p.getConnections(peer).find(c => c.streams.includes(stream))
+    if (conn != null) this.legacyConns.add(conn)
+  }
 
   take (peer: string): IdleStream | undefined {
     const list = this.idle.get(peer)
@@ -416,9 +432,9 @@ async function callRemote (libp2p: Host, peer: PeerId, protocol: string, app: st
   }
   let stream: Stream
   try {
-    const protocols = pool != null && !pool.legacy.has(id) ? [INFER_KEEPALIVE_PROTOCOL, INFER_PROTOCOL] : [protocol]
+    const protocols = pool != null && !pool.legacy(libp2p, peer) ? [INFER_KEEPALIVE_PROTOCOL, INFER_PROTOCOL] : [protocol]
     stream = await libp2p.dialProtocol(peer, protocols, { signal: AbortSignal.any([all, AbortSignal.timeout(INFER_DIAL_TIMEOUT_MS)]) })
-    if (pool != null && stream.protocol === INFER_PROTOCOL) pool.legacy.add(id)
+    if (pool != null && stream.protocol === INFER_PROTOCOL) pool.markLegacy(libp2p, peer, stream)
   } catch (err) {
     if (deadline.aborted) throw new DeadlineError('deadline passed while connecting to a replica')
     throw new RemoteInferError(new UnavailableError(`cannot reach ${id}: ${errorMessage(err)}`, 'ERR_UNREACHABLE'), 'unsent')

@@ -1,7 +1,8 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { lpStream } from '@libp2p/utils'
-import type { Host } from '../../src/p2p/index.ts'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { createHost, type Host } from '../../src/p2p/index.ts'
 import { newClusterSecret, type ClusterSecret, type Role, type Trust } from '../../src/trust/index.ts'
 import { testHost } from '../helpers/member-host.ts'
 import { serveInference, inferRemote, RemoteInferError, DeadlineError, type InferRequest, type InferResult } from '../../src/serving/index.ts'
@@ -152,7 +153,43 @@ test('keep-alive: a node with only /astra/infer/1.0.0 (older) is served, one str
     assert.deepEqual(valuesOf(await inferRemote(router, old.peerId, 'app', { inputs: [fp32([i])], deadline: Date.now() + 10_000 })), [i + 1], `call ${i} to the older node`)
   }
   assert.equal(streams, 3, 'one stream per call')
-  assert.ok(inferStreamPool(router).legacy.has(old.peerId.toString()), 'the router remembers the node has only 1.0.0')
+  assert.ok(inferStreamPool(router).legacy(router, old.peerId), 'the router remembers the node has only 1.0.0')
+})
+
+test('keep-alive: a node upgraded after the router saw it without 1.1.0 is asked again on its new connection', async () => {
+  const router = await host()
+  // The older node: 1.0.0 only.
+  const key = await generateKeyPair('Ed25519')
+  const first = await createHost({ privateKey: key, listen: ['/ip4/127.0.0.1/tcp/0'] })
+  await first.start()
+  hosts.push(first)
+  await first.handle(INFER_PROTOCOL, async (s) => {
+    const lp = lpStream(s)
+    await lp.read()
+    const x = (await lp.read()).subarray()
+    const head = new TextEncoder().encode(JSON.stringify({ outputs: [{ name: 'y', datatype: 'FP32', shape: [1], size: 4 }], queueMs: 0, computeMs: 0 }))
+    await lp.write(Uint8Array.from([0, ...head]))
+    await lp.write(x)
+    await s.close()
+  })
+  await router.dial(first.getMultiaddrs()[0]!)
+  assert.deepEqual(valuesOf(await inferRemote(router, first.peerId, 'app', { inputs: [fp32([7])], deadline: Date.now() + 10_000 })), [7], 'the older node echoes')
+  assert.ok(inferStreamPool(router).legacy(router, first.peerId), 'marked as lacking 1.1.0')
+  await first.stop()
+  // The router notices the old connection closed (as it does when a node restarts).
+  for (let i = 0; router.getConnections(first.peerId).length > 0; i++) {
+    assert.ok(i < 200, `the router still holds a connection to the stopped node after 10 s: ${router.getConnections(first.peerId).map(c => c.status).join(', ')}`)
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+  // The same node (same key) upgraded: restarted with 1.1.0, reached on a new connection.
+  const upgraded = await createHost({ privateKey: key, listen: ['/ip4/127.0.0.1/tcp/0'] })
+  await upgraded.start()
+  hosts.push(upgraded)
+  await serveInference(upgraded, doubler)
+  await router.dial(upgraded.getMultiaddrs()[0]!)
+  assert.ok(!inferStreamPool(router).legacy(router, upgraded.peerId), 'a new connection is not marked')
+  assert.deepEqual(valuesOf(await inferRemote(router, upgraded.peerId, 'app', { inputs: [fp32([7])], deadline: Date.now() + 10_000 })), [14], 'the upgraded node answers')
+  assert.equal(keepAliveStreams(router, upgraded), 1, 'over a kept-alive stream')
 })
 
 test('keep-alive: only schedulers are served, checked before every request (docs/security.md)', async () => {
