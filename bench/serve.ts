@@ -30,11 +30,14 @@ import { runRoutingSim, formatRoutingSim } from './lib/routing-sim.ts'
 import { runPickCost, formatPickCost } from './lib/pick-cost.ts'
 import { startBaseline, type Baseline, type BaselineTensorMeta } from './lib/serve-baseline.ts'
 import { vadRequestBody, VAD_MODEL } from './lib/vad.ts'
+import { runBatching, formatBatching, type BatchingResult } from './lib/serve-batching.ts'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 
-type Part = 'overhead' | 'routing' | 'pick'
-const PARTS: Part[] = ['overhead', 'routing', 'pick']
+type Part = 'overhead' | 'routing' | 'pick' | 'batching'
+const PARTS: Part[] = ['overhead', 'routing', 'pick', 'batching']
+/** Concurrencies of the batching part: low load (no latency may be added), moderate, and the goal's. */
+const BATCHING_CONCURRENCY = [1, 8, 32]
 
 /** The issue's goals for the overhead comparison (astrad ÷ baseline). */
 const GOAL_RPS_RATIO = 0.8
@@ -68,7 +71,7 @@ interface Options {
 
 const USAGE = `usage: node bench/serve.ts [options]
   --only PART           run only this part, repeatable or comma-separated:
-                        ${PARTS.join(', ')} (default: all three)
+                        ${PARTS.join(', ')} (default: all)
   --quick               smoke run (≤ 3 min): --duration 4 --warmup 1 (flags given later win)
   --duration SEC        recorded seconds per load run (default 10)
   --warmup SEC          unrecorded seconds before each load run (default 3)
@@ -582,6 +585,18 @@ async function main (): Promise<void> {
       return { result: null, error: msg, table: [`${what} failed: ${msg.split('\n')[0] ?? ''}`] }
     }
   }
+  let batching: BatchingResult | null = null
+  let batchingError: string | null = null
+  if (o.parts.has('batching')) {
+    try {
+      ensureBuilt(o, log)
+      batching = await runBatching({ bin: o.bin, root, threads: o.threads, concurrency: BATCHING_CONCURRENCY, warmupSec: o.warmupSec, durationSec: o.durationSec }, log)
+    } catch (err) {
+      batchingError = err instanceof Error ? (err.stack ?? err.message) : String(err)
+      errors.push(`batching: ${batchingError}`)
+      await killAll()
+    }
+  }
   const routing = part('routing', 'routing simulation', () => runRoutingSim(), formatRoutingSim)
   const pick = part('pick', 'pick cost', () => runPickCost(), formatPickCost)
 
@@ -590,6 +605,11 @@ async function main (): Promise<void> {
   if (overhead != null) printOverhead(o, overhead, out)
   if (routing != null) { out(''); out('2. Routing quality (simulation)'); for (const l of routing.table) out(`  ${l}`) }
   if (pick != null) { out(''); out('3. Pick cost'); for (const l of pick.table) out(`  ${l}`) }
+  if (o.parts.has('batching')) {
+    out('')
+    out('4. Dynamic batching (same model, same daemon, batching on vs off, alternating slices)')
+    for (const l of batching != null ? formatBatching(batching) : [`not measured: ${batchingError?.split('\n')[0] ?? ''}`]) out(`  ${l}`)
+  }
   if (errors.length > 0) {
     out('')
     out('Problems:')
@@ -626,13 +646,18 @@ async function main (): Promise<void> {
     overheadNotes: o.parts.has('overhead') ? overheadNotes(o, overhead) : [],
     routing: routing == null ? null : { error: routing.error, result: routing.result },
     pick: pick == null ? null : { error: pick.error, result: pick.result },
+    batching: o.parts.has('batching') ? { error: batchingError, result: batching } : null,
     errors,
     durationSec: round((now() - started) / 1000, 1)
   }
   writeResult(o.out, doc, log)
   log(`total ${doc.durationSec} s`)
   await cleanup()
-  logGoals(log, { throughputRatio: overhead?.goals.rps, p99Ratio: overhead?.goals.p99 })
+  logGoals(log, {
+    throughputRatio: overhead?.goals.rps,
+    p99Ratio: overhead?.goals.p99,
+    ...(o.parts.has('batching') ? { batchingThroughputRatio: batching?.goals.rps, batchingP99Ratio: batching?.goals.p99 } : {})
+  })
   if (errors.length > 0) process.exitCode = 1
 }
 

@@ -86,7 +86,7 @@ test('batching on vs off through the KServe port: same answers, combined runs co
     const entry = (apps.body as { apps: Array<{ spec: { name: string }, status?: { lastError?: string } }> }).apps.find(a => a.spec.name === 'vadb')
     return entry?.status?.lastError?.includes('batching') === true ? entry.status.lastError : undefined
   }, 60_000)
-  assert.match(refused, /no batch dimension: input 'state' has shape \[2, -1, 128\]/)
+  assert.match(String(refused), /no batch dimension: input 'state' has shape \[2, -1, 128\]/)
   const res = await infer('vadb', { inputs: [] })
   assert.equal(res.status, 503, `vadb has no ready replica: ${JSON.stringify(res.json)}`)
 })

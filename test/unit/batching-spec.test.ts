@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
 import { unbatchableReason } from '../../src/batching/index.ts'
-import { InvalidAppError, needsRoll, parseAppSpec } from '../../src/placement/index.ts'
+import { InvalidAppError, needsRoll, parseAppSpec, type AppListEntry } from '../../src/placement/index.ts'
 import { appKind } from '../../src/placement/app.ts'
 import { parsePipelineSpec, stageNeedsRoll } from '../../src/pipeline/spec.ts'
+import { renderApps } from '../../src/cli/commands/app.ts'
 
 const MODEL = 'a'.repeat(64)
 const base = { name: 'mlp', model: MODEL, replicas: 1 }
@@ -78,4 +79,16 @@ test('a model batches only with axis 0 variable in every input and output, and n
   assert.match(unbatchableReason({ inputs: [f32('x', [-1, 4])], outputs: [f32('y', [1, 2])] })!, /output 'y'/)
   assert.match(unbatchableReason({ inputs: [f32('sr', [])], outputs: [f32('y', [-1])] })!, /input 'sr' has shape \[\]/)
   assert.match(unbatchableReason({ inputs: [{ name: 't', datatype: 'BYTES', shape: [-1] }], outputs: [f32('y', [-1])] })!, /input 't' is BYTES/)
+})
+
+test('app ls shows each app\'s batching block in its BATCH column', () => {
+  const entry = (name: string, batching?: unknown): AppListEntry => ({
+    spec: parseAppSpec({ ...base, name, ...(batching != null ? { batching } : {}) }), generation: 1, deployedAt: Date.now(), via: 'op'
+  }) as AppListEntry
+  const text = renderApps([entry('off'), entry('on', { maxBatchSize: 32, preferredBatchSizes: [8, 16], maxQueueDelayMs: 2 })])
+  const [header, off, on] = text.split('\n')
+  const col = header!.indexOf('BATCH')
+  assert.ok(col > 0, header)
+  assert.match(off!.slice(col), /^- /)
+  assert.match(on!.slice(col), /^32 \[8,16\] 2ms/)
 })

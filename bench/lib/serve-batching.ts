@@ -1,0 +1,198 @@
+import fs from 'node:fs'
+import path from 'node:path'
+import { mlpModel, type MlpOptions } from '../../src/demo/batch-models.ts'
+import { astradCli, getText, metric, startDaemon, type AstradDaemon } from './astrad.ts'
+import { runAlternating, type LoadResult } from './load.ts'
+import { stop, waitFor } from './procs.ts'
+import { ratio, round } from './stats.ts'
+
+/**
+ * bench:serve part `batching` (docs/bench-serve.md, docs/batching.md): one astrad daemon serving
+ * the same batchable MLP as two apps, `off` (no batching) and `on` (batching), each with the same
+ * worker threads; a closed-loop load alternates between the two in slices (a b, b a …) at each
+ * concurrency, so both see the same machine. Reports req/s and latency side by side, and the
+ * ratios on ÷ off.
+ */
+
+/**
+ * The model: small enough that at one row the fixed cost of a run (message to the worker,
+ * onnxruntime's per-run set-up, the answer back) is most of a run, as for the small models
+ * batching is for (tabular, embedding heads, rerankers); 64 → 128 → 128 → 16.
+ */
+export const BATCH_MLP: MlpOptions = { features: 256, hidden: 1024, layers: 2, outputs: 16 }
+/** The batching block of app `on`. */
+export const BATCHING = { maxBatchSize: 32, maxQueueDelayMs: 0 }
+/** Goal: throughput with batching ÷ without at BATCHING_GOAL_CONCURRENCY (the issue's ≥ 1.5× on CPU). */
+export const GOAL_BATCHING_RPS_RATIO = 1.5
+export const BATCHING_GOAL_CONCURRENCY = 32
+/** Goal: p99 with batching ÷ without at BATCHING_P99_CONCURRENCY: batching must not cost latency at moderate load. */
+export const GOAL_BATCHING_P99_RATIO = 1.2
+export const BATCHING_P99_CONCURRENCY = 8
+const READY_TIMEOUT_MS = 60_000
+const APPS = { off: 'mlp-off', on: 'mlp-on' } as const
+
+export interface BatchingOptions {
+  bin: string
+  root: string
+  threads: number
+  concurrency: number[]
+  warmupSec: number
+  /** Recorded seconds per app and concurrency (split into slices). */
+  durationSec: number
+}
+
+export interface BatchingRow {
+  concurrency: number
+  offRps: number
+  onRps: number
+  rpsRatio: number | null
+  offP50Ms: number | null
+  onP50Ms: number | null
+  offP99Ms: number | null
+  onP99Ms: number | null
+  p99Ratio: number | null
+  errors: number
+  /** Mean rows per run of `on` during this concurrency's runs (from astrad_inference_batch_size). */
+  meanBatch: number | null
+}
+
+export interface BatchingResult {
+  model: MlpOptions & { bytes: number }
+  batching: typeof BATCHING
+  threads: number
+  /** The same requests answered by both apps: identical JSON outputs. */
+  answersEqual: boolean
+  answersChecked: number
+  rows: BatchingRow[]
+  goals: { rps: boolean | null, p99: boolean | null }
+}
+
+/** One row of features per request, values exact in float32. */
+function body (seed: number): string {
+  const data = Array.from({ length: BATCH_MLP.features }, (_, i) => (((seed * 37 + i * 11) % 41) - 20) / 16)
+  return JSON.stringify({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, BATCH_MLP.features], data }] })
+}
+
+async function answer (port: number, app: string, b: string): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${port}/v2/models/${app}/infer`, { method: 'POST', body: b, headers: { 'content-type': 'application/json' }, signal: AbortSignal.timeout(10_000) })
+  const text = await res.text()
+  if (res.status !== 200) throw new Error(`POST /v2/models/${app}/infer: HTTP ${res.status} ${text.slice(0, 300)}`)
+  return JSON.stringify((JSON.parse(text) as { outputs?: unknown }).outputs)
+}
+
+async function batchCounters (port: number): Promise<{ runs: number, rows: number }> {
+  const text = await getText(port, '/metrics', 5_000)
+  return {
+    runs: metric(text, 'astrad_inference_batch_size_count', `{model="${APPS.on}"}`),
+    rows: metric(text, 'astrad_inference_batch_size_sum', `{model="${APPS.on}"}`)
+  }
+}
+
+async function deploy (o: BatchingOptions, daemon: AstradDaemon, log: (m: string) => void): Promise<number> {
+  const file = path.join(o.root, 'batch-mlp.onnx')
+  const bytes = mlpModel(BATCH_MLP)
+  fs.writeFileSync(file, bytes)
+  const added = (await astradCli(o.bin, daemon, ['model', 'add', file, '--json'], 120_000)).stdout
+  const id = (JSON.parse(added.trim()) as { id?: unknown }).id
+  if (typeof id !== 'string') throw new Error(`astrad model add --json printed no id: ${added.slice(0, 300)}`)
+  for (const [key, name] of Object.entries(APPS)) {
+    const spec = { name, model: id, replicas: 1, threads: o.threads, resources: { cpu: 1 }, ...(key === 'on' ? { batching: BATCHING } : {}) }
+    const specFile = path.join(o.root, `${name}.json`)
+    fs.writeFileSync(specFile, JSON.stringify(spec))
+    await astradCli(o.bin, daemon, ['app', 'deploy', specFile], 60_000)
+  }
+  for (const name of Object.values(APPS)) {
+    await waitFor(`GET /v2/models/${name}/ready to answer 200`, async () => {
+      const res = await fetch(`http://127.0.0.1:${daemon.rpcPort}/v2/models/${name}/ready`, { signal: AbortSignal.timeout(2_000) })
+      if (res.status !== 200) throw new Error(`HTTP ${res.status} ${(await res.text()).slice(0, 300)}`)
+      return true
+    }, READY_TIMEOUT_MS, 100)
+  }
+  log(`batching: apps ${APPS.off} and ${APPS.on} ready (model ${id.slice(0, 12)}…, ${bytes.length} bytes)`)
+  return bytes.length
+}
+
+/** Runs the part; the daemon is stopped before it returns. */
+export async function runBatching (o: BatchingOptions, log: (m: string) => void): Promise<BatchingResult> {
+  const daemon = await startDaemon({ bin: o.bin, root: o.root, name: 'batching', roles: 'node,resource,scheduler', extraArgs: ['--cores', '4'] })
+  try {
+    const bytes = await deploy(o, daemon, log)
+    const port = daemon.rpcPort
+    const checks = Array.from({ length: 16 }, (_, i) => body(i))
+    const [off, on] = await Promise.all([
+      Promise.all(checks.map(async b => await answer(port, APPS.off, b))),
+      Promise.all(checks.map(async b => await answer(port, APPS.on, b)))
+    ])
+    const answersEqual = off.every((a, i) => a === on[i])
+    log(`batching: the same ${checks.length} requests (sent at once) to both apps: ${answersEqual ? 'identical answers' : 'DIFFERENT answers'}`)
+    const rows: BatchingRow[] = []
+    const slices = Math.max(2, Math.round(o.durationSec / 2))
+    const sliceMs = Math.max(500, Math.round(o.durationSec * 1000 / slices))
+    for (const c of o.concurrency) {
+      log(`batching, c=${c}: ${o.warmupSec} s warm-up, then ${slices} slices of ${sliceMs} ms per app, alternating`)
+      const before = await batchCounters(port)
+      const run = await runAlternating({
+        targets: [APPS.off, APPS.on].map(app => ({ url: `http://127.0.0.1:${port}/v2/models/${app}/infer`, body: body(c) })),
+        headers: { 'content-type': 'application/json' },
+        concurrency: c,
+        warmupMs: o.warmupSec * 1000,
+        slicesPerTarget: slices,
+        sliceMs,
+        settleMs: 300
+      })
+      const after = await batchCounters(port)
+      const [a, b] = run.targets as [LoadResult, LoadResult]
+      const row: BatchingRow = {
+        concurrency: c,
+        offRps: round(a.rps, 0),
+        onRps: round(b.rps, 0),
+        rpsRatio: ratio(b.rps, a.rps),
+        offP50Ms: a.latencyMs?.p50 ?? null,
+        onP50Ms: b.latencyMs?.p50 ?? null,
+        offP99Ms: a.latencyMs?.p99 ?? null,
+        onP99Ms: b.latencyMs?.p99 ?? null,
+        p99Ratio: ratio(b.latencyMs?.p99, a.latencyMs?.p99),
+        errors: a.errorCount + b.errorCount,
+        meanBatch: after.runs > before.runs ? (after.rows - before.rows) / (after.runs - before.runs) : null
+      }
+      rows.push(row)
+      log(`batching, c=${c}: off ${row.offRps} req/s p99 ${fx(row.offP99Ms)} ms; on ${row.onRps} req/s p99 ${fx(row.onP99Ms)} ms (mean batch ${fx(row.meanBatch, 1)}); ×${fx(row.rpsRatio)} req/s`)
+    }
+    const at = (c: number): BatchingRow | undefined => rows.find(r => r.concurrency === c)
+    const rpsAt = at(BATCHING_GOAL_CONCURRENCY)?.rpsRatio
+    const p99At = at(BATCHING_P99_CONCURRENCY)?.p99Ratio
+    return {
+      model: { ...BATCH_MLP, bytes },
+      batching: BATCHING,
+      threads: o.threads,
+      answersEqual,
+      answersChecked: checks.length,
+      rows,
+      goals: {
+        rps: rpsAt == null ? null : answersEqual && rpsAt >= GOAL_BATCHING_RPS_RATIO,
+        p99: p99At == null ? null : answersEqual && p99At <= GOAL_BATCHING_P99_RATIO
+      }
+    }
+  } finally {
+    await stop(daemon.proc, 'SIGTERM', 10_000)
+  }
+}
+
+function fx (x: number | null | undefined, d = 2): string {
+  return x == null || !Number.isFinite(x) ? '-' : x.toFixed(d)
+}
+
+/** The part's table for the bench's report. */
+export function formatBatching (r: BatchingResult): string[] {
+  const lines = [
+    `model: MLP ${r.model.features}→${r.model.hidden}×${r.model.layers}→${r.model.outputs} (${r.model.bytes} bytes, generated), one row per request, ${r.threads} worker thread(s) per app; batching ${JSON.stringify(r.batching)}`,
+    `answers: ${r.answersChecked} requests to both apps: ${r.answersEqual ? 'identical' : 'DIFFERENT'}`,
+    '     c   off req/s    on req/s   ×req/s   off p50   on p50   off p99   on p99   ×p99   mean batch   errors'
+  ]
+  for (const x of r.rows) {
+    lines.push(`${String(x.concurrency).padStart(6)}${String(x.offRps).padStart(12)}${String(x.onRps).padStart(12)}${fx(x.rpsRatio).padStart(9)}${fx(x.offP50Ms).padStart(10)}${fx(x.onP50Ms).padStart(9)}${fx(x.offP99Ms).padStart(10)}${fx(x.onP99Ms).padStart(9)}${fx(x.p99Ratio).padStart(7)}${fx(x.meanBatch, 1).padStart(13)}${String(x.errors).padStart(9)}`)
+  }
+  const met = (g: boolean | null): string => g == null ? 'not measured' : g ? 'met' : 'MISSED'
+  lines.push(`goals: req/s on ÷ off at c=${BATCHING_GOAL_CONCURRENCY} ≥ ${GOAL_BATCHING_RPS_RATIO}: ${met(r.goals.rps)}; p99 on ÷ off at c=${BATCHING_P99_CONCURRENCY} ≤ ${GOAL_BATCHING_P99_RATIO}: ${met(r.goals.p99)}`)
+  return lines
+}
