@@ -67,10 +67,11 @@ export interface BatchingResult {
   goals: { rps: boolean | null, p99: boolean | null }
 }
 
-/** One row of features per request, values exact in float32. */
+/** One row of features per request, values exact in float32; asks for output `y`. */
 function body (seed: number): string {
   const data = Array.from({ length: BATCH_MLP.features }, (_, i) => (((seed * 37 + i * 11) % 41) - 20) / 16)
-  return JSON.stringify({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, BATCH_MLP.features], data }] })
+  // Only `y` (16 values): the model's hidden-layer output `h` is for tests of output filters.
+  return JSON.stringify({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, BATCH_MLP.features], data }], outputs: [{ name: 'y' }] })
 }
 
 async function answer (port: number, app: string, b: string): Promise<string> {
