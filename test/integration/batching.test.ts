@@ -190,6 +190,25 @@ describe('dynamic batching on real onnxruntime sessions', () => {
     assert.ok(runs > reqs.length, `a combined run was tried and isolated (runs ${runs})`)
   })
 
+  test('back-pressure stays: beyond maxQueue waiting requests QueueFullError; close() fails the waiting ones with UnavailableError', async () => {
+    const inner = await pool(files.mlp)
+    const batcher = createBatcher({ logger: silentLogger() }, { name: 'bp', maxQueue: 2, batching: { maxBatchSize: 4, maxQueueDelayMs: 1_000, preferredBatchSizes: [4] } }, inner)
+    const running = batcher.infer(request(1, FEATURES, 1)) // the only one waiting: runs at once
+    const waiting = [rejection(batcher.infer(request(1, FEATURES, 2))), rejection(batcher.infer(request(1, FEATURES, 3)))]
+    const full = await rejection(batcher.infer(request(1, FEATURES, 4)))
+    assert.equal(full.name, 'QueueFullError', String(full))
+    assert.equal((full as unknown as { status: number }).status, 429)
+    await running
+    // The two waiting ones wait for the delay (2 rows, preferred 4): close() ends the wait.
+    await batcher.close()
+    for (const w of waiting) {
+      const err = await w
+      assert.equal(err.name, 'UnavailableError', String(err))
+    }
+    const closed = await rejection(batcher.infer(request(1, FEATURES, 5)))
+    assert.equal(closed.name, 'UnavailableError')
+  })
+
   test('a model without a batch dimension on axis 0 is refused with the input named', async () => {
     const vad = await pool(VAD)
     assert.throws(() => createBatcher({ logger: silentLogger() }, { name: 'vad', maxQueue: 8, batching: { maxBatchSize: 8, maxQueueDelayMs: 0 } }, vad), (err: unknown) => {
