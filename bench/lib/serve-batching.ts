@@ -54,6 +54,8 @@ export interface BatchingRow {
   errors: number
   /** Mean rows per run of `on` during this concurrency's runs (from astrad_inference_batch_size). */
   meanBatch: number | null
+  /** req/s of each recorded slice, in order, per app: how much the machine moved during the run. */
+  sliceRps: { off: number[], on: number[] }
 }
 
 export interface BatchingResult {
@@ -154,7 +156,11 @@ export async function runBatching (o: BatchingOptions, log: (m: string) => void)
         onP99Ms: b.latencyMs?.p99 ?? null,
         p99Ratio: ratio(b.latencyMs?.p99, a.latencyMs?.p99),
         errors: a.errorCount + b.errorCount,
-        meanBatch: after.runs > before.runs ? (after.rows - before.rows) / (after.runs - before.runs) : null
+        meanBatch: after.runs > before.runs ? (after.rows - before.rows) / (after.runs - before.runs) : null,
+        sliceRps: {
+          off: run.slices.filter(x => x.target === 0).map(x => round(x.ok / (x.windowMs / 1000), 0)),
+          on: run.slices.filter(x => x.target === 1).map(x => round(x.ok / (x.windowMs / 1000), 0))
+        }
       }
       rows.push(row)
       log(`batching, c=${c}: off ${row.offRps} req/s p99 ${fx(row.offP99Ms)} ms; on ${row.onRps} req/s p99 ${fx(row.onP99Ms)} ms (mean batch ${fx(row.meanBatch, 1)}); ×${fx(row.rpsRatio)} req/s`)
