@@ -1,7 +1,8 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { mlpModel, type MlpOptions } from '../../src/demo/batch-models.ts'
-import { astradCli, getText, metric, startDaemon, type AstradDaemon } from './astrad.ts'
+import { astradCli, cpuTicks, getText, metric, startDaemon, type AstradDaemon } from './astrad.ts'
+import { clockTicks } from './build.ts'
 import { runAlternating, type LoadResult } from './load.ts'
 import { stop, waitFor } from './procs.ts'
 import { ratio, round } from './stats.ts'
@@ -52,6 +53,14 @@ export interface BatchingRow {
   onP99Ms: number | null
   p99Ratio: number | null
   errors: number
+  /**
+   * The daemon's CPU per answer (µs: its CPU time during each app's slices ÷ that app's answers).
+   * Both apps live in the one daemon, so this is what a request costs the server whatever the
+   * rest of the shared machine does; the load generator's CPU is not in it.
+   */
+  offCpuUs: number | null
+  onCpuUs: number | null
+  cpuRatio: number | null
   /** Mean rows per run of `on` during this concurrency's runs (from astrad_inference_batch_size). */
   meanBatch: number | null
   /** req/s of each recorded slice, in order, per app: how much the machine moved during the run. */
@@ -134,6 +143,10 @@ export async function runBatching (o: BatchingOptions, log: (m: string) => void)
     for (const c of o.concurrency) {
       log(`batching, c=${c}: ${o.warmupSec} s warm-up, then ${slices} slices of ${sliceMs} ms per app, alternating`)
       const before = await batchCounters(port)
+      const pid = daemon.proc.child.pid
+      const cpu = [0, 0]
+      let sliceStart = 0
+      const ticks = (): number => { try { return pid != null ? cpuTicks(pid) : NaN } catch { return NaN } }
       const run = await runAlternating({
         targets: [APPS.off, APPS.on].map(app => ({ url: `http://127.0.0.1:${port}/v2/models/${app}/infer`, body: body(c) })),
         headers: { 'content-type': 'application/json' },
@@ -142,6 +155,9 @@ export async function runBatching (o: BatchingOptions, log: (m: string) => void)
         slicesPerTarget: slices,
         sliceMs,
         settleMs: 300
+      }, {
+        onWindowStart: () => { sliceStart = ticks() },
+        onWindowEnd: (target) => { cpu[target] = (cpu[target] ?? 0) + ticks() - sliceStart }
       })
       const after = await batchCounters(port)
       const [a, b] = run.targets as [LoadResult, LoadResult]
@@ -156,6 +172,9 @@ export async function runBatching (o: BatchingOptions, log: (m: string) => void)
         onP99Ms: b.latencyMs?.p99 ?? null,
         p99Ratio: ratio(b.latencyMs?.p99, a.latencyMs?.p99),
         errors: a.errorCount + b.errorCount,
+        offCpuUs: usPerAnswer(cpu[0]!, a),
+        onCpuUs: usPerAnswer(cpu[1]!, b),
+        cpuRatio: ratio(usPerAnswer(cpu[1]!, b) ?? undefined, usPerAnswer(cpu[0]!, a) ?? undefined),
         meanBatch: after.runs > before.runs ? (after.rows - before.rows) / (after.runs - before.runs) : null,
         sliceRps: {
           off: run.slices.filter(x => x.target === 0).map(x => round(x.ok / (x.windowMs / 1000), 0)),
@@ -163,7 +182,7 @@ export async function runBatching (o: BatchingOptions, log: (m: string) => void)
         }
       }
       rows.push(row)
-      log(`batching, c=${c}: off ${row.offRps} req/s p99 ${fx(row.offP99Ms)} ms; on ${row.onRps} req/s p99 ${fx(row.onP99Ms)} ms (mean batch ${fx(row.meanBatch, 1)}); ×${fx(row.rpsRatio)} req/s`)
+      log(`batching, c=${c}: off ${row.offRps} req/s p99 ${fx(row.offP99Ms)} ms ${fx(row.offCpuUs, 0)} µs CPU/answer; on ${row.onRps} req/s p99 ${fx(row.onP99Ms)} ms ${fx(row.onCpuUs, 0)} µs CPU/answer (mean batch ${fx(row.meanBatch, 1)}); ×${fx(row.rpsRatio)} req/s`)
     }
     const at = (c: number): BatchingRow | undefined => rows.find(r => r.concurrency === c)
     const rpsAt = at(BATCHING_GOAL_CONCURRENCY)?.rpsRatio
@@ -185,6 +204,14 @@ export async function runBatching (o: BatchingOptions, log: (m: string) => void)
   }
 }
 
+const TICKS_PER_SECOND = clockTicks()
+
+/** Server CPU per 2xx answer in µs, from clock ticks summed over a target's slices. */
+function usPerAnswer (ticks: number, l: LoadResult): number | null {
+  if (!Number.isFinite(ticks) || l.ok === 0) return null
+  return round(ticks / TICKS_PER_SECOND / l.ok * 1e6, 0)
+}
+
 function fx (x: number | null | undefined, d = 2): string {
   return x == null || !Number.isFinite(x) ? '-' : x.toFixed(d)
 }
@@ -194,12 +221,13 @@ export function formatBatching (r: BatchingResult): string[] {
   const lines = [
     `model: MLP ${r.model.features}→${r.model.hidden}×${r.model.layers}→${r.model.outputs} (${r.model.bytes} bytes, generated), one row per request, ${r.threads} worker thread(s) per app; batching ${JSON.stringify(r.batching)}`,
     `answers: ${r.answersChecked} requests to both apps: ${r.answersEqual ? 'identical' : 'DIFFERENT'}`,
-    '     c   off req/s    on req/s   ×req/s   off p50   on p50   off p99   on p99   ×p99   mean batch   errors'
+    '     c   off req/s    on req/s   ×req/s   off p50   on p50   off p99   on p99   ×p99   off µs/ans   on µs/ans   ×CPU   mean batch   errors'
   ]
   for (const x of r.rows) {
-    lines.push(`${String(x.concurrency).padStart(6)}${String(x.offRps).padStart(12)}${String(x.onRps).padStart(12)}${fx(x.rpsRatio).padStart(9)}${fx(x.offP50Ms).padStart(10)}${fx(x.onP50Ms).padStart(9)}${fx(x.offP99Ms).padStart(10)}${fx(x.onP99Ms).padStart(9)}${fx(x.p99Ratio).padStart(7)}${fx(x.meanBatch, 1).padStart(13)}${String(x.errors).padStart(9)}`)
+    lines.push(`${String(x.concurrency).padStart(6)}${String(x.offRps).padStart(12)}${String(x.onRps).padStart(12)}${fx(x.rpsRatio).padStart(9)}${fx(x.offP50Ms).padStart(10)}${fx(x.onP50Ms).padStart(9)}${fx(x.offP99Ms).padStart(10)}${fx(x.onP99Ms).padStart(9)}${fx(x.p99Ratio).padStart(7)}${fx(x.offCpuUs, 0).padStart(13)}${fx(x.onCpuUs, 0).padStart(12)}${fx(x.cpuRatio).padStart(7)}${fx(x.meanBatch, 1).padStart(13)}${String(x.errors).padStart(9)}`)
   }
   const met = (g: boolean | null): string => g == null ? 'not measured' : g ? 'met' : 'MISSED'
+  lines.push('µs/ans: the daemon\'s CPU per answer during that app\'s slices (main thread + workers; the load generator excluded): independent of how busy the rest of the machine is.')
   lines.push(`goals: req/s on ÷ off at c=${BATCHING_GOAL_CONCURRENCY} ≥ ${GOAL_BATCHING_RPS_RATIO}: ${met(r.goals.rps)}; p99 on ÷ off at c=${BATCHING_P99_CONCURRENCY} ≤ ${GOAL_BATCHING_P99_RATIO}: ${met(r.goals.p99)}`)
   return lines
 }
