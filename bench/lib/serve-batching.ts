@@ -1,6 +1,9 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { mlpModel, type MlpOptions } from '../../src/demo/batch-models.ts'
+import { createPool, type InferencePool } from '../../src/inference/index.ts'
+import { createBatcher } from '../../src/batching/index.ts'
+import { silentLogger } from '../../src/util/logger.ts'
 import { astradCli, cpuTicks, getText, metric, startDaemon, type AstradDaemon } from './astrad.ts'
 import { clockTicks } from './build.ts'
 import { runAlternating, type LoadResult } from './load.ts'
@@ -67,6 +70,14 @@ export interface BatchingRow {
   sliceRps: { off: number[], on: number[] }
 }
 
+/** The same comparison without HTTP: a worker pool and a batcher over one, called in this process. */
+export interface InProcessRow {
+  concurrency: number
+  offRps: number
+  onRps: number
+  rpsRatio: number | null
+}
+
 export interface BatchingResult {
   model: MlpOptions & { bytes: number }
   batching: typeof BATCHING
@@ -75,6 +86,8 @@ export interface BatchingResult {
   answersEqual: boolean
   answersChecked: number
   rows: BatchingRow[]
+  /** The batcher alone (no HTTP, no daemon): what batching saves where the run is all the cost. */
+  inProcess: InProcessRow[]
   goals: { rps: boolean | null, p99: boolean | null }
 }
 
@@ -122,6 +135,50 @@ async function deploy (o: BatchingOptions, daemon: AstradDaemon, log: (m: string
   }
   log(`batching: apps ${APPS.off} and ${APPS.on} ready (model ${id.slice(0, 12)}…, ${bytes.length} bytes)`)
   return bytes.length
+}
+
+/**
+ * Closed loops calling a pool (off) and a batcher over another pool (on) of the same model in this
+ * process, alternating 1-s slices (off, on, on, off …), one row of zeros per request.
+ */
+async function runInProcess (o: BatchingOptions, file: string, log: (m: string) => void): Promise<InProcessRow[]> {
+  const opened: InferencePool[] = []
+  try {
+    const init = { modelPath: file, name: 'inproc', workers: o.threads, maxQueue: 1024 }
+    const off = await createPool({ logger: silentLogger() }, init)
+    opened.push(off)
+    const inner = await createPool({ logger: silentLogger() }, init)
+    opened.push(inner)
+    const on = createBatcher({ logger: silentLogger() }, { name: 'inproc', maxQueue: 1024, batching: BATCHING }, inner)
+    const data = new Uint8Array(BATCH_MLP.features * 4)
+    const slice = async (pool: InferencePool, c: number, ms: number): Promise<number> => {
+      let n = 0
+      const end = performance.now() + ms
+      await Promise.all(Array.from({ length: c }, async () => {
+        while (performance.now() < end) {
+          await pool.infer({ inputs: [{ name: 'x', datatype: 'FP32', shape: [1, BATCH_MLP.features], data: data.slice() }], outputs: ['y'], deadline: Date.now() + 30_000 })
+          n++
+        }
+      }))
+      return n
+    }
+    const rows: InProcessRow[] = []
+    const slices = Math.max(2, Math.round(o.durationSec / 2))
+    for (const c of o.concurrency) {
+      await slice(off, c, 300)
+      await slice(on, c, 300)
+      const done = { off: 0, on: 0 }
+      for (let i = 0; i < slices; i++) {
+        for (const which of i % 2 === 0 ? ['off', 'on'] as const : ['on', 'off'] as const) done[which] += await slice(which === 'off' ? off : on, c, 1_000)
+      }
+      const row = { concurrency: c, offRps: round(done.off / slices, 0), onRps: round(done.on / slices, 0), rpsRatio: ratio(done.on, done.off) }
+      rows.push(row)
+      log(`batching in process, c=${c}: off ${row.offRps} req/s, on ${row.onRps} req/s, ×${fx(row.rpsRatio)}`)
+    }
+    return rows
+  } finally {
+    await Promise.allSettled(opened.map(async p => { await p.close() }))
+  }
 }
 
 /** Runs the part; the daemon is stopped before it returns. */
@@ -194,6 +251,7 @@ export async function runBatching (o: BatchingOptions, log: (m: string) => void)
       answersEqual,
       answersChecked: checks.length,
       rows,
+      inProcess: await runInProcess(o, path.join(o.root, 'batch-mlp.onnx'), log),
       goals: {
         rps: rpsAt == null ? null : answersEqual && rpsAt >= GOAL_BATCHING_RPS_RATIO,
         p99: p99At == null ? null : answersEqual && p99At <= GOAL_BATCHING_P99_RATIO
@@ -227,6 +285,7 @@ export function formatBatching (r: BatchingResult): string[] {
     lines.push(`${String(x.concurrency).padStart(6)}${String(x.offRps).padStart(12)}${String(x.onRps).padStart(12)}${fx(x.rpsRatio).padStart(9)}${fx(x.offP50Ms).padStart(10)}${fx(x.onP50Ms).padStart(9)}${fx(x.offP99Ms).padStart(10)}${fx(x.onP99Ms).padStart(9)}${fx(x.p99Ratio).padStart(7)}${fx(x.offCpuUs, 0).padStart(13)}${fx(x.onCpuUs, 0).padStart(12)}${fx(x.cpuRatio).padStart(7)}${fx(x.meanBatch, 1).padStart(13)}${String(x.errors).padStart(9)}`)
   }
   const met = (g: boolean | null): string => g == null ? 'not measured' : g ? 'met' : 'MISSED'
+  lines.push(`in process (a pool vs a batcher over a pool, no HTTP): ${r.inProcess.map(x => `c=${x.concurrency} ${x.offRps} → ${x.onRps} req/s ×${fx(x.rpsRatio)}`).join('; ')}`)
   lines.push('µs/ans: the daemon\'s CPU per answer during that app\'s slices (main thread + workers; the load generator excluded): independent of how busy the rest of the machine is.')
   lines.push(`goals: req/s on ÷ off at c=${BATCHING_GOAL_CONCURRENCY} ≥ ${GOAL_BATCHING_RPS_RATIO}: ${met(r.goals.rps)}; p99 on ÷ off at c=${BATCHING_P99_CONCURRENCY} ≤ ${GOAL_BATCHING_P99_RATIO}: ${met(r.goals.p99)}`)
   return lines
