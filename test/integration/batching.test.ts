@@ -104,13 +104,12 @@ function same (what: string, got: Tensor[], want: Tensor[]): void {
   })
 }
 
-/** The batch size histogram of the app: runs and total rows. */
-async function batchStats (registry: Registry): Promise<{ runs: number, rows: number }> {
+/** The batch size histogram of the app: runs, total rows, and runs of at most `le` rows per bucket. */
+async function batchStats (registry: Registry): Promise<{ runs: number, rows: number, atMost: (le: number) => number }> {
   const json = await registry.getSingleMetric('astrad_inference_batch_size')!.get()
-  const named = (name: string): number => json.values.find(v => (v as { metricName?: string }).metricName === name)?.value ?? 0
-  const count = named('astrad_inference_batch_size_count')
-  const sum = named('astrad_inference_batch_size_sum')
-  return { runs: count, rows: sum }
+  const named = (name: string, le?: number): number => json.values.find(v =>
+    (v as { metricName?: string }).metricName === name && (le === undefined || v.labels.le === le))?.value ?? 0
+  return { runs: named('astrad_inference_batch_size_count'), rows: named('astrad_inference_batch_size_sum'), atMost: le => named('astrad_inference_batch_size_bucket', le) }
 }
 
 describe('dynamic batching on real onnxruntime sessions', () => {
@@ -122,10 +121,11 @@ describe('dynamic batching on real onnxruntime sessions', () => {
     const want = await Promise.all(reqs.map(async r => await plain.infer(copy(r))))
     const got = await Promise.all(reqs.map(async r => await batcher.infer(copy(r))))
     got.forEach((g, i) => { same(`request ${i}`, g.outputs, want[i]!.outputs) })
-    const { runs, rows } = await batchStats(registry)
+    const { runs, rows, atMost } = await batchStats(registry)
     const total = reqs.reduce((n, r) => n + r.inputs[0]!.shape[0]!, 0)
     assert.equal(rows, total, 'rows counted in the batch size histogram')
     assert.ok(runs < reqs.length, `the burst of ${reqs.length} ran in ${runs} runs: nothing was combined`)
+    assert.equal(atMost(16), runs, 'a run held more than maxBatchSize (16) rows')
   })
 
   test('requests of different shapes are never combined: each gets its own shape back', async () => {
@@ -158,6 +158,18 @@ describe('dynamic batching on real onnxruntime sessions', () => {
     assert.ok(out.queueMs >= 300, `the kept request waited for the delay (queueMs ${out.queueMs})`)
     const { runs, rows } = await batchStats(registry)
     assert.deepEqual({ runs, rows }, { runs: 2, rows: 2 }, 'only the first and the kept request ran')
+  })
+
+  test('a preferred batch size is dispatched as soon as the waiting rows reach it; the rest wait', async () => {
+    // One worker: the first request runs alone at once; five more queue behind it. Without
+    // preferred sizes they would go as one batch of 5; with [3] the first three go at once, and
+    // the last two after the delay (2 rows, no preferred size reached).
+    const { batcher, registry } = await batched(files.mlp, { maxBatchSize: 8, preferredBatchSizes: [3], maxQueueDelayMs: 200 })
+    await Promise.all(Array.from({ length: 6 }, async (_, i) => await batcher.infer(request(1, FEATURES, 400 + i))))
+    const { runs, atMost } = await batchStats(registry)
+    assert.equal(runs, 3, 'runs: 1, then 3, then 2')
+    assert.equal(atMost(2), 2, 'the runs of 1 and of 2 rows')
+    assert.equal(atMost(4), 3, 'the run of 3 rows')
   })
 
   test('an invalid request in a burst fails alone at validation; the others are answered', async () => {
