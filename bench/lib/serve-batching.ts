@@ -23,7 +23,7 @@ import { ratio, round } from './stats.ts'
  * onnxruntime's per-run set-up, the answer back) is most of a run, as for the small models
  * batching is for (tabular, embedding heads, rerankers); 64 → 128 → 128 → 16.
  */
-export const BATCH_MLP: MlpOptions = { features: 256, hidden: 1024, layers: 2, outputs: 16 }
+export const BATCH_MLP: MlpOptions = { features: 256, hidden: 2048, layers: 2, outputs: 16 }
 /** The batching block of app `on`. */
 export const BATCHING = { maxBatchSize: 32, maxQueueDelayMs: 0 }
 /** Goal: throughput with batching ÷ without at BATCHING_GOAL_CONCURRENCY (the issue's ≥ 1.5× on CPU). */
