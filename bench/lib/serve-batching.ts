@@ -19,9 +19,12 @@ import { ratio, round } from './stats.ts'
  */
 
 /**
- * The model: small enough that at one row the fixed cost of a run (message to the worker,
- * onnxruntime's per-run set-up, the answer back) is most of a run, as for the small models
- * batching is for (tabular, embedding heads, rerankers); 64 → 128 → 128 → 16.
+ * The model, 256 → 2048 → 2048 → 16 (19 MB): at one row each layer is a matrix-vector product
+ * that reads all its weights, so a run of 8–32 rows costs little more than one (the per-run cost
+ * dominates at batch 1, as in the dense rankers and embedding heads batching is for), and a run
+ * costs more than the daemon's HTTP/JSON work for a request, so the saving shows through the RPC
+ * port. Smaller ones were tried (docs/bench-serve.md, part 4): 64 → 128 → 128 → 16 has nothing to
+ * save; 256 → 1024 → 1024 → 16 saves CPU but not enough to show as req/s on a busy 2-core VM.
  */
 export const BATCH_MLP: MlpOptions = { features: 256, hidden: 2048, layers: 2, outputs: 16 }
 /** The batching block of app `on`. */
