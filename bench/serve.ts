@@ -1,4 +1,4 @@
-// Serving benchmark (npm run bench:serve; docs/bench-serve.md). Four comparisons, one run:
+// Serving benchmark (npm run bench:serve; docs/bench-serve.md). Five comparisons, one run:
 //
 //   1. overhead  requests/s and latency through astrad's RPC port (one `dist/astrad start`,
 //                app `vad` = Silero VAD, one replica with T worker threads) versus a minimal
@@ -10,8 +10,9 @@
 //                round-robin vs power-of-two-choices least-request on mixed-speed nodes.
 //   3. pick      picks/s of the router at 10, 1,000, 10,000 nodes vs an nginx-style O(n) pick
 //                (bench/lib/pick-cost.ts).
-//   4. hop       a scheduler-only daemon forwarding over /astra/infer/1.0.0 to the replica's
-//                daemon vs that daemon answering itself (bench/lib/serve-hop.ts).
+//   4. batching  dynamic batching on vs off for a batchable model (bench/lib/serve-batching.ts).
+//   5. hop       a scheduler-only daemon forwarding over /astra/infer to the replica's daemon vs
+//                that daemon answering itself (bench/lib/serve-hop.ts).
 //
 // Usage: node bench/serve.ts --help
 
@@ -33,11 +34,14 @@ import { runPickCost, formatPickCost } from './lib/pick-cost.ts'
 import { startBaseline, type Baseline, type BaselineTensorMeta } from './lib/serve-baseline.ts'
 import { vadRequestBody, VAD_MODEL } from './lib/vad.ts'
 import { runHop, formatHop, GOAL_HOP_P99_EXTRA_MS, HOP_GOAL_C, type HopReport } from './lib/serve-hop.ts'
+import { runBatching, formatBatching, type BatchingResult } from './lib/serve-batching.ts'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 
-type Part = 'overhead' | 'routing' | 'pick' | 'hop'
-const PARTS: Part[] = ['overhead', 'routing', 'pick', 'hop']
+type Part = 'overhead' | 'routing' | 'pick' | 'batching' | 'hop'
+const PARTS: Part[] = ['overhead', 'routing', 'pick', 'batching', 'hop']
+/** Concurrencies of the batching part: low load (no latency may be added), moderate, and the goal's. */
+const BATCHING_CONCURRENCY = [1, 8, 32]
 
 /** The issue's goals for the overhead comparison (astrad ÷ baseline). */
 const GOAL_RPS_RATIO = 0.8
@@ -531,7 +535,7 @@ function overheadNotes (o: Options, r: OverheadResult | null): string[] {
     `One machine with ${cores} cores runs the load generator, the server under test and the other (idle) server: the load generator's CPU is taken from the server's. Both servers pay the same tax; the ratios carry over, the absolute req/s do not. A run with the machine ≥ ${CPU_BOUND_BUSY * 100} % busy is marked CPU-bound: it measured what ${cores} shared cores can do, not the server alone.`,
     `Same model file, same request body (${r?.payloadBytes ?? '?'} bytes of KServe v2 JSON), same closed-loop load generator process (keep-alive, one connection per loop), same concurrency, ${o.warmupSec} s warm-up then ${o.durationSec} s recorded, servers alternating which goes first.`,
     `The baseline runs the model in ${o.threads} worker_threads with onnxruntime intra-op threads ${o.intraOpThreads} (astrad's replica: 'threads': ${o.threads}), decodes and checks the JSON against the model's inputs and encodes the same JSON answer. It has no routing, queue bound, deadlines, metrics or retries: what astrad adds is what is measured.`,
-    'astrad serves through its scheduler role on the same process (the replica is local, so no libp2p hop). Multi-node forwarding over /astra/infer is part 4 (--only hop).',
+    'astrad serves through its scheduler role on the same process (the replica is local, so no libp2p hop). Multi-node forwarding over /astra/infer is part 5 (--only hop).',
     'Closed loop: each connection waits for its answer before sending the next, so a slower server is offered less load (coordinated omission). p99 is the latency at the server\'s own pace.'
   ]
   if (r?.astrad != null && r.astrad.otherModels.length > 0) notes.push(`astrad also ran app(s) ${r.astrad.otherModels.join(', ')} (idle during the runs).`)
@@ -626,6 +630,18 @@ async function main (): Promise<void> {
       return { result: null, error: msg, table: [`${what} failed: ${msg.split('\n')[0] ?? ''}`] }
     }
   }
+  let batching: BatchingResult | null = null
+  let batchingError: string | null = null
+  if (o.parts.has('batching')) {
+    try {
+      ensureBuilt(o, log)
+      batching = await runBatching({ bin: o.bin, root, threads: o.threads, concurrency: BATCHING_CONCURRENCY, warmupSec: o.warmupSec, durationSec: o.durationSec }, log)
+    } catch (err) {
+      batchingError = err instanceof Error ? (err.stack ?? err.message) : String(err)
+      errors.push(`batching: ${batchingError}`)
+      await killAll()
+    }
+  }
   const routing = part('routing', 'routing simulation', () => runRoutingSim(), formatRoutingSim)
   const pick = part('pick', 'pick cost', () => runPickCost(), formatPickCost)
 
@@ -634,9 +650,14 @@ async function main (): Promise<void> {
   if (overhead != null) printOverhead(o, overhead, out)
   if (routing != null) { out(''); out('2. Routing quality (simulation)'); for (const l of routing.table) out(`  ${l}`) }
   if (pick != null) { out(''); out('3. Pick cost'); for (const l of pick.table) out(`  ${l}`) }
+  if (o.parts.has('batching')) {
+    out('')
+    out('4. Dynamic batching (same model, same daemon, batching on vs off, alternating slices)')
+    for (const l of batching != null ? formatBatching(batching) : [`not measured: ${batchingError?.split('\n')[0] ?? ''}`]) out(`  ${l}`)
+  }
   if (o.parts.has('hop')) {
     out('')
-    out(`4. Multi-node hop: a scheduler-only daemon forwarding over /astra/infer (1.1.0 where the node has it) vs the replica's daemon answering itself, ${o.durationSec} s per target after ${o.warmupSec} s warm-up`)
+    out(`5. Multi-node hop: a scheduler-only daemon forwarding over /astra/infer (1.1.0 where the node has it) vs the replica's daemon answering itself, ${o.durationSec} s per target after ${o.warmupSec} s warm-up`)
     for (const l of hop != null ? formatHop(hop) : [`not measured: ${(hopError ?? '').split('\n')[0] ?? ''}`]) out(`  ${l}`)
   }
   if (errors.length > 0) {
@@ -675,6 +696,7 @@ async function main (): Promise<void> {
     overheadNotes: o.parts.has('overhead') ? overheadNotes(o, overhead) : [],
     routing: routing == null ? null : { error: routing.error, result: routing.result },
     pick: pick == null ? null : { error: pick.error, result: pick.result },
+    batching: o.parts.has('batching') ? { error: batchingError, result: batching } : null,
     hop: o.parts.has('hop') ? { error: hopError, result: hop } : null,
     errors,
     durationSec: round((now() - started) / 1000, 1)
@@ -682,8 +704,10 @@ async function main (): Promise<void> {
   writeResult(o.out, doc, log)
   log(`total ${doc.durationSec} s`)
   await cleanup()
+  // Each part's goals count when the part was asked for (--only batching: its two goals alone).
   logGoals(log, {
     ...(o.parts.has('overhead') ? { throughputRatio: overhead?.goals.rps, p99Ratio: overhead?.goals.p99 } : {}),
+    ...(o.parts.has('batching') ? { batchingThroughputRatio: batching?.goals.rps, batchingP99Ratio: batching?.goals.p99 } : {}),
     ...(o.parts.has('hop') ? { hopP99: hop?.goal } : {})
   })
   if (errors.length > 0) process.exitCode = 1

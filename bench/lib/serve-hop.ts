@@ -1,4 +1,4 @@
-// bench:serve part `hop` (docs/bench-serve.md §4): the multi-node hop. Two real `dist/astrad`
+// bench:serve part `hop` (docs/bench-serve.md §5): the multi-node hop. Two real `dist/astrad`
 // daemons on loopback in one secure cluster:
 //
 //   rep    roles node,resource,scheduler: hosts the one replica of `vad` and routes to it locally
@@ -20,7 +20,7 @@ import { ratio, round } from './stats.ts'
 import { vadRequestBody } from './vad.ts'
 
 /**
- * The hop's goal (docs/bench-serve.md §4 gives the reasoning): at c=1 — one request at a time, so
+ * The hop's goal (docs/bench-serve.md §5 gives the reasoning): at c=1 — one request at a time, so
  * the latency is the path's and not a queue's — the forwarding scheduler's p99 at most this many
  * ms above the replica's own port. The hop adds one HTTP-less libp2p round trip on loopback (a
  * request frame and an answer frame, each Noise-encrypted and framed by yamux) and two more

@@ -241,7 +241,7 @@ export class Daemon {
       if (roles.has('node')) {
         const ledger = this.ledgerValue = new Ledger({ cpu: config.cores, gpu: config.gpus })
         if (readCordon(config.dataDir)) ledger.setCordoned(true)
-        this.replicaHost = new ReplicaHost({ ledger, transfer, logger: servingLogger, createPool }, { dataDir: config.dataDir })
+        this.replicaHost = new ReplicaHost({ ledger, transfer, logger: servingLogger, createPool, registry: metrics.registry }, { dataDir: config.dataDir })
       }
       const view = this.view
       if (roles.has('scheduler') && view != null) {

@@ -2,6 +2,7 @@ import { z } from 'zod'
 import { defineKind } from '../clusterlog/index.ts'
 import { parseForPeople } from '../util/schema.ts'
 import { errorMessage } from '../util/errors.ts'
+import { batchingKey } from '../batching/spec.ts'
 import { InvalidAppError, parseAppSpec, storedAppSpecSchema, type AppRecord, type AppSpec } from '../placement/app.ts'
 import { APP_NAME_PATTERN, DEFAULT_TIMEOUT_MS, MAX_TIMEOUT_MS } from '../placement/constants.ts'
 import {
@@ -241,7 +242,7 @@ export function parsePipelineSpec (input: unknown): PipelineSpec {
 /** Whether a stage's change needs new replicas (as an app's: model, resources, threads, queue). */
 export function stageNeedsRoll (a: StageSpec, b: StageSpec): boolean {
   return a.model !== b.model || a.resources.cpu !== b.resources.cpu || a.resources.gpu !== b.resources.gpu ||
-    a.threads !== b.threads || a.maxQueue !== b.maxQueue
+    a.threads !== b.threads || a.maxQueue !== b.maxQueue || batchingKey(a.batching) !== batchingKey(b.batching)
 }
 
 /**

@@ -2,6 +2,7 @@ import { z } from 'zod'
 import { defineKind } from '../clusterlog/index.ts'
 import { AstradError } from '../util/errors.ts'
 import { parseForPeople } from '../util/schema.ts'
+import { batchingKey, batchingSchema, type BatchingSpec } from '../batching/spec.ts'
 import {
   APP_NAME_PATTERN, DEFAULT_GPU, DEFAULT_MAX_QUEUE, DEFAULT_THREADS, DEFAULT_TIMEOUT_MS, MAX_CPU, MAX_GPU, MAX_QUEUE, MAX_REPLICAS,
   MAX_THREADS, MAX_TIMEOUT_MS, ROUTING_WEIGHTS, AUTOSCALE_DEFAULTS, MAX_SCALE_DELAY_MS, MAX_REPLICAS_PER_SECOND
@@ -42,6 +43,11 @@ export interface AppSpec {
    * `replicas` is the floor the app starts from, and the owning scheduler decides the count.
    */
   autoscaling?: Autoscaling
+  /**
+   * Dynamic batching (docs/batching.md): requests combined along axis 0 into one run. Absent:
+   * off. A model without a batch dimension fails its replicas with the reason.
+   */
+  batching?: BatchingSpec
 }
 
 /** An app's autoscaling block (docs/autoscaling.md), defaults filled in. */
@@ -107,7 +113,8 @@ export const appSpecSchema = z.object({
     upscaleDelayMs: z.number().int().min(0).max(MAX_SCALE_DELAY_MS).default(AUTOSCALE_DEFAULTS.upscaleDelayMs),
     downscaleDelayMs: z.number().int().min(0).max(MAX_SCALE_DELAY_MS).default(AUTOSCALE_DEFAULTS.downscaleDelayMs),
     maxReplicasPerSecond: z.number().int().min(1).max(MAX_REPLICAS_PER_SECOND).default(AUTOSCALE_DEFAULTS.maxReplicasPerSecond)
-  }).strict().optional()
+  }).strict().optional(),
+  batching: batchingSchema.optional()
 }).strict()
 
 /**
@@ -137,13 +144,14 @@ export function parseAppSpec (input: unknown): AppSpec {
   const spec: AppSpec = { name: s.name, model: s.model, replicas, resources, timeoutMs: s.timeoutMs, maxQueue: s.maxQueue, threads: s.threads, routing: s.routing }
   if (s.cells != null) spec.cells = s.cells
   if (a != null) spec.autoscaling = a
+  if (s.batching != null) spec.batching = s.batching
   return spec
 }
 
 /** Whether going from `a` to `b` needs new replicas (a roll) rather than a scale. */
 export function needsRoll (a: AppSpec, b: AppSpec): boolean {
   return a.model !== b.model || a.resources.cpu !== b.resources.cpu || a.resources.gpu !== b.resources.gpu ||
-    a.threads !== b.threads || a.maxQueue !== b.maxQueue
+    a.threads !== b.threads || a.maxQueue !== b.maxQueue || batchingKey(a.batching) !== batchingKey(b.batching)
 }
 
 /** As stored: parseAppSpec has filled in the replica count and the resources. */

@@ -1,6 +1,7 @@
 import { AstradError } from '../util/errors.ts'
 import type { ModelSignature } from '../serving/types.ts'
 import type { Resources } from './app.ts'
+import type { BatchingSpec } from '../batching/spec.ts'
 import { MAX_REPLICA_ERROR_CHARS, MAX_REPLICAS_PER_NODE } from './constants.ts'
 
 /** What a scheduler asks a node to hold. */
@@ -13,6 +14,8 @@ export interface Reservation {
   resources: Resources
   threads: number
   maxQueue: number
+  /** The app's batching block (docs/batching.md); absent: off. */
+  batching?: BatchingSpec
   /** Peer id of the scheduler that placed it. */
   owner: string
 }

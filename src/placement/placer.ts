@@ -558,6 +558,7 @@ export class Placer {
         resources: spec.resources,
         threads: spec.threads,
         maxQueue: spec.maxQueue,
+        ...(spec.batching != null ? { batching: spec.batching } : {}),
         owner: this.init.self
       }
       try {

@@ -5,6 +5,7 @@ import type { Host } from '../p2p/index.ts'
 import { handleRequests, request } from '../p2p/index.ts'
 import { DecodeError, errorMessage } from '../util/errors.ts'
 import { Trust } from '../trust/index.ts'
+import { batchingSchema } from '../batching/spec.ts'
 import type { Ledger, LedgerSnapshot, Reservation } from './ledger.ts'
 import {
   MAX_CPU, MAX_GPU, MAX_LEDGER_RESPONSE_BYTES, MAX_RESERVE_REQUEST_BYTES, MAX_RESERVE_STREAMS, RESERVE_PROTOCOL, RESERVE_TIMEOUT_MS
@@ -29,6 +30,7 @@ const reservationSchema = z.object({
   resources,
   threads: z.number().int().min(1).max(64),
   maxQueue: z.number().int().min(0).max(100_000),
+  batching: batchingSchema.optional(),
   owner: z.string().min(1).max(128)
 }).strict()
 

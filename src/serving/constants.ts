@@ -13,7 +13,7 @@ export const CHAIN_PROTOCOL = '/astra/infer-chain/1.0.0'
  * after an answer the stream stays open for the router's next request to that node (one request
  * at a time per stream; a router keeps one stream per request it has in flight). Opening a stream
  * per call costs a yamux stream, a multistream-select negotiation and two peer-store writes on
- * each side (~1 ms of CPU per call measured, docs/bench-serve.md §4). A router asks for this
+ * each side (~1 ms of CPU per call measured, docs/bench-serve.md §5). A router asks for this
  * first and falls back to INFER_PROTOCOL with a node that does not have it (older).
  */
 export const INFER_KEEPALIVE_PROTOCOL = '/astra/infer/1.1.0'

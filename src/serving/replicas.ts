@@ -5,6 +5,8 @@ import { AstradError, errorMessage } from '../util/errors.ts'
 import type { Ledger, LedgerReplica } from '../placement/index.ts'
 import type { TransferService } from '../transfer/index.ts'
 import { ModelLoadError, type InferencePool, type PoolComponents, type PoolInit } from '../inference/index.ts'
+import type { Registry } from 'prom-client'
+import { batchingMetrics, createBatcher } from '../batching/index.ts'
 import { UnavailableError, type InferRequest, type InferResult } from './types.ts'
 import { LOAD_TIMEOUT_MS, MODELS_DIR, RELEASE_DRAIN_MS, RELEASE_POLL_MS } from './constants.ts'
 
@@ -14,6 +16,8 @@ export interface ReplicaHostComponents {
   logger: Logger
   /** Starts a worker pool (src/inference); injectable so tests can count pools. */
   createPool: (components: PoolComponents, init: PoolInit, signal?: AbortSignal) => Promise<InferencePool>
+  /** For the batching metrics of apps with batching on (none kept without one). */
+  registry?: Registry
 }
 
 export interface ReplicaHostInit {
@@ -103,9 +107,10 @@ export class ReplicaHost {
       try {
         hosted.unpin = this.components.transfer.store?.pin(replica.model, `replica:${replica.replica}`)
         const file = await this.modelFile(replica.model, signal)
-        const pool = await this.components.createPool({ logger }, {
+        let pool = await this.components.createPool({ logger }, {
           modelPath: file, name: replica.app, workers: replica.threads, maxQueue: replica.maxQueue
         }, signal)
+        if (replica.batching != null) pool = await this.batched(pool, replica)
         if (hosted.abort.signal.aborted) {
           await pool.close()
           return
@@ -121,6 +126,19 @@ export class ReplicaHost {
         hosted.unpin?.()
       }
     })()
+  }
+
+  /** The pool behind a batcher (docs/batching.md); a model that cannot batch closes it and throws why. */
+  private async batched (pool: InferencePool, replica: LedgerReplica): Promise<InferencePool> {
+    const { logger, registry } = this.components
+    try {
+      return createBatcher({ logger, metrics: registry != null ? batchingMetrics(registry) : undefined }, {
+        name: replica.app, maxQueue: replica.maxQueue, batching: replica.batching!
+      }, pool)
+    } catch (err) {
+      await pool.close()
+      throw err
+    }
   }
 
   /**

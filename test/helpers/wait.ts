@@ -36,3 +36,14 @@ function describe (v: unknown): string {
     return String(v)
   }
 }
+
+/** What `p` rejects with; fails (naming `what`) if it resolves. */
+export async function rejection (p: Promise<unknown>, what = 'the call'): Promise<Error> {
+  let value: unknown
+  try {
+    value = await p
+  } catch (err) {
+    return err as Error
+  }
+  throw new Error(`expected ${what} to reject, it resolved with ${describe(value)}`)
+}

@@ -10,7 +10,7 @@ import type { WorkerPool } from '../../src/inference/pool.ts'
 import { InferenceFailedError, type InferRequest } from '../../src/serving/types.ts'
 import { ConfigError } from '../../src/util/errors.ts'
 import { silentLogger, type Logger } from '../../src/util/logger.ts'
-import { waitFor } from '../helpers/wait.ts'
+import { rejection, waitFor } from '../helpers/wait.ts'
 import { sequenceOutputModel, SEQUENCE_OUTPUT } from '../helpers/onnx-models.ts'
 
 // Pools that fail to start, lose workers, and come and go: no thread, session or memory may be
@@ -32,15 +32,6 @@ function request (batch = 1): InferRequest {
 /** OS threads of this process: worker threads (and their onnxruntime pools) show up here. */
 async function threadCount (): Promise<number> {
   return (await readdir('/proc/self/task')).length
-}
-
-async function rejection (p: Promise<unknown>): Promise<Error> {
-  try {
-    await p
-  } catch (err) {
-    return err as Error
-  }
-  assert.fail('expected a rejection')
 }
 
 /** A logger that keeps every line, to see what the pool reported. */

@@ -6,6 +6,7 @@ import {
   DeadlineError, InferenceFailedError, QueueFullError, UnavailableError, type InferRequest, type Tensor
 } from '../../src/serving/types.ts'
 import { silentLogger } from '../../src/util/logger.ts'
+import { rejection } from '../helpers/wait.ts'
 
 // A worker pool on a real model no one here wrote (Silero VAD v5, symbolic batch and sequence),
 // checked against onnxruntime run directly in this process with the same session options.
@@ -64,15 +65,6 @@ async function runDirect (v: VadInput): Promise<Record<string, { dims: readonly 
 }
 
 /** Settles to the error a promise rejects with (fails if it resolves). */
-async function rejection (p: Promise<unknown>): Promise<Error> {
-  try {
-    await p
-  } catch (err) {
-    return err as Error
-  }
-  assert.fail('expected a rejection')
-}
-
 async function pool (workers: number, maxQueue: number): Promise<InferencePool> {
   return createPool({ logger: silentLogger() }, { modelPath: MODEL, name: 'vad', workers, maxQueue })
 }

@@ -77,13 +77,20 @@ function appNote (a: AppListEntry): string {
   return st?.autoscaling?.reason ?? ''
 }
 
+/** An app's batching block, `32 [8,16] 2ms` (max, preferred sizes, delay); off: `-`. */
+function batchText (a: AppListEntry): string {
+  const b = a.spec.batching
+  if (b == null) return '-'
+  return [String(b.maxBatchSize), b.preferredBatchSizes != null ? `[${b.preferredBatchSizes.join(',')}]` : '', `${b.maxQueueDelayMs}ms`].filter(x => x !== '').join(' ')
+}
+
 export function renderApps (apps: AppListEntry[]): string {
   return table(
-    ['NAME', 'MODEL', 'GEN', 'DESIRED', 'PLACED', 'READY', 'AUTOSCALE', 'CPU', 'GPU', 'THREADS', 'CELLS', 'DEPLOYED', 'BY', 'NOTE'],
+    ['NAME', 'MODEL', 'GEN', 'DESIRED', 'PLACED', 'READY', 'AUTOSCALE', 'CPU', 'GPU', 'THREADS', 'BATCH', 'CELLS', 'DEPLOYED', 'BY', 'NOTE'],
     apps.map(a => [
       a.spec.name, a.spec.model.slice(0, 12), String(a.generation), String(a.status?.desired ?? a.spec.replicas),
       a.status != null ? String(a.status.placed) : '-', a.status != null ? String(a.status.ready) : '-', scaleText(a),
-      String(a.spec.resources.cpu), String(a.spec.resources.gpu), String(a.spec.threads),
+      String(a.spec.resources.cpu), String(a.spec.resources.gpu), String(a.spec.threads), batchText(a),
       a.spec.cells != null ? Object.entries(a.spec.cells).map(([c, n]) => `${c}:${n}`).join(',') : '-',
       ago(Math.max(0, Date.now() - a.deployedAt)),
       a.author ?? '-',
@@ -99,7 +106,7 @@ export function appCommand (io: CliIo): Command {
     .configureOutput({ writeOut: io.stdout, writeErr: io.stderr })
 
   const deploy = sub('deploy')
-    .description(`deploy an app from a JSON spec, or scale/roll it if it exists: {"name","model","replicas","resources"?:{"cpu"?,"gpu"?}, "cells"?, "timeoutMs"?, "maxQueue"?, "threads"?, "routing"?: ${ROUTING_WEIGHTS.join('|')}, "autoscaling"?: {"minReplicas","maxReplicas","targetOngoingRequests"?,"upscaleDelayMs"?,"downscaleDelayMs"?,"maxReplicasPerSecond"?}} (cpu defaults to threads, gpu to 0); or a pipeline: {"name","stages":{"STAGE":{app fields…,"expose"?}},"steps":[{"stage"|"switch"|"split","inputs"?}],"outputs"?} (docs/pipelines.md); prints the app name`)
+    .description(`deploy an app from a JSON spec, or scale/roll it if it exists: {"name","model","replicas","resources"?:{"cpu"?,"gpu"?}, "cells"?, "timeoutMs"?, "maxQueue"?, "threads"?, "routing"?: ${ROUTING_WEIGHTS.join('|')}, "autoscaling"?: {"minReplicas","maxReplicas","targetOngoingRequests"?,"upscaleDelayMs"?,"downscaleDelayMs"?,"maxReplicasPerSecond"?}, "batching"?: {"maxBatchSize","preferredBatchSizes"?,"maxQueueDelayMs"?}} (cpu defaults to threads, gpu to 0); or a pipeline: {"name","stages":{"STAGE":{app fields…,"expose"?}},"steps":[{"stage"|"switch"|"split","inputs"?}],"outputs"?} (docs/pipelines.md); prints the app name`)
     .argument('<FILE>', 'the spec (JSON)')
     .option('--json', 'print the stored record and the kind of change')
     .action(async (file: string, flags: RpcFlags & { json?: boolean }) => {
