@@ -389,13 +389,13 @@ export class WorkerPool implements InferencePool {
   private onReply (slot: Slot, handle: WorkerHandle, reply: RunReply): void {
     if (slot.handle !== handle || slot.state !== 'busy' || reply.id !== slot.runId) return
     const job = slot.job!
-    this.busyDone += performance.now() - job.dispatchedAt
+    const computeMs = performance.now() - job.dispatchedAt
+    this.busyDone += computeMs
     slot.job = undefined
     slot.state = 'idle'
     slot.ranSinceStart = true
     slot.failures = 0
     if (reply.type === 'result') {
-      const computeMs = performance.now() - job.dispatchedAt
       this.succeed(job, { outputs: reply.outputs, queueMs: job.dispatchedAt - job.enqueuedAt, computeMs, compute: splitCompute(job.dispatchedAt, computeMs, reply) })
     } else if (reply.code === 'ERR_INVALID_INPUT') {
       this.fail(job, new InvalidInferRequestError(reply.message))
@@ -410,8 +410,10 @@ export class WorkerPool implements InferencePool {
     slot.handle = undefined
     const job = slot.job
     slot.job = undefined
-    if (job !== undefined) this.busyDone += performance.now() - job.dispatchedAt
-    if (job !== undefined) this.fail(job, new InferenceFailedError(`worker ${slot.index} died while running the request: ${reason}`, 'ERR_WORKER_EXIT'))
+    if (job !== undefined) {
+      this.busyDone += performance.now() - job.dispatchedAt
+      this.fail(job, new InferenceFailedError(`worker ${slot.index} died while running the request: ${reason}`, 'ERR_WORKER_EXIT'))
+    }
     if (slot.ranSinceStart) slot.failures = 0
     else slot.failures++
     this.log.warn({ worker: slot.index, reason, failures: slot.failures }, 'inference worker died; replacing it')
