@@ -25,7 +25,11 @@ export function explain (provider: string, reason: string): string {
   if ((provider === 'cuda' || provider === 'tensorrt') && /Failed to load (shared )?library/i.test(bare)) {
     return `libonnxruntime_providers_${provider}.so is not installed beside libonnxruntime.so.1 (the npm package has cpu and webgpu only; see docs/gpus.md): ${bare}`
   }
-  if (provider === 'webgpu' && /adapter/i.test(bare)) return `no Vulkan device Dawn accepts (a GPU driver, or Mesa ≥ 25 for a software one; see docs/gpus.md): ${bare}`
+  if (provider === 'webgpu' && /adapter/i.test(bare)) {
+    // onnxruntime leads with its source file and a lambda's signature: the words are at the end.
+    const at = bare.indexOf('Failed to get a WebGPU adapter')
+    return `no Vulkan device Dawn accepts (a GPU driver, or Mesa ≥ 25 for a software one; see docs/gpus.md): ${at >= 0 ? bare.slice(at) : bare}`
+  }
   return bare
 }
 

@@ -80,11 +80,12 @@ function maxDiff (a: number[], b: number[]): number {
 
 test('GPU apps: placed on nodes with a free card and a working provider only; webgpu answers as cpu; cuda refused or fallen back, with reasons', async (t) => {
   const skip = await webgpuSkipReason()
-  const env = { XDG_RUNTIME_DIR: runtimeDir() }
+  // The daemons see the Vulkan devices this process sees (VK_ICD_FILENAMES passed on, if set).
+  const env: NodeJS.ProcessEnv = { XDG_RUNTIME_DIR: runtimeDir(), ...(process.env.VK_ICD_FILENAMES != null ? { VK_ICD_FILENAMES: process.env.VK_ICD_FILENAMES } : {}) }
   const res = await cluster.start('res', ['--role', 'resource,scheduler'], { env })
   const boot = await cluster.addr(res)
-  const g1 = await cluster.start('g1', ['--role', 'node', '--bootstrap', boot, '--cores', '4', '--gpus', '2', '--gpu-perf', '2'], { env })
-  const g2 = await cluster.start('g2', ['--role', 'node', '--bootstrap', boot, '--cores', '4', '--gpus', '1'], { env: { ...env, VK_ICD_FILENAMES: path.join(cluster.root, 'no-such-icd.json') } })
+  const g1 = await cluster.start('g1', ['--role', 'node', '--bootstrap', boot, '--cores', '4', '--gpus', '3', '--gpu-perf', '2'], { env })
+  const g2 = await cluster.start('g2', ['--role', 'node', '--bootstrap', boot, '--cores', '4', '--gpus', '2'], { env: { ...env, VK_ICD_FILENAMES: path.join(cluster.root, 'no-such-icd.json') } })
   const c1 = await cluster.start('c1', ['--role', 'node', '--bootstrap', boot, '--cores', '4'], { env })
   const logs = (): string => [g1, g2, c1].map(p => `--- ${p.name} ---\n${p.log().slice(-1500)}`).join('\n')
 
@@ -95,7 +96,7 @@ test('GPU apps: placed on nodes with a free card and a working provider only; we
     return nodes.length === 3 && nodes.every((n: any) => n.state === 'alive' && n.devices != null && Object.values(n.devices.providers).every((p: any) => p.state !== 'probing'))
   }, DEADLINE_MS, 250).catch((err: Error) => { throw new Error(`${err.message}; nodes seen: ${JSON.stringify(nodes)}\n${logs()}`) })
   const node = (name: string): any => nodes.find((n: any) => n.name === name)
-  assert.equal(node('g1').gpus, 2)
+  assert.equal(node('g1').gpus, 3)
   assert.equal(node('g1').gpuPerf, 2, '--gpu-perf reaches the heartbeat')
   assert.equal(node('g1').devices.perf, 2)
   assert.equal(node('g1').devices.providers.cpu.state, 'ok')
@@ -148,6 +149,16 @@ test('GPU apps: placed on nodes with a free card and a working provider only; we
       util = util || 1 // ends the load loop either way
       await load
     }
+
+    // Routing capacity is cards × factor: with static weights, g1 (3 cards × 2) draws 3× the
+    // share of g2 (2 cards × 1), shown in status. g1's last card and one of g2's are taken.
+    await deploy(res, { name: 'share', model: demoId, replicas: 2, resources: { gpu: 1 }, executionProviders: ['webgpu', 'cpu'], routing: 'static' })
+    await waitApp(res, 'share', 'ready on g1 (webgpu) and g2 (cpu fallback)', a => a.ready === 2 && a.replicas.map((r: any) => `${r.node}:${r.provider}`).sort().join() === 'g1:webgpu,g2:cpu')
+    await infer(res, 'share', demoInputs)
+    await waitApp(res, 'share', 'weights g1 = 3 × g2 in status', a => {
+      const w = (n: string): number => a.weights.find((x: any) => x.name === n && !x.ejected)?.weight ?? Number.NaN
+      return Math.abs(w('g1') / w('g2') - 3) < 0.01
+    })
   }
 
   // cuda alone: no node has it; webgpu alone: g2 has a free card but no Vulkan device (g1's are
@@ -162,7 +173,7 @@ test('GPU apps: placed on nodes with a free card and a working provider only; we
   const text = await cluster.cli(['status', '--rpc', res.rpc])
   assert.equal(text.code, 0, text.stderr)
   assert.match(text.stdout, /devices:\n/)
-  assert.match(text.stdout, /g2 +gpu +1 +1 +0% +cuda✗ tensorrt✗ webgpu✗ cpu +\w+: /, text.stdout)
+  assert.match(text.stdout, /g2 +gpu +2 +1 +0% +cuda✗ tensorrt✗ webgpu✗ cpu +\w+: /, text.stdout)
   assert.ok(text.stdout.includes('no node with a free card can run cuda'), `status shows the refusal:\n${text.stdout}`)
   for (const name of ['cu', 'wf']) assert.equal((await cluster.cli(['app', 'rm', name, '--rpc', res.rpc])).code, 0)
 

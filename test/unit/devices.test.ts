@@ -113,6 +113,9 @@ test('--gpu-perf: a number from 0.01 to 100, errors name the flag', () => {
 test('explain: a missing CUDA library and a missing Vulkan adapter say what to do', () => {
   assert.match(explain('cuda', 'no execution provider could start: cuda: OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library'), /^libonnxruntime_providers_cuda\.so is not installed/)
   assert.match(explain('webgpu', 'Failed to get a WebGPU adapter: No supported adapters'), /^no Vulkan device Dawn accepts/)
+  assert.equal(
+    explain('webgpu', 'no execution provider could start: webgpu: /onnxruntime_src/onnxruntime/core/providers/webgpu/webgpu_context.cc:136 onnxruntime::webgpu::WebGpuContext::Initialize(const onnxruntime::webgpu::WebGpuContextConfig&)::<lambda()> adapter_result.status == wgpu::RequestAdapterStatus::Success was false. Failed to get a WebGPU adapter: No supported adapters'),
+    'no Vulkan device Dawn accepts (a GPU driver, or Mesa ≥ 25 for a software one; see docs/gpus.md): Failed to get a WebGPU adapter: No supported adapters')
   assert.equal(explain('cpu', 'x'), 'x')
 })
 
