@@ -1,10 +1,12 @@
 import { writeFile, mkdir } from 'node:fs/promises'
 import { join } from 'node:path'
-import { ModelLoadError, type InferencePool, type PoolComponents, type PoolInit } from '../inference/index.ts'
+import { ModelLoadError, inferenceConstants, type InferencePool, type PoolComponents, type PoolInit } from '../inference/index.ts'
 import { DEMO_EXAMPLE_INPUT, DEMO_FEATURES, DEMO_INPUT, demoModel, demoReference } from '../demo/index.ts'
 import { errorMessage } from '../util/errors.ts'
 import { MAX_PROBE_REASON_CHARS, PROBE_TIMEOUT_MS } from './constants.ts'
 import type { ProviderProbe } from './providers.ts'
+
+const { PROVIDERS_DIR_ENV } = inferenceConstants
 
 export type CreatePool = (components: PoolComponents, init: PoolInit, signal?: AbortSignal) => Promise<InferencePool>
 
@@ -23,7 +25,7 @@ export async function writeProbeModel (dir: string): Promise<string> {
 export function explain (provider: string, reason: string): string {
   const bare = reason.replace(/^no execution provider could start: [a-z]+: /, '')
   if ((provider === 'cuda' || provider === 'tensorrt') && /Failed to load (shared )?library/i.test(bare)) {
-    return `libonnxruntime_providers_${provider}.so is not installed beside libonnxruntime.so.1 (the npm package has cpu and webgpu only; see docs/gpus.md): ${bare}`
+    return `libonnxruntime_providers_${provider}.so could not be loaded (not installed beside libonnxruntime.so.1 — the npm package has cpu and webgpu only; ${PROVIDERS_DIR_ENV} names where an operator put it — or a library it needs is missing; see docs/gpus.md): ${bare}`
   }
   if (provider === 'webgpu' && /adapter/i.test(bare)) {
     // onnxruntime leads with its source file and a lambda's signature: the words are at the end.

@@ -53,7 +53,10 @@ async function waitApp (p: DaemonProcess, name: string, what: string, check: (a:
   await waitFor(`${name}: ${what}`, async () => {
     seen = await appOf(p, name)
     return seen != null && check(seen)
-  }, DEADLINE_MS, 250).catch((err: Error) => { throw new Error(`${err.message}; last status of ${name}: ${JSON.stringify(seen)}`) })
+  }, DEADLINE_MS, 250).catch(async (err: Error) => {
+    const nodes = await p.status().then(s => s.nodes.map((n: any) => ({ name: n.name, state: n.state, gpus: n.gpus, devices: n.devices })), (e: Error) => e.message)
+    throw new Error(`${err.message}; last status of ${name}: ${JSON.stringify(seen)}; nodes: ${JSON.stringify(nodes)}\n--- ${p.name} ---\n${p.log().slice(-3000)}`)
+  })
   return seen
 }
 
@@ -101,7 +104,7 @@ test('GPU apps: placed on nodes with a free card and a working provider only; we
   assert.equal(node('g1').devices.perf, 2)
   assert.equal(node('g1').devices.providers.cpu.state, 'ok')
   assert.equal(node('g1').devices.providers.webgpu.state, skip === undefined ? 'ok' : 'failed')
-  assert.match(node('g1').devices.providers.cuda.reason, /libonnxruntime_providers_cuda\.so is not installed/)
+  assert.match(node('g1').devices.providers.cuda.reason, /libonnxruntime_providers_cuda\.so could not be loaded/)
   assert.equal(node('g2').devices.providers.webgpu.state, 'failed')
   assert.match(node('g2').devices.providers.webgpu.reason, /no Vulkan device Dawn accepts/)
   assert.equal(node('c1').devices.kind, 'none')
@@ -165,7 +168,7 @@ test('GPU apps: placed on nodes with a free card and a working provider only; we
   // taken, or its webgpu fails too). Both refused with each node's reason; c1 (no card) is never a candidate.
   await deploy(res, { name: 'cu', model: demoId, replicas: 1, resources: { gpu: 1 }, executionProviders: ['cuda'] })
   await deploy(res, { name: 'wf', model: demoId, replicas: 1, resources: { gpu: 1 }, executionProviders: ['webgpu'] })
-  const cu = await waitApp(res, 'cu', 'refused with the cuda reason', a => /g2: cuda: libonnxruntime_providers_cuda\.so is not installed/.test(a.lastError ?? ''))
+  const cu = await waitApp(res, 'cu', 'refused with the cuda reason', a => /g2: cuda: libonnxruntime_providers_cuda\.so could not be loaded/.test(a.lastError ?? ''))
   assert.equal(cu.placed, 0)
   assert.ok(!String(cu.lastError).includes('c1'), `c1 offers no card: ${cu.lastError}`)
   const wf = await waitApp(res, 'wf', 'refused with the webgpu reason', a => /g2: webgpu: no Vulkan device Dawn accepts/.test(a.lastError ?? ''))
@@ -183,7 +186,7 @@ test('GPU apps: placed on nodes with a free card and a working provider only; we
   if (skip === undefined) {
     assert.equal(fb.replicas[0].node, 'g2', 'g1\'s cards are taken: g2, whose list allows cpu')
     assert.equal(fb.replicas[0].provider, 'cpu')
-    assert.match(fb.replicas[0].fallback, /^running on cpu: cuda did not start \(libonnxruntime_providers_cuda\.so is not installed.*; webgpu did not start \(no Vulkan device Dawn accepts/)
+    assert.match(fb.replicas[0].fallback, /^running on cpu: cuda did not start \(libonnxruntime_providers_cuda\.so could not be loaded.*; webgpu did not start \(no Vulkan device Dawn accepts/)
   } else {
     assert.equal(fb.replicas[0].provider, 'cpu')
   }
@@ -212,4 +215,32 @@ test('bad device flags and provider lists are refused with the field named', asy
     assert.ok(r.stderr.includes(says), `names ${says}: ${r.stderr}`)
   }
   assert.equal((await res.status()).self.state, 'running', 'the daemon stays up')
+})
+
+test('ASTRAD_ORT_PROVIDERS_DIR: the executable links operator-installed provider libraries beside libonnxruntime.so.1 and probes them; an unreadable one is named', async () => {
+  const libs = path.join(cluster.root, 'gpu-libs')
+  fs.mkdirSync(libs)
+  // Stand-ins (no CUDA here): not loadable, but onnxruntime must now find them where it looks.
+  for (const n of ['libonnxruntime_providers_shared.so', 'libonnxruntime_providers_cuda.so']) fs.writeFileSync(path.join(libs, n), 'not an ELF file')
+  const native = path.join(cluster.root, 'native')
+  const d = await cluster.start('cu1', ['--gpus', '1'], { env: { XDG_RUNTIME_DIR: runtimeDir(), ASTRAD_NATIVE_DIR: native, ASTRAD_ORT_PROVIDERS_DIR: libs } })
+  let self: any
+  await waitFor('cu1 probed every provider', async () => {
+    self = (await d.status()).nodes.find((n: any) => n.name === 'cu1')
+    const probes = Object.values(self?.devices?.providers ?? { none: { state: 'probing' } })
+    return probes.every((p: any) => p.state !== 'probing')
+  }, DEADLINE_MS, 250).catch((err: Error) => { throw new Error(`${err.message}; last seen ${JSON.stringify(self)}\n${d.log().slice(-2000)}`) })
+  assert.match(self.devices.providers.cuda.reason, /libonnxruntime_providers_cuda\.so could not be loaded/)
+  assert.equal(self.devices.providers.cpu.state, 'ok', 'serving is unaffected')
+  const [dir] = fs.readdirSync(native).filter(n => n.startsWith('onnxruntime-'))
+  assert.ok(dir != null, `a native directory under ${native}: ${fs.readdirSync(native).join(', ')}`)
+  assert.equal(fs.readlinkSync(path.join(native, dir, 'libonnxruntime_providers_cuda.so')), path.join(libs, 'libonnxruntime_providers_cuda.so'))
+  assert.equal(fs.readlinkSync(path.join(native, dir, 'libonnxruntime_providers_shared.so')), path.join(libs, 'libonnxruntime_providers_shared.so'))
+
+  const bad = await cluster.start('cu2', ['--gpus', '1'], { env: { XDG_RUNTIME_DIR: runtimeDir(), ASTRAD_NATIVE_DIR: native, ASTRAD_ORT_PROVIDERS_DIR: path.join(cluster.root, 'no-such-dir') } })
+  await waitFor('cu2 names the unreadable directory', async () => {
+    self = (await bad.status()).nodes.find((n: any) => n.name === 'cu2')
+    return /ASTRAD_ORT_PROVIDERS_DIR=.*no-such-dir cannot be read/.test(self?.devices?.providers?.cpu?.reason ?? '')
+  }, DEADLINE_MS, 250).catch((err: Error) => { throw new Error(`${err.message}; last seen ${JSON.stringify(self)}`) })
+  assert.equal((await bad.status()).self.state, 'running', 'the daemon stays up, saying why nothing can run')
 })

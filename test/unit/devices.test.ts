@@ -111,7 +111,7 @@ test('--gpu-perf: a number from 0.01 to 100, errors name the flag', () => {
 })
 
 test('explain: a missing CUDA library and a missing Vulkan adapter say what to do', () => {
-  assert.match(explain('cuda', 'no execution provider could start: cuda: OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library'), /^libonnxruntime_providers_cuda\.so is not installed/)
+  assert.match(explain('cuda', 'no execution provider could start: cuda: OrtSessionOptionsAppendExecutionProvider_Cuda: Failed to load shared library'), /^libonnxruntime_providers_cuda\.so could not be loaded/)
   assert.match(explain('webgpu', 'Failed to get a WebGPU adapter: No supported adapters'), /^no Vulkan device Dawn accepts/)
   assert.equal(
     explain('webgpu', 'no execution provider could start: webgpu: /onnxruntime_src/onnxruntime/core/providers/webgpu/webgpu_context.cc:136 onnxruntime::webgpu::WebGpuContext::Initialize(const onnxruntime::webgpu::WebGpuContextConfig&)::<lambda()> adapter_result.status == wgpu::RequestAdapterStatus::Success was false. Failed to get a WebGPU adapter: No supported adapters'),
@@ -134,4 +134,23 @@ test('status text: a devices table and each GPU replica with the provider it run
   assert.match(out, /g2 +gpu +1 +1 +25% +webgpu✗ cpu\? +webgpu: no adapter/, out)
   assert.ok(!out.includes('c1'), 'a node without cards or detected devices is not listed')
   assert.match(out, /fb +webgpu,cpu +g2 +ready +cpu +running on cpu: webgpu did not start \(no adapter\)/, out)
+})
+
+test('provider libraries: linked beside libonnxruntime.so.1 (replacing a stale link, never a real file); an unreadable directory names the variable', async () => {
+  const { linkProviderLibraries } = await import('../../src/inference/native-cache.ts')
+  const from = path.join(tmp, 'gpu-libs')
+  const dir = path.join(tmp, 'native')
+  fs.mkdirSync(from)
+  fs.mkdirSync(dir)
+  for (const n of ['libonnxruntime_providers_cuda.so', 'libonnxruntime_providers_shared.so', 'libcudart.so.12', 'README']) fs.writeFileSync(path.join(from, n), 'x')
+  fs.symlinkSync('/nowhere/old.so', path.join(dir, 'libonnxruntime_providers_shared.so'))
+  fs.writeFileSync(path.join(dir, 'libonnxruntime_providers_tensorrt.so'), 'mine')
+  fs.writeFileSync(path.join(from, 'libonnxruntime_providers_tensorrt.so'), 'theirs')
+  assert.deepEqual(await linkProviderLibraries(dir, from), ['libonnxruntime_providers_cuda.so', 'libonnxruntime_providers_shared.so'])
+  assert.equal(fs.readlinkSync(path.join(dir, 'libonnxruntime_providers_cuda.so')), path.join(from, 'libonnxruntime_providers_cuda.so'))
+  assert.equal(fs.readlinkSync(path.join(dir, 'libonnxruntime_providers_shared.so')), path.join(from, 'libonnxruntime_providers_shared.so'), 'a stale link is replaced')
+  assert.equal(fs.readFileSync(path.join(dir, 'libonnxruntime_providers_tensorrt.so'), 'utf8'), 'mine', 'a real file is left alone')
+  assert.ok(!fs.existsSync(path.join(dir, 'libcudart.so.12')), 'only onnxruntime provider libraries')
+  assert.deepEqual(await linkProviderLibraries(dir, from), ['libonnxruntime_providers_cuda.so', 'libonnxruntime_providers_shared.so'], 'idempotent')
+  await assert.rejects(linkProviderLibraries(dir, path.join(tmp, 'missing')), (err: any) => err.name === 'NativeRuntimeError' && err.message.startsWith(`ASTRAD_ORT_PROVIDERS_DIR=${path.join(tmp, 'missing')} cannot be read`))
 })
