@@ -68,8 +68,10 @@ export class Devices {
   constructor (components: DevicesComponents, init: DevicesInit) {
     this.components = components
     this.init = init
+    // A node that offers no cards probes nothing (no worker, no onnxruntime load at start): its
+    // GPU providers are moot, and cpu is what every replica there proves on loading.
     for (const p of EXECUTION_PROVIDERS) {
-      this.probes[p] = init.gpus === 0 && isGpuProvider(p) ? { state: 'failed', reason: NOT_OFFERED } : { state: 'probing' }
+      this.probes[p] = init.gpus > 0 ? { state: 'probing' } : isGpuProvider(p) ? { state: 'failed', reason: NOT_OFFERED } : { state: 'ok' }
     }
   }
 

@@ -110,6 +110,7 @@ test('GPU apps: placed on nodes with a free card and a working provider only; we
   assert.equal(node('c1').devices.kind, 'none')
   assert.equal(node('c1').devices.count, 0)
   assert.match(node('c1').devices.providers.webgpu.reason, /offers no cards/)
+  assert.deepEqual(node('c1').devices.providers.cpu, { state: 'ok' }, 'a node offering no cards probes nothing')
 
   const demo = path.join(cluster.root, 'demo.onnx')
   fs.writeFileSync(demo, demoModel())

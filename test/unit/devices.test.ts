@@ -4,7 +4,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { parseAppSpec, providersOf, needsRoll } from '../../src/placement/index.ts'
-import { BusySampler, detectDevices, explain, nvidiaModel, usableOn, wantsGpu } from '../../src/devices/index.ts'
+import { BusySampler, Devices, NOT_OFFERED, detectDevices, explain, nvidiaModel, usableOn, wantsGpu } from '../../src/devices/index.ts'
 import { resolveConfig } from '../../src/config/index.ts'
 import { ConfigError } from '../../src/util/errors.ts'
 import { renderDevices } from '../../src/cli/commands/status.ts'
@@ -153,4 +153,42 @@ test('provider libraries: linked beside libonnxruntime.so.1 (replacing a stale l
   assert.ok(!fs.existsSync(path.join(dir, 'libcudart.so.12')), 'only onnxruntime provider libraries')
   assert.deepEqual(await linkProviderLibraries(dir, from), ['libonnxruntime_providers_cuda.so', 'libonnxruntime_providers_shared.so'], 'idempotent')
   await assert.rejects(linkProviderLibraries(dir, path.join(tmp, 'missing')), (err: any) => err.name === 'NativeRuntimeError' && err.message.startsWith(`ASTRAD_ORT_PROVIDERS_DIR=${path.join(tmp, 'missing')} cannot be read`))
+})
+
+test('Devices: a node offering no cards probes nothing; one offering cards probes every provider once, in order, and reports each result', async () => {
+  const { silentLogger } = await import('../../src/util/logger.ts')
+  const none = path.join(tmp, 'none')
+  const paths = { nvidiaProc: none, dev: none, drm: none }
+  const asked: string[] = []
+  const createPool = async (_c: unknown, init: any): Promise<never> => {
+    asked.push(init.executionProviders.join())
+    throw new Error(`${init.executionProviders[0]} refused`)
+  }
+  const cpuOnly = new Devices({ logger: silentLogger(), createPool }, { gpus: 0, gpuPerf: 1, probeDir: path.join(tmp, 'p0'), paths })
+  cpuOnly.start()
+  await cpuOnly.settled()
+  assert.deepEqual(asked, [])
+  const r0 = cpuOnly.report()
+  assert.equal(r0.kind, 'none')
+  assert.deepEqual(r0.providers.cpu, { state: 'ok' })
+  assert.deepEqual(r0.providers.webgpu, { state: 'failed', reason: NOT_OFFERED })
+
+  const gpu = new Devices({ logger: silentLogger(), createPool }, { gpus: 2, gpuPerf: 1.5, probeDir: path.join(tmp, 'p1'), paths })
+  assert.equal(gpu.report().providers.webgpu?.state, 'probing')
+  let changes = 0
+  gpu.onChange(() => { changes++ })
+  gpu.start()
+  await gpu.settled()
+  assert.deepEqual(asked, ['cuda', 'tensorrt', 'webgpu', 'cpu'])
+  const r1 = gpu.report()
+  assert.equal(r1.kind, 'gpu', 'declared, none detected')
+  assert.equal(r1.count, 2)
+  assert.equal(r1.perf, 1.5)
+  assert.equal(r1.software, undefined)
+  for (const p of ['cuda', 'tensorrt', 'webgpu', 'cpu']) {
+    assert.equal(r1.providers[p]?.state, 'failed', p)
+    assert.match(r1.providers[p]?.reason ?? '', new RegExp(`${p} refused`))
+  }
+  assert.ok(changes >= 4, `a change per probe (and one after detection): ${changes}`)
+  gpu.stop()
 })
