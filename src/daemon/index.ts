@@ -526,7 +526,7 @@ export class Daemon {
     })
     await step('trust', async () => { await this.trustValue?.detach() })
     await step('libp2p', async () => { await this.libp2p?.stop() })
-    this.devicesValue?.stop()
+    await step('devices', async () => { await this.devicesValue?.stop() })
     await step('replicas', async () => { await this.replicaHost?.stop() })
     this.releaseLock?.()
     this.releaseLock = undefined

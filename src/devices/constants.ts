@@ -17,6 +17,13 @@ export const GPU_PROVIDERS = ['cuda', 'tensorrt', 'webgpu'] as const
  */
 export const PROBE_TIMEOUT_MS = 60_000
 
+/**
+ * Stopping waits this long for a probe in progress to finish and close its worker: the process
+ * exits after the daemon stops, and a thread ended inside onnxruntime's session creation can take
+ * the process down with it (docs/inference.md). A probe takes ~1 s here; a hung one is left.
+ */
+export const PROBE_STOP_GRACE_MS = 10_000
+
 /** Devices listed per node at most (the ledger answer stays small). */
 export const MAX_DETECTED_DEVICES = 16
 /** A probe failure's reason as kept and sent to schedulers: the first 300 characters say it. */

@@ -1,7 +1,7 @@
 import type { Logger } from '../util/logger.ts'
 import { errorMessage } from '../util/errors.ts'
 import type { PoolComponents } from '../inference/index.ts'
-import { EXECUTION_PROVIDERS } from './constants.ts'
+import { EXECUTION_PROVIDERS, PROBE_STOP_GRACE_MS } from './constants.ts'
 import { detectDevices, SYSTEM_PATHS, type DetectedDevice, type DetectPaths } from './detect.ts'
 import { probeProvider, writeProbeModel, type CreatePool } from './probe.ts'
 import { isGpuProvider, type ProviderProbe } from './providers.ts'
@@ -87,10 +87,17 @@ export class Devices {
     await this.running
   }
 
-  /** Results arriving after stop() are dropped (a probe in progress cannot be interrupted). */
-  stop (): void {
+  /**
+   * No further probe starts; waits (up to PROBE_STOP_GRACE_MS) for the one in progress to end and
+   * close its worker, so the process never exits with a thread inside onnxruntime.
+   */
+  async stop (): Promise<void> {
     this.stopped = true
     this.listeners.clear()
+    if (this.running == null) return
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([this.running, new Promise<void>(resolve => { timer = setTimeout(resolve, PROBE_STOP_GRACE_MS) })])
+    clearTimeout(timer)
   }
 
   onChange (listener: () => void): () => void {

@@ -85,7 +85,8 @@ test('GPU apps: placed on nodes with a free card and a working provider only; we
   const skip = await webgpuSkipReason()
   // The daemons see the Vulkan devices this process sees (VK_ICD_FILENAMES passed on, if set).
   const env: NodeJS.ProcessEnv = { XDG_RUNTIME_DIR: runtimeDir(), ...(process.env.VK_ICD_FILENAMES != null ? { VK_ICD_FILENAMES: process.env.VK_ICD_FILENAMES } : {}) }
-  const res = await cluster.start('res', ['--role', 'resource,scheduler'], { env })
+  // Debug on the scheduler: its reservations and ledger pulls are in the log a failure prints.
+  const res = await cluster.start('res', ['--role', 'resource,scheduler', '--log-level', 'debug'], { env })
   const boot = await cluster.addr(res)
   const g1 = await cluster.start('g1', ['--role', 'node', '--bootstrap', boot, '--cores', '4', '--gpus', '3', '--gpu-perf', '2'], { env })
   const g2 = await cluster.start('g2', ['--role', 'node', '--bootstrap', boot, '--cores', '4', '--gpus', '2'], { env: { ...env, VK_ICD_FILENAMES: path.join(cluster.root, 'no-such-icd.json') } })
@@ -216,6 +217,12 @@ test('bad device flags and provider lists are refused with the field named', asy
     assert.ok(r.stderr.includes(says), `names ${says}: ${r.stderr}`)
   }
   assert.equal((await res.status()).self.state, 'running', 'the daemon stays up')
+
+  // Drained while its providers are still being probed: it waits for the probe's worker and exits 0.
+  const quick = await cluster.start('quick', ['--gpus', '1'], { env: { XDG_RUNTIME_DIR: runtimeDir() } })
+  const drained = await cluster.cli(['drain', '--rpc', quick.rpc])
+  assert.equal(drained.code, 0, `drain: ${drained.stderr}`)
+  assert.equal(await quick.exited, 0, `exit code after a drain during the probe\n${quick.log().slice(-2000)}`)
 })
 
 test('ASTRAD_ORT_PROVIDERS_DIR: the executable links operator-installed provider libraries beside libonnxruntime.so.1 and probes them; an unreadable one is named', async () => {

@@ -190,5 +190,5 @@ test('Devices: a node offering no cards probes nothing; one offering cards probe
     assert.match(r1.providers[p]?.reason ?? '', new RegExp(`${p} refused`))
   }
   assert.ok(changes >= 4, `a change per probe (and one after detection): ${changes}`)
-  gpu.stop()
+  await gpu.stop()
 })
