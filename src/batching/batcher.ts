@@ -116,6 +116,15 @@ export class Batcher implements InferencePool {
     return this.pool.signature
   }
 
+  /** The execution provider of the pool underneath (src/devices). */
+  get provider (): InferencePool['provider'] {
+    return this.pool.provider
+  }
+
+  busyMs (): number {
+    return this.pool.busyMs()
+  }
+
   async infer (req: InferRequest, signal?: AbortSignal): Promise<InferOutcome> {
     if (this.closed) throw new UnavailableError(`inference pool '${this.init.name}' is closed`)
     validateInputs(this.signature, req)

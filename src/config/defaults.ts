@@ -30,6 +30,11 @@ export interface DaemonConfig {
   /** Accelerator cards this node offers. @default 0 */
   gpus: number
   /**
+   * Performance factor of each card (1 = the reference card): the routing weight's capacity
+   * term is gpus × gpuPerf (docs/gpus.md). @default 1
+   */
+  gpuPerf: number
+  /**
    * Run without a cluster secret: anyone who reaches the P2P port may join and act in any role.
    * Said in status and the log. @default false (docs/security.md)
    */
@@ -73,6 +78,7 @@ export function defaultConfig (): DaemonConfig {
     cell: 'default',
     cores: os.availableParallelism(),
     gpus: 0,
+    gpuPerf: 1,
     logLevel: 'info',
     uploadLimit: 'auto',
     downloadLimit: 'auto',

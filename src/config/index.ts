@@ -4,7 +4,7 @@ import { ConfigError, errorMessage } from '../util/errors.ts'
 import { defaultConfig, type DaemonConfig } from './defaults.ts'
 import {
   parseRoles, parseName, parsePositiveInt, parseNonNegativeInt, parseMultiaddr, parseList,
-  parseHostPort, parseBootstrap, parseLogLevel, parseLogFormat, parseToken, isLoopbackHost, parseRateSetting, parseBytes
+  parseHostPort, parseBootstrap, parseGpuPerf, parseLogLevel, parseLogFormat, parseToken, isLoopbackHost, parseRateSetting, parseBytes
 } from './parse.ts'
 
 export { defaultConfig, ROLES, LOG_LEVELS, LOG_FORMATS, DEFAULT_RPC_PORT, DEFAULT_P2P_PORT } from './defaults.ts'
@@ -33,6 +33,7 @@ const SETTINGS: Setting[] = [
   { key: 'cell', flag: 'cell', env: 'ASTRAD_CELL', parse: parseName },
   { key: 'cores', flag: 'cores', env: 'ASTRAD_CORES', parse: v => parsePositiveInt(v, 4096) },
   { key: 'gpus', flag: 'gpus', env: 'ASTRAD_GPUS', parse: v => parseNonNegativeInt(v, 256) },
+  { key: 'gpuPerf', flag: 'gpuPerf', env: 'ASTRAD_GPU_PERF', parse: parseGpuPerf },
   { key: 'insecure', flag: 'insecure', env: 'ASTRAD_INSECURE', parse: parseBoolean },
   { key: 'clusterKey', flag: 'clusterKey', env: 'ASTRAD_CLUSTER_KEY', parse: v => path.resolve(String(v)) },
   { key: 'joinToken', flag: 'joinToken', env: 'ASTRAD_JOIN_TOKEN', parse: parseJoinTokenSetting },

@@ -2,6 +2,7 @@ import net from 'node:net'
 import { multiaddr } from '@multiformats/multiaddr'
 import { ROLES, LOG_LEVELS, LOG_FORMATS, type Role } from './defaults.ts'
 import { parseHostPort } from './host-port.ts'
+import { MAX_GPU_PERF } from '../devices/constants.ts'
 
 export { parseHostPort, isLoopbackHost } from './host-port.ts'
 export { parseBytes, parseRate, parseRateSetting, formatBytes, formatRate } from './units.ts'
@@ -33,6 +34,17 @@ export function parsePositiveInt (v: unknown, max: number): number {
   const n = Number(s)
   if (n < 1 || n > max) throw new Error(`expected 1 to ${max}, got ${n}`)
   return n
+}
+
+/**
+ * A card's performance factor: a number > 0 and ≤ 100 (the heartbeat carries it ×100 in a
+ * u16, so two decimals; a card 100× the reference is a typo).
+ */
+export function parseGpuPerf (v: unknown): number {
+  const s = String(v).trim()
+  const n = Number(s)
+  if (s === '' || !Number.isFinite(n) || n < 0.01 || n > MAX_GPU_PERF) throw new Error(`expected a number from 0.01 to ${MAX_GPU_PERF}, got '${String(v)}'`)
+  return Math.round(n * 100) / 100
 }
 
 export function parseNonNegativeInt (v: unknown, max: number): number {

@@ -21,6 +21,8 @@ import { registerKServeRoutes } from '../serving/kserve/index.ts'
 import { PipelineBackend } from '../pipeline/index.ts'
 import { AppLoadMeter, Autoscaler, LoadBoard, LoadExchange, relayLoad, autoscaleConstants } from '../autoscale/index.ts'
 import { createPool } from '../inference/index.ts'
+import { BusySampler, Devices, type DeviceReport } from '../devices/index.ts'
+import path from 'node:path'
 import { MailboxServer, MailboxPuller } from '../mailbox/index.ts'
 import { NoticeAdmin, memberOf } from '../mailbox/admin.ts'
 import { registerNoticeRoutes } from '../mailbox/routes.ts'
@@ -74,6 +76,7 @@ export class Daemon {
   private logClient?: ClusterLogClient
   private transferService?: TransferService
   private ledgerValue?: Ledger
+  private devicesValue?: Devices
   private replicaHost?: ReplicaHost
   private ledgerView?: LedgerView
   private placerValue?: Placer
@@ -133,6 +136,17 @@ export class Daemon {
   get transfer (): TransferService {
     if (this.transferService == null) throw new LifecycleError('daemon not started')
     return this.transferService
+  }
+
+  /** The node role's accelerators and working execution providers. */
+  get devices (): Devices | undefined { return this.devicesValue }
+  /**
+   * A node's device report: this node's own, or as its ledger last reached this scheduler
+   * (undefined for a daemon holding neither).
+   */
+  nodeDevices (peerId: string): DeviceReport | undefined {
+    if (this.devicesValue != null && this.libp2p?.peerId.toString() === peerId) return this.devicesValue.report()
+    return this.ledgerView?.get(peerId)?.devices
   }
 
   /** The node role's capacity ledger. */
@@ -241,6 +255,11 @@ export class Daemon {
       if (roles.has('node')) {
         const ledger = this.ledgerValue = new Ledger({ cpu: config.cores, gpu: config.gpus })
         if (readCordon(config.dataDir)) ledger.setCordoned(true)
+        const devices = this.devicesValue = new Devices({ logger: componentLogger(this.logger, 'devices'), createPool }, {
+          gpus: config.gpus, gpuPerf: config.gpuPerf, probeDir: path.join(config.dataDir, 'devices')
+        })
+        ledger.setDevices(devices.report())
+        devices.onChange(() => { ledger.setDevices(devices.report()) })
         this.replicaHost = new ReplicaHost({ ledger, transfer, logger: servingLogger, createPool, registry: metrics.registry }, { dataDir: config.dataDir })
       }
       const view = this.view
@@ -275,6 +294,7 @@ export class Daemon {
       }
 
       const cpu = new CpuSampler()
+      const gpu = new BusySampler(() => this.replicaHost?.gpuBusyMs() ?? 0, () => config.gpus)
       const resource = this.resource
       this.heartbeater = new Heartbeater({
         ...base,
@@ -287,9 +307,9 @@ export class Daemon {
           cell: config.cell,
           cores: config.cores,
           gpus: config.gpus,
-          gpuPerf: 1,
+          gpuPerf: config.gpuPerf,
           cpuUtil: () => cpu.sample(),
-          gpuUtil: () => 0,
+          gpuUtil: () => gpu.sample(),
           inflight: () => this.inflight.value,
           ledgerVersion: () => this.ledgerValue?.version ?? 0,
           cordoned: () => this.ledgerValue?.cordoned ?? false,
@@ -363,6 +383,8 @@ export class Daemon {
       const replicaHost = this.replicaHost
       if (ledger != null && replicaHost != null) {
         replicaHost.start()
+        // In the background: CPU replicas load and serve meanwhile (docs/gpus.md).
+        this.devicesValue?.start()
         const refused = new Counter({ name: 'astrad_serving_refused_requests_total', help: 'Malformed or oversized requests refused by this node, by protocol', labelNames: ['protocol'], registers: [metrics.registry] })
         await serveReservations(libp2p, ledger, { onBadRequest: () => { refused.inc({ protocol: 'reserve' }) } })
         await serveInference(libp2p, async (app, req, signal) => {
@@ -504,6 +526,7 @@ export class Daemon {
     })
     await step('trust', async () => { await this.trustValue?.detach() })
     await step('libp2p', async () => { await this.libp2p?.stop() })
+    await step('devices', async () => { await this.devicesValue?.stop() })
     await step('replicas', async () => { await this.replicaHost?.stop() })
     this.releaseLock?.()
     this.releaseLock = undefined

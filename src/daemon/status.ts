@@ -8,6 +8,7 @@ import type { AppStatus } from '../placement/index.ts'
 import type { PipelineStatus } from '../pipeline/index.ts'
 import { memberOf, type Member } from '../mailbox/admin.ts'
 import type { Security } from '../trust/index.ts'
+import type { DeviceReport } from '../devices/index.ts'
 
 /** How this daemon holds its cluster secret (docs/security.md); no keys, only what an operator checks. */
 export interface SecurityStatus {
@@ -53,6 +54,15 @@ export interface StatusDocument {
     roles: Role[]
     cores: number
     gpus: number
+    /** Performance factor per card (`--gpu-perf`), from the heartbeat. */
+    gpuPerf: number
+    /** Busy fraction of the node's cards (its GPU replicas' run time), from the heartbeat. */
+    gpuUtil: number
+    /**
+     * Device kind, detected devices and working execution providers, where this daemon holds
+     * the node's ledger (a scheduler) or is the node; absent otherwise and from older nodes.
+     */
+    devices?: DeviceReport
     cpuUtil: number
     inflight: number
     lastSeenMs: number
@@ -141,7 +151,7 @@ export async function buildStatus (daemon: Daemon): Promise<StatusDocument> {
     const list = await daemon.onlineList(AbortSignal.timeout(5_000))
     members = list.records.map(memberOf)
     view = { source: list.source, stalenessMs: list.stalenessMs }
-    nodes = list.records.map(r => nodeEntry(r, nodeWeight.get(r.hb.peerId)))
+    nodes = list.records.map(r => nodeEntry(r, nodeWeight.get(r.hb.peerId), daemon.nodeDevices(r.hb.peerId)))
       .sort((a, b) => a.name.localeCompare(b.name) || a.peerId.localeCompare(b.peerId))
   } catch (err) {
     view = { source: 'none', stalenessMs: -1, error: err instanceof Error ? err.message : String(err) }
@@ -167,7 +177,7 @@ export async function buildStatus (daemon: Daemon): Promise<StatusDocument> {
 }
 
 /** A node of the status document from its online-list record and this scheduler's weight for it. */
-export function nodeEntry (r: WireRecord, weight: number | undefined): StatusDocument['nodes'][number] {
+export function nodeEntry (r: WireRecord, weight: number | undefined, devices?: DeviceReport): StatusDocument['nodes'][number] {
   // A dead or left node serves and moves nothing: its last heartbeat's figures are history.
   const live = r.state !== 'dead' && r.state !== 'left'
   return {
@@ -179,6 +189,9 @@ export function nodeEntry (r: WireRecord, weight: number | undefined): StatusDoc
     roles: r.hb.roles,
     cores: r.hb.cores,
     gpus: r.hb.gpus,
+    gpuPerf: r.hb.gpuPerf,
+    gpuUtil: live ? Math.round(r.hb.gpuUtil * 1000) / 1000 : 0,
+    ...(devices != null ? { devices } : {}),
     cpuUtil: Math.round(r.hb.cpuUtil * 1000) / 1000,
     inflight: live ? r.hb.inflight : 0,
     lastSeenMs: r.ageMs,

@@ -50,6 +50,16 @@ export const NATIVE_ASSETS = {
   library: { asset: 'onnxruntime/libonnxruntime.so.1', file: 'libonnxruntime.so.1' }
 } as const
 
+/**
+ * Environment variable naming a directory of operator-installed onnxruntime provider libraries
+ * (libonnxruntime_providers_cuda.so, _tensorrt.so, _shared.so: not in the npm package). onnxruntime
+ * loads them only from beside libonnxruntime.so.1, which inside the executable is the cache
+ * directory: they are symlinked there (docs/gpus.md).
+ */
+export const PROVIDERS_DIR_ENV = 'ASTRAD_ORT_PROVIDERS_DIR'
+/** The provider libraries linked from PROVIDERS_DIR_ENV. */
+export const PROVIDER_LIBRARY = /^libonnxruntime_providers_[a-z0-9_]+\.so(\.[0-9.]+)?$/
+
 /** Environment variable that overrides the directory the native files are written to. */
 export const NATIVE_DIR_ENV = 'ASTRAD_NATIVE_DIR'
 /** Subdirectory of the user's cache directory ($XDG_CACHE_HOME or ~/.cache). */

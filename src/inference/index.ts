@@ -6,9 +6,10 @@
  */
 export {
   createPool,
-  type InferencePool, type InferOutcome, type PoolComponents, type PoolInit, type PoolStats
+  type InferencePool, type InferOutcome, type PoolComponents, type PoolInit, type PoolStats, type PoolProvider
 } from './pool.ts'
 export { validateInputs } from './validate.ts'
+export type { ProviderFailure } from './messages.ts'
 export { ModelLoadError, NativeRuntimeError } from './errors.ts'
 export { datatypeFromOrt, ortTypeOf } from './datatypes.ts'
 export * as inferenceConstants from './constants.ts'

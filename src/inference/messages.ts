@@ -10,6 +10,17 @@ export interface WorkerInit {
    * sources: onnxruntime-node then requires its binding from node_modules as usual.
    */
   nativeBindingPath?: string
+  /**
+   * onnxruntime execution providers to try, in order (src/devices: `webgpu`, `cuda`, `cpu` …):
+   * the session is created on the first that starts. Unset: `cpu`.
+   */
+  executionProviders?: string[]
+}
+
+/** An execution provider the worker tried before the one it runs on, and why it did not start. */
+export interface ProviderFailure {
+  provider: string
+  reason: string
 }
 
 /** Main thread → worker. One run at a time: the pool sends the next only after the answer. */
@@ -23,7 +34,7 @@ export type ToWorker =
 /** Worker → main thread. */
 export type FromWorker =
   /** Loaded and warmed up (or why the warm-up run failed): ready for runs. */
-  | { type: 'ready', signature: ModelSignature, loadMs: number, warmupMs: number, warmupError?: string }
+  | { type: 'ready', signature: ModelSignature, loadMs: number, warmupMs: number, warmupError?: string, provider: string, skipped: ProviderFailure[] }
   /** Load or warm-up failed; the worker exits after sending this. */
   | { type: 'load-failed', message: string }
   /**

@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { lstat, mkdir, mkdtemp, readFile, realpath, rename, rm, stat, writeFile } from 'node:fs/promises'
+import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, realpath, rename, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { isAbsolute, join, resolve } from 'node:path'
-import { CACHE_SUBDIR, NATIVE_DIR_ENV, NATIVE_HASH_CHARS } from './constants.ts'
+import { CACHE_SUBDIR, NATIVE_DIR_ENV, NATIVE_HASH_CHARS, PROVIDER_LIBRARY, PROVIDERS_DIR_ENV } from './constants.ts'
 import { NativeRuntimeError } from './errors.ts'
 
 /**
@@ -158,4 +158,34 @@ export async function installNativeFiles (files: readonly NativeFile[], name: st
     }
   }
   throw new NativeRuntimeError(`no directory can hold onnxruntime's native files (set ${NATIVE_DIR_ENV} to a private, executable directory): ${reasons.join('; ')}`)
+}
+
+/**
+ * Links the provider libraries an operator installed in `from` (ASTRAD_ORT_PROVIDERS_DIR) into
+ * `dir`, beside libonnxruntime.so.1, where onnxruntime looks for them. A link already there is
+ * replaced when it points elsewhere (atomically: a new link renamed over it); a regular file of
+ * that name is left alone. Returns the names linked. A `from` that cannot be read is an error
+ * naming the variable.
+ */
+export async function linkProviderLibraries (dir: string, from: string): Promise<string[]> {
+  const source = resolve(from)
+  let names: string[]
+  try {
+    names = (await readdir(source)).filter(n => PROVIDER_LIBRARY.test(n)).sort()
+  } catch (err) {
+    throw new NativeRuntimeError(`${PROVIDERS_DIR_ENV}=${from} cannot be read: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+  }
+  const linked: string[] = []
+  for (const name of names) {
+    const target = join(source, name)
+    const at = join(dir, name)
+    const existing = await lstat(at).catch(() => undefined)
+    if (existing != null && !existing.isSymbolicLink()) continue
+    if (existing != null && await readlink(at) === target) { linked.push(name); continue }
+    const tmp = `${at}.${randomBytes(4).toString('hex')}.tmp`
+    await symlink(target, tmp)
+    await rename(tmp, at)
+    linked.push(name)
+  }
+  return linked
 }

@@ -10,6 +10,7 @@ import { CLOSE_TIMEOUT_MS, DEFAULT_INTRA_OP_THREADS, MAX_RESTART_FAILURES, MAX_T
 import { ModelLoadError } from './errors.ts'
 import { validateInputs } from './validate.ts'
 import { WorkerHandle, type RunReply } from './worker-handle.ts'
+import type { ProviderFailure } from './messages.ts'
 import { workerSource, type WorkerSource } from './worker-source.ts'
 
 export interface PoolInit {
@@ -32,6 +33,11 @@ export interface PoolInit {
    * @default false
    */
   transferInputs?: boolean
+  /**
+   * onnxruntime execution providers to try in order (src/devices): each worker creates its
+   * session on the first that starts. @default ['cpu']
+   */
+  executionProviders?: string[]
 }
 
 export interface PoolComponents {
@@ -51,6 +57,12 @@ export interface InferOutcome {
   compute: ComputeTiming
 }
 
+/** Which execution provider a pool's sessions run on, and the ones tried before it that did not start. */
+export interface PoolProvider {
+  provider: string
+  skipped: ProviderFailure[]
+}
+
 export interface PoolStats {
   /** Requests waiting for a worker. */
   queued: number
@@ -66,6 +78,14 @@ export interface InferencePool {
   /** Runs one request (input bytes are copied once, or moved with PoolInit.transferInputs). */
   infer: (req: InferRequest, signal?: AbortSignal) => Promise<InferOutcome>
   stats: () => PoolStats
+  /** The execution provider the sessions run on (the first worker's; all load the same list). */
+  readonly provider: PoolProvider
+  /**
+   * Time the workers have spent on runs since the pool started, summed over workers, runs in
+   * progress included (ms): its growth over an interval / (interval × workers) is how busy the
+   * pool's device was.
+   */
+  busyMs: () => number
   /** Rejects waiting and running requests (UnavailableError), releases every session, ends every worker. */
   close: () => Promise<void>
 }
@@ -107,7 +127,9 @@ function checkInit (init: PoolInit): Required<PoolInit> {
   if (!Number.isSafeInteger(init.workers) || init.workers < 1) throw new ConfigError('workers', `must be an integer ≥ 1, got ${init.workers}`)
   if (!Number.isSafeInteger(intraOpThreads) || intraOpThreads < 1) throw new ConfigError('intraOpThreads', `must be an integer ≥ 1, got ${intraOpThreads}`)
   if (!Number.isSafeInteger(init.maxQueue) || init.maxQueue < 0) throw new ConfigError('maxQueue', `must be an integer ≥ 0, got ${init.maxQueue}`)
-  return { ...init, intraOpThreads, transferInputs: init.transferInputs ?? false }
+  const executionProviders = init.executionProviders ?? ['cpu']
+  if (executionProviders.length === 0) throw new ConfigError('executionProviders', 'must list at least one provider')
+  return { ...init, intraOpThreads, transferInputs: init.transferInputs ?? false, executionProviders }
 }
 
 /**
@@ -157,6 +179,9 @@ export class WorkerPool implements InferencePool {
   private pumpQueued = false
   private closing: Promise<void> | undefined
   private sig: ModelSignature | undefined
+  private providerValue: PoolProvider | undefined
+  /** Run time of the finished runs (ms, summed over workers). */
+  private busyDone = 0
 
   constructor (log: Logger, init: Required<PoolInit>, source: WorkerSource) {
     this.log = log
@@ -170,6 +195,18 @@ export class WorkerPool implements InferencePool {
     return this.sig
   }
 
+  get provider (): PoolProvider {
+    if (this.providerValue === undefined) throw new Error('pool not started')
+    return this.providerValue
+  }
+
+  busyMs (): number {
+    const now = performance.now()
+    let running = 0
+    for (const s of this.slots) if (s.state === 'busy' && s.job !== undefined) running += now - s.job.dispatchedAt
+    return this.busyDone + running
+  }
+
   /** Loads every worker; on any failure (or abort) stops them all and rethrows. */
   async start (signal?: AbortSignal): Promise<void> {
     const t0 = performance.now()
@@ -180,11 +217,18 @@ export class WorkerPool implements InferencePool {
     try {
       const infos = await Promise.race([Promise.all(handles.map(h => h.ready)), aborted.promise])
       this.sig = infos[0]!.signature
+      this.providerValue = { provider: infos[0]!.provider, skipped: infos[0]!.skipped }
+      const others = [...new Set(infos.map(i => i.provider))]
+      if (others.length > 1) this.log.warn({ providers: others }, 'workers of one pool run on different execution providers')
+      if (infos[0]!.skipped.length > 0) {
+        this.log.warn({ provider: infos[0]!.provider, skipped: infos[0]!.skipped }, 'execution providers earlier in the list did not start; running on a later one')
+      }
       for (const slot of this.slots) slot.state = 'idle'
       this.log.info({
         model: this.init.modelPath,
         workers: this.init.workers,
         intraOpThreads: this.init.intraOpThreads,
+        provider: infos[0]!.provider,
         loadMs: Math.round(Math.max(...infos.map(i => i.loadMs))),
         warmupMs: Math.round(Math.max(...infos.map(i => i.warmupMs))),
         readyMs: Math.round(performance.now() - t0)
@@ -208,6 +252,7 @@ export class WorkerPool implements InferencePool {
       source: this.source,
       modelPath: this.init.modelPath,
       intraOpThreads: this.init.intraOpThreads,
+      executionProviders: this.init.executionProviders,
       name: `astrad-inference-${this.init.name}-${slot.index}`,
       onReply: (reply) => { this.onReply(slot, handle, reply) },
       onExit: (reason) => { this.onWorkerExit(slot, handle, reason) }
@@ -347,12 +392,13 @@ export class WorkerPool implements InferencePool {
   private onReply (slot: Slot, handle: WorkerHandle, reply: RunReply): void {
     if (slot.handle !== handle || slot.state !== 'busy' || reply.id !== slot.runId) return
     const job = slot.job!
+    const computeMs = performance.now() - job.dispatchedAt
+    this.busyDone += computeMs
     slot.job = undefined
     slot.state = 'idle'
     slot.ranSinceStart = true
     slot.failures = 0
     if (reply.type === 'result') {
-      const computeMs = performance.now() - job.dispatchedAt
       this.succeed(job, { outputs: reply.outputs, queueMs: job.dispatchedAt - job.enqueuedAt, computeMs, compute: splitCompute(job.dispatchedAt, computeMs, reply) })
     } else if (reply.code === 'ERR_INVALID_INPUT') {
       this.fail(job, new InvalidInferRequestError(reply.message))
@@ -383,7 +429,10 @@ export class WorkerPool implements InferencePool {
     slot.handle = undefined
     const job = slot.job
     slot.job = undefined
-    if (job !== undefined) this.fail(job, new InferenceFailedError(`worker ${slot.index} died while running the request: ${reason}`, 'ERR_WORKER_EXIT'))
+    if (job !== undefined) {
+      this.busyDone += performance.now() - job.dispatchedAt
+      this.fail(job, new InferenceFailedError(`worker ${slot.index} died while running the request: ${reason}`, 'ERR_WORKER_EXIT'))
+    }
     if (slot.ranSinceStart) slot.failures = 0
     else slot.failures++
     this.log.warn({ worker: slot.index, reason, failures: slot.failures }, 'inference worker died; replacing it')
@@ -411,6 +460,7 @@ export class WorkerPool implements InferencePool {
           throw new ModelLoadError(`the model file ${this.init.modelPath} changed: its signature differs from the pool's`)
         }
         slot.state = 'idle'
+        if (info.provider !== this.provider.provider) this.log.warn({ worker: slot.index, provider: info.provider, pool: this.provider.provider }, 'a replacement worker runs on another execution provider than the pool')
         this.log.info({ worker: slot.index }, 'inference worker replaced')
         this.pump()
       }).catch((err: unknown) => {

@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads'
 import type { ModelSignature } from '../serving/types.ts'
 import { ModelLoadError } from './errors.ts'
-import type { FromWorker, ToWorker, WorkerInit } from './messages.ts'
+import type { FromWorker, ProviderFailure, ToWorker, WorkerInit } from './messages.ts'
 import type { WorkerSource } from './worker-source.ts'
 
 export interface ReadyInfo {
@@ -10,6 +10,10 @@ export interface ReadyInfo {
   warmupMs: number
   /** Why the warm-up run failed, if it did (not fatal, see worker.ts). */
   warmupError?: string
+  /** The execution provider the session runs on. */
+  provider: string
+  /** Providers tried before it, and why each did not start. */
+  skipped: ProviderFailure[]
 }
 
 export type RunReply = Extract<FromWorker, { type: 'result' | 'failed' }>
@@ -18,6 +22,8 @@ export interface WorkerHandleInit {
   source: WorkerSource
   modelPath: string
   intraOpThreads: number
+  /** Execution providers to try in order (unset: cpu). */
+  executionProviders?: string[]
   /** Thread name (shows in debuggers and crash reports). */
   name: string
   /** A run's answer. */
@@ -42,6 +48,7 @@ export class WorkerHandle {
 
   constructor (init: WorkerHandleInit) {
     const workerData: WorkerInit = { modelPath: init.modelPath, intraOpThreads: init.intraOpThreads }
+    if (init.executionProviders !== undefined) workerData.executionProviders = init.executionProviders
     if (init.source.kind === 'eval') workerData.nativeBindingPath = init.source.nativeBindingPath
     this.worker = init.source.kind === 'eval'
       ? new Worker(init.source.code, { eval: true, workerData, name: init.name })
@@ -57,7 +64,7 @@ export class WorkerHandle {
       switch (msg.type) {
         case 'ready':
           this.isReady = true
-          ready.resolve({ signature: msg.signature, loadMs: msg.loadMs, warmupMs: msg.warmupMs, warmupError: msg.warmupError })
+          ready.resolve({ signature: msg.signature, loadMs: msg.loadMs, warmupMs: msg.warmupMs, warmupError: msg.warmupError, provider: msg.provider, skipped: msg.skipped })
           break
         case 'load-failed':
           this.lastError = msg.message

@@ -1,9 +1,9 @@
 import { homedir, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import * as sea from 'node:sea'
-import { NATIVE_ASSETS, WORKER_ASSET } from './constants.ts'
+import { NATIVE_ASSETS, PROVIDERS_DIR_ENV, WORKER_ASSET } from './constants.ts'
 import { NativeRuntimeError } from './errors.ts'
-import { cacheBases, contentHash, installNativeFiles, nativeDirName, type NativeFile } from './native-cache.ts'
+import { cacheBases, contentHash, installNativeFiles, linkProviderLibraries, nativeDirName, type NativeFile } from './native-cache.ts'
 
 /**
  * Content hash of the native assets, computed by scripts/build.ts (esbuild `define`) so a start
@@ -50,5 +50,8 @@ async function resolveSource (): Promise<WorkerSource> {
     home = undefined // no HOME and no passwd entry
   }
   const dir = await installNativeFiles(files, nativeDirName(hash), cacheBases(process.env, home, tmpdir(), process.getuid?.() ?? 0))
+  // Operator-installed provider libraries (cuda, tensorrt) go beside libonnxruntime.so.1 (docs/gpus.md).
+  const providers = process.env[PROVIDERS_DIR_ENV]
+  if (providers !== undefined && providers !== '') await linkProviderLibraries(dir, providers)
   return { kind: 'eval', code, nativeBindingPath: join(dir, NATIVE_ASSETS.binding.file) }
 }

@@ -6,7 +6,7 @@ import { AstradError } from '../util/errors.ts'
 import { elementCount, rawToTyped, transferable, typedToRaw } from './codec.ts'
 import { BATCH_DIM, WARMUP_RETRY_DIM } from './constants.ts'
 import { TYPED_ARRAY, datatypeFromOrt, ortTypeOf } from './datatypes.ts'
-import type { FromWorker, ToWorker, WorkerInit } from './messages.ts'
+import type { FromWorker, ProviderFailure, ToWorker, WorkerInit } from './messages.ts'
 
 /**
  * One inference worker thread: owns ONE onnxruntime session, runs one request at a time and
@@ -167,14 +167,32 @@ async function main (): Promise<void> {
     // device ID", harmless); the session's logSeverityLevel 4 (fatal only) below silences the
     // error line of every failed run (its text is in the error the request gets anyway).
     ort.env.logLevel = 'error'
-    session = await ort.InferenceSession.create(init.modelPath, {
-      intraOpNumThreads: init.intraOpThreads,
-      // One request at a time per session: no inter-op parallelism to pay threads for.
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-      graphOptimizationLevel: 'all',
-      logSeverityLevel: 4
-    })
+    // The first provider that starts wins; each one that does not is reported with its reason
+    // (the pool says so: a fallback is never silent). onnxruntime itself runs the nodes a GPU
+    // provider has no kernel for on the CPU.
+    const providers = init.executionProviders ?? ['cpu']
+    const skipped: ProviderFailure[] = []
+    let provider: string | undefined
+    for (const ep of providers) {
+      try {
+        session = await ort.InferenceSession.create(init.modelPath, {
+          executionProviders: [ep],
+          intraOpNumThreads: init.intraOpThreads,
+          // One request at a time per session: no inter-op parallelism to pay threads for.
+          interOpNumThreads: 1,
+          executionMode: 'sequential',
+          graphOptimizationLevel: 'all',
+          logSeverityLevel: 4
+        })
+        provider = ep
+        break
+      } catch (err) {
+        skipped.push({ provider: ep, reason: errorText(err) })
+      }
+    }
+    if (session === undefined || provider === undefined) {
+      throw new Error(`no execution provider could start: ${skipped.map(f => `${f.provider}: ${f.reason}`).join('; ')}`)
+    }
     const signature: ModelSignature = { inputs: specsOf('input', session.inputMetadata), outputs: specsOf('output', session.outputMetadata) }
     const loadMs = performance.now() - t0
     const t1 = performance.now()
@@ -185,7 +203,7 @@ async function main (): Promise<void> {
       port.close()
       return
     }
-    post({ type: 'ready', signature, loadMs, warmupMs: performance.now() - t1, warmupError })
+    post({ type: 'ready', signature, loadMs, warmupMs: performance.now() - t1, warmupError, provider, skipped })
     new SessionWorker(ort, session, port).listen()
   } catch (err) {
     port.off('message', early)

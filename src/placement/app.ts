@@ -3,6 +3,7 @@ import { defineKind } from '../clusterlog/index.ts'
 import { AstradError } from '../util/errors.ts'
 import { parseForPeople } from '../util/schema.ts'
 import { batchingKey, batchingSchema, type BatchingSpec } from '../batching/spec.ts'
+import { EXECUTION_PROVIDERS, isExecutionProvider, wantsGpu, type ExecutionProvider } from '../devices/index.ts'
 import {
   APP_NAME_PATTERN, DEFAULT_GPU, DEFAULT_MAX_QUEUE, DEFAULT_THREADS, DEFAULT_TIMEOUT_MS, MAX_CPU, MAX_GPU, MAX_QUEUE, MAX_REPLICAS,
   MAX_THREADS, MAX_TIMEOUT_MS, ROUTING_WEIGHTS, AUTOSCALE_DEFAULTS, MAX_SCALE_DELAY_MS, MAX_REPLICAS_PER_SECOND
@@ -48,6 +49,13 @@ export interface AppSpec {
    * off. A model without a batch dimension fails its replicas with the reason.
    */
   batching?: BatchingSpec
+  /**
+   * onnxruntime execution providers in order of preference (docs/gpus.md), e.g.
+   * `["cuda", "webgpu", "cpu"]`: a replica runs on the first that starts on its node; `cpu` last
+   * allows falling back (said in status). Absent: `cpu`, or `["webgpu", "cpu"]` when
+   * resources.gpu > 0 (see providersOf).
+   */
+  executionProviders?: ExecutionProvider[]
 }
 
 /** An app's autoscaling block (docs/autoscaling.md), defaults filled in. */
@@ -106,6 +114,7 @@ export const appSpecSchema = z.object({
   maxQueue: z.number().int().min(0).max(MAX_QUEUE).default(DEFAULT_MAX_QUEUE),
   threads: z.number().int().min(1).max(MAX_THREADS).default(DEFAULT_THREADS),
   routing: z.enum(ROUTING_WEIGHTS).default('measured'),
+  executionProviders: z.array(z.string()).min(1).max(EXECUTION_PROVIDERS.length).optional(),
   autoscaling: z.object({
     minReplicas: z.number().int().min(0).max(MAX_REPLICAS),
     maxReplicas: z.number().int().min(1).max(MAX_REPLICAS),
@@ -142,22 +151,54 @@ export function parseAppSpec (input: unknown): AppSpec {
   const resources: Resources = { cpu: s.resources?.cpu ?? s.threads, gpu: s.resources?.gpu ?? DEFAULT_GPU }
   if (resources.cpu === 0 && resources.gpu === 0) throw new InvalidAppError('app spec: resources must reserve some cpu or gpu (both are 0)')
   const spec: AppSpec = { name: s.name, model: s.model, replicas, resources, timeoutMs: s.timeoutMs, maxQueue: s.maxQueue, threads: s.threads, routing: s.routing }
+  if (s.executionProviders != null) spec.executionProviders = checkProviders(s.executionProviders, resources)
   if (s.cells != null) spec.cells = s.cells
   if (a != null) spec.autoscaling = a
   if (s.batching != null) spec.batching = s.batching
   return spec
 }
 
+/**
+ * executionProviders: known names, none twice; a GPU provider reserves cards (resources.gpu ≥ 1)
+ * and cards are reserved only for a GPU provider.
+ */
+function checkProviders (list: string[], resources: Resources): ExecutionProvider[] {
+  const seen = new Set<string>()
+  for (const [i, p] of list.entries()) {
+    if (!isExecutionProvider(p)) throw new InvalidAppError(`app spec: executionProviders[${i}]: '${p}' is not an execution provider (known: ${EXECUTION_PROVIDERS.join(', ')})`)
+    if (seen.has(p)) throw new InvalidAppError(`app spec: executionProviders[${i}]: '${p}' is listed twice`)
+    seen.add(p)
+  }
+  if (wantsGpu(list) && resources.gpu === 0) {
+    throw new InvalidAppError(`app spec: executionProviders names a GPU provider (${list.join(', ')}) but resources.gpu is 0: reserve the cards a replica uses (resources.gpu ≥ 1)`)
+  }
+  if (!wantsGpu(list) && resources.gpu > 0) {
+    throw new InvalidAppError(`app spec: resources.gpu is ${resources.gpu} but executionProviders (${list.join(', ')}) names no GPU provider: add one (cuda, tensorrt, webgpu) or reserve no cards`)
+  }
+  return list as ExecutionProvider[]
+}
+
+/**
+ * The providers an app's replicas try, in order: its list; without one, `cpu` — or, for an app
+ * reserving cards, `webgpu` then `cpu` (the card is used where the node can, and a fallback is
+ * shown in status, never silent).
+ */
+export function providersOf (spec: Pick<AppSpec, 'executionProviders' | 'resources'>): ExecutionProvider[] {
+  return spec.executionProviders ?? (spec.resources.gpu > 0 ? ['webgpu', 'cpu'] : ['cpu'])
+}
+
 /** Whether going from `a` to `b` needs new replicas (a roll) rather than a scale. */
 export function needsRoll (a: AppSpec, b: AppSpec): boolean {
   return a.model !== b.model || a.resources.cpu !== b.resources.cpu || a.resources.gpu !== b.resources.gpu ||
-    a.threads !== b.threads || a.maxQueue !== b.maxQueue || batchingKey(a.batching) !== batchingKey(b.batching)
+    a.threads !== b.threads || a.maxQueue !== b.maxQueue || batchingKey(a.batching) !== batchingKey(b.batching) ||
+    providersOf(a).join() !== providersOf(b).join()
 }
 
 /** As stored: parseAppSpec has filled in the replica count and the resources. */
 export const storedAppSpecSchema = appSpecSchema.extend({
   replicas: z.number().int().min(0).max(MAX_REPLICAS),
-  resources: z.object({ cpu, gpu }).strict()
+  resources: z.object({ cpu, gpu }).strict(),
+  executionProviders: z.array(z.enum(EXECUTION_PROVIDERS)).min(1).max(EXECUTION_PROVIDERS.length).optional()
 })
 
 export const appKind = defineKind<AppRecord>('app', z.object({

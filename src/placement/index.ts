@@ -1,4 +1,4 @@
-export { appKind, parseAppSpec, needsRoll, InvalidAppError, ROUTING_WEIGHTS, type AppSpec, type AppRecord, type Resources, type RoutingWeight } from './app.ts'
+export { appKind, parseAppSpec, needsRoll, providersOf, InvalidAppError, ROUTING_WEIGHTS, type AppSpec, type AppRecord, type Resources, type RoutingWeight } from './app.ts'
 export { Ledger, ReservationRejectedError, type Reservation, type LedgerReplica, type LedgerSnapshot, type ReplicaState, type LedgerEvent } from './ledger.ts'
 export { serveReservations, ReserveClient, type ReserveApi } from './protocol.ts'
 export { LedgerView } from './ledger-view.ts'

@@ -2,6 +2,7 @@ import { AstradError } from '../util/errors.ts'
 import type { ModelSignature } from '../serving/types.ts'
 import type { Resources } from './app.ts'
 import type { BatchingSpec } from '../batching/spec.ts'
+import type { DeviceReport, ExecutionProvider } from '../devices/index.ts'
 import { MAX_REPLICA_ERROR_CHARS, MAX_REPLICAS_PER_NODE } from './constants.ts'
 
 /** What a scheduler asks a node to hold. */
@@ -18,6 +19,11 @@ export interface Reservation {
   batching?: BatchingSpec
   /** Peer id of the scheduler that placed it. */
   owner: string
+  /**
+   * Execution providers to try in order (docs/gpus.md). Sent only for apps that name a GPU
+   * provider: absent, the replica runs on cpu (and an older node accepts the reservation).
+   */
+  executionProviders?: ExecutionProvider[]
 }
 
 export type ReplicaState = 'loading' | 'ready' | 'failed'
@@ -28,6 +34,10 @@ export interface LedgerReplica extends Reservation {
   error?: string
   /** Inputs/outputs, once loaded. */
   signature?: ModelSignature
+  /** The execution provider its sessions run on, once loaded (replicas with executionProviders only). */
+  provider?: ExecutionProvider
+  /** Why providers earlier in its list did not start, when it runs on a later one (a fallback). */
+  fallback?: string
   /** Node clock ms when reserved. */
   since: number
 }
@@ -46,6 +56,8 @@ export interface LedgerSnapshot {
    */
   cordoned?: boolean
   replicas: LedgerReplica[]
+  /** The node's accelerators and working execution providers (src/devices); absent from older nodes. */
+  devices?: DeviceReport
 }
 
 /** A reservation the node refuses; `code` says why (crosses the wire). */
@@ -71,6 +83,7 @@ export class Ledger {
   private versionValue = 0
   private accepting = true
   private cordonedValue = false
+  private devicesValue?: DeviceReport
   private readonly now: () => number
 
   constructor (capacity: Resources, now: () => number = Date.now) {
@@ -116,12 +129,14 @@ export class Ledger {
   }
 
   /** Records the outcome of loading (ready with its signature, or failed with the reason). */
-  setState (id: string, state: ReplicaState, detail: { error?: string, signature?: ModelSignature } = {}): void {
+  setState (id: string, state: ReplicaState, detail: { error?: string, signature?: ModelSignature, provider?: ExecutionProvider, fallback?: string } = {}): void {
     const replica = this.replicas.get(id)
     if (replica == null || replica.state === state) return
     replica.state = state
     if (detail.error != null) replica.error = detail.error.slice(0, MAX_REPLICA_ERROR_CHARS)
     if (detail.signature != null) replica.signature = detail.signature
+    if (detail.provider != null) replica.provider = detail.provider
+    if (detail.fallback != null) replica.fallback = detail.fallback.slice(0, MAX_REPLICA_ERROR_CHARS)
     this.bump({ type: 'state', replica })
   }
 
@@ -144,6 +159,12 @@ export class Ledger {
 
   get cordoned (): boolean { return this.cordonedValue }
 
+  /** The node's device report (after detection, after each probe): schedulers re-read the ledger. */
+  setDevices (report: DeviceReport): void {
+    this.devicesValue = report
+    this.bump()
+  }
+
   get (id: string): LedgerReplica | undefined { return this.replicas.get(id) }
 
   all (): LedgerReplica[] { return [...this.replicas.values()] }
@@ -161,7 +182,8 @@ export class Ledger {
       used: this.used(),
       accepting: this.accepting && !this.cordonedValue,
       cordoned: this.cordonedValue,
-      replicas: this.all().map(r => ({ ...r }))
+      replicas: this.all().map(r => ({ ...r })),
+      ...(this.devicesValue != null ? { devices: this.devicesValue } : {})
     }
   }
 

@@ -5,7 +5,8 @@ import type { Clock } from '../util/time.ts'
 import { AstradError, errorMessage } from '../util/errors.ts'
 import type { MembershipView, NodeRecord } from '../membership/index.ts'
 import type { ClusterLogAccess } from '../clusterlog/index.ts'
-import { appKind, type AppRecord } from './app.ts'
+import { appKind, providersOf, type AppRecord } from './app.ts'
+import { usableOn, wantsGpu } from '../devices/index.ts'
 import { pipelineKind, stageApps, type PipelineRecord } from '../pipeline/spec.ts'
 import type { ModelSignature } from '../serving/types.ts'
 import type { Autoscaler } from '../autoscale/autoscaler.ts'
@@ -15,7 +16,7 @@ import type { LedgerView } from './ledger-view.ts'
 import type { ReserveApi } from './protocol.ts'
 import { rendezvousOwner } from './rendezvous.ts'
 import {
-  APPS_REFRESH_MS, FAILED_NODE_BACKOFF_MS, MAX_RESERVE_ATTEMPTS, REBALANCE_INTERVAL_MS, RECONCILE_DEBOUNCE_MS, RECONCILE_INTERVAL_MS
+  APPS_REFRESH_MS, FAILED_NODE_BACKOFF_MS, MAX_REPLICA_ERROR_CHARS, MAX_RESERVE_ATTEMPTS, REBALANCE_INTERVAL_MS, RECONCILE_DEBOUNCE_MS, RECONCILE_INTERVAL_MS
 } from './constants.ts'
 
 /** One replica as the scheduler sees it: where it is and in what state. */
@@ -48,6 +49,12 @@ export interface AppStatus {
    * its target and bounds, and why it last changed. Absent until the owner has published one.
    */
   autoscaling?: Decision & { target: number, min: number, max: number }
+  /**
+   * Apps naming a GPU provider (docs/gpus.md): the ordered list, and each replica of the current
+   * generation with the provider it really runs on and, if it fell back, why.
+   */
+  executionProviders?: string[]
+  replicas?: Array<{ node: string, state: string, provider?: string, fallback?: string }>
 }
 
 export interface PlacerComponents {
@@ -280,6 +287,16 @@ export class Placer {
       }
       const notes = this.notes.get(spec.name)
       if (notes?.lastError != null && notes.deployment === deploymentOf(record)) status.lastError = notes.lastError
+      const providers = providersOf(spec)
+      if (wantsGpu(providers)) {
+        status.executionProviders = providers
+        status.replicas = current.map(p => ({
+          node: p.node.hb.name,
+          state: p.replica.state,
+          ...(p.replica.provider != null ? { provider: p.replica.provider } : {}),
+          ...(p.replica.fallback != null ? { fallback: p.replica.fallback } : {})
+        }))
+      }
       const a = spec.autoscaling
       if (a != null && decision != null) status.autoscaling = { ...decision, target: a.targetOngoingRequests, min: a.minReplicas, max: a.maxReplicas }
       return status
@@ -521,7 +538,13 @@ export class Placer {
     const backoff = notes.backoff
     const tried = new Set<string>()
     let backedOff = 0
+    // An app naming a GPU provider goes only where one of its providers works, or where its
+    // list allows cpu (nodes with a working GPU provider first); nodes that cannot say why.
+    const providers = providersOf(spec)
+    const gpuApp = wantsGpu(providers)
+    const unusable: string[] = []
     for (let attempt = 0; attempt < MAX_RESERVE_ATTEMPTS; attempt++) {
+      unusable.length = 0
       let best: { rec: NodeRecord, ledger: LedgerSnapshot, score: number } | undefined
       for (const rec of this.components.view.list.all()) {
         const id = rec.hb.peerId
@@ -535,9 +558,18 @@ export class Placer {
         const freeCpu = ledger.capacity.cpu - ledger.used.cpu
         const freeGpu = ledger.capacity.gpu - ledger.used.gpu
         if (freeCpu + 1e-9 < spec.resources.cpu || freeGpu < spec.resources.gpu) continue
-        // Spread an app's replicas, then prefer roomy and idle nodes.
+        let onGpu = false
+        if (gpuApp) {
+          const usable = usableOn(providers, ledger.devices?.providers)
+          if (usable.use === 'no' || usable.use === 'unknown') {
+            unusable.push(`${rec.hb.name}: ${usable.why}`)
+            continue
+          }
+          onGpu = usable.use === 'gpu'
+        }
+        // Spread an app's replicas, then prefer a working GPU provider, roomy and idle nodes.
         const room = ledger.capacity.cpu > 0 ? freeCpu / ledger.capacity.cpu : 0
-        const score = -same * 1000 + room * 100 - rec.hb.cpuUtil * 10
+        const score = -same * 1000 + (onGpu ? 500 : 0) + room * 100 - rec.hb.cpuUtil * 10
         if (best == null || score > best.score) best = { rec, ledger, score }
       }
       if (best == null) {
@@ -545,7 +577,9 @@ export class Placer {
         if (attempt === 0 && options.empty !== true) {
           notes.lastError = backedOff > 0 && notes.loadError != null
             ? notes.loadError
-            : `no ${cell != null ? `node in cell ${cell}` : 'node'} with cpu ${spec.resources.cpu} gpu ${spec.resources.gpu} free`
+            : unusable.length > 0
+              ? `no ${cell != null ? `node in cell ${cell}` : 'node'} with a free card can run ${providers.join(', ')}: ${unusable.join(' | ')}`.slice(0, MAX_REPLICA_ERROR_CHARS)
+              : `no ${cell != null ? `node in cell ${cell}` : 'node'} with cpu ${spec.resources.cpu} gpu ${spec.resources.gpu} free`
         }
         return undefined
       }
@@ -559,7 +593,8 @@ export class Placer {
         threads: spec.threads,
         maxQueue: spec.maxQueue,
         ...(spec.batching != null ? { batching: spec.batching } : {}),
-        owner: this.init.self
+        owner: this.init.self,
+        ...(gpuApp ? { executionProviders: providers } : {})
       }
       try {
         const ledger = await this.reserveOn(best.rec, reservation)

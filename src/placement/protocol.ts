@@ -6,6 +6,7 @@ import { handleRequests, request } from '../p2p/index.ts'
 import { DecodeError, errorMessage } from '../util/errors.ts'
 import { Trust } from '../trust/index.ts'
 import { batchingSchema } from '../batching/spec.ts'
+import { EXECUTION_PROVIDERS, MAX_GPU_PERF, devicesConstants } from '../devices/index.ts'
 import type { Ledger, LedgerSnapshot, Reservation } from './ledger.ts'
 import {
   MAX_CPU, MAX_GPU, MAX_LEDGER_RESPONSE_BYTES, MAX_RESERVE_REQUEST_BYTES, MAX_RESERVE_STREAMS, RESERVE_PROTOCOL, RESERVE_TIMEOUT_MS
@@ -20,6 +21,8 @@ import {
  * Every answer carries the whole ledger, so a rejected scheduler refreshes its view for free.
  */
 
+const { MAX_DETECTED_DEVICES, MAX_PROBE_REASON_CHARS } = devicesConstants
+
 const resources = z.object({ cpu: z.number().min(0).max(MAX_CPU), gpu: z.number().int().min(0).max(MAX_GPU) }).strict()
 
 const reservationSchema = z.object({
@@ -31,8 +34,20 @@ const reservationSchema = z.object({
   threads: z.number().int().min(1).max(64),
   maxQueue: z.number().int().min(0).max(100_000),
   batching: batchingSchema.optional(),
-  owner: z.string().min(1).max(128)
+  owner: z.string().min(1).max(128),
+  executionProviders: z.array(z.enum(EXECUTION_PROVIDERS)).min(1).max(EXECUTION_PROVIDERS.length).optional()
 }).strict()
+
+const probe = z.object({ state: z.enum(['ok', 'failed', 'probing']), reason: z.string().max(MAX_PROBE_REASON_CHARS).optional(), ms: z.number().min(0).optional() })
+/** A node's device report (src/devices): bounded, so a node cannot bloat a scheduler's view. */
+const devicesSchema = z.object({
+  kind: z.string().max(64),
+  count: z.number().int().min(0).max(MAX_GPU * 4),
+  perf: z.number().gt(0).max(MAX_GPU_PERF),
+  detected: z.array(z.object({ kind: z.string().max(32), name: z.string().max(200), source: z.string().max(200) })).max(MAX_DETECTED_DEVICES),
+  providers: z.partialRecord(z.enum(EXECUTION_PROVIDERS), probe),
+  software: z.boolean().optional()
+})
 
 const requestSchema = z.discriminatedUnion('op', [
   z.object({ op: z.literal('reserve'), reservation: reservationSchema }).strict(),
@@ -53,8 +68,11 @@ const ledgerSchema = z.object({
     state: z.enum(['loading', 'ready', 'failed']),
     error: z.string().optional(),
     signature: z.object({ inputs: z.array(tensorSpec), outputs: z.array(tensorSpec) }).optional(),
+    provider: z.enum(EXECUTION_PROVIDERS).optional(),
+    fallback: z.string().optional(),
     since: z.number()
-  }))
+  })),
+  devices: devicesSchema.optional()
 })
 
 const encoder = new TextEncoder()

@@ -7,6 +7,7 @@ import type { TransferService } from '../transfer/index.ts'
 import { ModelLoadError, type InferencePool, type PoolComponents, type PoolInit } from '../inference/index.ts'
 import type { Registry } from 'prom-client'
 import { batchingMetrics, createBatcher } from '../batching/index.ts'
+import { explain, isExecutionProvider, isGpuProvider, type ExecutionProvider } from '../devices/index.ts'
 import { UnavailableError, type InferRequest, type InferResult } from './types.ts'
 import { LOAD_TIMEOUT_MS, MODELS_DIR, RELEASE_DRAIN_MS, RELEASE_POLL_MS } from './constants.ts'
 
@@ -29,6 +30,19 @@ interface Hosted {
   abort: AbortController
   pool?: InferencePool
   unpin?: () => void
+}
+
+/**
+ * What the ledger says a replica with an execution-provider list runs on, and why it fell back
+ * past the providers before it (never silent). Replicas without a list run on cpu, unsaid.
+ */
+function runsOn (replica: LedgerReplica, pool: InferencePool): { provider?: ExecutionProvider, fallback?: string } {
+  if (replica.executionProviders == null) return {}
+  const { provider, skipped } = pool.provider
+  const out: { provider?: ExecutionProvider, fallback?: string } = {}
+  if (isExecutionProvider(provider)) out.provider = provider
+  if (skipped.length > 0) out.fallback = `running on ${provider}: ${skipped.map(f => `${f.provider} did not start (${explain(f.provider, f.reason)})`).join('; ')}`
+  return out
 }
 
 /** A model could not be made ready on this node (download, file, onnxruntime load). */
@@ -88,6 +102,16 @@ export class ReplicaHost {
     return result
   }
 
+  /**
+   * Run time (ms, summed over workers, runs in progress included) of the replicas here that run
+   * on a GPU provider: the node's gpuUtil is its growth per second per card.
+   */
+  gpuBusyMs (): number {
+    let ms = 0
+    for (const h of this.hosted.values()) if (h.pool != null && isGpuProvider(h.pool.provider.provider)) ms += h.pool.busyMs()
+    return ms
+  }
+
   /** Requests waiting for a worker, per app and version (generation) hosted here. */
   pending (): Array<{ model: string, version: string, count: number }> {
     const out = []
@@ -108,7 +132,8 @@ export class ReplicaHost {
         hosted.unpin = this.components.transfer.store?.pin(replica.model, `replica:${replica.replica}`)
         const file = await this.modelFile(replica.model, signal)
         let pool = await this.components.createPool({ logger }, {
-          modelPath: file, name: replica.app, workers: replica.threads, maxQueue: replica.maxQueue
+          modelPath: file, name: replica.app, workers: replica.threads, maxQueue: replica.maxQueue,
+          ...(replica.executionProviders != null ? { executionProviders: replica.executionProviders } : {})
         }, signal)
         if (replica.batching != null) pool = await this.batched(pool, replica)
         if (hosted.abort.signal.aborted) {
@@ -116,8 +141,8 @@ export class ReplicaHost {
           return
         }
         hosted.pool = pool
-        ledger.setState(replica.replica, 'ready', { signature: pool.signature })
-        logger.info({ app: replica.app, replica: replica.replica, ms: Date.now() - t0 }, 'replica ready')
+        ledger.setState(replica.replica, 'ready', { signature: pool.signature, ...runsOn(replica, pool) })
+        logger.info({ app: replica.app, replica: replica.replica, ms: Date.now() - t0, provider: pool.provider.provider }, 'replica ready')
       } catch (err) {
         if (hosted.abort.signal.aborted) return
         logger.warn({ app: replica.app, replica: replica.replica, err: errorMessage(err) }, 'replica failed to load')

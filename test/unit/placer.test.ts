@@ -422,3 +422,60 @@ test('with cells, a move stays in the replica\'s cell', async () => {
   await w.reconcile()
   assert.deepEqual(w.perNode(), { n1: 1, n2: 1 }, 'moved to n2 (cell A), never to n3 (cell B)')
 })
+
+/** A node offering `gpus` cards whose webgpu probe ended as `webgpu` says. */
+function gpuNode (w: World, i: number, gpus: number, webgpu: 'ok' | 'failed' | 'probing'): string {
+  const id = w.addNode(i, 'default', 4)
+  const ledger = new Ledger({ cpu: 4, gpu: gpus })
+  ledger.setDevices({
+    kind: gpus > 0 ? 'gpu' : 'none',
+    count: gpus,
+    perf: 1,
+    detected: [],
+    providers: { cuda: { state: 'failed', reason: 'no lib' }, webgpu: webgpu === 'failed' ? { state: 'failed', reason: 'no adapter' } : { state: webgpu }, cpu: { state: 'ok' } }
+  })
+  w.ledgers.set(id, ledger)
+  w.beat({ peerId: id, gpus })
+  return id
+}
+
+test('GPU apps go only to nodes with a free card and a working provider; the refusal names each node\'s reason', async () => {
+  const w = new World()
+  gpuNode(w, 1, 1, 'ok')
+  gpuNode(w, 2, 1, 'failed')
+  gpuNode(w, 3, 0, 'ok')
+  w.deploy({ name: 'vad', replicas: 2, resources: { cpu: 1, gpu: 1 }, executionProviders: ['webgpu'] })
+  await w.reconcile()
+  assert.deepEqual(w.perNode('vad'), { n1: 1 }, 'n2: webgpu fails; n3: no card')
+  const [placed] = [...w.ledgers.values()].flatMap(l => l.all()).filter(r => r.app === 'vad')
+  assert.deepEqual(placed?.executionProviders, ['webgpu'], 'the reservation carries the list')
+  const status = w.placer.status().find(a => a.name === 'vad')!
+  assert.equal(status.lastError, 'no node with a free card can run webgpu: n2: webgpu: no adapter')
+  assert.deepEqual(status.executionProviders, ['webgpu'])
+  assert.deepEqual(status.replicas?.map(r => r.node), ['n1'])
+
+  // With cpu last, the node whose webgpu fails takes it (n1's card is taken).
+  w.deploy({ name: 'fb', replicas: 1, resources: { cpu: 1, gpu: 1 }, executionProviders: ['webgpu', 'cpu'] })
+  await w.reconcile()
+  assert.deepEqual(w.perNode('fb'), { n2: 1 })
+})
+
+test('a node still probing gets no GPU-only replica; a working GPU provider is preferred over a cpu fallback; cpu apps reserve no provider list', async () => {
+  const w = new World()
+  gpuNode(w, 1, 1, 'probing')
+  w.deploy({ name: 'vad', replicas: 1, resources: { cpu: 1, gpu: 1 }, executionProviders: ['webgpu'] })
+  await w.reconcile()
+  assert.deepEqual(w.perNode('vad'), {})
+  assert.match(w.placer.status()[0]!.lastError ?? '', /n1: webgpu: still probing/)
+
+  const v = new World()
+  gpuNode(v, 1, 1, 'failed')
+  gpuNode(v, 2, 1, 'ok')
+  v.deploy({ name: 'fb', replicas: 1, resources: { cpu: 1, gpu: 1 }, executionProviders: ['cuda', 'webgpu', 'cpu'] })
+  v.deploy({ name: 'plain', replicas: 1 })
+  await v.reconcile()
+  assert.deepEqual(v.perNode('fb'), { n2: 1 }, 'the node where webgpu works')
+  const plain = [...v.ledgers.values()].flatMap(l => l.all()).find(r => r.app === 'plain')
+  assert.equal(plain?.executionProviders, undefined, 'older nodes keep accepting cpu apps')
+  assert.equal(v.placer.status().find(a => a.name === 'plain')?.replicas, undefined)
+})

@@ -92,12 +92,49 @@ export function renderStatus (s: StatusDocument, options: RenderStatusOptions = 
       ])
     )
   }
+  out += renderDevices(s)
   const pipelines = s.pipelines ?? []
   if (pipelines.length > 0) out += '\npipelines:\n' + renderPipelineStatus(pipelines)
   if (notices.length > 0) out += `\nnotices:\n${renderNotices(notices)}`
   if (t.limits != null) out += `\nP2P limits of ${self.name}:\n${renderLimits(t.limits)}`
   if (t.transfers != null && t.transfers.length > 0) out += `\ntransfers on ${self.name}:\n${renderTransfers(t.transfers)}`
   if (t.models != null && t.models.length > 0) out += `\nmodels:\n${renderModels(t.models)}`
+  return out
+}
+
+/** A provider as the devices table says it: `webgpu`, `webgpu?` (probing), `cuda✗` (failed). */
+function providerMark (name: string, p: { state: string }): string {
+  return p.state === 'ok' ? name : p.state === 'probing' ? `${name}?` : `${name}✗`
+}
+
+/**
+ * Accelerators (docs/gpus.md): one row per node that offers cards or has detected ones — kind,
+ * cards, performance factor, utilisation, providers (✗ failed, ? probing) and why the first
+ * offered GPU provider failed; then each GPU app's replicas with the provider they run on.
+ * Empty where no node has any (older daemons send no devices).
+ */
+export function renderDevices (s: StatusDocument): string {
+  let out = ''
+  const nodes = s.nodes.filter(n => n.devices != null && (n.devices.count > 0 || n.devices.detected.length > 0))
+  if (nodes.length > 0) {
+    out += '\ndevices:\n' + table(['NODE', 'KIND', 'CARDS', 'PERF', 'GPU UTIL', 'PROVIDERS', 'NOTE'], nodes.map(n => {
+      const d = n.devices!
+      const providers = Object.entries(d.providers)
+      // Why no GPU provider works, where none does (a working one makes the others' failures moot).
+      const gpuOk = providers.some(([name, p]) => name !== 'cpu' && p.state === 'ok')
+      const failed = gpuOk ? undefined : providers.find(([name, p]) => name !== 'cpu' && p.state === 'failed' && d.count > 0)
+      return [
+        n.name, `${d.kind}${d.software === true ? ' (software vulkan)' : ''}`, String(d.count), String(d.perf), `${Math.round(n.gpuUtil * 100)}%`,
+        providers.map(([name, p]) => providerMark(name, p)).join(' '),
+        d.count === 0 ? `detected: ${d.detected.map(x => `${x.kind} ${x.name}`).join(', ')} (offer with --gpus)` : failed != null ? `${failed[0]}: ${failed[1].reason ?? ''}` : ''
+      ]
+    }))
+  }
+  const rows: string[][] = []
+  for (const a of s.apps) {
+    for (const r of a.replicas ?? []) rows.push([a.name, (a.executionProviders ?? []).join(','), r.node, r.state, r.provider ?? '-', r.fallback ?? ''])
+  }
+  if (rows.length > 0) out += '\ngpu replicas:\n' + table(['APP', 'PREFERENCE', 'NODE', 'STATE', 'RUNS ON', 'FALLBACK'], rows)
   return out
 }
 
