@@ -125,3 +125,15 @@ export const PROBE_RETRY_MAX_MS = 60_000
  * at AUTO_INTERIM_BPS and says so in the log and in status (source `probing`).
  */
 export const PROBE_GIVE_UP_MS = 5 * 60_000
+
+/* ---- Integrity: the background scrub (scrub.ts) ---- */
+
+/**
+ * Bytes per second the background scrub re-hashes: 4 MB/s is ~1 % of a core for SHA-256 and a
+ * small share of any disk, and still covers 345 GB a day (a 70 GB model every ~5 h). Bit rot
+ * changes no mtime, so only a re-read finds it; a receiver would otherwise be the first to
+ * notice, and blame this node. `--scrub-rate` changes it (`off` stops the scrub).
+ */
+export const SCRUB_RATE_BPS = 4_000_000
+/** The scrub rests this long after a pass (and looks again this often while nothing is held). */
+export const SCRUB_PASS_PAUSE_MS = 1_000

@@ -13,6 +13,8 @@ import { TransferLimits, type LimitState } from './limiter.ts'
 import { AutoLimiter, ProbeServer } from './probe.ts'
 import { PieceServer, type Throttle } from './piece-protocol.ts'
 import { HaveAnnouncer } from './have.ts'
+import { Scrubber } from './scrub.ts'
+import { SCRUB_RATE_BPS } from './constants.ts'
 import { Tracker, TrackerClient } from './tracker.ts'
 import { Download, type TransferInfo } from './downloader.ts'
 import { modelKind, type ModelRecord } from './kinds.ts'
@@ -50,6 +52,8 @@ export interface TransferInit {
   uploadLimit: RateSetting
   downloadLimit: RateSetting
   cacheSize?: number
+  /** Bytes/s the background scrub re-hashes held pieces at; 0 = no scrub. @default SCRUB_RATE_BPS */
+  scrubRate?: number
 }
 
 export interface TransferComponents {
@@ -91,6 +95,7 @@ export class TransferService {
   private readonly announcer?: HaveAnnouncer
   private readonly autoLimiter?: AutoLimiter
   private readonly probeServer?: ProbeServer
+  private readonly scrubber?: Scrubber
   private readonly downloads = new Map<string, Download>()
   private readonly uploadedBytes: Counter
   private readonly downloadedBytes: Counter
@@ -132,6 +137,8 @@ export class TransferService {
         local: tracker != null ? (from, have) => { tracker.ingest(from, have) } : undefined
       })
       this.autoLimiter = new AutoLimiter({ libp2p, logger: this.logger }, this.limits)
+      const scrubRate = init.scrubRate ?? SCRUB_RATE_BPS
+      if (scrubRate > 0) this.scrubber = new Scrubber({ store, logger: componentLogger(components.logger, 'scrub'), registry }, { rateBps: scrubRate })
     }
 
     gaugeFn(registry, 'astrad_transfer_active', 'Model downloads in progress', () => this.activeTransfers())
@@ -175,6 +182,8 @@ export class TransferService {
       const announcer = this.announcer!
       this.unsubscribe = this.store.onChange(e => {
         announcer.changed(e.id)
+        // A held piece failed its hash (scrub, or a changed file before serving): fetch it again.
+        if (e.type === 'rotten') this.repair(e.id)
       })
     }
     await this.tracker?.start()
@@ -185,6 +194,7 @@ export class TransferService {
     // A new resource (or one restarted with an empty tracker) learns what we hold at once.
     this.trackerClient.onResourceConnect(() => { this.announcer?.announceAll() })
     this.autoLimiter?.start()
+    this.scrubber?.start()
     this.started = true
     // A partial model on disk was wanted by someone: resume it.
     for (const m of this.store?.list() ?? []) {
@@ -198,6 +208,7 @@ export class TransferService {
     for (const d of this.downloads.values()) d.abort('daemon stopping')
     await Promise.allSettled([...this.downloads.values()].map(async d => { await d.run() }))
     this.autoLimiter?.stop()
+    await this.scrubber?.stop()
     this.announcer?.stop()
     this.unsubscribe?.()
     await this.server?.stop()
@@ -260,6 +271,22 @@ export class TransferService {
     if (manifest == null) throw new TransferError(`no model ${id} in the cluster (see: astrad model ls)`, 'ERR_NOT_FOUND', 404)
     const download = this.startDownload(manifest, id, record?.name ?? '(unlisted)')
     return download.info()
+  }
+
+  /**
+   * Fetches again the pieces of a model that rotted. A download of it in progress finishes
+   * first (it may have counted the piece as held), then the model is checked again.
+   */
+  private repair (id: string): void {
+    const running = this.downloads.get(id)
+    if (running?.state === 'downloading') {
+      void running.run().catch(() => {}).finally(() => { if (this.started) this.repair(id) })
+      return
+    }
+    const m = this.store?.get(id)
+    if (m == null || m.complete || !this.started) return
+    this.logger.info({ model: id, missing: m.manifest.pieces.length - m.have.size }, 'fetching rotten pieces again')
+    this.startDownload(m.manifest, id, running?.info().name ?? '(repair)')
   }
 
   private startDownload (manifest: Manifest, id: string, name: string): Download {
