@@ -66,30 +66,41 @@ export class Scrubber {
   }
 
   private async loop (signal: AbortSignal): Promise<void> {
-    const { store, logger } = this.components
+    const { logger } = this.components
     const take = async (n: number, s?: AbortSignal): Promise<void> => {
       await this.bucket.take(n, s)
       this.bytes?.inc(n)
     }
     while (!signal.aborted) {
-      for (const model of store.list()) {
-        for (const index of model.have.indices()) {
-          signal.throwIfAborted()
-          let result: VerifyResult
-          try {
-            result = await store.verifyPiece(model.id, index, { take, signal })
-          } catch (err) {
-            if (signal.aborted || err instanceof LifecycleError) throw err
-            // An I/O error reading one piece must not end the scrub: say so, go on.
-            logger.warn({ model: model.id, piece: index, err: errorMessage(err) }, 'scrub could not read a piece')
-            continue
-          }
-          if (result === 'ok') this.stats.ok++
-          else if (result === 'rotten') this.stats.rotten++
-        }
+      try {
+        await this.pass(signal, take)
+      } catch (err) {
+        if (signal.aborted || err instanceof LifecycleError) throw err
+        // Whatever it was, the scrub must not end for good: say so, rest, start over.
+        logger.warn({ err: errorMessage(err) }, 'scrub pass failed; starting over')
       }
-      this.stats.passes++
       await sleep(SCRUB_PASS_PAUSE_MS, signal)
     }
+  }
+
+  private async pass (signal: AbortSignal, take: (n: number, s?: AbortSignal) => Promise<void>): Promise<void> {
+    const { store, logger } = this.components
+    for (const model of store.list()) {
+      for (const index of model.have.indices()) {
+        signal.throwIfAborted()
+        let result: VerifyResult
+        try {
+          result = await store.verifyPiece(model.id, index, { take, signal })
+        } catch (err) {
+          if (signal.aborted || err instanceof LifecycleError) throw err
+          // An I/O error reading one piece must not end the scrub: say so, go on.
+          logger.warn({ model: model.id, piece: index, err: errorMessage(err) }, 'scrub could not read a piece')
+          continue
+        }
+        if (result === 'ok') this.stats.ok++
+        else if (result === 'rotten') this.stats.rotten++
+      }
+    }
+    this.stats.passes++
   }
 }

@@ -14,6 +14,7 @@ import { AutoLimiter, ProbeServer } from './probe.ts'
 import { PieceServer, type Throttle } from './piece-protocol.ts'
 import { HaveAnnouncer } from './have.ts'
 import { Scrubber } from './scrub.ts'
+import { SwarmHave } from './swarm-have.ts'
 import { SCRUB_RATE_BPS } from './constants.ts'
 import { Tracker, TrackerClient } from './tracker.ts'
 import { Download, type TransferInfo } from './downloader.ts'
@@ -96,6 +97,7 @@ export class TransferService {
   private readonly autoLimiter?: AutoLimiter
   private readonly probeServer?: ProbeServer
   private readonly scrubber?: Scrubber
+  private readonly swarmHave?: SwarmHave
   private readonly downloads = new Map<string, Download>()
   private readonly uploadedBytes: Counter
   private readonly downloadedBytes: Counter
@@ -137,6 +139,19 @@ export class TransferService {
         local: tracker != null ? (from, have) => { tracker.ingest(from, have) } : undefined
       })
       this.autoLimiter = new AutoLimiter({ libp2p, logger: this.logger }, this.limits)
+      this.swarmHave = new SwarmHave({
+        libp2p,
+        logger: this.logger,
+        onHave: (peer, m) => {
+          const d = this.downloads.get(m.id)
+          if (d == null) return
+          try {
+            d.peerHave(peer, m.bitfield)
+          } catch (err) {
+            this.logger.debug({ peer: peer.toString(), model: m.id, err: errorMessage(err) }, 'have message does not fit the manifest')
+          }
+        }
+      })
       const scrubRate = init.scrubRate ?? SCRUB_RATE_BPS
       if (scrubRate > 0) this.scrubber = new Scrubber({ store, logger: componentLogger(components.logger, 'scrub'), registry }, { rateBps: scrubRate })
     }
@@ -149,8 +164,13 @@ export class TransferService {
     if (this.server != null) {
       const server = this.server
       gaugeFn(registry, 'astrad_transfer_uploads_active', 'Piece uploads in progress', () => server.stats.active)
+      gaugeFn(registry, 'astrad_transfer_uploads_queued', 'Piece requests waiting for an upload slot', () => server.stats.queued)
       gaugeFn(registry, 'astrad_transfer_pieces_served', 'Pieces served to peers since start', () => server.stats.served)
       labelledGaugeFn(registry, 'astrad_transfer_piece_requests_refused', 'Piece requests not served since start, by code (bad request, busy, no piece, timeout …)', 'code', () => server.stats.refused)
+    }
+    if (this.swarmHave != null) {
+      const swarm = this.swarmHave
+      labelledGaugeFn(registry, 'astrad_transfer_swarm_have_messages', 'Direct have messages between downloaders since start, by direction (sent, received, rejected)', 'direction', () => ({ ...swarm.stats }))
     }
     if (this.tracker != null) {
       const tracker = this.tracker
@@ -190,6 +210,7 @@ export class TransferService {
     await this.probeServer?.start()
     await this.trackerClient.start()
     await this.server?.start()
+    await this.swarmHave?.start()
     this.announcer?.start()
     // A new resource (or one restarted with an empty tracker) learns what we hold at once.
     this.trackerClient.onResourceConnect(() => { this.announcer?.announceAll() })
@@ -212,6 +233,7 @@ export class TransferService {
     this.announcer?.stop()
     this.unsubscribe?.()
     await this.server?.stop()
+    await this.swarmHave?.stop()
     this.trackerClient.stop()
     await this.tracker?.stop()
     await this.probeServer?.stop()
@@ -297,7 +319,10 @@ export class TransferService {
       holders: async (mid, pieces, signal) => await this.trackerClient.holders(mid, pieces, { signal }),
       download: this.downloadThrottle(),
       logger: this.logger,
-      onPieceFailure: reason => { this.pieceFailures.inc({ reason }) }
+      onPieceFailure: reason => { this.pieceFailures.inc({ reason }) },
+      swarm: this.swarmHave != null && this.server != null
+        ? { send: (peer, have) => { this.swarmHave!.send(peer, { id, bitfield: have.bytes }) }, requesters: mid => this.server!.recentRequesters(mid) }
+        : undefined
     }, manifest, id, name)
     this.downloads.set(id, download)
     download.run().catch((err: unknown) => {

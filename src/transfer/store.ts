@@ -31,6 +31,8 @@ import { buildManifest, canonicalManifest, manifestId, parseManifest, pieceLengt
 const TOUCH_PERSIST_MS = 60_000
 /** statfs results are reused this long by usage() (ensureSpace always asks afresh). */
 const STATFS_CACHE_MS = 1_000
+/** Received piece bytes are written in batches of this size (fewer syscalls than one per stream message). */
+const WRITE_BATCH_BYTES = 1024 * 1024
 /** Read size of a re-hash (scrub, changed file): big reads, few syscalls; never sent anywhere. */
 const REHASH_CHUNK_BYTES = 1024 * 1024
 /** A manifest of MAX_PIECES hashes is < 600 KiB; anything larger on disk is not ours. */
@@ -1063,7 +1065,11 @@ class Writer implements PieceWriter {
   private readonly length: number
   private readonly tmp: string
   private readonly hash: Hash = createHash('sha256')
+  /** Bytes accepted (hashed, and written or batched). */
   private written = 0
+  /** Received bytes not yet written: one write per WRITE_BATCH_BYTES, not one per stream message. */
+  private batch?: Buffer
+  private batched = 0
   private fh?: FileHandle
   private reserved = false
   private queue: Promise<void> = Promise.resolve()
@@ -1105,16 +1111,31 @@ class Writer implements PieceWriter {
         this.fh = await open(this.tmp, 'wx')
       }
       this.hash.update(chunk)
+      this.written += chunk.length
       let off = 0
       while (off < chunk.length) {
-        const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off)
-        off += bytesWritten
-        this.written += bytesWritten
-        this.host.wrote(bytesWritten)
+        const batch = this.batch ??= Buffer.allocUnsafe(Math.min(WRITE_BATCH_BYTES, this.length))
+        const n = Math.min(chunk.length - off, batch.length - this.batched)
+        batch.set(chunk.subarray(off, off + n), this.batched)
+        this.batched += n
+        off += n
+        if (this.batched === batch.length) await this.flush()
       }
     } catch (err) {
       await this.fail(this.error ?? (this.entry.removed ? new ModelNotFoundError(`model ${this.entry.id} was removed`) : this.host.fsError(err, `writing ${this.what}`)))
     }
+  }
+
+  /** Writes the batched bytes to the temp file. */
+  private async flush (): Promise<void> {
+    const batch = this.batch
+    let off = 0
+    while (batch != null && off < this.batched) {
+      const { bytesWritten } = await this.fh!.write(batch, off, this.batched - off)
+      off += bytesWritten
+      this.host.wrote(bytesWritten)
+    }
+    this.batched = 0
   }
 
   private async fail (err: unknown): Promise<never> {
@@ -1146,6 +1167,7 @@ class Writer implements PieceWriter {
         await this.cleanup()
         return false
       }
+      await this.flush()
       const fh = this.fh!
       await fh.sync()
       // The rename below keeps inode, size and mtime: this is the verified file's stamp.

@@ -8,7 +8,8 @@ import { TestCluster, waitFor } from '../helpers/cluster.ts'
 import { operatorAuth } from '../helpers/operator.ts'
 import type { Daemon } from '../../src/daemon/index.ts'
 import { request } from '../../src/p2p/index.ts'
-import { PIECE_PROTOCOL, TRACKER_PROTOCOL } from '../../src/transfer/constants.ts'
+import { PIECE_PROTOCOL, TRACKER_PROTOCOL, SWARM_HAVE_PROTOCOL } from '../../src/transfer/constants.ts'
+import { encodeSwarmHave } from '../../src/transfer/swarm-have.ts'
 
 /**
  * Model distribution across in-process daemons on 127.0.0.1 with real libp2p, real stores on
@@ -280,4 +281,37 @@ test('bad input on the wire: malformed piece and tracker requests are refused, t
   await d.transfer.pull(id)
   await complete(d, id)
   assert.ok((await readAll(d, id)).equals(data))
+})
+
+function haveStats (d: Daemon): { sent: number, received: number, rejected: number } {
+  return (d.transfer as unknown as { swarmHave: { stats: { sent: number, received: number, rejected: number } } }).swarmHave.stats
+}
+
+test('downloaders of one model tell each other of new pieces directly; a have from a non-node is refused', async () => {
+  const seed = await cluster.start(nodeConfig({ uploadLimit: 4 * MiB }))
+  const data = randomBytes(32 * MiB)
+  const id = await add(seed, data, 'swarm-have')
+  const [a, b] = await Promise.all([cluster.start(nodeConfig()), cluster.start(nodeConfig())])
+  await waitFor('tracker knows the seed', async () => (await a.transfer.models()).find(m => m.id === id)?.nodesComplete === 1 && (await b.transfer.models()).find(m => m.id === id)?.nodesComplete === 1)
+  await Promise.all([a.transfer.pull(id), b.transfer.pull(id)])
+  await Promise.all([complete(a, id, 60_000), complete(b, id, 60_000)])
+  assert.ok((await readAll(a, id)).equals(data))
+  assert.ok((await readAll(b, id)).equals(data))
+  // Each learnt the other's pieces from the other, not only from the tracker.
+  assert.ok(haveStats(a).received > 0 && haveStats(b).received > 0, `have messages a ${JSON.stringify(haveStats(a))}, b ${JSON.stringify(haveStats(b))}`)
+  assert.ok(haveStats(a).sent > 0 && haveStats(b).sent > 0)
+  // The resource holds no node role: its have message is refused before it is read.
+  const rejected = haveStats(a).rejected
+  await resource.host.dial(a.host.getMultiaddrs()[0]!)
+  const s = await resource.host.dialProtocol(a.host.peerId, SWARM_HAVE_PROTOCOL)
+  // The receiver may have reset the stream already (it checks the role first).
+  try { s.send(encodeSwarmHave({ id, bitfield: new Uint8Array(1).fill(0xff) })) } catch {}
+  await s.close().catch(() => {})
+  await waitFor('the have message from a non-node refused', () => haveStats(a).rejected > rejected)
+  // Garbage from a node: refused, the daemon carries on.
+  const g = await b.host.dialProtocol(a.host.peerId, SWARM_HAVE_PROTOCOL)
+  try { g.send(new Uint8Array(40).fill(7)) } catch {}
+  await g.close().catch(() => {})
+  await waitFor('the garbage have message refused', () => haveStats(a).rejected > rejected + 1)
+  assert.equal(a.transfer.transfer(id)?.state, 'complete')
 })
