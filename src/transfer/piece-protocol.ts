@@ -182,23 +182,35 @@ export class PieceServer {
       }
       // It may have been dropped (rotten) or evicted while we waited.
       if (!source.has(req.id, req.index)) throw new AstradError(`piece ${req.index} not held`, 'ERR_NO_PIECE')
-      this.stats.active++
-      counted = true
+      // The first chunk before the answer: a piece file that changed since it was verified is
+      // re-hashed here, and one that fails is refused (ERR_NO_PIECE: the peer goes elsewhere
+      // without counting it against us), not cut off after a status OK.
+      const chunks = source.readPiece(req.id, req.index, req.offset, req.length)[Symbol.asyncIterator]()
+      try {
+        let next = await chunks.next()
+        this.stats.active++
+        counted = true
 
-      const header = new Uint8Array(5)
-      header[0] = STATUS_OK
-      new DataView(header.buffer).setUint32(1, req.length)
-      await send(stream, header, stall.signal)
-      let sent = 0
-      // The store reads in chunks of PIECE_CHUNK_BYTES: one token take and one message each.
-      for await (const chunk of source.readPiece(req.id, req.index, req.offset, req.length)) {
-        await upload?.take(chunk.length, stall.signal)
-        await send(stream, chunk, stall.signal)
-        upload?.record(chunk.length)
-        sent += chunk.length
-        stall.reset()
+        const header = new Uint8Array(5)
+        header[0] = STATUS_OK
+        new DataView(header.buffer).setUint32(1, req.length)
+        await send(stream, header, stall.signal)
+        let sent = 0
+        // The store reads in chunks of PIECE_CHUNK_BYTES: one token take and one message each.
+        while (next.done !== true) {
+          const chunk = next.value
+          await upload?.take(chunk.length, stall.signal)
+          await send(stream, chunk, stall.signal)
+          upload?.record(chunk.length)
+          sent += chunk.length
+          stall.reset()
+          next = await chunks.next()
+        }
+        if (sent !== req.length) throw new AstradError(`piece read ${sent} of ${req.length} bytes`, 'ERR_INTERNAL')
+      } finally {
+        // Closes the piece file when we stop early (an error, a stall); a no-op after the end.
+        await chunks.return?.()
       }
-      if (sent !== req.length) throw new AstradError(`piece read ${sent} of ${req.length} bytes`, 'ERR_INTERNAL')
       await stream.close({ signal: stall.signal })
       this.stats.served++
     } catch (err) {

@@ -185,7 +185,9 @@ test('a holder never serves a piece file changed since it was verified; the rece
   const d = await cluster.start(nodeConfig())
   await waitFor('tracker knows the holder', async () => (await d.transfer.models()).find(m => m.id === id)?.nodesComplete === 1)
   await d.transfer.pull(id)
-  await waitFor('the holder refused both changed pieces', async () => await rotten(holder, 'serve') === 2, 30_000)
+  await waitFor('the holder dropped both changed pieces', async () => await rotten(holder, 'serve') === 2, 30_000)
+  // Refused before a status OK (ERR_NO_PIECE: the receiver goes elsewhere, no strike), not cut off.
+  assert.ok(/astrad_transfer_piece_requests_refused\{code="ERR_NO_PIECE"\} [2-9]/.test(await holder.metrics.registry.getSingleMetricAsString('astrad_transfer_piece_requests_refused')), 'the changed pieces were refused as not held')
   await waitFor('the other pieces arrived', () => (d.transfer.transfer(id)?.havePieces ?? 0) === 2, 90_000)
   // The seed comes back: both nodes complete from it.
   await cluster.start(nodeConfig({ dataDir: seedDir }))
