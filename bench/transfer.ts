@@ -24,6 +24,7 @@ import { runBench, writeResult, logGoals, phaseRunner, installCleanupHooks, make
 import { round, ratio } from './lib/stats.ts'
 import { parseBytes, parseRate } from '../src/config/units.ts'
 import { writeRandomFile, machineCpu } from './lib/transfer-common.ts'
+import { SCRUB_RATE_BPS } from '../src/transfer/constants.ts'
 import { runRaw, type RawResult } from './lib/transfer-raw.ts'
 import { runNginx, nginxVersion, type NginxResult } from './lib/transfer-nginx.ts'
 import {
@@ -37,7 +38,10 @@ type Phase = 'raw' | 'pair' | 'limiter' | 'swarm' | 'nginx'
 const PHASES: Phase[] = ['raw', 'pair', 'limiter', 'swarm', 'nginx']
 
 interface Options {
+  /** Swarm and origin model size. */
   size: number
+  /** Raw, pair and limiter model size. */
+  pairSize: number
   /** Upload limit U, bytes/s. */
   limit: number
   limitDefaulted: boolean
@@ -65,14 +69,15 @@ function defaultLimit (): number {
 }
 
 const USAGE = `usage: node bench/transfer.ts [options]
-  --size BYTES          model size (default 1GiB; --quick: 256MiB), e.g. 512MiB
+  --size BYTES          swarm and origin model size (default 1GiB; --quick: 32MiB), e.g. 512MiB
+  --pair-size BYTES     raw, pair and limiter model size (default: --size; --quick: 128MiB)
   --upload-limit RATE   U, every node's upload limit and the origin's total egress
                         (default: 25MB/s on >= 7 cores, else 4 MB/s per core: ${(defaultLimit() / 1e6).toFixed(0)}MB/s here)
   --nodes N             downloaders / origin clients (default 8)
-  --window SEC          limiter window (default 10)
-  --limiter-windows N   windows measured per limiter direction (default 6; --quick: 3)
-  --raw-streams LIST    raw libp2p runs, streams per run (default 1,2)
-  --quick               256 MiB model, 3 limiter windows
+  --window SEC          limiter window (default 10; --quick: 5)
+  --limiter-windows N   windows measured per limiter direction (default 6; --quick: 2)
+  --raw-streams LIST    raw libp2p runs, streams per run (default 1,2; --quick: 1)
+  --quick               32 MiB swarm, 128 MiB pair, 2 limiter windows of 5 s (< 3 min)
   --skip PHASE[,PHASE]  leave out phases: ${PHASES.join(', ')}
   --no-verify           do not read back and hash every downloaded copy
   --out FILE            JSON results (default bench/results/transfer.json)
@@ -84,6 +89,7 @@ const USAGE = `usage: node bench/transfer.ts [options]
 function parseOptions (argv: string[]): Options {
   const o: Options = {
     size: 0,
+    pairSize: 0,
     limit: defaultLimit(),
     limitDefaulted: true,
     nodes: 8,
@@ -100,6 +106,7 @@ function parseOptions (argv: string[]): Options {
   }
   const v = parseFlags(argv, {
     size: { type: 'string' },
+    'pair-size': { type: 'string' },
     'upload-limit': { type: 'string' },
     nodes: { type: 'string' },
     window: { type: 'string' },
@@ -121,6 +128,11 @@ function parseOptions (argv: string[]): Options {
     try { size = parseBytes(v.size) } catch (err) { throw new UsageError(`--size: ${err instanceof Error ? err.message : String(err)}`) }
     if (size < 16 * 2 ** 20 || size > 64 * 2 ** 30) throw new UsageError(`--size must be between 16MiB and 64GiB, got ${v.size}`)
   }
+  let pairSize: number | undefined
+  if (v['pair-size'] !== undefined) {
+    try { pairSize = parseBytes(v['pair-size']) } catch (err) { throw new UsageError(`--pair-size: ${err instanceof Error ? err.message : String(err)}`) }
+    if (pairSize < 16 * 2 ** 20 || pairSize > 64 * 2 ** 30) throw new UsageError(`--pair-size must be between 16MiB and 64GiB, got ${v['pair-size']}`)
+  }
   if (v['upload-limit'] !== undefined) {
     try { o.limit = parseRate(v['upload-limit']) } catch (err) { throw new UsageError(`--upload-limit: ${err instanceof Error ? err.message : String(err)}`) }
     if (o.limit < 100_000) throw new UsageError(`--upload-limit must be at least 100kB/s, got ${v['upload-limit']}`)
@@ -128,8 +140,10 @@ function parseOptions (argv: string[]): Options {
   }
   if (v.nodes !== undefined) o.nodes = intFlag('--nodes', v.nodes, 1, 32)
   if (v.window !== undefined) o.windowSec = intFlag('--window', v.window, 1, 120)
+  else if (v.quick === true) o.windowSec = 5
   if (v['limiter-windows'] !== undefined) windows = intFlag('--limiter-windows', v['limiter-windows'], 1, 100)
   if (v['raw-streams'] !== undefined) o.rawStreams = v['raw-streams'].split(',').map(x => intFlag('--raw-streams', x.trim(), 1, 64))
+  else if (v.quick === true) o.rawStreams = [1]
   o.quick = v.quick === true
   for (const p of (v.skip ?? '').split(',').map(x => x.trim()).filter(x => x !== '')) {
     if (!PHASES.includes(p as Phase)) throw new UsageError(`--skip: unknown phase '${p}' (phases: ${PHASES.join(', ')})`)
@@ -140,8 +154,9 @@ function parseOptions (argv: string[]): Options {
   if (v['keep-temp'] === true) o.keepTemp = true
   if (v['no-build'] === true) o.build = false
   if (v.astrad !== undefined) { o.bin = path.resolve(v.astrad); o.build = false }
-  o.size = size ?? (o.quick ? 256 * 2 ** 20 : 2 ** 30)
-  o.limiterWindows = windows ?? (o.quick ? 3 : 6)
+  o.size = size ?? (o.quick ? 32 * 2 ** 20 : 2 ** 30)
+  o.pairSize = pairSize ?? (o.quick && size === undefined ? 128 * 2 ** 20 : o.size)
+  o.limiterWindows = windows ?? (o.quick ? 2 : 6)
   return o
 }
 
@@ -194,18 +209,24 @@ function summaryOf (o: Options, r: Results) {
   const rawBest = r.raw.length > 0 ? Math.max(...r.raw.map(x => x.bytesPerSec)) : undefined
   const swarmRatio = r.swarm != null ? r.swarm.lastMs / 1000 / floorSec : null
   const nginxRatio = r.nginx != null ? r.nginx.lastMs / 1000 / floorSec : null
+  const duplicates = r.swarm != null ? r.swarm.uploadOverhead - 1 : null
+  const pairOverRaw1 = ratio(r.pair?.bytesPerSec, raw1?.bytesPerSec)
+  // The seeder's scrub re-hashes at most --scrub-rate (the default here): measured ÷ bound.
+  const scrubOverRate = r.swarm?.seederScrubBytes != null && r.swarm.scrubSpanMs > 0 ? r.swarm.seederScrubBytes / (r.swarm.scrubSpanMs / 1000) / SCRUB_RATE_BPS : null
   return {
     floorSec,
     astradLastOverFloor: swarmRatio,
     centralLastOverFloor: nginxRatio,
     centralOverAstrad: ratio(r.nginx?.lastMs, r.swarm?.lastMs),
+    duplicateFraction: duplicates,
+    scrubOverRate,
     seederUploadOverSize: r.swarm != null ? r.swarm.seederUploadedBytes / o.size : null,
     swarmCpuBound: r.swarm != null ? r.swarm.machineBusyFraction >= 0.9 : null,
     pairBytesPerSec: r.pair?.bytesPerSec ?? null,
     pairSpanBytesPerSec: r.pair?.spanBytesPerSec ?? null,
     raw1BytesPerSec: raw1?.bytesPerSec ?? null,
     rawBestBytesPerSec: rawBest ?? null,
-    pairOverRaw1: ratio(r.pair?.bytesPerSec, raw1?.bytesPerSec),
+    pairOverRaw1,
     pairOverRawBest: ratio(r.pair?.bytesPerSec, rawBest),
     limiter: r.limiter.map(l => ({
       direction: l.direction,
@@ -219,7 +240,11 @@ function summaryOf (o: Options, r: Results) {
       peerMaxRatio: l.peerStats.windows.length > 0 ? Math.max(...l.peerStats.windows.map(w => w.ratio)) : null
     })),
     goals: {
+      pairOverRawAtLeast0_8: pairOverRaw1 != null ? pairOverRaw1 >= 0.8 : null,
       astradLastOverFloorAtMost1_3: swarmRatio != null ? swarmRatio <= 1.3 : null,
+      duplicatesAtMost5Pct: duplicates != null ? duplicates <= 0.05 : null,
+      // The token bucket's burst (≥ 64 KiB) is the only excess allowed: 2 % over a run of seconds.
+      scrubWithinItsRate: scrubOverRate != null ? scrubOverRate <= 1.02 : null,
       seederUploadAtMost1_5: r.swarm != null ? r.swarm.seederUploadedBytes / o.size <= 1.5 : null,
       // Not measured when no direction had a whole window (a transfer shorter than --window).
       limiterWithin5Pct: r.limiter.some(l => l.stats.windows.length > 0) ? r.limiter.every(l => l.stats.windows.every(w => Math.abs(w.ratio - 1) <= 0.05)) : null
@@ -253,8 +278,9 @@ function printTable (o: Options, r: Results, s: ReturnType<typeof summaryOf>, er
 
   if (r.pair != null || r.raw.length > 0) {
     out('')
-    out(`Throughput on loopback, ${(o.size / 2 ** 20).toFixed(0)} MiB, no limits`)
+    out(`Throughput on loopback, ${(o.pairSize / 2 ** 20).toFixed(0)} MiB, no limits`)
     out(row(['', 'MB/s', '÷ raw(1)', 'CPU s (s/r)']))
+    out(`  (${(o.pairSize / 2 ** 20).toFixed(0)} MiB model)`)
     for (const x of r.raw) out(row([`raw libp2p, ${x.streams} stream${x.streams > 1 ? 's' : ''} (memory → counter)`, mb(x.bytesPerSec), fx(ratio(x.bytesPerSec, s.raw1BytesPerSec ?? undefined)), `${x.senderCpuSec.toFixed(1)}/${x.receiverCpuSec.toFixed(1)}`]))
     if (r.pair != null) {
       const p = r.pair
@@ -281,6 +307,18 @@ function printTable (o: Options, r: Results, s: ReturnType<typeof summaryOf>, er
     const short = r.limiter.some(l => l.stats.windows.length === 0) ? ` (a transfer ended before one whole ${o.windowSec} s window: use a larger --size)` : ''
     out(`  goal ±5 % over ${o.windowSec} s windows: ${met(s.goals.limiterWithin5Pct)}${short}`)
   }
+
+  out('')
+  out('Goals of issue 17 (one run, side by side)')
+  const g = [44, 12, 10, 30, 12]
+  const grow = (cols: string[]): string => cols.map((c, i) => i === 0 ? c.padEnd(g[i] as number) : c.padStart(g[i] ?? 10)).join('  ')
+  out(grow(['goal', 'figure', 'target', 'baseline', '']))
+  out(grow(['1 pair ÷ raw libp2p (1 stream), loopback', fx(s.pairOverRaw1), '≥ 0.80', `raw ${mb(s.raw1BytesPerSec)} MB/s, pair ${mb(s.pairBytesPerSec)}`, met(s.goals.pairOverRawAtLeast0_8)]))
+  out(grow([`2 swarm last done ÷ size/U (${(o.size / 2 ** 20).toFixed(0)} MiB)`, fx(s.astradLastOverFloor), '≤ 1.30', `nginx ${fx(s.centralLastOverFloor)} × floor`, met(s.goals.astradLastOverFloorAtMost1_3)]))
+  out(grow(['2/3 duplicate bytes (uploads ÷ needed − 1)', s.duplicateFraction != null ? `${(s.duplicateFraction * 100).toFixed(1)} %` : '-', '≤ 5 %', 'nginx 0 %', met(s.goals.duplicatesAtMost5Pct)]))
+  out(grow(['3 seeder uploaded ÷ size', fx(s.seederUploadOverSize), '≤ 1.50', `nginx origin ${o.nodes}.00 × size`, met(s.goals.seederUploadAtMost1_5)]))
+  out(grow([`limiter, ${o.windowSec} s windows ÷ U`, r.limiter.length > 0 ? `${fx(Math.min(...s.limiter.map(l => l.minRatio ?? NaN)), 3)}–${fx(Math.max(...s.limiter.map(l => l.maxRatio ?? NaN)), 3)}` : '-', '0.95–1.05', '', met(s.goals.limiterWithin5Pct)]))
+  out(grow(['5 seeder scrub re-hash rate ÷ --scrub-rate', fx(s.scrubOverRate), '≤ 1.02', `${(SCRUB_RATE_BPS / 1e6).toFixed(0)} MB/s default`, met(s.goals.scrubWithinItsRate)]))
 
   if (errors.length > 0) {
     out('')
@@ -339,9 +377,18 @@ async function main (): Promise<void> {
   const phase = phaseRunner(errors, log)
 
   const ctx: AstradContext = { bin: o.bin, root, file, size: o.size, sha256, clockTicks: ticks, verify: o.verify, log }
+  // Raw, pair and limiter move their own model (--pair-size) through their own cluster dirs.
+  let pairCtx = ctx
+  if (o.pairSize !== o.size && (want('raw') || want('pair') || want('limiter'))) {
+    const pairRoot = path.join(root, 'pair')
+    fs.mkdirSync(pairRoot)
+    const pairFile = path.join(pairRoot, 'model.bin')
+    log(`writing a ${(o.pairSize / 2 ** 20).toFixed(0)} MiB random model file for raw, pair and limiter`)
+    pairCtx = { ...ctx, root: pairRoot, file: pairFile, size: o.pairSize, sha256: writeRandomFile(pairFile, o.pairSize) }
+  }
   if (want('raw')) {
     for (const streams of o.rawStreams) {
-      const r = await phase(`raw libp2p, ${streams} stream(s)`, async () => await runRaw(o.size, streams, 600_000))
+      const r = await phase(`raw libp2p, ${streams} stream(s)`, async () => await runRaw(o.pairSize, streams, 600_000))
       if (r != null) {
         results.raw.push(r)
         log(`raw libp2p, ${streams} stream(s): ${mb(r.bytesPerSec)} MB/s`)
@@ -349,12 +396,12 @@ async function main (): Promise<void> {
     }
   }
   if (want('pair')) {
-    results.pair = await phase('astrad pair (unthrottled)', async () => await runPair(ctx))
+    results.pair = await phase('astrad pair (unthrottled)', async () => await runPair(pairCtx))
     if (results.pair != null) log(`astrad pair: ${mb(results.pair.bytesPerSec)} MB/s (first byte → complete ${mb(results.pair.spanBytesPerSec)} MB/s)`)
   }
   if (want('limiter')) {
     for (const dir of ['upload', 'download'] as const) {
-      const r = await phase(`astrad limiter (${dir})`, async () => await runLimiter(ctx, dir, o.limit, o.windowSec, o.limiterWindows))
+      const r = await phase(`astrad limiter (${dir})`, async () => await runLimiter(pairCtx, dir, o.limit, o.windowSec, o.limiterWindows))
       if (r != null) {
         results.limiter.push(r)
         log(`limiter ${dir}: windows ÷ U = ${r.stats.windows.map(w => w.ratio.toFixed(3)).join(' ')}`)
@@ -384,6 +431,7 @@ async function main (): Promise<void> {
     date: new Date().toISOString(),
     options: {
       sizeBytes: o.size,
+      pairSizeBytes: o.pairSize,
       uploadLimitBytesPerSec: o.limit,
       uploadLimitDefaulted: o.limitDefaulted,
       nodes: o.nodes,

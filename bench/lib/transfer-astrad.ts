@@ -208,6 +208,12 @@ async function counter (d: AstradDaemon, name: string): Promise<number> {
   return metric(await getText(d.rpcPort, '/metrics', 5_000), name)
 }
 
+/** Bytes re-hashed by the background scrub so far; null when the build has none. */
+async function scrubCounter (d: AstradDaemon): Promise<number | null> {
+  const text = await getText(d.rpcPort, '/metrics', 5_000)
+  return text.includes('astrad_transfer_scrub_bytes_total') ? metric(text, 'astrad_transfer_scrub_bytes_total') : null
+}
+
 async function pull (d: AstradDaemon, id: string): Promise<Transfer> {
   return (await rpc<Transfer>(d.rpcPort, 'POST', `/v1/models/${id}/pull`)).body
 }
@@ -271,7 +277,16 @@ async function untilComplete (ds: AstradDaemon[], id: string, t0: number, o: Pol
     await Promise.all(ds.map(async (d, i) => {
       if (doneMs[i] != null) return
       const asked = now()
-      const tr = await transfer(d, id)
+      let tr: Transfer
+      try {
+        tr = await transfer(d, id)
+      } catch (err) {
+        // A daemon starved of CPU by other work on the machine answers late: note it, ask again
+        // next round (the overall deadline still bounds the phase).
+        rpcMaxMs[i] = Math.max(rpcMaxMs[i] as number, now() - asked)
+        if (d.proc.child.exitCode != null || d.proc.child.signalCode != null) throw err
+        return
+      }
       const at = now()
       rpcMaxMs[i] = Math.max(rpcMaxMs[i] as number, at - asked)
       latest[i] = tr
@@ -451,6 +466,10 @@ export interface SwarmResult {
   timeline: Array<[number, number, number]>
   polls: number
   verify: VerifyResult[] | null
+  /** Bytes the seeder's background scrub re-hashed during the swarm (null: this build has no scrub). */
+  seederScrubBytes: number | null
+  /** ms from the pulls to the last complete, as the scrub counter was read. */
+  scrubSpanMs: number
 }
 
 export async function runSwarm (ctx: AstradContext, downloaders: number, limit: number, timeoutMs: number): Promise<SwarmResult> {
@@ -472,6 +491,7 @@ export async function runSwarm (ctx: AstradContext, downloaders: number, limit: 
     const up0 = await Promise.all(all.map(async d => await counter(d, METRIC_UP)))
     const down0 = await Promise.all(ds.map(async d => await counter(d, METRIC_DOWN)))
     const fail0 = await Promise.all(ds.map(async d => await counter(d, METRIC_FAIL)))
+    const scrub0 = await scrubCounter(seeder)
     const cpu0 = [...all, resource].map(d => cpuSec(ctx, d))
     const sampler = new CpuSampler(ctx.clockTicks)
     const timeline: Array<[number, number, number]> = []
@@ -485,12 +505,14 @@ export async function runSwarm (ctx: AstradContext, downloaders: number, limit: 
         if (t - t0 < nextTick) return
         nextTick += 1000
         const held = latest.reduce((a, x) => a + (x?.haveBytes ?? 0), 0)
-        const seederUp = (await counter(seeder, METRIC_UP)) - (up0[0] as number)
+        const seederUp = (await counter(seeder, METRIC_UP).catch(() => NaN)) - (up0[0] as number)
         timeline.push([Math.round(t - t0), held, seederUp])
         if (timeline.length % 15 === 0) ctx.log(`swarm: ${(t - t0) / 1000 | 0} s, ${(held / (downloaders * ctx.size) * 100).toFixed(0)} % of all bytes held, seeder uploaded ${(seederUp / ctx.size).toFixed(2)} × size`)
       }
     })
     const cpuMachine = sampler.stop()
+    const scrub1 = await scrubCounter(seeder)
+    const scrubSpanMs = now() - t0
     const cpu1 = [...all, resource].map(d => cpuSec(ctx, d))
     const up1 = await Promise.all(all.map(async d => await counter(d, METRIC_UP)))
     const down1 = await Promise.all(ds.map(async d => await counter(d, METRIC_DOWN)))
@@ -527,7 +549,9 @@ export async function runSwarm (ctx: AstradContext, downloaders: number, limit: 
       otherCpuSec: Math.max(0, cpuMachine.busyCoreSec - cpuMachine.benchCpuSec - cpu1.reduce((a, x, i) => a + x - (cpu0[i] as number), 0)),
       timeline,
       polls: r.polls,
-      verify: null
+      verify: null,
+      seederScrubBytes: scrub0 != null && scrub1 != null ? scrub1 - scrub0 : null,
+      scrubSpanMs
     }
     if (ctx.verify) {
       ctx.log(`swarm: verifying ${downloaders} copies (GET /v1/models/:id/data, SHA-256)`)

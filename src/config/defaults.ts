@@ -56,6 +56,8 @@ export interface DaemonConfig {
   downloadLimit: RateSetting
   /** Bytes the model cache may hold before least-recently-used models are evicted. @default unlimited (disk watermarks only) */
   cacheSize?: number
+  /** Bytes/s the background scrub re-hashes held model pieces at; 0 = off. @default 4 MB/s (transfer's SCRUB_RATE_BPS) */
+  scrubRate?: number
   /** Addresses to announce instead of the listen addresses (a public IP in front of a pod). @default [] */
   announce: string[]
 }

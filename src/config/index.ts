@@ -4,7 +4,7 @@ import { ConfigError, errorMessage } from '../util/errors.ts'
 import { defaultConfig, type DaemonConfig } from './defaults.ts'
 import {
   parseRoles, parseName, parsePositiveInt, parseNonNegativeInt, parseMultiaddr, parseList,
-  parseHostPort, parseBootstrap, parseGpuPerf, parseLogLevel, parseLogFormat, parseToken, isLoopbackHost, parseRateSetting, parseBytes
+  parseHostPort, parseBootstrap, parseGpuPerf, parseLogLevel, parseLogFormat, parseToken, isLoopbackHost, parseRateSetting, parseBytes, parseRate
 } from './parse.ts'
 
 export { defaultConfig, ROLES, LOG_LEVELS, LOG_FORMATS, DEFAULT_RPC_PORT, DEFAULT_P2P_PORT } from './defaults.ts'
@@ -42,8 +42,20 @@ const SETTINGS: Setting[] = [
   { key: 'uploadLimit', flag: 'uploadLimit', env: 'ASTRAD_UPLOAD_LIMIT', parse: parseRateSetting },
   { key: 'downloadLimit', flag: 'downloadLimit', env: 'ASTRAD_DOWNLOAD_LIMIT', parse: parseRateSetting },
   { key: 'cacheSize', flag: 'cacheSize', env: 'ASTRAD_CACHE_SIZE', parse: parseBytes },
+  { key: 'scrubRate', flag: 'scrubRate', env: 'ASTRAD_SCRUB_RATE', parse: parseScrubRate },
   { key: 'announce', flag: 'announce', env: 'ASTRAD_ANNOUNCE', parse: v => parseList(v).map(parseMultiaddr) }
 ]
+
+/** The background scrub's rate: a rate, or off (0). */
+function parseScrubRate (v: unknown): number {
+  const s = String(v).trim().toLowerCase()
+  if (s === 'off' || s === '0') return 0
+  try {
+    return parseRate(v)
+  } catch {
+    throw new Error(`expected off or a rate such as 4MB/s, got '${String(v)}'`)
+  }
+}
 
 function parseBoolean (v: unknown): boolean {
   if (v === true || v === 'true' || v === '1') return true

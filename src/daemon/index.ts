@@ -247,7 +247,8 @@ export class Daemon {
         resource: roles.has('resource'),
         uploadLimit: config.uploadLimit,
         downloadLimit: config.downloadLimit,
-        cacheSize: config.cacheSize
+        cacheSize: config.cacheSize,
+        scrubRate: config.scrubRate
       })
 
       const selfId = libp2p.peerId.toString()

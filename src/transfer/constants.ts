@@ -25,6 +25,12 @@ export const HAVE_TOPIC = 'astra/have/1'
 
 /** Pieces fetched in random order before rarest-first takes over (the article's shuffle). */
 export const SHUFFLED_PIECES = 4
+/**
+ * Copies of one piece in flight at once in the endgame: the first request and one duplicate.
+ * More copies finish the last piece no sooner than the fastest of two, and every extra copy
+ * is wasted upload.
+ */
+export const ENDGAME_MAX_COPIES = 2
 /** Peers a download pulls from at once. */
 export const MAX_PEERS_PER_DOWNLOAD = 8
 /** Piece requests in flight per peer (the bounded pipeline). */
@@ -45,12 +51,42 @@ export const NO_SOURCE_TIMEOUT_MS = 60_000
 export const PIECE_CHUNK_BYTES = 256 * 1024
 /** Receive-side buffer: the stream is paused (yamux stops granting window) above this. */
 export const PIECE_READ_HIGH_WATER = 1024 * 1024
-/** Piece requests one node serves at once (all peers); more are refused with ERR_BUSY. */
-export const MAX_CONCURRENT_UPLOADS = 32
+/**
+ * Piece requests one node serves at once (all peers); the rest wait in a fair queue
+ * (upload-slots.ts). Few slots finish pieces early, at the full upload rate each in turn,
+ * so downloaders have pieces to pass on sooner: with 32 slots the first 4 MiB piece of a
+ * seeder at 8 MB/s landed after ~8 s; with 4, after ~2 s (bench:transfer, docs/bench-transfer.md).
+ */
+export const MAX_CONCURRENT_UPLOADS = 4
+/** Requests waiting for an upload slot (all peers); beyond this one is refused with ERR_BUSY. */
+export const MAX_QUEUED_UPLOADS = 64
+/**
+ * Longest a request waits for an upload slot before ERR_BUSY (the peer then asks elsewhere);
+ * below PIECE_STALL_MS, so the requester hears "busy" rather than timing out.
+ */
+export const UPLOAD_QUEUE_WAIT_MS = 10_000
+/** A peer that asked for a model's pieces this recently is told directly of our new pieces of it. */
+export const REQUESTER_MEMORY_MS = 30_000
+/** Requesters remembered per model (the most recent). */
+export const MAX_REQUESTERS_PER_MODEL = 64
 /** Inbound piece streams per connection: a peer's pipeline plus endgame duplicates. */
 export const MAX_INBOUND_PIECE_STREAMS = 8
 /** A piece request is a few dozen bytes; anything longer is refused. */
 export const MAX_PIECE_REQUEST_BYTES = 128
+
+/** Direct have messages between downloaders of one model (swarm-have.ts). */
+export const SWARM_HAVE_PROTOCOL = '/astra/have/1.0.0'
+/** Header + an 8,192-piece bitfield. */
+export const MAX_SWARM_HAVE_BYTES = 1 + 32 + 2 + 1024
+/** Sending or receiving one have message (a few dozen bytes over an open connection). */
+export const SWARM_HAVE_TIMEOUT_MS = 5_000
+/** Have streams one connection may have open at once (one per model being traded, and slack). */
+export const MAX_INBOUND_SWARM_HAVE_STREAMS = 8
+/**
+ * A downloader's new pieces are told to its swarm peers after this long, coalesced: pieces
+ * verify every few hundred ms per peer, so most messages carry one new piece.
+ */
+export const SWARM_HAVE_COALESCE_MS = 50
 
 /** Have announcements: coalesced this long after a change. */
 export const HAVE_COALESCE_MS = 500
@@ -125,3 +161,15 @@ export const PROBE_RETRY_MAX_MS = 60_000
  * at AUTO_INTERIM_BPS and says so in the log and in status (source `probing`).
  */
 export const PROBE_GIVE_UP_MS = 5 * 60_000
+
+/* ---- Integrity: the background scrub (scrub.ts) ---- */
+
+/**
+ * Bytes per second the background scrub re-hashes: 4 MB/s is ~1 % of a core for SHA-256 and a
+ * small share of any disk, and still covers 345 GB a day (a 70 GB model every ~5 h). Bit rot
+ * changes no mtime, so only a re-read finds it; a receiver would otherwise be the first to
+ * notice, and blame this node. `--scrub-rate` changes it (`off` stops the scrub).
+ */
+export const SCRUB_RATE_BPS = 4_000_000
+/** The scrub rests this long after a pass (and looks again this often while nothing is held). */
+export const SCRUB_PASS_PAUSE_MS = 1_000

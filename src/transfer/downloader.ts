@@ -10,7 +10,8 @@ import { fetchPiece, type Throttle } from './piece-protocol.ts'
 import { RateMeter } from './limiter.ts'
 import type { Holders } from './tracker.ts'
 import {
-  MAX_PEERS_PER_DOWNLOAD, PIPELINE_PER_PEER, TRACKER_REFRESH_MS, PEER_MAX_STRIKES, PEER_REST_MS, NO_SOURCE_TIMEOUT_MS
+  MAX_PEERS_PER_DOWNLOAD, PIPELINE_PER_PEER, TRACKER_REFRESH_MS, PEER_MAX_STRIKES, PEER_REST_MS, NO_SOURCE_TIMEOUT_MS,
+  SWARM_HAVE_COALESCE_MS, REQUESTER_MEMORY_MS
 } from './constants.ts'
 
 /** The part of the piece store a download uses. */
@@ -32,6 +33,13 @@ export interface DownloadComponents {
   logger: Logger
   /** Counts failed piece fetches by reason (hash, timeout, refused, unreachable, stream). */
   onPieceFailure?: (reason: string) => void
+  /** Direct have messages to the peers downloading the same model (swarm-have.ts). */
+  swarm?: {
+    /** Tells one peer what we hold (fire and forget). */
+    send: (peer: PeerId, have: Bitfield) => void
+    /** Peers that lately asked us for pieces of this model: they are downloading it too. */
+    requesters: (id: string) => PeerId[]
+  }
 }
 
 export type TransferState = 'downloading' | 'complete' | 'failed'
@@ -97,6 +105,11 @@ export class Download {
   private failures = 0
   private wake?: PromiseWithResolvers<void>
   private running?: Promise<void>
+  private announceTimer?: NodeJS.Timeout
+  /** Every missing piece has been requested once (idle peers were woken for duplicates). */
+  private endgame = false
+  /** Bitfields peers sent us directly (newer than the tracker's), with when. */
+  private readonly direct = new Map<string, { peer: PeerId, have: Bitfield, at: number }>()
 
   constructor (components: DownloadComponents, manifest: Manifest, id: string, name: string) {
     this.components = components
@@ -185,8 +198,47 @@ export class Download {
       logger.info({ model: this.id, name: this.name, seconds: (Date.now() - this.startedAt) / 1000, failures: this.failures }, 'model complete')
     } finally {
       unpin()
+      clearTimeout(this.announceTimer)
+      this.announceTimer = undefined
       for (const set of this.inflight.values()) for (const c of set) c.abort()
     }
+  }
+
+  /**
+   * A peer told us directly what it holds of this model (it is downloading it too). It becomes
+   * a source at once, rather than after the tracker learns it and we next ask (2 s or more).
+   * Throws DecodeError if the bitfield does not fit the manifest.
+   */
+  peerHave (peer: PeerId, bytes: Uint8Array): void {
+    if (this.state !== 'downloading') return
+    const have = new Bitfield(this.manifest.pieces.length, bytes)
+    const key = peer.toString()
+    this.direct.set(key, { peer, have, at: Date.now() })
+    const holder = this.holders.find(h => h.peer.toString() === key)
+    if (holder == null) this.holders.push({ peer, addrs: [], have: have.clone() })
+    else if (holder.have !== 'complete') holder.have = union(holder.have, have)
+    const p = this.peers.get(key)
+    if (p != null && p.have !== 'complete') {
+      for (const i of have.indices()) if (!p.have.has(i)) this.picker?.gained(i)
+      p.have = union(p.have, have)
+    }
+    if (p != null) p.idle = false
+    this.notify()
+  }
+
+  /** Our new pieces, told to the peers downloading the same model (coalesced). */
+  private announce (): void {
+    if (this.components.swarm == null || this.announceTimer != null) return
+    this.announceTimer = setTimeout(() => {
+      this.announceTimer = undefined
+      const swarm = this.components.swarm
+      if (swarm == null) return
+      const targets = new Map<string, PeerId>()
+      for (const h of this.holders) if (h.have !== 'complete') targets.set(h.peer.toString(), h.peer)
+      for (const p of swarm.requesters(this.id)) targets.set(p.toString(), p)
+      const have = this.have.clone()
+      for (const peer of targets.values()) swarm.send(peer, have)
+    }, SWARM_HAVE_COALESCE_MS)
   }
 
   private activePeers (): number {
@@ -207,12 +259,20 @@ export class Download {
       return
     }
     this.holders = answer.holders
+    // Peers that told us directly what they hold stay sources until the tracker catches up.
+    const cutoff = Date.now() - REQUESTER_MEMORY_MS
+    for (const [key, d] of this.direct) {
+      if (d.at < cutoff) { this.direct.delete(key); continue }
+      const h = this.holders.find(x => x.peer.toString() === key)
+      if (h == null) this.holders.push({ peer: d.peer, addrs: [], have: d.have.clone() })
+      else if (h.have !== 'complete') h.have = union(h.have, d.have)
+    }
     this.picker?.setAvailability(answer.availability)
     // New bitfields: a peer that had nothing for us may have something now.
     for (const p of this.peers.values()) p.idle = false
     for (const h of answer.holders) {
       const known = this.peers.get(h.peer.toString())
-      if (known != null) known.have = h.have
+      if (known != null) known.have = h.have === 'complete' ? 'complete' : h.have.clone()
       if (h.addrs.length > 0 && libp2p.getConnections(h.peer).length === 0) {
         const addrs = []
         for (const a of h.addrs) { try { addrs.push(multiaddr(a)) } catch {} }
@@ -256,6 +316,12 @@ export class Download {
         return
       }
       picker.started(piece)
+      // The last missing piece is now requested: idle peers may take endgame duplicates.
+      if (!this.endgame && picker.unrequested() === 0) {
+        this.endgame = true
+        for (const p of this.peers.values()) p.idle = false
+        this.notify()
+      }
       peer.serving.add(piece)
       const cancel = new AbortController()
       let set = this.inflight.get(piece)
@@ -273,6 +339,7 @@ export class Download {
         })
         if (await w.commit()) {
           this.have.set(piece)
+          this.announce()
           // Endgame: the other copies of this piece are now wasted work.
           for (const c of this.inflight.get(piece) ?? []) if (c !== cancel) c.abort()
           this.notify()
@@ -317,4 +384,11 @@ export class Download {
       }
     }
   }
+}
+
+/** The pieces in either bitfield (a new copy). */
+function union (a: Bitfield, b: Bitfield): Bitfield {
+  const out = a.clone()
+  for (const i of b.indices()) out.set(i)
+  return out
 }

@@ -138,14 +138,14 @@ export class HaveAnnouncer {
   private publish (id: string): void {
     const { source } = this.components
     const bitfield = source.bitfield(id)
-    if (bitfield == null) {
+    // Nothing held (removed, or every held piece rotted): withdraw what was announced.
+    if (bitfield == null || bitfield.size === 0) {
       if (!this.announced.has(id)) return
       // Removed: the piece count is unknown now and irrelevant to a removal.
       this.announced.delete(id)
       this.send({ incarnation: this.incarnation, seq: ++this.seq, id, pieces: 1, have: undefined })
       return
     }
-    if (bitfield.size === 0) return
     this.announced.add(id)
     this.send({ incarnation: this.incarnation, seq: ++this.seq, id, pieces: bitfield.length, have: bitfield.complete ? null : bitfield })
   }

@@ -1,5 +1,5 @@
 import { Bitfield } from './bitfield.ts'
-import { SHUFFLED_PIECES } from './constants.ts'
+import { SHUFFLED_PIECES, ENDGAME_MAX_COPIES } from './constants.ts'
 
 /** What a peer can serve: a bitfield, or every piece. */
 export type PeerHave = Bitfield | 'complete'
@@ -17,11 +17,10 @@ function peerHas (have: PeerHave, i: number): boolean {
  *   the same seeds (the article's cold-start / hot-file trick).
  * - **Rarest first** afterwards: the piece with the fewest known holders, ties broken at
  *   random, so rare pieces spread before their holders leave.
- * - **Duplicates / endgame**: when this peer holds nothing missing that is unrequested, it
- *   may duplicate an in-flight request (fewest duplicates first, never one it is already
- *   serving); the first copy to verify wins and the others are cancelled. Per peer, not only
- *   when the whole download is requested: fast peers stay busy while slow ones finish
- *   (docs/transfer.md has the measured cost).
+ * - **Duplicates / endgame**: once every missing piece is requested, a peer may duplicate an
+ *   in-flight request (fewest copies first, at most ENDGAME_MAX_COPIES, never one it is
+ *   already serving); the first copy to verify wins and the others are cancelled. (Per peer,
+ *   as before, cost 13–80 % duplicate bytes: docs/bench-transfer.md.)
  */
 export class PiecePicker {
   readonly pieces: number
@@ -38,6 +37,11 @@ export class PiecePicker {
     this.pieces = have.length
     this.availability = new Uint32Array(have.length)
     this.random = options.random ?? Math.random
+  }
+
+  /** One more peer holds `piece` (a direct have message, ahead of the tracker's counts). */
+  gained (piece: number): void {
+    if (piece >= 0 && piece < this.pieces) this.availability[piece]!++
   }
 
   /** Replaces the availability counts (the tracker's view of who holds what). */
@@ -84,6 +88,9 @@ export class PiecePicker {
       this.picked++
       return best
     }
+    // Duplicates only once every missing piece is requested (BitTorrent's endgame): before
+    // that, a peer with nothing new for us waits for news (a direct have message wakes it).
+    if (this.unrequested() > 0) return undefined
     return this.endgame(peer, serving)
   }
 
@@ -92,7 +99,7 @@ export class PiecePicker {
     let bestDup = Infinity
     let ties = 0
     for (const [i, n] of this.inFlight) {
-      if (this.have.has(i) || serving.has(i) || !peerHas(peer, i)) continue
+      if (this.have.has(i) || serving.has(i) || n >= ENDGAME_MAX_COPIES || !peerHas(peer, i)) continue
       if (n < bestDup) {
         bestDup = n
         best = i

@@ -7,8 +7,9 @@ import { pieceLength, type Manifest } from './manifest.ts'
 import { StreamReader, STATUS_ERROR, STATUS_OK, errorFrame, readErrorFrame, send } from './stream-io.ts'
 import {
   PIECE_PROTOCOL, PIECE_CHUNK_BYTES, PIECE_READ_HIGH_WATER, MAX_CONCURRENT_UPLOADS, MAX_INBOUND_PIECE_STREAMS,
-  PIECE_STALL_MS
+  PIECE_STALL_MS, MAX_QUEUED_UPLOADS, UPLOAD_QUEUE_WAIT_MS, REQUESTER_MEMORY_MS, MAX_REQUESTERS_PER_MODEL
 } from './constants.ts'
+import { UploadSlots } from './upload-slots.ts'
 
 /**
  * `/astra/piece/1.0.0`: one stream per piece request.
@@ -78,6 +79,8 @@ export interface PieceServerComponents {
 
 export interface PieceServerStats {
   active: number
+  /** Requests waiting for an upload slot. */
+  queued: number
   served: number
   /** Requests not served, by code (bad request, busy, no piece, timeout …). */
   refused: Record<string, number>
@@ -88,7 +91,10 @@ export class PieceServer {
   private readonly components: PieceServerComponents
   private readonly streams = new Set<Stream>()
   private started = false
-  readonly stats: PieceServerStats = { active: 0, served: 0, refused: {} }
+  private readonly slots = new UploadSlots({ slots: MAX_CONCURRENT_UPLOADS, maxQueued: MAX_QUEUED_UPLOADS, maxWaitMs: UPLOAD_QUEUE_WAIT_MS })
+  /** Per model, the peers that asked for its pieces lately (they are downloading it), with when. */
+  private readonly requesters = new Map<string, Map<string, { peer: PeerId, at: number }>>()
+  readonly stats: PieceServerStats = { active: 0, queued: 0, served: 0, refused: {} }
 
   constructor (components: PieceServerComponents) {
     this.components = components
@@ -114,6 +120,33 @@ export class PieceServer {
     this.streams.clear()
   }
 
+  /** Peers that asked for pieces of model `id` in the last REQUESTER_MEMORY_MS: its downloaders. */
+  recentRequesters (id: string): PeerId[] {
+    const m = this.requesters.get(id)
+    if (m == null) return []
+    const cutoff = Date.now() - REQUESTER_MEMORY_MS
+    const out: PeerId[] = []
+    for (const [key, r] of m) {
+      if (r.at < cutoff) m.delete(key)
+      else out.push(r.peer)
+    }
+    if (m.size === 0) this.requesters.delete(id)
+    return out
+  }
+
+  private noteRequester (id: string, peer: PeerId): void {
+    let m = this.requesters.get(id)
+    if (m == null) {
+      // Bounded: models asked for within the memory window (old ones pruned on the way).
+      for (const key of [...this.requesters.keys()]) this.recentRequesters(key)
+      this.requesters.set(id, m = new Map())
+    }
+    const key = peer.toString()
+    m.delete(key)
+    m.set(key, { peer, at: Date.now() })
+    if (m.size > MAX_REQUESTERS_PER_MODEL) m.delete(m.keys().next().value!)
+  }
+
   private refuse (reason: string): void {
     this.stats.refused[reason] = (this.stats.refused[reason] ?? 0) + 1
   }
@@ -124,6 +157,7 @@ export class PieceServer {
     const reader = new StreamReader(stream, 4096)
     const stall = new StallTimer(PIECE_STALL_MS)
     let counted = false
+    let release: (() => void) | undefined
     try {
       const req = decodePieceRequest(await reader.exactly(REQUEST_BYTES, stall.signal))
       reader.close()
@@ -137,25 +171,46 @@ export class PieceServer {
         throw new AstradError(`piece ${req.index} out of range`, 'ERR_BAD_REQUEST')
       }
       if (req.length === 0 || req.offset + req.length > plen) throw new AstradError(`range ${req.offset}+${req.length} outside piece of ${plen} bytes`, 'ERR_BAD_REQUEST')
+      this.noteRequester(req.id, peer)
       if (!source.has(req.id, req.index)) throw new AstradError(`piece ${req.index} not held`, 'ERR_NO_PIECE')
-      if (this.stats.active >= MAX_CONCURRENT_UPLOADS) throw new AstradError('too many uploads; try another peer', 'ERR_BUSY')
-      this.stats.active++
-      counted = true
-
-      const header = new Uint8Array(5)
-      header[0] = STATUS_OK
-      new DataView(header.buffer).setUint32(1, req.length)
-      await send(stream, header, stall.signal)
-      let sent = 0
-      // The store reads in chunks of PIECE_CHUNK_BYTES: one token take and one message each.
-      for await (const chunk of source.readPiece(req.id, req.index, req.offset, req.length)) {
-        await upload?.take(chunk.length, stall.signal)
-        await send(stream, chunk, stall.signal)
-        upload?.record(chunk.length)
-        sent += chunk.length
-        stall.reset()
+      // Wait for one of the few upload slots (fair queue); ERR_BUSY when it is long.
+      this.stats.queued++
+      try {
+        release = await this.slots.acquire(peer.toString(), stall.signal)
+      } finally {
+        this.stats.queued--
       }
-      if (sent !== req.length) throw new AstradError(`piece read ${sent} of ${req.length} bytes`, 'ERR_INTERNAL')
+      // It may have been dropped (rotten) or evicted while we waited.
+      if (!source.has(req.id, req.index)) throw new AstradError(`piece ${req.index} not held`, 'ERR_NO_PIECE')
+      // The first chunk before the answer: a piece file that changed since it was verified is
+      // re-hashed here, and one that fails is refused (ERR_NO_PIECE: the peer goes elsewhere
+      // without counting it against us), not cut off after a status OK.
+      const chunks = source.readPiece(req.id, req.index, req.offset, req.length)[Symbol.asyncIterator]()
+      try {
+        let next = await chunks.next()
+        this.stats.active++
+        counted = true
+
+        const header = new Uint8Array(5)
+        header[0] = STATUS_OK
+        new DataView(header.buffer).setUint32(1, req.length)
+        await send(stream, header, stall.signal)
+        let sent = 0
+        // The store reads in chunks of PIECE_CHUNK_BYTES: one token take and one message each.
+        while (next.done !== true) {
+          const chunk = next.value
+          await upload?.take(chunk.length, stall.signal)
+          await send(stream, chunk, stall.signal)
+          upload?.record(chunk.length)
+          sent += chunk.length
+          stall.reset()
+          next = await chunks.next()
+        }
+        if (sent !== req.length) throw new AstradError(`piece read ${sent} of ${req.length} bytes`, 'ERR_INTERNAL')
+      } finally {
+        // Closes the piece file when we stop early (an error, a stall); a no-op after the end.
+        await chunks.return?.()
+      }
       await stream.close({ signal: stall.signal })
       this.stats.served++
     } catch (err) {
@@ -176,6 +231,7 @@ export class PieceServer {
       if (code !== 'ERR_NO_PIECE' && code !== 'ERR_BUSY') logger.debug({ peer: peer.toString(), code, err: errorMessage(err) }, 'piece request failed')
     } finally {
       if (counted) this.stats.active--
+      release?.()
       stall.clear()
       reader.close()
       this.streams.delete(stream)

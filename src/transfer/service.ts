@@ -13,6 +13,9 @@ import { TransferLimits, type LimitState } from './limiter.ts'
 import { AutoLimiter, ProbeServer } from './probe.ts'
 import { PieceServer, type Throttle } from './piece-protocol.ts'
 import { HaveAnnouncer } from './have.ts'
+import { Scrubber } from './scrub.ts'
+import { SwarmHave } from './swarm-have.ts'
+import { SCRUB_RATE_BPS } from './constants.ts'
 import { Tracker, TrackerClient } from './tracker.ts'
 import { Download, type TransferInfo } from './downloader.ts'
 import { modelKind, type ModelRecord } from './kinds.ts'
@@ -50,6 +53,8 @@ export interface TransferInit {
   uploadLimit: RateSetting
   downloadLimit: RateSetting
   cacheSize?: number
+  /** Bytes/s the background scrub re-hashes held pieces at; 0 = no scrub. @default SCRUB_RATE_BPS */
+  scrubRate?: number
 }
 
 export interface TransferComponents {
@@ -91,6 +96,8 @@ export class TransferService {
   private readonly announcer?: HaveAnnouncer
   private readonly autoLimiter?: AutoLimiter
   private readonly probeServer?: ProbeServer
+  private readonly scrubber?: Scrubber
+  private readonly swarmHave?: SwarmHave
   private readonly downloads = new Map<string, Download>()
   private readonly uploadedBytes: Counter
   private readonly downloadedBytes: Counter
@@ -132,6 +139,21 @@ export class TransferService {
         local: tracker != null ? (from, have) => { tracker.ingest(from, have) } : undefined
       })
       this.autoLimiter = new AutoLimiter({ libp2p, logger: this.logger }, this.limits)
+      this.swarmHave = new SwarmHave({
+        libp2p,
+        logger: this.logger,
+        onHave: (peer, m) => {
+          const d = this.downloads.get(m.id)
+          if (d == null) return
+          try {
+            d.peerHave(peer, m.bitfield)
+          } catch (err) {
+            this.logger.debug({ peer: peer.toString(), model: m.id, err: errorMessage(err) }, 'have message does not fit the manifest')
+          }
+        }
+      })
+      const scrubRate = init.scrubRate ?? SCRUB_RATE_BPS
+      if (scrubRate > 0) this.scrubber = new Scrubber({ store, logger: componentLogger(components.logger, 'scrub'), registry }, { rateBps: scrubRate })
     }
 
     gaugeFn(registry, 'astrad_transfer_active', 'Model downloads in progress', () => this.activeTransfers())
@@ -142,8 +164,13 @@ export class TransferService {
     if (this.server != null) {
       const server = this.server
       gaugeFn(registry, 'astrad_transfer_uploads_active', 'Piece uploads in progress', () => server.stats.active)
+      gaugeFn(registry, 'astrad_transfer_uploads_queued', 'Piece requests waiting for an upload slot', () => server.stats.queued)
       gaugeFn(registry, 'astrad_transfer_pieces_served', 'Pieces served to peers since start', () => server.stats.served)
       labelledGaugeFn(registry, 'astrad_transfer_piece_requests_refused', 'Piece requests not served since start, by code (bad request, busy, no piece, timeout …)', 'code', () => server.stats.refused)
+    }
+    if (this.swarmHave != null) {
+      const swarm = this.swarmHave
+      labelledGaugeFn(registry, 'astrad_transfer_swarm_have_messages', 'Direct have messages between downloaders since start, by direction (sent, received, rejected)', 'direction', () => ({ ...swarm.stats }))
     }
     if (this.tracker != null) {
       const tracker = this.tracker
@@ -175,16 +202,20 @@ export class TransferService {
       const announcer = this.announcer!
       this.unsubscribe = this.store.onChange(e => {
         announcer.changed(e.id)
+        // A held piece failed its hash (scrub, or a changed file before serving): fetch it again.
+        if (e.type === 'rotten') this.repair(e.id)
       })
     }
     await this.tracker?.start()
     await this.probeServer?.start()
     await this.trackerClient.start()
     await this.server?.start()
+    await this.swarmHave?.start()
     this.announcer?.start()
     // A new resource (or one restarted with an empty tracker) learns what we hold at once.
     this.trackerClient.onResourceConnect(() => { this.announcer?.announceAll() })
     this.autoLimiter?.start()
+    this.scrubber?.start()
     this.started = true
     // A partial model on disk was wanted by someone: resume it.
     for (const m of this.store?.list() ?? []) {
@@ -198,9 +229,11 @@ export class TransferService {
     for (const d of this.downloads.values()) d.abort('daemon stopping')
     await Promise.allSettled([...this.downloads.values()].map(async d => { await d.run() }))
     this.autoLimiter?.stop()
+    await this.scrubber?.stop()
     this.announcer?.stop()
     this.unsubscribe?.()
     await this.server?.stop()
+    await this.swarmHave?.stop()
     this.trackerClient.stop()
     await this.tracker?.stop()
     await this.probeServer?.stop()
@@ -262,6 +295,22 @@ export class TransferService {
     return download.info()
   }
 
+  /**
+   * Fetches again the pieces of a model that rotted. A download of it in progress finishes
+   * first (it may have counted the piece as held), then the model is checked again.
+   */
+  private repair (id: string): void {
+    const running = this.downloads.get(id)
+    if (running?.state === 'downloading') {
+      void running.run().catch(() => {}).finally(() => { if (this.started) this.repair(id) })
+      return
+    }
+    const m = this.store?.get(id)
+    if (m == null || m.complete || !this.started) return
+    this.logger.info({ model: id, missing: m.manifest.pieces.length - m.have.size }, 'fetching rotten pieces again')
+    this.startDownload(m.manifest, id, running?.info().name ?? '(repair)')
+  }
+
   private startDownload (manifest: Manifest, id: string, name: string): Download {
     const store = this.requireStore()
     const download = new Download({
@@ -270,7 +319,10 @@ export class TransferService {
       holders: async (mid, pieces, signal) => await this.trackerClient.holders(mid, pieces, { signal }),
       download: this.downloadThrottle(),
       logger: this.logger,
-      onPieceFailure: reason => { this.pieceFailures.inc({ reason }) }
+      onPieceFailure: reason => { this.pieceFailures.inc({ reason }) },
+      swarm: this.swarmHave != null && this.server != null
+        ? { send: (peer, have) => { this.swarmHave!.send(peer, { id, bitfield: have.bytes }) }, requesters: mid => this.server!.recentRequesters(mid) }
+        : undefined
     }, manifest, id, name)
     this.downloads.set(id, download)
     download.run().catch((err: unknown) => {

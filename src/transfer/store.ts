@@ -1,5 +1,6 @@
 import { createHash, randomBytes, type Hash } from 'node:crypto'
 import { statfsSync } from 'node:fs'
+import type { Stats } from 'node:fs'
 import { mkdir, open, readFile, readdir, rename, rm, stat, statfs, unlink, utimes, type FileHandle } from 'node:fs/promises'
 import path from 'node:path'
 import { Counter, type Registry } from 'prom-client'
@@ -30,6 +31,10 @@ import { buildManifest, canonicalManifest, manifestId, parseManifest, pieceLengt
 const TOUCH_PERSIST_MS = 60_000
 /** statfs results are reused this long by usage() (ensureSpace always asks afresh). */
 const STATFS_CACHE_MS = 1_000
+/** Received piece bytes are written in batches of this size (fewer syscalls than one per stream message). */
+const WRITE_BATCH_BYTES = 1024 * 1024
+/** Read size of a re-hash (scrub, changed file): big reads, few syscalls; never sent anywhere. */
+const REHASH_CHUNK_BYTES = 1024 * 1024
 /** A manifest of MAX_PIECES hashes is < 600 KiB; anything larger on disk is not ours. */
 const MAX_MANIFEST_BYTES = 1024 * 1024
 /** After a commit over the limits, eviction goes down to this share of maxBytes. */
@@ -85,6 +90,14 @@ export type StoreEvent =
   | { type: 'piece', id: string, index: number }
   | { type: 'complete', id: string }
   | { type: 'removed', id: string, reason: 'rm' | 'evicted' }
+  /** A held piece failed its hash (found by the scrub, or before serving a changed file) and was deleted. */
+  | { type: 'rotten', id: string, index: number, found: RotFinder }
+
+/** Who found a rotten piece: the background scrub, or the check before serving a changed file. */
+export type RotFinder = 'scrub' | 'serve'
+
+/** The result of re-hashing one held piece. */
+export type VerifyResult = 'ok' | 'rotten' | 'gone'
 
 /** Receives one piece. Either commit() or abort() must be called (abort after commit is a no-op). */
 export interface PieceWriter {
@@ -176,6 +189,23 @@ interface Entry {
   persisted: number
   removed: boolean
   writers: Set<Writer>
+  /**
+   * Per held piece, the identity of its file when it was last verified (inode, size, mtime):
+   * a file whose stamp differs was changed since, and is re-hashed before it is served.
+   */
+  stamps: Map<number, Stamp>
+}
+
+/** What identifies a piece file's content without reading it: a write moves the mtime, a replacement changes the inode. */
+interface Stamp { ino: number, size: number, mtimeMs: number }
+
+function stampOf (st: Stats): Stamp {
+  return { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs }
+}
+
+/** Same file, same size, mtime within 1 ms (tools that copy or restore files keep it to the ms). */
+function sameStamp (a: Stamp | undefined, b: Stamp): boolean {
+  return a != null && a.ino === b.ino && a.size === b.size && Math.abs(a.mtimeMs - b.mtimeMs) < 1
 }
 
 interface FsUsage { size: number, free: number }
@@ -211,6 +241,7 @@ export class PieceStore {
   private lastFullWarn = -Infinity
   private readonly evictions?: Counter
   private readonly errors?: Counter<'reason'>
+  private readonly rotten?: Counter<'found'>
 
   constructor (components: PieceStoreComponents, init: PieceStoreInit) {
     this.logger = components.logger
@@ -234,6 +265,7 @@ export class PieceStore {
       })
       this.evictions = new Counter({ name: 'astrad_store_evictions_total', help: 'Models evicted to stay under the cache size or disk watermark', registers: [registry] })
       this.errors = new Counter({ name: 'astrad_store_errors_total', help: 'Piece store failures, by reason (no_space, read_only, hash, io, corrupt)', labelNames: ['reason'], registers: [registry] })
+      this.rotten = new Counter({ name: 'astrad_store_rotten_pieces_total', help: 'Held pieces that failed their hash and were deleted (to be fetched again), by who found them (scrub, serve)', labelNames: ['found'], registers: [registry] })
     }
   }
 
@@ -451,6 +483,8 @@ export class PieceStore {
           await rm(dir, { recursive: true, force: true })
           await rename(staging, dir)
           const entry = this.newEntry(id, manifest, Bitfield.full(manifest.pieces.length), manifest.size, now)
+          // Hashed while written to staging; the rename keeps inode and mtime.
+          for (let i = 0; i < manifest.pieces.length; i++) entry.stamps.set(i, stampOf(await stat(path.join(entry.piecesDir, String(i)))))
           this.entries.set(id, entry)
           this.bytes += manifest.size
           unstage()
@@ -469,7 +503,7 @@ export class PieceStore {
         }
         if (moved.length > 0) await fsyncDir(existing.piecesDir)
         unstage()
-        for (const i of moved) this.landed(existing, i)
+        for (const i of moved) this.landed(existing, i, stampOf(await stat(path.join(existing.piecesDir, String(i)))))
         this.touchEntry(existing)
         this.logger.info({ model: id, filled: moved.length }, 'model imported over an existing copy')
         return this.snapshot(existing)
@@ -532,14 +566,13 @@ export class PieceStore {
   }
 
   private async * readRange (entry: Entry, index: number, offset: number, length: number): AsyncGenerator<Buffer> {
-    let fh: FileHandle
+    const fh = await this.openPiece(entry, index)
     try {
-      fh = await open(path.join(entry.piecesDir, String(index)), 'r')
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') throw new PieceMissingError(`piece ${index} of model ${entry.id} is no longer held`)
-      throw err
-    }
-    try {
+      if (!sameStamp(entry.stamps.get(index), stampOf(await fh.stat()))) {
+        // Changed since it was verified (written in place, replaced, truncated): re-hash it
+        // before a byte leaves, so a correct node never sends a piece that fails its hash.
+        if (await this.rehash(entry, index, fh, 'serve') !== 'ok') throw new PieceMissingError(`piece ${index} of model ${entry.id} changed on disk and failed its hash`)
+      }
       let pos = offset
       const end = offset + length
       while (pos < end) {
@@ -551,11 +584,100 @@ export class PieceStore {
           throw new PieceMissingError(`piece ${index} of model ${entry.id} is damaged on disk`)
         }
         pos += bytesRead
+        // Before the last bytes go out: a write while we read would make the receiver's hash
+        // fail; stop the piece instead (one fstat per piece served).
+        if (pos >= end && !sameStamp(entry.stamps.get(index), stampOf(await fh.stat()))) {
+          this.logger.error({ model: entry.id, piece: index }, 'piece file changed while it was served')
+          throw new PieceMissingError(`piece ${index} of model ${entry.id} changed on disk while it was read`)
+        }
         yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead)
       }
     } finally {
       await fh.close()
     }
+  }
+
+  private async openPiece (entry: Entry, index: number): Promise<FileHandle> {
+    try {
+      return await open(path.join(entry.piecesDir, String(index)), 'r')
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') throw new PieceMissingError(`piece ${index} of model ${entry.id} is no longer held`)
+      throw err
+    }
+  }
+
+  // ---------------------------------------------------------------- integrity
+
+  /**
+   * Re-hashes held piece `index` of model `id` (the background scrub). A piece whose bytes no
+   * longer match the manifest, or whose file is gone, is dropped: the model turns incomplete
+   * and a `rotten` event tells the owner to fetch it again. `take` paces the reads (bytes/s).
+   */
+  async verifyPiece (id: string, index: number, options: { take?: (n: number, signal?: AbortSignal) => Promise<void>, signal?: AbortSignal } = {}): Promise<VerifyResult> {
+    this.requireOpen()
+    const entry = this.entries.get(id)
+    if (entry == null || !entry.have.has(index)) return 'gone'
+    return await this.track((async () => {
+      let fh: FileHandle
+      try {
+        fh = await this.openPiece(entry, index)
+      } catch (err) {
+        if (!(err instanceof PieceMissingError)) throw err
+        await this.rot(entry, index, 'scrub', 'piece file missing')
+        return entry.removed ? 'gone' : 'rotten'
+      }
+      try {
+        return await this.rehash(entry, index, fh, 'scrub', options.take, options.signal)
+      } finally {
+        await fh.close()
+      }
+    })())
+  }
+
+  /** Hashes the piece in `fh`; drops it if it does not match. Records the verified stamp. */
+  private async rehash (entry: Entry, index: number, fh: FileHandle, found: RotFinder, take?: (n: number, signal?: AbortSignal) => Promise<void>, signal?: AbortSignal): Promise<VerifyResult> {
+    const before = stampOf(await fh.stat())
+    const plen = pieceLength(entry.manifest, index)
+    const hash = createHash('sha256')
+    const buf = Buffer.allocUnsafe(Math.min(REHASH_CHUNK_BYTES, plen))
+    let pos = 0
+    for (;;) {
+      const want = Math.min(buf.length, plen + 1 - pos)
+      await take?.(want, signal)
+      if (entry.removed || !entry.have.has(index)) return 'gone'
+      const { bytesRead } = await fh.read(buf, 0, want, pos)
+      if (bytesRead === 0) break
+      hash.update(buf.subarray(0, bytesRead))
+      pos += bytesRead
+      if (pos > plen) break
+    }
+    if (entry.removed || !entry.have.has(index)) return 'gone'
+    const after = stampOf(await fh.stat())
+    const digest = hash.digest('hex')
+    if (pos === plen && digest === entry.manifest.pieces[index] && sameStamp(before, after)) {
+      entry.stamps.set(index, after)
+      return 'ok'
+    }
+    const why = pos !== plen ? `${pos > plen ? 'more' : 'fewer'} bytes than the piece's ${plen}` : !sameStamp(before, after) ? 'file changed while it was hashed' : `SHA-256 ${digest} does not match the manifest`
+    await this.rot(entry, index, found, why)
+    return 'rotten'
+  }
+
+  /** Forgets a held piece that failed its hash and deletes its file; the owner re-fetches it. */
+  private async rot (entry: Entry, index: number, found: RotFinder, why: string): Promise<void> {
+    if (entry.removed || !entry.have.has(index)) return
+    const len = pieceLength(entry.manifest, index)
+    entry.have.clear(index)
+    entry.stamps.delete(index)
+    entry.haveBytes -= len
+    this.bytes -= len
+    this.rotten?.inc({ found })
+    this.errors?.inc({ reason: 'hash' })
+    this.logger.warn({ model: entry.id, piece: index, found, why }, 'held piece failed its hash: dropped, to be fetched again')
+    await unlink(path.join(entry.piecesDir, String(index))).catch((err: unknown) => {
+      if (errnoCode(err) !== 'ENOENT') this.logger.warn({ model: entry.id, piece: index, err: errorMessage(err) }, 'could not delete a rotten piece (removed at next open if the wrong size, else by the next scrub)')
+    })
+    this.emit({ type: 'rotten', id: entry.id, index, found })
   }
 
   // ---------------------------------------------------------------- use, pins, removal
@@ -790,7 +912,7 @@ export class PieceStore {
 
   private newEntry (id: string, manifest: Manifest, have: Bitfield, haveBytes: number, lastUsed: number): Entry {
     const dir = path.join(this.dir, id)
-    return { id, manifest, dir, piecesDir: path.join(dir, PIECES_DIR), have, haveBytes, lastUsed, persisted: lastUsed, removed: false, writers: new Set() }
+    return { id, manifest, dir, piecesDir: path.join(dir, PIECES_DIR), have, haveBytes, lastUsed, persisted: lastUsed, removed: false, writers: new Set(), stamps: new Map() }
   }
 
   /** Loads one model dir at open; removes it (and returns undefined) if its manifest is bad. */
@@ -825,6 +947,7 @@ export class PieceStore {
     const piecesDir = path.join(dir, PIECES_DIR)
     await mkdir(piecesDir, { recursive: true })
     const have = new Bitfield(manifest.pieces.length)
+    const stamps = new Map<number, Stamp>()
     let haveBytes = 0
     let temps = 0
     for (const dirent of await readdir(piecesDir, { withFileTypes: true })) {
@@ -851,15 +974,18 @@ export class PieceStore {
       }
       have.set(index)
       haveBytes += expected
+      // Trusted as verified when written (it has a piece's name); the scrub re-hashes it.
+      stamps.set(index, stampOf(st))
     }
     if (temps > 0) this.logger.debug({ model: id, temps }, 'removed unfinished piece files')
-    return { id, manifest, dir, piecesDir, have, haveBytes, lastUsed: mtime, persisted: mtime, removed: false, writers: new Set() }
+    return { id, manifest, dir, piecesDir, have, haveBytes, lastUsed: mtime, persisted: mtime, removed: false, writers: new Set(), stamps }
   }
 
   /** Records a piece that was renamed into place; false if it was already held. */
-  private landed (entry: Entry, index: number): boolean {
+  private landed (entry: Entry, index: number, stamp: Stamp): boolean {
     if (entry.removed || entry.have.has(index)) return false
     entry.have.set(index)
+    entry.stamps.set(index, stamp)
     const len = pieceLength(entry.manifest, index)
     entry.haveBytes += len
     this.bytes += len
@@ -911,7 +1037,7 @@ export class PieceStore {
     reserve: async (bytes, id) => { await this.reserve(bytes, id) },
     release: (bytes, written) => { this.release(bytes, written) },
     wrote: n => { this.reservedWritten += n },
-    landed: (entry, index) => this.landed(entry, index),
+    landed: (entry, index, stamp) => this.landed(entry, index, stamp),
     fsError: (err, what) => this.fsError(err, what),
     after: () => { this.scheduleMaintenance() },
     forget: w => {
@@ -925,7 +1051,7 @@ interface WriterHost {
   reserve: (bytes: number, exclude: string) => Promise<void>
   release: (bytes: number, written: number) => void
   wrote: (n: number) => void
-  landed: (entry: Entry, index: number) => boolean
+  landed: (entry: Entry, index: number, stamp: Stamp) => boolean
   fsError: (err: unknown, what: string) => unknown
   after: () => void
   forget: (w: Writer) => void
@@ -939,7 +1065,11 @@ class Writer implements PieceWriter {
   private readonly length: number
   private readonly tmp: string
   private readonly hash: Hash = createHash('sha256')
+  /** Bytes accepted (hashed, and written or batched). */
   private written = 0
+  /** Received bytes not yet written: one write per WRITE_BATCH_BYTES, not one per stream message. */
+  private batch?: Buffer
+  private batched = 0
   private fh?: FileHandle
   private reserved = false
   private queue: Promise<void> = Promise.resolve()
@@ -981,16 +1111,31 @@ class Writer implements PieceWriter {
         this.fh = await open(this.tmp, 'wx')
       }
       this.hash.update(chunk)
+      this.written += chunk.length
       let off = 0
       while (off < chunk.length) {
-        const { bytesWritten } = await this.fh.write(chunk, off, chunk.length - off)
-        off += bytesWritten
-        this.written += bytesWritten
-        this.host.wrote(bytesWritten)
+        const batch = this.batch ??= Buffer.allocUnsafe(Math.min(WRITE_BATCH_BYTES, this.length))
+        const n = Math.min(chunk.length - off, batch.length - this.batched)
+        batch.set(chunk.subarray(off, off + n), this.batched)
+        this.batched += n
+        off += n
+        if (this.batched === batch.length) await this.flush()
       }
     } catch (err) {
       await this.fail(this.error ?? (this.entry.removed ? new ModelNotFoundError(`model ${this.entry.id} was removed`) : this.host.fsError(err, `writing ${this.what}`)))
     }
+  }
+
+  /** Writes the batched bytes to the temp file. */
+  private async flush (): Promise<void> {
+    const batch = this.batch
+    let off = 0
+    while (batch != null && off < this.batched) {
+      const { bytesWritten } = await this.fh!.write(batch, off, this.batched - off)
+      off += bytesWritten
+      this.host.wrote(bytesWritten)
+    }
+    this.batched = 0
   }
 
   private async fail (err: unknown): Promise<never> {
@@ -1022,8 +1167,11 @@ class Writer implements PieceWriter {
         await this.cleanup()
         return false
       }
+      await this.flush()
       const fh = this.fh!
       await fh.sync()
+      // The rename below keeps inode, size and mtime: this is the verified file's stamp.
+      const stamp = stampOf(await fh.stat())
       this.fh = undefined
       await fh.close()
       if (entry.removed) throw removed()
@@ -1036,7 +1184,7 @@ class Writer implements PieceWriter {
       if (entry.removed) throw removed()
       this.releaseReservation()
       this.host.forget(this)
-      const added = this.host.landed(entry, index)
+      const added = this.host.landed(entry, index, stamp)
       this.host.after()
       return added
     } catch (err) {

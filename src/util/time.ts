@@ -1,3 +1,5 @@
+import { setTimeout as wait } from 'node:timers/promises'
+
 /** A clock that tests can replace (the membership state machine runs on a fake one). */
 export interface Clock {
   now(): number
@@ -19,8 +21,11 @@ export function backoffDelay (attempt: number, baseMs: number, maxMs: number, ra
   return Math.round(ceiling / 2 + random() * ceiling / 2)
 }
 
-/** Sleep that rejects when the signal aborts. */
+/**
+ * Sleep that rejects when the signal aborts. (A static import: the single executable has no
+ * loader for a dynamic import(), which failed there with "A dynamic import callback was not
+ * specified" and stopped the scrub and the probe retries.)
+ */
 export async function sleep (ms: number, signal?: AbortSignal): Promise<void> {
-  const { setTimeout: wait } = await import('node:timers/promises')
   await wait(ms, undefined, { signal })
 }

@@ -8,7 +8,8 @@ import { TestCluster, waitFor } from '../helpers/cluster.ts'
 import { operatorAuth } from '../helpers/operator.ts'
 import type { Daemon } from '../../src/daemon/index.ts'
 import { request } from '../../src/p2p/index.ts'
-import { PIECE_PROTOCOL, TRACKER_PROTOCOL } from '../../src/transfer/constants.ts'
+import { PIECE_PROTOCOL, TRACKER_PROTOCOL, SWARM_HAVE_PROTOCOL } from '../../src/transfer/constants.ts'
+import { encodeSwarmHave } from '../../src/transfer/swarm-have.ts'
 
 /**
  * Model distribution across in-process daemons on 127.0.0.1 with real libp2p, real stores on
@@ -96,23 +97,20 @@ test('a peer serving corrupt pieces is dropped; nothing corrupt is stored; the m
   const seed = await cluster.start(nodeConfig())
   const data = randomBytes(24 * MiB)
   const id = await add(seed, data, 'corrupt')
-  const bad = await cluster.start(nodeConfig())
+  // No scrub on the bad peer: it serves rot it has not found yet.
+  const bad = await cluster.start(nodeConfig({ scrubRate: 0 }))
   await bad.transfer.pull(id)
   await complete(bad, id)
-  // Flip a byte in every piece on disk: the store trusts files at rest, so it serves garbage.
-  for (const f of fs.readdirSync(piecesDir(bad, id))) {
-    const file = path.join(piecesDir(bad, id), f)
-    const buf = fs.readFileSync(file)
-    buf[100] = buf[100]! ^ 0xff
-    fs.writeFileSync(file, buf)
-  }
+  // Flip a byte in every piece on disk, keeping the mtime (bit rot): the store re-hashes only
+  // files that changed since they were verified, so it serves garbage.
+  for (const f of fs.readdirSync(piecesDir(bad, id))) rotInPlace(path.join(piecesDir(bad, id), f))
   const d = await cluster.start(nodeConfig())
   await waitFor('two holders', async () => (await d.transfer.models()).find(m => m.id === id)?.nodesComplete === 2)
   const before = await failures(d, 'hash')
   await d.transfer.pull(id)
   await complete(d, id)
   assert.ok((await readAll(d, id)).equals(data))
-  assert.ok(await failures(d, 'hash') > before, 'the corrupt peer was caught')
+  assert.ok(await failures(d, 'hash') > before, `the corrupt peer was caught; it served ${served(bad)} pieces, dropped ${await rotten(bad, 'serve')} as changed`)
   // Every piece file on the downloader is correct.
   for (const f of fs.readdirSync(piecesDir(d, id))) {
     const i = Number(f)
@@ -126,6 +124,78 @@ async function failures (d: Daemon, reason: string): Promise<number> {
   const m = new RegExp(`reason="${reason}"} (\\d+)`).exec(text)
   return m != null ? Number(m[1]) : 0
 }
+
+/** Flips byte 100 of a file in place and puts its mtime back: what bit rot looks like to stat(). */
+function rotInPlace (file: string): void {
+  const st = fs.statSync(file)
+  const buf = fs.readFileSync(file)
+  buf[100] = buf[100]! ^ 0xff
+  fs.writeFileSync(file, buf)
+  fs.utimesSync(file, st.atime, st.mtime)
+}
+
+async function rotten (d: Daemon, found: 'scrub' | 'serve'): Promise<number> {
+  const text = await d.metrics.registry.getSingleMetricAsString('astrad_store_rotten_pieces_total')
+  const m = new RegExp(`found="${found}"} (\\d+)`).exec(text)
+  return m != null ? Number(m[1]) : 0
+}
+
+function pieceHashOk (d: Daemon, id: string, data: Buffer, i: number): boolean {
+  const want = createHash('sha256').update(data.subarray(i * 4 * MiB, (i + 1) * 4 * MiB)).digest('hex')
+  return createHash('sha256').update(fs.readFileSync(path.join(piecesDir(d, id), String(i)))).digest('hex') === want
+}
+
+test('the scrub finds a piece rotted on disk, drops it, fetches it again from a peer: the model is whole', async () => {
+  const seed = await cluster.start(nodeConfig())
+  const data = randomBytes(16 * MiB)
+  const id = await add(seed, data, 'scrubbed')
+  const d = await cluster.start(nodeConfig({ scrubRate: 64 * MiB }))
+  await waitFor('tracker knows the seed', async () => (await d.transfer.models()).find(m => m.id === id)?.nodesComplete === 1)
+  await d.transfer.pull(id)
+  await complete(d, id)
+  const servedBefore = served(seed)
+  rotInPlace(path.join(piecesDir(d, id), '2'))
+  await waitFor('the scrub found the rotten piece', async () => await rotten(d, 'scrub') >= 1, 30_000)
+  await waitFor('the model is whole again on the node', () => d.transfer.store?.get(id)?.complete === true && d.transfer.transfer(id)?.state === 'complete', 30_000)
+  assert.ok(pieceHashOk(d, id, data, 2), 'piece 2 on disk is the right bytes again')
+  assert.ok((await readAll(d, id)).equals(data))
+  assert.ok(served(seed) > servedBefore, 'the seed served the piece again')
+  assert.equal(await rotten(d, 'scrub'), 1, 'only the rotted piece was dropped')
+})
+
+test('a holder never serves a piece file changed since it was verified; the receiver sees no bad bytes', async () => {
+  const seedDir = fs.mkdtempSync(path.join(tmp, 'seed-'))
+  const seed = await cluster.start(nodeConfig({ dataDir: seedDir }))
+  const data = randomBytes(16 * MiB)
+  const id = await add(seed, data, 'changed')
+  // No scrub: the check before serving alone must keep the bad bytes in.
+  const holder = await cluster.start(nodeConfig({ scrubRate: 0 }))
+  await waitFor('tracker knows the seed', async () => (await holder.transfer.models()).find(m => m.id === id)?.nodesComplete === 1)
+  await holder.transfer.pull(id)
+  await complete(holder, id)
+  // Overwrite pieces 0 and 1 with other bytes (the mtime moves on, as any write makes it).
+  for (const i of [0, 1]) {
+    const file = path.join(piecesDir(holder, id), String(i))
+    const st = fs.statSync(file)
+    fs.writeFileSync(file, randomBytes(4 * MiB))
+    fs.utimesSync(file, st.atime, new Date(st.mtimeMs + 5_000))
+  }
+  // The holder is the only source while the seed is down.
+  await seed.stop()
+  const d = await cluster.start(nodeConfig())
+  await waitFor('tracker knows the holder', async () => (await d.transfer.models()).find(m => m.id === id)?.nodesComplete === 1)
+  await d.transfer.pull(id)
+  await waitFor('the holder dropped both changed pieces', async () => await rotten(holder, 'serve') === 2, 30_000)
+  // Refused before a status OK (ERR_NO_PIECE: the receiver goes elsewhere, no strike), not cut off.
+  assert.ok(/astrad_transfer_piece_requests_refused\{code="ERR_NO_PIECE"\} [2-9]/.test(await holder.metrics.registry.getSingleMetricAsString('astrad_transfer_piece_requests_refused')), 'the changed pieces were refused as not held')
+  await waitFor('the other pieces arrived', () => (d.transfer.transfer(id)?.havePieces ?? 0) === 2, 90_000)
+  // The seed comes back: both nodes complete from it.
+  await cluster.start(nodeConfig({ dataDir: seedDir }))
+  await Promise.all([complete(d, id, 60_000), waitFor('the holder repaired its copy', () => holder.transfer.store?.get(id)?.complete === true, 60_000)])
+  assert.equal(await failures(d, 'hash'), 0, 'the receiver never got a piece that failed its hash')
+  assert.ok((await readAll(d, id)).equals(data))
+  assert.ok((await readAll(holder, id)).equals(data))
+})
 
 test('a peer dying mid-piece: the piece is fetched elsewhere', async () => {
   // Two slow holders, so pieces are mid-flight when one of them dies.
@@ -213,4 +283,37 @@ test('bad input on the wire: malformed piece and tracker requests are refused, t
   await d.transfer.pull(id)
   await complete(d, id)
   assert.ok((await readAll(d, id)).equals(data))
+})
+
+function haveStats (d: Daemon): { sent: number, received: number, rejected: number } {
+  return (d.transfer as unknown as { swarmHave: { stats: { sent: number, received: number, rejected: number } } }).swarmHave.stats
+}
+
+test('downloaders of one model tell each other of new pieces directly; a have from a non-node is refused', async () => {
+  const seed = await cluster.start(nodeConfig({ uploadLimit: 4 * MiB }))
+  const data = randomBytes(32 * MiB)
+  const id = await add(seed, data, 'swarm-have')
+  const [a, b] = await Promise.all([cluster.start(nodeConfig()), cluster.start(nodeConfig())])
+  await waitFor('tracker knows the seed', async () => (await a.transfer.models()).find(m => m.id === id)?.nodesComplete === 1 && (await b.transfer.models()).find(m => m.id === id)?.nodesComplete === 1)
+  await Promise.all([a.transfer.pull(id), b.transfer.pull(id)])
+  await Promise.all([complete(a, id, 60_000), complete(b, id, 60_000)])
+  assert.ok((await readAll(a, id)).equals(data))
+  assert.ok((await readAll(b, id)).equals(data))
+  // Each learnt the other's pieces from the other, not only from the tracker.
+  assert.ok(haveStats(a).received > 0 && haveStats(b).received > 0, `have messages a ${JSON.stringify(haveStats(a))}, b ${JSON.stringify(haveStats(b))}`)
+  assert.ok(haveStats(a).sent > 0 && haveStats(b).sent > 0)
+  // The resource holds no node role: its have message is refused before it is read.
+  const rejected = haveStats(a).rejected
+  await resource.host.dial(a.host.getMultiaddrs()[0]!)
+  const s = await resource.host.dialProtocol(a.host.peerId, SWARM_HAVE_PROTOCOL)
+  // The receiver may have reset the stream already (it checks the role first).
+  try { s.send(encodeSwarmHave({ id, bitfield: new Uint8Array(1).fill(0xff) })) } catch {}
+  await s.close().catch(() => {})
+  await waitFor('the have message from a non-node refused', () => haveStats(a).rejected > rejected)
+  // Garbage from a node: refused, the daemon carries on.
+  const g = await b.host.dialProtocol(a.host.peerId, SWARM_HAVE_PROTOCOL)
+  try { g.send(new Uint8Array(40).fill(7)) } catch {}
+  await g.close().catch(() => {})
+  await waitFor('the garbage have message refused', () => haveStats(a).rejected > rejected + 1)
+  assert.equal(a.transfer.transfer(id)?.state, 'complete')
 })

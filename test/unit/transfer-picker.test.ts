@@ -89,3 +89,29 @@ test('a complete model yields nothing', () => {
   const picker = new PiecePicker(have)
   assert.equal(picker.next('complete'), undefined)
 })
+
+test('no duplicate before every missing piece is requested; in the endgame at most two copies of a piece', () => {
+  const have = new Bitfield(4)
+  const picker = new PiecePicker(have, { random: rng(5) })
+  const a = new Bitfield(4)
+  a.set(0); a.set(1)
+  // Peer A's two pieces requested; pieces 2 and 3 are still unrequested elsewhere.
+  for (const p of take(picker, have, 2, a)) assert.ok(p === 0 || p === 1)
+  assert.equal(picker.next(a, new Set()), undefined, 'no duplicate before the endgame')
+  const fresh = picker.next('complete', new Set([0, 1]))
+  assert.ok(fresh === 2 || fresh === 3, 'a peer with new pieces still gets them')
+  picker.started(fresh)
+  const rest = take(picker, have, 1, 'complete')
+  assert.ok(rest.length === 1 && rest[0] !== fresh && rest[0]! >= 2, 'the other of pieces 2 and 3')
+  assert.equal(picker.phase, 'endgame')
+  // Now duplicates: each in-flight piece gets at most one more copy.
+  const dups = new Set<number>()
+  for (let i = 0; i < 10; i++) {
+    const d = picker.next('complete', new Set())
+    if (d === undefined) break
+    picker.started(d)
+    dups.add(d)
+  }
+  for (const p of [0, 1, 2, 3]) assert.ok(picker.requests(p) <= 2, `piece ${p} has ${picker.requests(p)} copies in flight`)
+  assert.equal(dups.size, 4)
+})
