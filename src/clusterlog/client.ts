@@ -4,7 +4,7 @@ import { DecodeError, LifecycleError, RequestError, errorMessage } from '../util
 import { checkKey, checkKindName, encodeValue, typed, type Entry, type Kind, type WriteOptions, type Written } from './kind.ts'
 import { decodeEntryResponse, decodeListResponse, decodeWriteResponse, encodeJson } from './wire.ts'
 import type { ClusterLog } from './cluster-log.ts'
-import { ACCESS_PROTOCOL, LIST_PAGE_ENTRIES, MAX_ACCESS_RESPONSE_BYTES, MAX_LIST_PAGES, RESOURCE_WAIT_MS } from './constants.ts'
+import { ACCESS_PROTOCOL, LIST_PAGE_ENTRIES, MAX_ACCESS_RESPONSE_BYTES, MAX_LIST_PAGES, RESOURCE_WAIT_MS, UNREACHABLE_ROUNDS, UNREACHABLE_RETRY_MS } from './constants.ts'
 
 /**
  * The cluster log as daemons without the resource role see it: the same put/delete/get/list,
@@ -173,30 +173,40 @@ class RemoteClusterLog implements ClusterLogClient {
       signal?.throwIfAborted()
       await new Promise(resolve => setTimeout(resolve, 50))
     }
-    const peers = resources.shuffled(this.preferred)
+    let peers = resources.shuffled(this.preferred)
     let last: unknown
-    for (const peer of peers) {
-      signal?.throwIfAborted()
-      try {
-        const bytes = await request(this.components.libp2p, peer, ACCESS_PROTOCOL, payload, {
-          signal, timeoutMs: this.timeoutMs, maxResponseBytes: MAX_ACCESS_RESPONSE_BYTES
-        })
-        let result: R
-        try {
-          result = decode(bytes)
-        } catch (err) {
-          throw new RequestError(`bad cluster-log answer from ${peer.toString()}: ${errorMessage(err)}`, 'ERR_BAD_RESPONSE', { cause: err })
-        }
-        this.preferred = peer.toString()
-        return result
-      } catch (err) {
+    for (let round = 0; ; round++) {
+      const failed: unknown[] = []
+      for (const peer of peers) {
         signal?.throwIfAborted()
-        const code = (err as { code?: string }).code
-        if (code == null || !RETRYABLE.has(code)) throw err
-        last = err
-        if (this.preferred === peer.toString()) this.preferred = undefined
-        this.components.logger.debug({ peer: peer.toString(), op: req.op, err: errorMessage(err) }, 'cluster-log resource failed, trying another')
+        try {
+          const bytes = await request(this.components.libp2p, peer, ACCESS_PROTOCOL, payload, {
+            signal, timeoutMs: this.timeoutMs, maxResponseBytes: MAX_ACCESS_RESPONSE_BYTES
+          })
+          let result: R
+          try {
+            result = decode(bytes)
+          } catch (err) {
+            throw new RequestError(`bad cluster-log answer from ${peer.toString()}: ${errorMessage(err)}`, 'ERR_BAD_RESPONSE', { cause: err })
+          }
+          this.preferred = peer.toString()
+          return result
+        } catch (err) {
+          signal?.throwIfAborted()
+          const code = (err as { code?: string }).code
+          if (code == null || !RETRYABLE.has(code)) throw err
+          last = err
+          failed.push(err)
+          if (this.preferred === peer.toString()) this.preferred = undefined
+          this.components.logger.debug({ peer: peer.toString(), op: req.op, err: errorMessage(err) }, 'cluster-log resource failed, trying another')
+        }
       }
+      // Another round only when no resource could even be reached (UNREACHABLE_ROUNDS).
+      const unreachable = failed.length > 0 && failed.every(err => (err as { code?: string }).code === 'ERR_UNREACHABLE')
+      if (!unreachable || round + 1 >= UNREACHABLE_ROUNDS) break
+      await new Promise(resolve => setTimeout(resolve, UNREACHABLE_RETRY_MS))
+      signal?.throwIfAborted()
+      peers = resources.shuffled(this.preferred)
     }
     throw new RequestError(
       peers.length === 0

@@ -106,3 +106,10 @@ export const MAX_CHANGES_LIMIT = 10_000
 
 /** A client with no resource connected waits this long for one before failing a call. */
 export const RESOURCE_WAIT_MS = 3_000
+/**
+ * Rounds over the resources when every one failed to open a stream (ERR_UNREACHABLE: a dial
+ * refused or a connection closed under it, as a fresh connection can be), and the pause before
+ * the next round. Timeouts are not retried: the caller's time is spent.
+ */
+export const UNREACHABLE_ROUNDS = 3
+export const UNREACHABLE_RETRY_MS = 250

@@ -27,7 +27,9 @@ export async function request (libp2p: Libp2p, peer: PeerId, protocol: string, p
   try {
     stream = await libp2p.dialProtocol(peer, protocol, { signal })
   } catch (err) {
-    throw new RequestError(`cannot open ${protocol} to ${peer.toString()}: ${errorMessage(err)}`, 'ERR_UNREACHABLE', { cause: err })
+    // Out of time (ours or the caller's) is a timeout, not an unreachable peer: callers retry
+    // the latter at once and must not spend the caller's time twice.
+    throw new RequestError(`cannot open ${protocol} to ${peer.toString()}: ${errorMessage(err)}`, signal.aborted ? 'ERR_TIMEOUT' : 'ERR_UNREACHABLE', { cause: err })
   }
   try {
     const lp = lpStream(stream, { maxDataLength: (options.maxResponseBytes ?? MAX_RESPONSE_BYTES) + 1 })

@@ -46,5 +46,9 @@ export class LifecycleError extends AstradError {
 }
 
 export function errorMessage (err: unknown): string {
-  return err instanceof Error ? err.message : String(err)
+  if (err instanceof Error) return err.message
+  // libp2p sometimes rejects a dial with the DOM Event that ended it (a stream or connection
+  // closing): "[object Event]" would say nothing.
+  if (typeof Event !== 'undefined' && err instanceof Event) return `ended by a '${err.type}' event`
+  return String(err)
 }
