@@ -1,4 +1,4 @@
-import { lpStream } from '@libp2p/utils'
+import { LengthPrefixedDecoder } from '@libp2p/utils'
 import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
 import { request } from '../p2p/index.ts'
 import { AstradError, RequestError, errorMessage } from '../util/errors.ts'
@@ -16,28 +16,49 @@ import {
  *
  * Bounds on the resource: MAILBOX_MAX_STREAMS_PER_PEER open streams per peer, requests of at most
  * MAX_PULL_REQUEST_BYTES (a larger one is answered with an error and the stream closed), a stream
- * idle for MAILBOX_STREAM_IDLE_MS is closed, and a request is read only after the previous answer
- * was written (a client that does not read stalls its own stream, not the resource: the idle
- * timer also bounds a blocked write). Who may pull is checked for every request.
+ * idle for MAILBOX_STREAM_IDLE_MS is closed, and back-pressure: at most MAILBOX_STREAM_MAX_PIPELINED
+ * requests are taken before they are answered, and the stream is paused while answers wait on a
+ * full send buffer (a node that does not read stalls its own stream, not the resource; the idle
+ * timer closes it). Who may pull is checked for every request. Requests that arrive in one chunk
+ * are answered in one write.
  */
 
 const STATUS_OK = 0
 const STATUS_ERROR = 1
 
-function okEnvelope (body: Uint8Array): Uint8Array {
-  const envelope = new Uint8Array(body.length + 1)
-  envelope[0] = STATUS_OK
-  envelope.set(body, 1)
-  return envelope
+/** Unsigned varint of `n` (the length prefix, as lpStream writes it). */
+function varintLength (n: number): number {
+  let len = 1
+  while (n >= 0x80) { n = Math.floor(n / 128); len++ }
+  return len
 }
 
-function errorEnvelope (err: unknown): Uint8Array {
+/** One length-prefixed frame: varint(1 + body) · status · body. */
+function frame (status: number, body: Uint8Array): Uint8Array {
+  let n = body.length + 1
+  const out = new Uint8Array(varintLength(n) + n)
+  let i = 0
+  while (n >= 0x80) { out[i++] = (n & 0x7f) | 0x80; n = Math.floor(n / 128) }
+  out[i++] = n
+  out[i++] = status
+  out.set(body, i)
+  return out
+}
+
+/** A request as a length-prefixed frame (no status byte). */
+function requestFrame (payload: Uint8Array): Uint8Array {
+  let n = payload.length
+  const out = new Uint8Array(varintLength(n) + n)
+  let i = 0
+  while (n >= 0x80) { out[i++] = (n & 0x7f) | 0x80; n = Math.floor(n / 128) }
+  out[i++] = n
+  out.set(payload, i)
+  return out
+}
+
+function errorFrame (err: unknown): Uint8Array {
   const code = err instanceof AstradError ? err.code : 'ERR_INTERNAL'
-  const json = new TextEncoder().encode(JSON.stringify({ code, message: errorMessage(err) }))
-  const envelope = new Uint8Array(json.length + 1)
-  envelope[0] = STATUS_ERROR
-  envelope.set(json, 1)
-  return envelope
+  return frame(STATUS_ERROR, new TextEncoder().encode(JSON.stringify({ code, message: errorMessage(err) })))
 }
 
 /** The body of an OK envelope, or the remote error as a RequestError (its code kept). */
@@ -50,7 +71,7 @@ function openEnvelope (envelope: Uint8Array, peer: PeerId): Uint8Array {
   throw new RequestError(`${MAILBOX_STREAM_PROTOCOL} refused by ${peer.toString()}: ${remote.message ?? 'unknown error'}`, remote.code ?? 'ERR_REMOTE')
 }
 
-const isEof = (err: unknown): boolean => err instanceof Error && (err.name === 'UnexpectedEOFError' || err.name === 'StreamClosedError' || err.name === 'StreamResetError' || err.name === 'StreamStateError')
+const concat = (parts: Uint8Array[]): Uint8Array => parts.length === 1 ? parts[0] as Uint8Array : Buffer.concat(parts)
 
 export interface PullStreamServerOptions {
   /** Who may pull (Trust.guard): checked for every request; a refusal is answered and the stream closed. */
@@ -67,36 +88,29 @@ export interface PullStreamServerOptions {
  */
 export async function handlePullStreams (libp2p: Libp2p, serve: (req: Uint8Array) => Uint8Array, options: PullStreamServerOptions = {}): Promise<void> {
   const maxPerPeer = options.maxStreamsPerPeer ?? MAILBOX_MAX_STREAMS_PER_PEER
-  const idleMs = options.idleMs ?? MAILBOX_STREAM_IDLE_MS
   const open = new Map<string, number>()
   await libp2p.handle(MAILBOX_STREAM_PROTOCOL, async (stream, connection) => {
     const peer = connection.remotePeer
     const key = peer.toString()
-    const lp = lpStream(stream, { maxDataLength: MAX_PULL_REQUEST_BYTES })
-    const idle = new AbortController()
-    const timer = setTimeout(() => { idle.abort(new AstradError(`pull stream idle for ${idleMs} ms`, 'ERR_IDLE')) }, idleMs)
     const count = open.get(key) ?? 0
-    try {
-      if (count >= maxPerPeer) {
-        const err = new AstradError(`too many pull streams from ${key}: ${maxPerPeer} allowed`, 'ERR_TOO_MANY_STREAMS')
-        options.onError?.(err, peer)
-        await lp.write(errorEnvelope(err), { signal: idle.signal })
-        await stream.close({ signal: idle.signal })
-        return
-      }
-      open.set(key, count + 1)
+    if (count >= maxPerPeer) {
+      const err = new AstradError(`too many pull streams from ${key}: ${maxPerPeer} allowed`, 'ERR_TOO_MANY_STREAMS')
+      options.onError?.(err, peer)
       try {
-        await serveStream(stream, lp, peer, idle, timer, serve, options)
-      } finally {
-        const left = (open.get(key) ?? 1) - 1
-        if (left <= 0) open.delete(key)
-        else open.set(key, left)
+        stream.send(errorFrame(err))
+        await stream.close({ signal: AbortSignal.timeout(PULL_TIMEOUT_MS) })
+      } catch (e) {
+        stream.abort(e instanceof Error ? e : new Error(String(e)))
       }
-    } catch (err) {
-      if (!isEof(err)) options.onError?.(err, peer)
-      stream.abort(err instanceof Error ? err : new Error(String(err)))
+      return
+    }
+    open.set(key, count + 1)
+    try {
+      await new StreamServer(stream, peer, serve, options).done
     } finally {
-      clearTimeout(timer)
+      const left = (open.get(key) ?? 1) - 1
+      if (left <= 0) open.delete(key)
+      else open.set(key, left)
     }
   }, {
     // Our own per-peer count refuses (with an answer) first; libp2p's cap is the backstop.
@@ -104,46 +118,118 @@ export async function handlePullStreams (libp2p: Libp2p, serve: (req: Uint8Array
   })
 }
 
-async function serveStream (stream: Stream, lp: ReturnType<typeof lpStream>, peer: PeerId, idle: AbortController, timer: NodeJS.Timeout,
-  serve: (req: Uint8Array) => Uint8Array, options: PullStreamServerOptions): Promise<void> {
-  for (;;) {
-    let req: Uint8Array
+/**
+ * One pull stream on the resource. Requests are decoded as they arrive; the requests that came
+ * in one chunk are answered together in one write (a node's pipelined pulls cost one yamux frame
+ * and one Noise record, not one each). While answers wait on a full send buffer the stream is
+ * paused, so a node that does not read stops its own requests.
+ */
+class StreamServer {
+  readonly done: Promise<void>
+  private readonly stream: Stream
+  private readonly peer: PeerId
+  private readonly serve: (req: Uint8Array) => Uint8Array
+  private readonly options: PullStreamServerOptions
+  private readonly decoder = new LengthPrefixedDecoder({ maxDataLength: MAX_PULL_REQUEST_BYTES, maxBufferSize: 4 * MAX_PULL_REQUEST_BYTES })
+  private readonly queue: Uint8Array[] = []
+  private readonly idle: NodeJS.Timeout
+  private busy = false
+  private ending = false
+  private resolve!: () => void
+
+  constructor (stream: Stream, peer: PeerId, serve: (req: Uint8Array) => Uint8Array, options: PullStreamServerOptions) {
+    this.stream = stream
+    this.peer = peer
+    this.serve = serve
+    this.options = options
+    this.done = new Promise(resolve => { this.resolve = resolve })
+    const idleMs = options.idleMs ?? MAILBOX_STREAM_IDLE_MS
+    // Idle or stalled (a write blocked on a node that does not read): closed.
+    this.idle = setTimeout(() => { void this.end() }, idleMs)
+    stream.addEventListener('message', this.onMessage)
+    stream.addEventListener('remoteCloseWrite', () => { this.ending = true; if (!this.busy) void this.end() })
+    stream.addEventListener('close', () => {
+      clearTimeout(this.idle)
+      this.resolve()
+    })
+  }
+
+  private readonly onMessage = (evt: { data: Uint8Array | { subarray: () => Uint8Array } }): void => {
+    if (this.ending) return
     try {
-      req = (await lp.read({ signal: idle.signal })).subarray()
+      for (const req of this.decoder.decode(evt.data as Uint8Array)) this.queue.push(req.subarray())
     } catch (err) {
-      if (idle.signal.aborted || isEof(err)) {
-        // Idle or closed by the node: end our side quietly (the node reopens when it pulls again).
-        await stream.close({ signal: AbortSignal.timeout(PULL_TIMEOUT_MS) }).catch(() => { stream.abort(new Error('pull stream closed')) })
-        return
-      }
-      if (err instanceof Error && /DataLength/.test(err.name)) {
-        // The rest of the oversized frame is still on the stream: answer, then close.
-        options.onError?.(err, peer)
-        await lp.write(errorEnvelope(new AstradError(`pull request exceeds ${MAX_PULL_REQUEST_BYTES} bytes`, 'ERR_TOO_LARGE')), { signal: idle.signal })
-        await stream.close({ signal: idle.signal })
-        return
-      }
-      throw err
-    }
-    timer.refresh()
-    try {
-      await options.authorize?.(peer)
-    } catch (err) {
-      // Not (or no longer) a member: refused and closed. The trust layer counts and logs it.
-      await lp.write(errorEnvelope(err), { signal: idle.signal })
-      await stream.close({ signal: idle.signal })
+      // The rest of the oversized frame is still on the stream: answer, then close.
+      this.options.onError?.(new AstradError(`pull request exceeds ${MAX_PULL_REQUEST_BYTES} bytes`, 'ERR_TOO_LARGE', { cause: err }), this.peer)
+      this.ending = true
+      this.stream.pause()
+      void this.answerThenEnd(errorFrame(new AstradError(`pull request exceeds ${MAX_PULL_REQUEST_BYTES} bytes`, 'ERR_TOO_LARGE')))
       return
     }
-    let envelope: Uint8Array
+    this.idle.refresh()
+    // A node may pipeline up to MAILBOX_STREAM_MAX_PIPELINED pulls; more waits in libp2p's read
+    // buffer (bounded: overflowing it resets the stream) until these are answered.
+    if (this.queue.length >= MAILBOX_STREAM_MAX_PIPELINED) this.stream.pause()
+    void this.drain()
+  }
+
+  private async drain (): Promise<void> {
+    if (this.busy) return
+    this.busy = true
     try {
-      const body = serve(req)
-      if (body.length > MAX_PULL_RESPONSE_BYTES) throw new AstradError(`answer of ${body.length} bytes exceeds ${MAX_PULL_RESPONSE_BYTES}`, 'ERR_TOO_LARGE')
-      envelope = okEnvelope(body)
+      while (this.queue.length > 0 && !this.ending) {
+        const batch = this.queue.splice(0)
+        const out: Uint8Array[] = []
+        for (const req of batch) {
+          try {
+            await this.options.authorize?.(this.peer)
+          } catch (err) {
+            // Not (or no longer) a member: refused and closed. The trust layer counts and logs it.
+            out.push(errorFrame(err))
+            this.ending = true
+            await this.answerThenEnd(concat(out))
+            return
+          }
+          let body: Uint8Array
+          try {
+            body = this.serve(req)
+            if (body.length > MAX_PULL_RESPONSE_BYTES) throw new AstradError(`answer of ${body.length} bytes exceeds ${MAX_PULL_RESPONSE_BYTES}`, 'ERR_TOO_LARGE')
+          } catch (err) {
+            this.options.onError?.(err, this.peer)
+            out.push(errorFrame(err))
+            continue
+          }
+          out.push(frame(STATUS_OK, body))
+        }
+        if (!this.stream.send(concat(out))) {
+          this.stream.pause()
+          await this.stream.onDrain()
+        }
+        this.stream.resume()
+      }
     } catch (err) {
-      options.onError?.(err, peer)
-      envelope = errorEnvelope(err)
+      this.stream.abort(err instanceof Error ? err : new Error(String(err)))
+    } finally {
+      this.busy = false
     }
-    await lp.write(envelope, { signal: idle.signal })
+    if (this.ending) await this.end()
+  }
+
+  private async answerThenEnd (bytes: Uint8Array): Promise<void> {
+    try {
+      this.stream.send(bytes)
+    } catch {}
+    await this.end()
+  }
+
+  /** Closes our side (the node then closes its own and reopens on its next pull). */
+  private async end (): Promise<void> {
+    this.ending = true
+    try {
+      await this.stream.close({ signal: AbortSignal.timeout(PULL_TIMEOUT_MS) })
+    } catch (err) {
+      this.stream.abort(err instanceof Error ? err : new Error(String(err)))
+    }
   }
 }
 
@@ -157,56 +243,68 @@ interface Pending {
   reject: (err: Error) => void
 }
 
-/** One open pull stream: requests written in order, answers matched to them in order. */
+/**
+ * One open pull stream on the node: requests written in order (those made in one tick in one
+ * write), answers matched to them in order.
+ */
 class PullConn {
   readonly stream: Stream
-  private readonly lp: ReturnType<typeof lpStream>
+  private readonly decoder = new LengthPrefixedDecoder({ maxDataLength: MAX_PULL_RESPONSE_BYTES + 1, maxBufferSize: 2 * MAX_PULL_RESPONSE_BYTES + 64 * 1024 })
   readonly pending: Pending[] = []
+  private outgoing: Uint8Array[] = []
   closed = false
 
   constructor (stream: Stream) {
     this.stream = stream
-    this.lp = lpStream(stream, { maxDataLength: MAX_PULL_RESPONSE_BYTES + 1 })
-    void this.readLoop()
-  }
-
-  private async readLoop (): Promise<void> {
-    try {
-      for (;;) {
-        const envelope = (await this.lp.read()).subarray()
-        const next = this.pending.shift()
-        if (next == null) throw new RequestError(`${MAILBOX_STREAM_PROTOCOL}: an answer nobody asked for`, 'ERR_BAD_RESPONSE')
-        next.resolve(envelope)
+    stream.addEventListener('message', evt => {
+      try {
+        for (const envelope of this.decoder.decode(evt.data as Uint8Array)) {
+          const next = this.pending.shift()
+          if (next == null) throw new RequestError(`${MAILBOX_STREAM_PROTOCOL}: an answer nobody asked for`, 'ERR_BAD_RESPONSE')
+          next.resolve(envelope.subarray())
+        }
+      } catch (err) {
+        this.fail(err instanceof RequestError ? err : new RequestError(`${MAILBOX_STREAM_PROTOCOL}: bad answer: ${errorMessage(err)}`, 'ERR_BAD_RESPONSE', { cause: err }))
       }
-    } catch (err) {
-      this.fail(isEof(err) ? new StreamGone(`${MAILBOX_STREAM_PROTOCOL} stream closed by the resource`, { cause: err }) : err instanceof Error ? err : new Error(String(err)))
-    }
+    })
+    // The resource closed its side (idle, refusal, restart) or the stream went: what is pending is retried.
+    stream.addEventListener('remoteCloseWrite', () => { this.fail(new StreamGone(`${MAILBOX_STREAM_PROTOCOL} stream closed by the resource`)) })
+    stream.addEventListener('close', evt => { this.fail(new StreamGone(`${MAILBOX_STREAM_PROTOCOL} stream closed${(evt as { error?: Error }).error != null ? `: ${errorMessage((evt as { error?: Error }).error)}` : ''}`)) })
   }
 
   async send (payload: Uint8Array, signal: AbortSignal): Promise<Uint8Array> {
     if (this.closed) throw new StreamGone(`${MAILBOX_STREAM_PROTOCOL} stream already closed`)
     const answer = new Promise<Uint8Array>((resolve, reject) => { this.pending.push({ resolve, reject }) })
+    if (this.outgoing.push(requestFrame(payload)) === 1) queueMicrotask(this.flush)
     const onAbort = (): void => {
       // Answers come in order: a request given up leaves the stream unusable.
       this.fail(new RequestError(`${MAILBOX_STREAM_PROTOCOL}: no answer in time`, 'ERR_TIMEOUT'))
     }
     signal.addEventListener('abort', onAbort, { once: true })
     try {
-      try {
-        await this.lp.write(payload, { signal })
-      } catch (err) {
-        this.fail(signal.aborted ? new RequestError(`${MAILBOX_STREAM_PROTOCOL}: no answer in time`, 'ERR_TIMEOUT') : new StreamGone(`${MAILBOX_STREAM_PROTOCOL}: write failed: ${errorMessage(err)}`, { cause: err }))
-      }
       return await answer
     } finally {
       signal.removeEventListener('abort', onAbort)
     }
   }
 
+  private readonly flush = (): void => {
+    const parts = this.outgoing
+    this.outgoing = []
+    if (this.closed || parts.length === 0) return
+    try {
+      // A full send buffer is bounded by the pipelining limit: at most MAILBOX_STREAM_MAX_PIPELINED small requests wait.
+      this.stream.send(concat(parts))
+    } catch (err) {
+      this.fail(new StreamGone(`${MAILBOX_STREAM_PROTOCOL}: write failed: ${errorMessage(err)}`, { cause: err }))
+    }
+  }
+
   fail (err: Error): void {
     if (!this.closed) {
       this.closed = true
-      this.stream.abort(err)
+      if (err instanceof StreamGone) void this.stream.close({ signal: AbortSignal.timeout(1_000) }).catch(() => { this.stream.abort(err) })
+      else this.stream.abort(err)
     }
     for (const p of this.pending.splice(0)) p.reject(err)
   }
@@ -214,8 +312,8 @@ class PullConn {
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
-    await this.stream.close({ signal: AbortSignal.timeout(1_000) }).catch(() => { this.stream.abort(new Error('closed')) })
     for (const p of this.pending.splice(0)) p.reject(new StreamGone('pull stream closed'))
+    await this.stream.close({ signal: AbortSignal.timeout(1_000) }).catch(() => { this.stream.abort(new Error('closed')) })
   }
 }
 
