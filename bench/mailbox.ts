@@ -37,7 +37,7 @@ const GOAL_PULLS_PER_SEC = 5_000
 /** Issue 14, goal 4: pulls per second per resource with long-lived pull streams. */
 const GOAL_STREAM_PULLS_PER_SEC = 20_000
 /** Long-lived pull streams per client host (each carries ~125 simulated nodes; a real node keeps one). */
-const STREAMS_PER_HOST = 4
+const STREAMS_PER_HOST = 1
 const PROTOCOLS = ['oneshot', 'stream'] as const
 type PullProtocol = typeof PROTOCOLS[number]
 const PROTOCOL_NAME: Record<PullProtocol, string> = { oneshot: 'one-shot 1.0.0', stream: 'stream 1.1.0' }
@@ -48,6 +48,7 @@ interface Options {
   hosts: number
   perHostInflight: number
   inflight: number[]
+  protocols: PullProtocol[]
   windowSec: number
   applyTimeoutSec: number
   trials: number
@@ -64,6 +65,8 @@ const USAGE = `usage: node bench/mailbox.ts [options]
                      of a protocol per connection)
   --inflight LIST    pulls in flight in the throughput phase, one 'window' each (default 32,64,128;
                      --quick: 64)
+  --protocols LIST   pull protocols measured at each setting (default oneshot,stream: the baseline
+                     and long-lived streams side by side)
   --window SEC       throughput window per setting (default 10; --quick: 3)
   --trials N         public / fan-out deliveries, alternating (default 3; --quick: 1)
   --apply-timeout S  give up waiting for 100 % applied after S seconds (default 30)
@@ -72,6 +75,11 @@ const USAGE = `usage: node bench/mailbox.ts [options]
   --keep-temp        keep the temp dir (the resource's cluster log) for inspection
 `
 
+function protocolFlag (x: string): PullProtocol {
+  if (!(PROTOCOLS as readonly string[]).includes(x)) throw new UsageError(`--protocols: '${x}' is not one of ${PROTOCOLS.join(', ')}`)
+  return x as PullProtocol
+}
+
 function parseOptions (argv: string[]): Options {
   const v = parseFlags(argv, {
     nodes: { type: 'string' },
@@ -79,6 +87,7 @@ function parseOptions (argv: string[]): Options {
     hosts: { type: 'string' },
     'host-inflight': { type: 'string' },
     inflight: { type: 'string' },
+    protocols: { type: 'string' },
     window: { type: 'string' },
     'apply-timeout': { type: 'string' },
     trials: { type: 'string' },
@@ -95,6 +104,7 @@ function parseOptions (argv: string[]): Options {
     hosts: v.hosts !== undefined ? intFlag('--hosts', v.hosts, 1, 64) : 8,
     perHostInflight: v['host-inflight'] !== undefined ? intFlag('--host-inflight', v['host-inflight'], 1, MAILBOX_MAX_INBOUND_STREAMS) : 32,
     inflight: v.inflight !== undefined ? v.inflight.split(',').map(x => intFlag('--inflight', x.trim(), 1, 4096)) : quick ? [64] : [32, 64, 128],
+    protocols: v.protocols !== undefined ? v.protocols.split(',').map(x => protocolFlag(x.trim())) : [...PROTOCOLS],
     windowSec: v.window !== undefined ? intFlag('--window', v.window, 1, 120) : quick ? 3 : 10,
     applyTimeoutSec: v['apply-timeout'] !== undefined ? intFlag('--apply-timeout', v['apply-timeout'], 1, 600) : 30,
     trials: v.trials !== undefined ? intFlag('--trials', v.trials, 1, 20) : quick ? 1 : 3,
@@ -570,7 +580,7 @@ async function main (): Promise<void> {
     r.fan = medianTrial(r.fanTrials)
     // Both protocols at each setting, side by side, against the same resource and nodes.
     for (const k of o.inflight) {
-      for (const protocol of PROTOCOLS) {
+      for (const protocol of o.protocols) {
         const t = await phase(`pull throughput, ${PROTOCOL_NAME[protocol]}, ${k} in flight`, async () => await throughput(k, protocol, resource, sims, o, log))
         if (t != null) r.throughput.push(t)
       }
@@ -597,7 +607,7 @@ async function main (): Promise<void> {
     benchmark: 'mailbox',
     date: new Date().toISOString(),
     options: {
-      nodes: o.nodes, sims: o.sims, hosts: o.hosts, perHostInflight: o.perHostInflight, inflight: o.inflight,
+      nodes: o.nodes, sims: o.sims, hosts: o.hosts, perHostInflight: o.perHostInflight, inflight: o.inflight, protocols: o.protocols,
       windowSec: o.windowSec, applyTimeoutSec: o.applyTimeoutSec, trials: o.trials, quick: o.quick
     },
     machine: {
