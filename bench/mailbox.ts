@@ -63,8 +63,8 @@ const USAGE = `usage: node bench/mailbox.ts [options]
   --hosts N          libp2p client hosts (connections) carrying the nodes, over all simulators (default 8)
   --host-inflight N  pulls one client host has open at once (default 32; libp2p allows 64 streams
                      of a protocol per connection)
-  --inflight LIST    pulls in flight in the throughput phase, one 'window' each (default 32,64,128;
-                     --quick: 64)
+  --inflight LIST    pulls in flight in the throughput phase, one 'window' each (default 64,128,256;
+                     --quick: 256)
   --protocols LIST   pull protocols measured at each setting (default oneshot,stream: the baseline
                      and long-lived streams side by side)
   --window SEC       throughput window per setting (default 10; --quick: 3)
@@ -103,7 +103,7 @@ function parseOptions (argv: string[]): Options {
     sims: v.sims !== undefined ? intFlag('--sims', v.sims, 1, 8) : 1,
     hosts: v.hosts !== undefined ? intFlag('--hosts', v.hosts, 1, 64) : 8,
     perHostInflight: v['host-inflight'] !== undefined ? intFlag('--host-inflight', v['host-inflight'], 1, MAILBOX_MAX_INBOUND_STREAMS) : 32,
-    inflight: v.inflight !== undefined ? v.inflight.split(',').map(x => intFlag('--inflight', x.trim(), 1, 4096)) : quick ? [64] : [32, 64, 128],
+    inflight: v.inflight !== undefined ? v.inflight.split(',').map(x => intFlag('--inflight', x.trim(), 1, 4096)) : quick ? [256] : [64, 128, 256],
     protocols: v.protocols !== undefined ? v.protocols.split(',').map(x => protocolFlag(x.trim())) : [...PROTOCOLS],
     windowSec: v.window !== undefined ? intFlag('--window', v.window, 1, 120) : quick ? 3 : 10,
     applyTimeoutSec: v['apply-timeout'] !== undefined ? intFlag('--apply-timeout', v['apply-timeout'], 1, 600) : 30,

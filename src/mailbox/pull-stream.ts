@@ -336,7 +336,7 @@ class PullConn {
     stream.addEventListener('close', evt => { this.fail(new StreamGone(`${MAILBOX_STREAM_PROTOCOL} stream closed${(evt as { error?: Error }).error != null ? `: ${errorMessage((evt as { error?: Error }).error)}` : ''}`)) })
   }
 
-  async send (payload: Uint8Array, signal: AbortSignal): Promise<Uint8Array> {
+  async send (payload: Uint8Array, timeoutMs: number, signal?: AbortSignal): Promise<Uint8Array> {
     if (this.closed) throw new StreamGone(`${MAILBOX_STREAM_PROTOCOL} stream already closed`)
     const answer = new Promise<Uint8Array>((resolve, reject) => { this.pending.push({ resolve, reject }) })
     // Requests made in this turn of the event loop go out in one write.
@@ -345,11 +345,14 @@ class PullConn {
       // Answers come in order: a request given up leaves the stream unusable.
       this.fail(new RequestError(`${MAILBOX_STREAM_PROTOCOL}: no answer in time`, 'ERR_TIMEOUT'))
     }
-    signal.addEventListener('abort', onAbort, { once: true })
+    const timer = setTimeout(onAbort, timeoutMs)
+    signal?.addEventListener('abort', onAbort, { once: true })
+    if (signal?.aborted === true) onAbort()
     try {
       return await answer
     } finally {
-      signal.removeEventListener('abort', onAbort)
+      clearTimeout(timer)
+      signal?.removeEventListener('abort', onAbort)
     }
   }
 
@@ -427,20 +430,23 @@ export class PullStreams {
   }
 
   async pull (peer: PeerId, payload: Uint8Array, options: PullRequestOptions = {}): Promise<Uint8Array> {
-    const timeout = AbortSignal.timeout(options.timeoutMs ?? PULL_TIMEOUT_MS)
-    const signal = options.signal != null ? AbortSignal.any([options.signal, timeout]) : timeout
+    // A timer per pull, not AbortSignal.timeout/any (which cost more than the rest of a pull on
+    // an open stream); a signal is built only to open a stream.
+    const deadline = performance.now() + (options.timeoutMs ?? PULL_TIMEOUT_MS)
+    const left = (): number => Math.max(0, deadline - performance.now())
+    const stopped = (): boolean => options.signal?.aborted === true || left() === 0
     for (let attempt = 0; ; attempt++) {
       if (this.closed) throw new RequestError('pull streams closed', 'ERR_REQUEST')
-      const conn = await this.conn(peer, signal)
+      const conn = await this.conn(peer, options.signal, deadline)
       if (conn === 'legacy') {
-        return await request(this.libp2p, peer, MAILBOX_PROTOCOL, payload, { signal, maxResponseBytes: MAX_PULL_RESPONSE_BYTES })
+        return await request(this.libp2p, peer, MAILBOX_PROTOCOL, payload, { signal: options.signal, timeoutMs: Math.max(1, Math.ceil(left())), maxResponseBytes: MAX_PULL_RESPONSE_BYTES })
       }
       try {
-        return openEnvelope(await conn.send(payload, signal), peer)
+        return openEnvelope(await conn.send(payload, left(), options.signal), peer)
       } catch (err) {
-        if (err instanceof StreamGone && attempt === 0 && !signal.aborted) continue
+        if (err instanceof StreamGone && attempt === 0 && !stopped()) continue
         if (err instanceof RequestError) throw err
-        throw new RequestError(`${MAILBOX_STREAM_PROTOCOL} to ${peer.toString()} failed: ${errorMessage(err)}`, signal.aborted ? 'ERR_TIMEOUT' : 'ERR_REQUEST', { cause: err })
+        throw new RequestError(`${MAILBOX_STREAM_PROTOCOL} to ${peer.toString()} failed: ${errorMessage(err)}`, stopped() ? 'ERR_TIMEOUT' : 'ERR_REQUEST', { cause: err })
       }
     }
   }
@@ -459,7 +465,7 @@ export class PullStreams {
   }
 
   /** A stream with room for one more request, or 'legacy'. */
-  private async conn (peer: PeerId, signal: AbortSignal): Promise<PullConn | 'legacy'> {
+  private async conn (peer: PeerId, signal: AbortSignal | undefined, deadline: number): Promise<PullConn | 'legacy'> {
     const key = peer.toString()
     let ps = this.peers.get(key)
     if (ps == null) this.peers.set(key, ps = { conns: [], legacy: new Set() })
@@ -470,14 +476,15 @@ export class PullStreams {
       for (const c of ps.conns) if (best == null || c.pending.length < best.pending.length) best = c
       if (best != null && best.pending.length === 0) return best
       if (ps.conns.length < this.perPeer) {
-        ps.opening ??= this.open(peer, ps, signal).finally(() => { if (ps != null) ps.opening = undefined })
+        const timeout = AbortSignal.timeout(Math.max(1, Math.ceil(deadline - performance.now())))
+        ps.opening ??= this.open(peer, ps, signal != null ? AbortSignal.any([signal, timeout]) : timeout).finally(() => { if (ps != null) ps.opening = undefined })
         if (await ps.opening === 'legacy') return 'legacy'
         continue
       }
       if (best != null && best.pending.length < this.maxPipelined) return best
       // Every stream is full: wait for a slot (the caller's timeout bounds this).
       await new Promise(resolve => setTimeout(resolve, 1))
-      if (signal.aborted) throw new RequestError(`${MAILBOX_STREAM_PROTOCOL}: no free pull stream in time`, 'ERR_TIMEOUT')
+      if (signal?.aborted === true || performance.now() >= deadline) throw new RequestError(`${MAILBOX_STREAM_PROTOCOL}: no free pull stream in time`, 'ERR_TIMEOUT')
     }
   }
 
