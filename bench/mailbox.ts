@@ -24,7 +24,7 @@ import { call, percentile } from './mailbox-ipc.ts'
 import type { Head, InMemoryResult, ResourceInfo, ResourceUsage, WriteResult } from './mailbox-resource.ts'
 import type { AppliedResult, SimConfig, SimUsage, ThroughputResult } from './mailbox-sim.ts'
 import { newNoticeId, type Notice } from '../src/mailbox/notice.ts'
-import { DIGEST_DEBOUNCE_MS, DIGEST_JITTER_MS, MAILBOX_MAX_INBOUND_STREAMS, PULL_INTERVAL_MS, PULL_TIMEOUT_MS } from '../src/mailbox/constants.ts'
+import { DIGEST_DEBOUNCE_MS, DIGEST_JITTER_MS, MAILBOX_MAX_INBOUND_STREAMS, MAILBOX_MAX_STREAMS_PER_PEER, PULL_INTERVAL_MS, PULL_TIMEOUT_MS } from '../src/mailbox/constants.ts'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(HERE, '..')
@@ -36,8 +36,6 @@ const GOAL_P99_MS = 3_000
 const GOAL_PULLS_PER_SEC = 5_000
 /** Issue 14, goal 4: pulls per second per resource with long-lived pull streams. */
 const GOAL_STREAM_PULLS_PER_SEC = 20_000
-/** Long-lived pull streams per client host (each carries ~125 simulated nodes; a real node keeps one). */
-const STREAMS_PER_HOST = 1
 const PROTOCOLS = ['oneshot', 'stream'] as const
 type PullProtocol = typeof PROTOCOLS[number]
 const PROTOCOL_NAME: Record<PullProtocol, string> = { oneshot: 'one-shot 1.0.0', stream: 'stream 1.1.0' }
@@ -49,6 +47,8 @@ interface Options {
   perHostInflight: number
   inflight: number[]
   protocols: PullProtocol[]
+  /** Long-lived pull streams per client host (each carries ~125 simulated nodes; a real node keeps one). */
+  streamsPerHost: number
   windowSec: number
   applyTimeoutSec: number
   trials: number
@@ -67,6 +67,9 @@ const USAGE = `usage: node bench/mailbox.ts [options]
                      --quick: 256)
   --protocols LIST   pull protocols measured at each setting (default oneshot,stream: the baseline
                      and long-lived streams side by side)
+  --streams-per-host N  long-lived pull streams per client host (default 1, as a node keeps; at most
+                     ${MAILBOX_MAX_STREAMS_PER_PEER}). With N ≥ --host-inflight every pull has a stream to itself
+                     (no two pulls share a write, as with real nodes)
   --window SEC       throughput window per setting (default 10; --quick: 3)
   --trials N         public / fan-out deliveries, alternating (default 3; --quick: 1)
   --apply-timeout S  give up waiting for 100 % applied after S seconds (default 30)
@@ -88,6 +91,7 @@ function parseOptions (argv: string[]): Options {
     'host-inflight': { type: 'string' },
     inflight: { type: 'string' },
     protocols: { type: 'string' },
+    'streams-per-host': { type: 'string' },
     window: { type: 'string' },
     'apply-timeout': { type: 'string' },
     trials: { type: 'string' },
@@ -105,6 +109,7 @@ function parseOptions (argv: string[]): Options {
     perHostInflight: v['host-inflight'] !== undefined ? intFlag('--host-inflight', v['host-inflight'], 1, MAILBOX_MAX_INBOUND_STREAMS) : 32,
     inflight: v.inflight !== undefined ? v.inflight.split(',').map(x => intFlag('--inflight', x.trim(), 1, 4096)) : quick ? [256] : [64, 128, 256],
     protocols: v.protocols !== undefined ? v.protocols.split(',').map(x => protocolFlag(x.trim())) : [...PROTOCOLS],
+    streamsPerHost: v['streams-per-host'] !== undefined ? intFlag('--streams-per-host', v['streams-per-host'], 1, MAILBOX_MAX_STREAMS_PER_PEER) : 1,
     windowSec: v.window !== undefined ? intFlag('--window', v.window, 1, 120) : quick ? 3 : 10,
     applyTimeoutSec: v['apply-timeout'] !== undefined ? intFlag('--apply-timeout', v['apply-timeout'], 1, 600) : 30,
     trials: v.trials !== undefined ? intFlag('--trials', v.trials, 1, 20) : quick ? 1 : 3,
@@ -129,7 +134,7 @@ function simulationNotes (o: Options): string[] {
     `Nodes behave as MailboxPuller: one pull session at a time, a pull every ${PULL_INTERVAL_MS / 1000} s (random phase), and on a digest showing a newer head a pull after a random delay in [0, ${DIGEST_JITTER_MS}) ms. "Applied" is when MailboxState.receive returned the notice's \`message\` action; effects are not run. Times are wall-clock across processes (performance.timeOrigin + now(), sub-ms).`,
     `The publish is timed from the start of the cluster-log put in the resource: it includes the fsynced sqlite write, the change feed into the in-memory index, the digest debounce (${DIGEST_DEBOUNCE_MS} ms), gossipsub delivery, the jitter and the pull. The fan-out baseline's ${o.nodes} puts are awaited one after the other; node:sqlite writes are synchronous (one fsync each; ~0.2 ms on this machine's disk, 1–10 ms on many others), so the resource answers no pull and sends no gossip until the last one is on disk.`,
     'Throughput phase: periodic and digest pulls are paused; each worker pulls for the next caught-up node that is not pulling (a no-op delta page), back to back. Latency is the node\'s whole pull: gate wait, stream open, request, answer, decoding and merge.',
-    `Pull streams: a real node keeps one /astra/mailbox-pull/1.1.0 stream open to its resource and has one pull at a time on it; here each connection (≈${Math.ceil(o.nodes / o.hosts)} nodes) keeps ${STREAMS_PER_HOST} streams and pipelines its nodes' pulls over them (answers in order), so the resource holds ${o.hosts * STREAMS_PER_HOST} pull streams instead of ${o.nodes}. Per pull the resource does the same work either way (read a request, check membership, answer, write); it holds fewer idle streams than a real fleet (yamux state per stream, not per pull). Deliveries (public, fan-out) use the streams, as MailboxPuller does; the throughput phase runs one-shot and stream side by side at each setting.`
+    `Pull streams: a real node keeps one /astra/mailbox-pull/1.1.0 stream open to its resource and has one pull at a time on it; here each connection (≈${Math.ceil(o.nodes / o.hosts)} nodes) keeps ${o.streamsPerHost} stream${o.streamsPerHost === 1 ? '' : 's'} and pipelines its nodes' pulls on ${o.streamsPerHost === 1 ? 'it' : 'them'} (answers in order, the requests of one event-loop turn in one write), so the resource holds ${o.hosts * o.streamsPerHost} pull streams instead of ${o.nodes} and answers several pulls per write, which a fleet of real nodes, each with one pull at a time, would not give it (--streams-per-host N with N ≥ --host-inflight gives every pull its own stream: no shared writes). Per pull the resource reads a request, checks membership and answers either way; it holds fewer idle streams and connections than a real fleet. Deliveries (public, fan-out) use the streams, as MailboxPuller does; the throughput phase runs one-shot and stream side by side at each setting.`
   ]
 }
 
@@ -468,7 +473,7 @@ function printTable (o: Options, r: Results, s: ReturnType<typeof summaryOf>, er
 
   if (r.throughput.length > 0) {
     out('')
-    out(`Pull throughput: caught-up nodes, no-op delta pulls, ${o.windowSec} s per setting; one-shot = one /astra/mailbox/1.0.0 stream per pull, stream = /astra/mailbox-pull/1.1.0 kept open (${STREAMS_PER_HOST} per connection, pipelined)`)
+    out(`Pull throughput: caught-up nodes, no-op delta pulls, ${o.windowSec} s per setting; one-shot = one /astra/mailbox/1.0.0 stream per pull, stream = /astra/mailbox-pull/1.1.0 kept open (${o.streamsPerHost} per connection, its nodes' pulls pipelined)`)
     const tw = [15, 9, 9, 8, 8, 8, 12, 13, 10, 9, 11, 7]
     const trow = (cols: string[]): string => cols.map((c, i) => i === 0 ? c.padEnd(tw[0] as number) : c.padStart(tw[i] ?? 9)).join('  ')
     out(trow(['protocol', 'in flight', 'pulls/s', 'p50 ms', 'p99 ms', 'max ms', 'res µs/pull', 'res 1-core/s', 'res core%', 'sim core%', 'other core%', 'errors']))
@@ -549,7 +554,7 @@ async function main (): Promise<void> {
       // ~1,000 MailboxStates and their pulls: room to spare.
       const proc = forkTs(`mailbox-sim${i}`, SIM_MODULE, [], ['--max-old-space-size=2048'])
       const cfg: SimConfig = {
-        sim: i, nodes: n, hosts: h, perHostInflight: o.perHostInflight, streamsPerHost: STREAMS_PER_HOST, cells: 4,
+        sim: i, nodes: n, hosts: h, perHostInflight: o.perHostInflight, streamsPerHost: o.streamsPerHost, cells: 4,
         resourceAddr: (r.resource as ResourceInfo).addr, resourcePeer: (r.resource as ResourceInfo).peerId
       }
       const ids = await call<{ peerIds: string[], cells: string[] }>(proc, 'init', cfg, 120_000)
@@ -607,7 +612,7 @@ async function main (): Promise<void> {
     benchmark: 'mailbox',
     date: new Date().toISOString(),
     options: {
-      nodes: o.nodes, sims: o.sims, hosts: o.hosts, perHostInflight: o.perHostInflight, inflight: o.inflight, protocols: o.protocols,
+      nodes: o.nodes, sims: o.sims, hosts: o.hosts, perHostInflight: o.perHostInflight, inflight: o.inflight, protocols: o.protocols, streamsPerHost: o.streamsPerHost,
       windowSec: o.windowSec, applyTimeoutSec: o.applyTimeoutSec, trials: o.trials, quick: o.quick
     },
     machine: {
