@@ -45,7 +45,7 @@ function frame (status: number, body: Uint8Array): Uint8Array {
 }
 
 /** A request as a length-prefixed frame (no status byte). */
-function requestFrame (payload: Uint8Array): Uint8Array {
+export function requestFrame (payload: Uint8Array): Uint8Array {
   let n = payload.length
   const out = new Uint8Array(varintLength(n) + n)
   let i = 0
@@ -75,7 +75,7 @@ function openEnvelope (envelope: Uint8Array, peer: PeerId): Uint8Array {
  * the varint read in place (libp2p's LengthPrefixedDecoder reads it through Uint8ArrayList.get,
  * a linear search per byte: ~9 % of the resource's CPU in a profile of bench:mailbox).
  */
-class FrameDecoder {
+export class FrameDecoder {
   private rest: Uint8Array | undefined
   private readonly max: number
 

@@ -115,6 +115,36 @@ test('many pulls travel on one stream; a malformed request is answered and the s
   assert.equal(pullStreamsOn(client, r.host), 1, 'the stream survived the malformed request')
 })
 
+test('answers of hundreds of KiB (many chunks) arrive whole, pipelined with small ones, page after page', async () => {
+  const r = await startResource(await newHost(), 'r-big')
+  const text = 'x'.repeat(1_990)
+  for (let i = 0; i < 300; i++) await publish(r.log, `${i} ${text}`)
+  const client = await newHost()
+  await client.dial(r.host.getMultiaddrs()[0]!)
+  const streams = new PullStreams(client)
+  closers.push(async () => { await streams.close() })
+  // A snapshot page (~512 KiB) and a small pull in flight together on the one stream.
+  const [page1, small] = await Promise.all([
+    streams.pull(r.host.peerId, pullPayload(client)),
+    streams.pull(r.host.peerId, pullPayload(client, { source: r.log.origin, rev: r.server.digest().rev }))
+  ])
+  assert.ok(page1.length > 256 * 1024, `first page is large (${page1.length} bytes)`)
+  const first = decodePullResponse(page1)
+  assert.equal(first.mode, 'snapshot')
+  assert.ok(first.more, 'a second page follows')
+  assert.equal(decodePullResponse(small).items.length, 0, 'the small answer matched the small request')
+  let seen = first.items.length
+  let cursor: { source: string, rev: number, snapshot?: true } = { source: first.source, rev: first.rev, snapshot: true }
+  for (let page = 2; page < 10; page++) {
+    const res = decodePullResponse(await streams.pull(r.host.peerId, encodePullRequest({ node: client.peerId.toString(), cell: 'a', cursor })))
+    seen += res.items.length
+    cursor = { source: res.source, rev: res.rev, snapshot: true }
+    if (!res.more) break
+  }
+  assert.equal(seen, 300, 'every notice arrived once over the pages')
+  assert.equal(pullStreamsOn(client, r.host), 1, 'all on one stream')
+})
+
 test('an idle stream is closed by the resource and reopened transparently', async () => {
   const r = await startResource(await newHost(), 'r-idle', { streamIdleMs: 300 })
   const client = await newHost()
