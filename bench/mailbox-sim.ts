@@ -3,8 +3,9 @@
 // TCP, Noise, Yamux, gossipsub) connected to the one resource.
 //
 // Each node behaves as MailboxPuller (src/mailbox/puller.ts) does: a pull session at a time
-// (a request during a session makes it go round once more), pages of `/astra/mailbox/1.0.0`
-// until `more` is false, a pull every PULL_INTERVAL_MS, and on a digest showing something newer
+// (a request during a session makes it go round once more), pages until `more` is false — over
+// the long-lived pull streams of `/astra/mailbox-pull/1.1.0` (SimConfig.streamsPerHost per
+// client host, shared by its nodes), or one `/astra/mailbox/1.0.0` stream per page as the baseline — a pull every PULL_INTERVAL_MS, and on a digest showing something newer
 // a pull after a random delay in [0, DIGEST_JITTER_MS). What it leaves out: the state file (a
 // real node fsyncs mailbox.json per page; 1,000 of them here would measure this disk, not the
 // resource), failover to other resources (there is one), and the effects of actions (recorded
@@ -15,7 +16,7 @@
 //   caughtUp {source, rev}         → nodes whose cursor is at that rev and who are not pulling
 //   applied {id, timeoutMs}        → wall-clock times at which nodes applied notice `id` (a
 //                                    `message` action), once all have or at the timeout
-//   throughput {inflight, ms}      periodic and digest pulls paused; `inflight` workers each pull
+//   throughput {inflight, ms, protocol}  periodic and digest pulls paused; `inflight` workers each pull
 //                                  for a caught-up node not already pulling, back to back
 //   auto {on}                      pause / resume periodic and digest-driven pulls
 //   usage                          CPU time, pull counts and errors
@@ -27,6 +28,7 @@ import { multiaddr } from '@multiformats/multiaddr'
 import type { Message } from '@libp2p/gossipsub'
 import type { PeerId } from '@libp2p/interface'
 import { createHost, request, type Host } from '../src/p2p/index.ts'
+import { PullStreams } from '../src/mailbox/pull-stream.ts'
 import { clientErrorReason } from '../src/clusterlog/metrics.ts'
 import { MailboxState } from '../src/mailbox/state.ts'
 import { decodeDigest, decodePullResponse, encodePullRequest, type Digest } from '../src/mailbox/wire.ts'
@@ -48,6 +50,11 @@ export interface SimConfig {
    * connection (MAILBOX_MAX_INBOUND_STREAMS on the resource, 64 outbound by default).
    */
   perHostInflight: number
+  /**
+   * Long-lived pull streams one client host keeps open to the resource. A real node keeps one; a
+   * client host here carries ~125 nodes, whose pulls are pipelined over these few streams.
+   */
+  streamsPerHost: number
   cells: number
   resourceAddr: string
   resourcePeer: string
@@ -102,7 +109,13 @@ interface ClientHost {
   host: Host
   gate: Gate
   nodes: SimNode[]
+  /** Long-lived pull streams to the resource, shared by this host's nodes (SimConfig.streamsPerHost). */
+  streams: PullStreams
 }
+
+/** Which protocol pulls use: `stream` (long-lived, as MailboxPuller now does) or `oneshot` (/astra/mailbox/1.0.0, the baseline). */
+export type PullProtocol = 'stream' | 'oneshot'
+let protocol: PullProtocol = 'stream'
 
 let resourcePeer: PeerId | undefined
 const hosts: ClientHost[] = []
@@ -173,7 +186,9 @@ class SimNode {
     try {
       for (let page = 0; page < MAX_PULL_PAGES; page++) {
         const payload = encodePullRequest({ node: this.self.peerId, cell: this.self.cell, cursor: this.state.cursor })
-        const bytes = await gate.run(async () => await request(host, peer, MAILBOX_PROTOCOL, payload, { timeoutMs: PULL_TIMEOUT_MS, maxResponseBytes: MAX_PULL_RESPONSE_BYTES }))
+        const bytes = await gate.run(async () => protocol === 'stream'
+          ? await this.client.streams.pull(peer, payload, { timeoutMs: PULL_TIMEOUT_MS })
+          : await request(host, peer, MAILBOX_PROTOCOL, payload, { timeoutMs: PULL_TIMEOUT_MS, maxResponseBytes: MAX_PULL_RESPONSE_BYTES }))
         const res = decodePullResponse(bytes)
         pages++
         if (res.revision > this.seenRevision) this.seenRevision = res.revision
@@ -204,7 +219,7 @@ async function init (cfg: SimConfig): Promise<{ peerIds: string[], cells: string
     const host = await createHost({ privateKey: await generateKeyPair('Ed25519'), listen: [], relay: { reserve: 'never' } })
     await host.start()
     await host.dial(addr)
-    const client: ClientHost = { host, gate: new Gate(cfg.perHostInflight), nodes: [] }
+    const client: ClientHost = { host, gate: new Gate(cfg.perHostInflight), nodes: [], streams: new PullStreams(host, { streamsPerPeer: cfg.streamsPerHost }) }
     // One subscription per connection; a digest fans out to the host's simulated nodes, as it
     // reaches each real node's own puller.
     host.services.pubsub.subscribe(MAILBOX_TOPIC)
@@ -248,12 +263,14 @@ async function applied (args: { id: string, timeoutMs: number }): Promise<Applie
   return { times, missing: nodes.length - times.length }
 }
 
-async function throughput (args: { inflight: number, ms: number }): Promise<ThroughputResult> {
+async function throughput (args: { inflight: number, ms: number, protocol: PullProtocol }): Promise<ThroughputResult> {
   auto = false
+  const before = protocol
   try {
     // Pulls already under way finish first, so exactly `inflight` run during the window.
     const idleBy = performance.now() + 10_000
     while (nodes.some(n => n.pulling) && performance.now() < idleBy) await new Promise(resolve => setTimeout(resolve, 10))
+    protocol = args.protocol
     const latencies: number[] = []
     const errorsBefore = Object.values(errors).reduce((a, b) => a + b, 0)
     let next = 0
@@ -282,6 +299,7 @@ async function throughput (args: { inflight: number, ms: number }): Promise<Thro
       latencies: latencies.sort((a, b) => a - b).map(x => Math.round(x * 1000) / 1000)
     }
   } finally {
+    protocol = before
     auto = true
   }
 }
@@ -300,7 +318,7 @@ async function exit (): Promise<void> {
   auto = false
   setImmediate(() => {
     void (async () => {
-      await Promise.allSettled(hosts.map(async c => { await c.host.stop() }))
+      await Promise.allSettled(hosts.map(async c => { await c.streams.close(); await c.host.stop() }))
       process.exit(0)
     })()
   })
@@ -310,7 +328,7 @@ serveIpc({
   init: async args => await init(args as SimConfig),
   caughtUp: args => caughtUp(args as { source: string, rev: number }),
   applied: async args => await applied(args as { id: string, timeoutMs: number }),
-  throughput: async args => await throughput(args as { inflight: number, ms: number }),
+  throughput: async args => await throughput(args as { inflight: number, ms: number, protocol: PullProtocol }),
   auto: args => { setAuto(args as { on: boolean }) },
   usage,
   exit

@@ -24,7 +24,7 @@ import { call, percentile } from './mailbox-ipc.ts'
 import type { Head, InMemoryResult, ResourceInfo, ResourceUsage, WriteResult } from './mailbox-resource.ts'
 import type { AppliedResult, SimConfig, SimUsage, ThroughputResult } from './mailbox-sim.ts'
 import { newNoticeId, type Notice } from '../src/mailbox/notice.ts'
-import { DIGEST_DEBOUNCE_MS, DIGEST_JITTER_MS, MAILBOX_MAX_INBOUND_STREAMS, PULL_INTERVAL_MS, PULL_TIMEOUT_MS } from '../src/mailbox/constants.ts'
+import { DIGEST_DEBOUNCE_MS, DIGEST_JITTER_MS, MAILBOX_MAX_INBOUND_STREAMS, MAILBOX_MAX_STREAMS_PER_PEER, PULL_INTERVAL_MS, PULL_TIMEOUT_MS } from '../src/mailbox/constants.ts'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const ROOT = path.resolve(HERE, '..')
@@ -34,6 +34,11 @@ const SIM_MODULE = path.join(HERE, 'mailbox-sim.ts')
 /** The issue's goals (issue 5, "Benchmark"). */
 const GOAL_P99_MS = 3_000
 const GOAL_PULLS_PER_SEC = 5_000
+/** Issue 14, goal 4: pulls per second per resource with long-lived pull streams. */
+const GOAL_STREAM_PULLS_PER_SEC = 20_000
+const PROTOCOLS = ['oneshot', 'stream'] as const
+type PullProtocol = typeof PROTOCOLS[number]
+const PROTOCOL_NAME: Record<PullProtocol, string> = { oneshot: 'one-shot 1.0.0', stream: 'stream 1.1.0' }
 
 interface Options {
   nodes: number
@@ -41,6 +46,9 @@ interface Options {
   hosts: number
   perHostInflight: number
   inflight: number[]
+  protocols: PullProtocol[]
+  /** Long-lived pull streams per client host (each carries ~125 simulated nodes; a real node keeps one). */
+  streamsPerHost: number
   windowSec: number
   applyTimeoutSec: number
   trials: number
@@ -55,8 +63,13 @@ const USAGE = `usage: node bench/mailbox.ts [options]
   --hosts N          libp2p client hosts (connections) carrying the nodes, over all simulators (default 8)
   --host-inflight N  pulls one client host has open at once (default 32; libp2p allows 64 streams
                      of a protocol per connection)
-  --inflight LIST    pulls in flight in the throughput phase, one 'window' each (default 32,64,128;
-                     --quick: 64)
+  --inflight LIST    pulls in flight in the throughput phase, one 'window' each (default 64,128,256;
+                     --quick: 256)
+  --protocols LIST   pull protocols measured at each setting (default oneshot,stream: the baseline
+                     and long-lived streams side by side)
+  --streams-per-host N  long-lived pull streams per client host (default 1, as a node keeps; at most
+                     ${MAILBOX_MAX_STREAMS_PER_PEER}). With N ≥ --host-inflight every pull has a stream to itself
+                     (no two pulls share a write, as with real nodes)
   --window SEC       throughput window per setting (default 10; --quick: 3)
   --trials N         public / fan-out deliveries, alternating (default 3; --quick: 1)
   --apply-timeout S  give up waiting for 100 % applied after S seconds (default 30)
@@ -65,6 +78,11 @@ const USAGE = `usage: node bench/mailbox.ts [options]
   --keep-temp        keep the temp dir (the resource's cluster log) for inspection
 `
 
+function protocolFlag (x: string): PullProtocol {
+  if (!(PROTOCOLS as readonly string[]).includes(x)) throw new UsageError(`--protocols: '${x}' is not one of ${PROTOCOLS.join(', ')}`)
+  return x as PullProtocol
+}
+
 function parseOptions (argv: string[]): Options {
   const v = parseFlags(argv, {
     nodes: { type: 'string' },
@@ -72,6 +90,8 @@ function parseOptions (argv: string[]): Options {
     hosts: { type: 'string' },
     'host-inflight': { type: 'string' },
     inflight: { type: 'string' },
+    protocols: { type: 'string' },
+    'streams-per-host': { type: 'string' },
     window: { type: 'string' },
     'apply-timeout': { type: 'string' },
     trials: { type: 'string' },
@@ -87,7 +107,9 @@ function parseOptions (argv: string[]): Options {
     sims: v.sims !== undefined ? intFlag('--sims', v.sims, 1, 8) : 1,
     hosts: v.hosts !== undefined ? intFlag('--hosts', v.hosts, 1, 64) : 8,
     perHostInflight: v['host-inflight'] !== undefined ? intFlag('--host-inflight', v['host-inflight'], 1, MAILBOX_MAX_INBOUND_STREAMS) : 32,
-    inflight: v.inflight !== undefined ? v.inflight.split(',').map(x => intFlag('--inflight', x.trim(), 1, 4096)) : quick ? [64] : [32, 64, 128],
+    inflight: v.inflight !== undefined ? v.inflight.split(',').map(x => intFlag('--inflight', x.trim(), 1, 4096)) : quick ? [256] : [64, 128, 256],
+    protocols: v.protocols !== undefined ? v.protocols.split(',').map(x => protocolFlag(x.trim())) : [...PROTOCOLS],
+    streamsPerHost: v['streams-per-host'] !== undefined ? intFlag('--streams-per-host', v['streams-per-host'], 1, MAILBOX_MAX_STREAMS_PER_PEER) : 1,
     windowSec: v.window !== undefined ? intFlag('--window', v.window, 1, 120) : quick ? 3 : 10,
     applyTimeoutSec: v['apply-timeout'] !== undefined ? intFlag('--apply-timeout', v['apply-timeout'], 1, 600) : 30,
     trials: v.trials !== undefined ? intFlag('--trials', v.trials, 1, 20) : quick ? 1 : 3,
@@ -111,7 +133,8 @@ function simulationNotes (o: Options): string[] {
     'Nodes keep their MailboxState in memory and do not write mailbox.json: a real node fsyncs its state file after every page before it acts, which adds one fsync (~1–10 ms on ordinary disks) to each node\'s apply time, on its own disk.',
     `Nodes behave as MailboxPuller: one pull session at a time, a pull every ${PULL_INTERVAL_MS / 1000} s (random phase), and on a digest showing a newer head a pull after a random delay in [0, ${DIGEST_JITTER_MS}) ms. "Applied" is when MailboxState.receive returned the notice's \`message\` action; effects are not run. Times are wall-clock across processes (performance.timeOrigin + now(), sub-ms).`,
     `The publish is timed from the start of the cluster-log put in the resource: it includes the fsynced sqlite write, the change feed into the in-memory index, the digest debounce (${DIGEST_DEBOUNCE_MS} ms), gossipsub delivery, the jitter and the pull. The fan-out baseline's ${o.nodes} puts are awaited one after the other; node:sqlite writes are synchronous (one fsync each; ~0.2 ms on this machine's disk, 1–10 ms on many others), so the resource answers no pull and sends no gossip until the last one is on disk.`,
-    'Throughput phase: periodic and digest pulls are paused; each worker pulls for the next caught-up node that is not pulling (a no-op delta page), back to back. Latency is the node\'s whole pull: gate wait, stream open, request, answer, decoding and merge.'
+    'Throughput phase: periodic and digest pulls are paused; each worker pulls for the next caught-up node that is not pulling (a no-op delta page), back to back. Latency is the node\'s whole pull: gate wait, stream open, request, answer, decoding and merge.',
+    `Pull streams: a real node keeps one /astra/mailbox-pull/1.1.0 stream open to its resource and has one pull at a time on it; here each connection (≈${Math.ceil(o.nodes / o.hosts)} nodes) keeps ${o.streamsPerHost} stream${o.streamsPerHost === 1 ? '' : 's'} and pipelines its nodes' pulls on ${o.streamsPerHost === 1 ? 'it' : 'them'} (answers in order, the requests of one event-loop turn in one write), so the resource holds ${o.hosts * o.streamsPerHost} pull streams instead of ${o.nodes} and answers several pulls per write, which a fleet of real nodes, each with one pull at a time, would not give it (--streams-per-host N with N ≥ --host-inflight gives every pull its own stream: no shared writes). Per pull the resource reads a request, checks membership and answers either way; it holds fewer idle streams and connections than a real fleet. Deliveries (public, fan-out) use the streams, as MailboxPuller does; the throughput phase runs one-shot and stream side by side at each setting.`
   ]
 }
 
@@ -268,6 +291,7 @@ function worst (trials: DeliveryResult[], f: (d: DeliveryResult) => number | nul
 }
 
 interface ThroughputRow {
+  protocol: PullProtocol
   inflight: number
   pulls: number
   errors: number
@@ -287,7 +311,7 @@ interface ThroughputRow {
   otherCpuPctOfOneCore: number
 }
 
-async function throughput (inflight: number, res: Managed, sims: Sim[], o: Options, log: (m: string) => void): Promise<ThroughputRow> {
+async function throughput (inflight: number, protocol: PullProtocol, res: Managed, sims: Sim[], o: Options, log: (m: string) => void): Promise<ThroughputRow> {
   await waitCaughtUp(res, sims, o.nodes, 'all nodes caught up', 60_000)
   // The in-flight pulls are shared out by node count; every simulator gets at least one.
   const shares = sims.map(s => Math.max(1, Math.round(inflight * s.nodes / o.nodes)))
@@ -295,7 +319,7 @@ async function throughput (inflight: number, res: Managed, sims: Sim[], o: Optio
   const m0 = machineCpu()
   const self0 = process.cpuUsage()
   const t0 = now()
-  const results = await Promise.all(sims.map(async (s, i) => await call<ThroughputResult>(s.proc, 'throughput', { inflight: shares[i], ms: o.windowSec * 1000 }, o.windowSec * 1000 + 30_000)))
+  const results = await Promise.all(sims.map(async (s, i) => await call<ThroughputResult>(s.proc, 'throughput', { inflight: shares[i], ms: o.windowSec * 1000, protocol }, o.windowSec * 1000 + 30_000)))
   const wallMs = now() - t0
   const m1 = machineCpu()
   const self = process.cpuUsage(self0)
@@ -307,6 +331,7 @@ async function throughput (inflight: number, res: Managed, sims: Sim[], o: Optio
   const cpuUs = after.cpuUs - before.cpuUs
   const simCpuUs = simsAfter.reduce((a, u) => a + u.cpuUs, 0) - simsBefore.reduce((a, u) => a + u.cpuUs, 0)
   const row: ThroughputRow = {
+    protocol,
     inflight: shares.reduce((a, b) => a + b, 0),
     pulls,
     errors: results.reduce((a, r) => a + r.errors, 0),
@@ -328,7 +353,7 @@ async function throughput (inflight: number, res: Managed, sims: Sim[], o: Optio
     otherCpuPctOfOneCore: 0
   }
   row.otherCpuPctOfOneCore = Math.max(0, row.machineBusyPct - row.resourceCpuPctOfOneCore - row.simCpuPctOfOneCore - (self.user + self.system) / 1000 / wallMs * 100)
-  log(`throughput, ${row.inflight} in flight: ${row.pullsPerSec.toFixed(0)} pulls/s, p50 ${row.latencyMs.p50.toFixed(1)} ms, p99 ${row.latencyMs.p99.toFixed(1)} ms, resource ${row.resourceCpuUsPerPull.toFixed(0)} µs CPU/pull (${row.resourceCpuPctOfOneCore.toFixed(0)} % of a core), simulators ${row.simCpuPctOfOneCore.toFixed(0)} %, ${row.errors} errors`)
+  log(`throughput, ${PROTOCOL_NAME[protocol]}, ${row.inflight} in flight: ${row.pullsPerSec.toFixed(0)} pulls/s, p50 ${row.latencyMs.p50.toFixed(1)} ms, p99 ${row.latencyMs.p99.toFixed(1)} ms, resource ${row.resourceCpuUsPerPull.toFixed(0)} µs CPU/pull (${row.resourceCpuPctOfOneCore.toFixed(0)} % of a core), simulators ${row.simCpuPctOfOneCore.toFixed(0)} %, ${row.errors} errors`)
   return row
 }
 
@@ -367,8 +392,25 @@ interface Results {
   inmem?: InMemoryResult
 }
 
+function bestOf (rows: ThroughputRow[]): ThroughputRow | undefined {
+  return rows.length > 0 ? rows.reduce((a, b) => b.pullsPerSec > a.pullsPerSec ? b : a) : undefined
+}
+
+/** Long-lived stream ÷ one-shot at each in-flight setting measured with both. */
+function streamRatios (rows: ThroughputRow[]): Array<{ inflight: number, pullsPerSec: number | null, cpuPerPull: number | null }> {
+  const out = []
+  for (const s of rows.filter(t => t.protocol === 'stream')) {
+    const one = rows.find(t => t.protocol === 'oneshot' && t.inflight === s.inflight)
+    if (one == null) continue
+    out.push({ inflight: s.inflight, pullsPerSec: ratio(s.pullsPerSec, one.pullsPerSec), cpuPerPull: ratio(s.resourceCpuUsPerPull, one.resourceCpuUsPerPull) })
+  }
+  return out
+}
+
 function summaryOf (r: Results) {
-  const best = r.throughput.length > 0 ? r.throughput.reduce((a, b) => b.pullsPerSec > a.pullsPerSec ? b : a) : undefined
+  const best = bestOf(r.throughput)
+  const bestOneShot = bestOf(r.throughput.filter(t => t.protocol === 'oneshot'))
+  const bestStream = bestOf(r.throughput.filter(t => t.protocol === 'stream'))
   return {
     trials: r.pubTrials.length,
     publicP99Ms: r.pub?.p99Ms ?? null,
@@ -386,11 +428,16 @@ function summaryOf (r: Results) {
     ratioValueBytes: ratio(r.fan?.valueBytes, r.pub?.valueBytes),
     ratioDiskBytes: ratio(r.fan?.diskWriteBytes ?? undefined, r.pub?.diskWriteBytes ?? undefined),
     bestThroughput: best ?? null,
+    bestOneShot: bestOneShot ?? null,
+    bestStream: bestStream ?? null,
+    /** stream ÷ one-shot per in-flight setting: pulls/s and resource CPU per pull. */
+    streamVsOneShot: streamRatios(r.throughput),
     inMemoryAnswerPerSec: r.inmem?.answerPerSec ?? null,
     goals: {
       // Every trial, not only the median one.
       publishTo99AppliedAtMost3s: r.pubTrials.length === 0 ? null : r.pubTrials.every(d => d.p99Ms != null && d.p99Ms <= GOAL_P99_MS),
       atLeast5000PullsPerSec: best != null ? best.pullsPerSec >= GOAL_PULLS_PER_SEC : null,
+      atLeast20000PullsPerSecStreams: bestStream != null ? bestStream.pullsPerSec >= GOAL_STREAM_PULLS_PER_SEC : null,
       oneWriteInsteadOfN: r.pub != null && r.fan != null ? r.pub.writes === 1 && r.fan.writes === r.fan.nodes : null,
       exactlyOnce: r.pub != null || r.fan != null ? (r.pub?.duplicates ?? 0) + (r.fan?.duplicates ?? 0) === 0 : null
     }
@@ -426,27 +473,30 @@ function printTable (o: Options, r: Results, s: ReturnType<typeof summaryOf>, er
 
   if (r.throughput.length > 0) {
     out('')
-    out(`Pull throughput: caught-up nodes, no-op delta pulls over /astra/mailbox/1.0.0, ${o.windowSec} s per setting`)
-    const tw = [9, 9, 8, 8, 8, 12, 13, 10, 9, 11, 7]
-    const trow = (cols: string[]): string => cols.map((c, i) => c.padStart(tw[i] ?? 9)).join('  ')
-    out(trow(['in flight', 'pulls/s', 'p50 ms', 'p99 ms', 'max ms', 'res µs/pull', 'res 1-core/s', 'res core%', 'sim core%', 'other core%', 'errors']))
+    out(`Pull throughput: caught-up nodes, no-op delta pulls, ${o.windowSec} s per setting; one-shot = one /astra/mailbox/1.0.0 stream per pull, stream = /astra/mailbox-pull/1.1.0 kept open (${o.streamsPerHost} per connection, its nodes' pulls pipelined)`)
+    const tw = [15, 9, 9, 8, 8, 8, 12, 13, 10, 9, 11, 7]
+    const trow = (cols: string[]): string => cols.map((c, i) => i === 0 ? c.padEnd(tw[0] as number) : c.padStart(tw[i] ?? 9)).join('  ')
+    out(trow(['protocol', 'in flight', 'pulls/s', 'p50 ms', 'p99 ms', 'max ms', 'res µs/pull', 'res 1-core/s', 'res core%', 'sim core%', 'other core%', 'errors']))
     for (const t of r.throughput) {
-      out(trow([String(t.inflight), t.pullsPerSec.toFixed(0), fx(t.latencyMs.p50), fx(t.latencyMs.p99), fx(t.latencyMs.max), t.resourceCpuUsPerPull.toFixed(0), t.resourceCpuBoundPullsPerSec.toFixed(0), t.resourceCpuPctOfOneCore.toFixed(0), t.simCpuPctOfOneCore.toFixed(0), t.otherCpuPctOfOneCore.toFixed(0), String(t.errors)]))
+      out(trow([PROTOCOL_NAME[t.protocol], String(t.inflight), t.pullsPerSec.toFixed(0), fx(t.latencyMs.p50), fx(t.latencyMs.p99), fx(t.latencyMs.max), t.resourceCpuUsPerPull.toFixed(0), t.resourceCpuBoundPullsPerSec.toFixed(0), t.resourceCpuPctOfOneCore.toFixed(0), t.simCpuPctOfOneCore.toFixed(0), t.otherCpuPctOfOneCore.toFixed(0), String(t.errors)]))
     }
     out('  res µs/pull = resource CPU time per answered pull; res 1-core/s = 1 s ÷ that, what the resource would answer with a core to itself;')
     out(`  core% = % of one core (the machine has ${os.availableParallelism() * 100} %); other = whole machine minus the resource, the simulators and the bench`)
+    for (const q of s.streamVsOneShot) out(`  stream ÷ one-shot at ${q.inflight} in flight: pulls/s ×${fx(q.pullsPerSec, 2)}, resource CPU per pull ×${fx(q.cpuPerPull, 2)}`)
   }
   if (r.inmem != null) {
     out(`  in-memory answer alone (index.pull + encodePullResponse, one process, no libp2p): ${r.inmem.answerPerSec.toFixed(0)} answers/s; with decodePullRequest: ${r.inmem.servePerSec.toFixed(0)}/s`)
   }
 
   out('')
-  out('Goals (issue 5)')
+  out('Goals (issue 5; the streams row is issue 14 goal 4)')
   const g = s.goals
   const best = s.bestThroughput
   const goal = (label: string, value: string, ok: boolean | null, note: string): void => { out(`  ${label.padEnd(44)}${value.padStart(12)}  ${mark(ok)}${note !== '' ? `  ${note}` : ''}`) }
   goal(`publish → 99 % applied ≤ ${GOAL_P99_MS / 1000} s`, `${ms(s.publicP99WorstMs)} ms`, g.publishTo99AppliedAtMost3s, `worst of ${r.pubTrials.length} trial${r.pubTrials.length === 1 ? '' : 's'}; median ${ms(r.pub?.p99Ms)} ms`)
   goal(`≥ ${GOAL_PULLS_PER_SEC.toLocaleString('en-US')} pulls/s from one resource`, `${best != null ? best.pullsPerSec.toFixed(0) : '-'} /s`, g.atLeast5000PullsPerSec, best != null ? `best setting: ${best.inflight} in flight, p99 ${fx(best.latencyMs.p99)} ms; resource alone on a core ≈ ${best.resourceCpuBoundPullsPerSec.toFixed(0)}/s` : '')
+  const bs = s.bestStream
+  goal(`≥ ${GOAL_STREAM_PULLS_PER_SEC.toLocaleString('en-US')} pulls/s, long-lived streams (issue 14)`, `${bs != null ? bs.pullsPerSec.toFixed(0) : '-'} /s`, g.atLeast20000PullsPerSecStreams, bs != null ? `${bs.inflight} in flight, p99 ${fx(bs.latencyMs.p99)} ms; ${bs.resourceCpuUsPerPull.toFixed(0)} µs resource CPU/pull (one-shot best ${s.bestOneShot != null ? `${s.bestOneShot.pullsPerSec.toFixed(0)}/s, ${s.bestOneShot.resourceCpuUsPerPull.toFixed(0)} µs` : '-'})` : '')
   goal(`1 write instead of ${o.nodes.toLocaleString('en-US')}`, `${r.pub?.writes ?? '-'} vs ${r.fan?.writes ?? '-'}`, g.oneWriteInsteadOfN, '')
   goal('every node applied each notice exactly once', `${(r.pub?.duplicates ?? 0) + (r.fan?.duplicates ?? 0)} twice`, g.exactlyOnce, '')
 
@@ -504,7 +554,7 @@ async function main (): Promise<void> {
       // ~1,000 MailboxStates and their pulls: room to spare.
       const proc = forkTs(`mailbox-sim${i}`, SIM_MODULE, [], ['--max-old-space-size=2048'])
       const cfg: SimConfig = {
-        sim: i, nodes: n, hosts: h, perHostInflight: o.perHostInflight, cells: 4,
+        sim: i, nodes: n, hosts: h, perHostInflight: o.perHostInflight, streamsPerHost: o.streamsPerHost, cells: 4,
         resourceAddr: (r.resource as ResourceInfo).addr, resourcePeer: (r.resource as ResourceInfo).peerId
       }
       const ids = await call<{ peerIds: string[], cells: string[] }>(proc, 'init', cfg, 120_000)
@@ -533,9 +583,12 @@ async function main (): Promise<void> {
     }
     r.pub = medianTrial(r.pubTrials)
     r.fan = medianTrial(r.fanTrials)
+    // Both protocols at each setting, side by side, against the same resource and nodes.
     for (const k of o.inflight) {
-      const t = await phase(`pull throughput, ${k} in flight`, async () => await throughput(k, resource, sims, o, log))
-      if (t != null) r.throughput.push(t)
+      for (const protocol of o.protocols) {
+        const t = await phase(`pull throughput, ${PROTOCOL_NAME[protocol]}, ${k} in flight`, async () => await throughput(k, protocol, resource, sims, o, log))
+        if (t != null) r.throughput.push(t)
+      }
     }
     r.inmem = await phase('in-memory answer', async () => {
       // The loop holds the resource's event loop for seconds: nodes would time out meanwhile.
@@ -559,7 +612,7 @@ async function main (): Promise<void> {
     benchmark: 'mailbox',
     date: new Date().toISOString(),
     options: {
-      nodes: o.nodes, sims: o.sims, hosts: o.hosts, perHostInflight: o.perHostInflight, inflight: o.inflight,
+      nodes: o.nodes, sims: o.sims, hosts: o.hosts, perHostInflight: o.perHostInflight, inflight: o.inflight, protocols: o.protocols, streamsPerHost: o.streamsPerHost,
       windowSec: o.windowSec, applyTimeoutSec: o.applyTimeoutSec, trials: o.trials, quick: o.quick
     },
     machine: {
@@ -572,7 +625,7 @@ async function main (): Promise<void> {
       node: process.version
     },
     units: 'ms, bytes, pulls/s unless named otherwise; percentiles nearest rank over all nodes (or all pulls)',
-    goals: { publishTo99AppliedMs: GOAL_P99_MS, pullsPerSec: GOAL_PULLS_PER_SEC, writes: 1 },
+    goals: { publishTo99AppliedMs: GOAL_P99_MS, pullsPerSec: GOAL_PULLS_PER_SEC, streamPullsPerSec: GOAL_STREAM_PULLS_PER_SEC, writes: 1 },
     summary,
     resource: r.resource ?? null,
     rampMs: r.rampMs ?? null,

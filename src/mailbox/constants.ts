@@ -56,3 +56,18 @@ export const MAX_EXPIRY_MS = 366 * 24 * 60 * 60_000
 
 /** The node's mailbox state file in its data dir. */
 export const STATE_FILE = 'mailbox.json'
+
+/**
+ * Long-lived pull streams (pull-stream.ts): a node keeps one open to its resource and sends every
+ * pull on it. Peers without it are pulled over MAILBOX_PROTOCOL (one stream per pull).
+ */
+export const MAILBOX_STREAM_PROTOCOL = '/astra/mailbox-pull/1.1.0'
+/**
+ * Pull streams one peer may hold open on a resource. A node needs one; bench:mailbox's client
+ * hosts, which carry ~125 simulated nodes each, use a few.
+ */
+export const MAILBOX_MAX_STREAMS_PER_PEER = 8
+/** A pull stream with no request for this long is closed by the resource (nodes pull every 5 s). */
+export const MAILBOX_STREAM_IDLE_MS = 60_000
+/** Requests a node sends on one stream before an answer comes back (a node has one at a time). */
+export const MAILBOX_STREAM_MAX_PIPELINED = 32

@@ -3,7 +3,8 @@ import type { PeerId } from '@libp2p/interface'
 import { Counter, Registry } from 'prom-client'
 import { gaugeFn } from '../metrics/index.ts'
 import { clientErrorReason } from '../clusterlog/metrics.ts'
-import { ProtocolPeers, request, type Host } from '../p2p/index.ts'
+import { ProtocolPeers, type Host } from '../p2p/index.ts'
+import { PullStreams } from './pull-stream.ts'
 import type { Logger } from '../util/logger.ts'
 import { errorMessage, LifecycleError } from '../util/errors.ts'
 import { systemClock, type Clock } from '../util/time.ts'
@@ -14,7 +15,7 @@ import type { MailboxServer } from './server.ts'
 import { MailboxState, loadState, saveState, type MailboxAction } from './state.ts'
 import { decodeDigest, decodePullResponse, encodePullRequest, type Digest, type PullResponse } from './wire.ts'
 import { INSECURE_AUTHOR } from '../clusterlog/constants.ts'
-import { DIGEST_JITTER_MS, MAILBOX_PROTOCOL, MAILBOX_TOPIC, MAX_PULL_PAGES, MAX_PULL_RESPONSE_BYTES, PULL_INTERVAL_MS, PULL_TIMEOUT_MS } from './constants.ts'
+import { DIGEST_JITTER_MS, MAILBOX_PROTOCOL, MAILBOX_TOPIC, MAX_PULL_PAGES, PULL_INTERVAL_MS, PULL_TIMEOUT_MS } from './constants.ts'
 
 export interface MailboxPullerComponents {
   libp2p: Host
@@ -48,6 +49,7 @@ export class MailboxPuller {
   private stateValue?: MailboxState
   private resources?: ProtocolPeers
   private sticky?: PeerId
+  private streams: PullStreams
   private session?: Promise<void>
   private again = false
   private seenRevision = 0
@@ -67,6 +69,7 @@ export class MailboxPuller {
     this.init = init
     this.clock = components.clock ?? systemClock
     this.validateDigest = digestValidator(components.libp2p, () => { this.errors.inc({ reason: 'bad_digest' }) })
+    this.streams = new PullStreams(components.libp2p)
     const registers = [components.registry ?? new Registry()]
     this.errors = new Counter({ name: 'astrad_mailbox_pull_errors_total', help: 'Mailbox pulls by this node that failed, by reason', labelNames: ['reason'], registers })
     this.pulls = new Counter({ name: 'astrad_mailbox_node_pulls_total', help: 'Mailbox pull pages received by this node, by mode', labelNames: ['result'], registers })
@@ -87,6 +90,7 @@ export class MailboxPuller {
     const { libp2p } = this.components
     this.stateValue = new MailboxState(this.init.self, loadState(this.init.dataDir))
     this.controller = new AbortController()
+    this.streams = new PullStreams(libp2p)
     this.running = true
     const resources = this.resources = new ProtocolPeers(libp2p, MAILBOX_PROTOCOL)
     resources.onConnect(() => { if (this.stateValue?.cursor == null) void this.pull() })
@@ -119,6 +123,7 @@ export class MailboxPuller {
     try { pubsub.unsubscribe(MAILBOX_TOPIC) } catch {}
     this.resources?.stop()
     await this.session?.catch(() => {})
+    await this.streams.close()
   }
 
   /**
@@ -160,8 +165,9 @@ export class MailboxPuller {
       // Notices are taken from resources only (their certificate; anyone with --insecure).
       if (!await trust.check(peer, 'resource', MAILBOX_PROTOCOL)) continue
       try {
-        await this.drain(async cursor => await request(this.components.libp2p, peer, MAILBOX_PROTOCOL, encodePullRequest({ node: this.init.self.peerId, cell: this.init.self.cell, cursor }), {
-          signal: this.controller.signal, timeoutMs: PULL_TIMEOUT_MS, maxResponseBytes: MAX_PULL_RESPONSE_BYTES
+        // On the pull stream kept open to that resource (one-shot streams if it is older).
+        await this.drain(async cursor => await this.streams.pull(peer, encodePullRequest({ node: this.init.self.peerId, cell: this.init.self.cell, cursor }), {
+          signal: this.controller.signal, timeoutMs: PULL_TIMEOUT_MS
         }), peer.toString())
         this.sticky = peer
         return

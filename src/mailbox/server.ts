@@ -5,7 +5,9 @@ import { serverErrorReason } from '../clusterlog/metrics.ts'
 import { handleRequests, type Host } from '../p2p/index.ts'
 import { Trust } from '../trust/index.ts'
 import type { Logger } from '../util/logger.ts'
-import { errorMessage } from '../util/errors.ts'
+import { AstradError, errorMessage } from '../util/errors.ts'
+import type { PeerId } from '@libp2p/interface'
+import { handlePullStreams } from './pull-stream.ts'
 import { systemClock, type Clock } from '../util/time.ts'
 import { inboxKind, noticeKind, type NodeIdentity } from './notice.ts'
 import { MailboxIndex } from './memory.ts'
@@ -13,7 +15,7 @@ import type { TopicValidatorFn } from '@libp2p/gossipsub'
 import { digestValidator } from './digest-validator.ts'
 import { decodePullRequest, encodeDigest, encodePullResponse, type Cursor, type Digest } from './wire.ts'
 import {
-  DIGEST_DEBOUNCE_MS, DIGEST_INTERVAL_MS, MAILBOX_MAX_INBOUND_STREAMS, MAILBOX_PROTOCOL, MAILBOX_TOPIC,
+  DIGEST_DEBOUNCE_MS, DIGEST_INTERVAL_MS, MAILBOX_MAX_INBOUND_STREAMS, MAILBOX_PROTOCOL, MAILBOX_STREAM_PROTOCOL, MAILBOX_TOPIC,
   MAX_PULL_REQUEST_BYTES, MAX_PULL_RESPONSE_BYTES
 } from './constants.ts'
 
@@ -28,13 +30,18 @@ export interface MailboxServerComponents {
 export interface MailboxServerInit {
   retentionMs?: number
   digestIntervalMs?: number
+  /** Idle pull streams are closed after this (MAILBOX_STREAM_IDLE_MS; tests shorten it). */
+  streamIdleMs?: number
+  /** Serve only the one-shot `/astra/mailbox/1.0.0` (an older resource; tests and bench baselines). */
+  oneShotOnly?: boolean
 }
 
 /** Why a pull was refused (label `reason` of astrad_mailbox_refused_total). */
-type RefusedReason = 'bad_request' | 'too_large' | 'timeout' | 'refused' | 'stream'
+type RefusedReason = 'bad_request' | 'too_large' | 'timeout' | 'refused' | 'stream' | 'streams'
 
 /**
- * The resource side of the mailbox: answers `/astra/mailbox/1.0.0` pulls from the in-memory
+ * The resource side of the mailbox: answers pulls — many per long-lived stream on
+ * `/astra/mailbox-pull/1.1.0` (pull-stream.ts), one per stream on `/astra/mailbox/1.0.0` — from the in-memory
  * index (kept current by the cluster log's change feed) and announces its head on
  * `astra/mailbox/1` when it moves and every DIGEST_INTERVAL_MS.
  */
@@ -80,18 +87,27 @@ export class MailboxServer {
     this.unsubscribe = log.onChange(entry => {
       if (index.apply(entry)) this.headMoved()
     })
+    const onError = (err: unknown, peer: PeerId): void => {
+      const reason = err instanceof AstradError && err.code === 'ERR_TOO_MANY_STREAMS' ? 'streams' : serverErrorReason(err) as RefusedReason
+      this.refused.inc({ reason })
+      this.components.logger.debug({ peer: peer.toString(), reason, err: errorMessage(err) }, 'mailbox pull refused')
+    }
     await handleRequests(libp2p, MAILBOX_PROTOCOL, (bytes) => this.serve(bytes), {
       // Pulls are reads, open to members (as the cluster log's reads are).
       authorize: Trust.guard(libp2p, 'member', MAILBOX_PROTOCOL),
       maxRequestBytes: MAX_PULL_REQUEST_BYTES,
       maxResponseBytes: MAX_PULL_RESPONSE_BYTES,
       maxInboundStreams: MAILBOX_MAX_INBOUND_STREAMS,
-      onError: (err, peer) => {
-        const reason = serverErrorReason(err) as RefusedReason
-        this.refused.inc({ reason })
-        this.components.logger.debug({ peer: peer.toString(), reason, err: errorMessage(err) }, 'mailbox pull refused')
-      }
+      onError
     })
+    if (this.init.oneShotOnly !== true) {
+      await handlePullStreams(libp2p, (bytes) => this.serve(bytes), {
+        // Checked for every request on the stream, not only when it opens.
+        authorize: Trust.guard(libp2p, 'member', MAILBOX_STREAM_PROTOCOL),
+        idleMs: this.init.streamIdleMs,
+        onError
+      })
+    }
     const pubsub = libp2p.services.pubsub
     pubsub.topicValidators.set(MAILBOX_TOPIC, this.validateDigest)
     const interval = this.init.digestIntervalMs ?? DIGEST_INTERVAL_MS
@@ -115,6 +131,7 @@ export class MailboxServer {
     const { libp2p } = this.components
     if (libp2p.services.pubsub.topicValidators.get(MAILBOX_TOPIC) === this.validateDigest) libp2p.services.pubsub.topicValidators.delete(MAILBOX_TOPIC)
     try { await libp2p.unhandle(MAILBOX_PROTOCOL) } catch {}
+    try { await libp2p.unhandle(MAILBOX_STREAM_PROTOCOL) } catch {}
   }
 
   /** The head as a digest. */
