@@ -4,7 +4,6 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { ProcessCluster, requireBinary, runBinary, type DaemonProcess } from '../helpers/process.ts'
 import { waitFor } from '../helpers/cluster.ts'
-import { VAD_MODEL } from '../helpers/pipeline-models.ts'
 import { runtimeDir, webgpuSkipReason } from '../helpers/webgpu.ts'
 import { DEMO_EXAMPLE_INPUT, demoModel, demoReference } from '../../src/demo/index.ts'
 import { PROBE_TOLERANCE } from '../../src/devices/index.ts'
@@ -28,7 +27,6 @@ const DEADLINE_MS = 120_000
  * Silero's speech probability on webgpu vs cpu (see test/integration/inference-providers.test.ts:
  * ~1.6e-3 seen on llvmpipe). The demo classifier is held to PROBE_TOLERANCE (1e-3).
  */
-const VAD_TOLERANCE = 5e-3
 
 async function addModel (p: DaemonProcess, file: string): Promise<string> {
   const added = await cluster.cli(['model', 'add', file, '--json', '--rpc', p.rpc], {}, 120_000)
@@ -70,11 +68,6 @@ async function infer (p: DaemonProcess, app: string, inputs: unknown[]): Promise
 }
 
 const demoInputs = [{ name: 'x', datatype: 'FP32', shape: [1, 4], data: [...DEMO_EXAMPLE_INPUT] }]
-const vadInputs = [
-  { name: 'input', datatype: 'FP32', shape: [1, 512], data: Array.from({ length: 512 }, (_, i) => Math.fround(Math.sin(i / 7) * 0.5)) },
-  { name: 'state', datatype: 'FP32', shape: [2, 1, 128], data: new Array(256).fill(0) },
-  { name: 'sr', datatype: 'INT64', shape: [], data: [16000] }
-]
 
 function maxDiff (a: number[], b: number[]): number {
   assert.equal(a.length, b.length)
@@ -117,33 +110,32 @@ test('GPU apps: placed on nodes with a free card and a working provider only; we
   fs.writeFileSync(demo, demoModel())
   // Added on a node (the scheduler holds no models); the others fetch them peer-to-peer.
   const demoId = await addModel(c1, demo)
-  const vadId = await addModel(c1, VAD_MODEL)
 
   if (skip !== undefined) {
     t.diagnostic(`webgpu parts skipped: ${skip}`)
   } else {
     // webgpu apps: one card each; only g1 has cards where webgpu works.
-    await deploy(res, { name: 'vadcpu', model: vadId, replicas: 1 })
     await deploy(res, { name: 'gw', model: demoId, replicas: 1, resources: { gpu: 1 }, executionProviders: ['webgpu'] })
-    await deploy(res, { name: 'vad', model: vadId, replicas: 1, resources: { gpu: 1 }, executionProviders: ['webgpu'] })
-    for (const name of ['gw', 'vad']) {
+    // Two, so that g1 has one card left for 'share' below. The demo model, not Silero: on llvmpipe
+    // with the machine loaded 8 deep, a Silero webgpu session took over 120 s to load and warm up
+    // (Silero on webgpu vs cpu is compared in test/integration/inference-providers.test.ts).
+    await deploy(res, { name: 'gw2', model: demoId, replicas: 1, resources: { gpu: 1 }, executionProviders: ['webgpu'] })
+    for (const name of ['gw', 'gw2']) {
       const a = await waitApp(res, name, 'ready on webgpu', a => a.ready === 1 && a.replicas?.[0]?.provider === 'webgpu')
       assert.equal(a.replicas[0].node, 'g1', `${name} runs on the node whose webgpu works`)
       assert.equal(a.replicas[0].fallback, undefined, 'no fallback')
     }
-    await waitApp(res, 'vadcpu', 'ready', a => a.ready === 1)
-    const got = (await infer(res, 'gw', demoInputs)).outputs[0].data as number[]
     const want = demoReference([[...DEMO_EXAMPLE_INPUT]])[0]!
-    assert.ok(maxDiff(got, want) <= PROBE_TOLERANCE, `demo on webgpu ${JSON.stringify(got)} vs the cpu reference ${JSON.stringify(want)} (tolerance ${PROBE_TOLERANCE})`)
-    const [onGpu, onCpu] = await Promise.all([infer(res, 'vad', vadInputs), infer(res, 'vadcpu', vadInputs)])
-    const out = (b: any): number[] => b.outputs.find((o: any) => o.name === 'output').data
-    assert.ok(maxDiff(out(onGpu), out(onCpu)) <= VAD_TOLERANCE, `Silero on webgpu ${JSON.stringify(out(onGpu))} vs cpu ${JSON.stringify(out(onCpu))} (tolerance ${VAD_TOLERANCE})`)
+    for (const name of ['gw', 'gw2']) {
+      const got = (await infer(res, name, demoInputs)).outputs[0].data as number[]
+      assert.ok(maxDiff(got, want) <= PROBE_TOLERANCE, `${name}: demo on webgpu ${JSON.stringify(got)} vs the cpu reference ${JSON.stringify(want)} (tolerance ${PROBE_TOLERANCE})`)
+    }
 
-    // gpuUtil: g1's cards are busy while its webgpu replicas run (Silero takes ~1 s a run on llvmpipe).
+    // gpuUtil: g1's cards are busy while its webgpu replicas run.
     let util = 0
     const stop = AbortSignal.timeout(DEADLINE_MS)
     const load = (async () => {
-      while (!stop.aborted && util === 0) await infer(res, 'vad', vadInputs).catch(() => {})
+      while (!stop.aborted && util === 0) await infer(res, 'gw2', demoInputs).catch(() => {})
     })()
     try {
       await waitFor('g1 reports a GPU utilisation above 0 under load', async () => {
