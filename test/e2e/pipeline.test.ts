@@ -250,7 +250,7 @@ test('under load, the gate stage is scaled 1→2 and then rolled: no request fai
 
   const vadAfter = (await appLs()).pipelines.find(p => p.name === 'vg').stages.vad
   assert.deepEqual(vadAfter, vadBefore, 'the VAD stage\'s generation and changedAt')
-  assert.deepEqual(await stageNodes('vad'), vadNodes, 'the VAD replicas on the same nodes')
+  assert.deepEqual(await stageNodes('vad'), vadNodes, `the VAD replicas on the same nodes; VAD stage seen: ${[...new Set(vadSeen)].join(', ')}; placement now: ${await placement()}`)
   assert.ok(vadSeen.length > 0, 'the VAD stage was watched')
   const off = vadSeen.filter(s => s !== 'g1 placed 2 ready 2 old 0')
   assert.deepEqual(off, [], `the VAD stage during the scale and roll (${vadSeen.length} looks)`)

