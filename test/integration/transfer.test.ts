@@ -186,13 +186,9 @@ test('a holder never serves a piece file changed since it was verified; the rece
   await waitFor('tracker knows the holder', async () => (await d.transfer.models()).find(m => m.id === id)?.nodesComplete === 1)
   await d.transfer.pull(id)
   await waitFor('the holder dropped both changed pieces', async () => await rotten(holder, 'serve') === 2, 30_000)
-  // Refused before a status OK (ERR_NO_PIECE: the receiver goes elsewhere, no strike), not cut off.
-  // Refused as not held (no strike against a correct holder). Under load only one of the two
-  // was seen refused before its header (the other caught by the re-check before the last chunk,
-  // or asked for after its drop); what must hold is below: the receiver never hashes bad bytes.
-  const refusedText = await holder.metrics.registry.getSingleMetricAsString('astrad_transfer_piece_requests_refused')
-  const refused = Number(/astrad_transfer_piece_requests_refused\{code="ERR_NO_PIECE"\} (\d+)/.exec(refusedText)?.[1] ?? 0)
-  assert.ok(refused >= 1, `the changed pieces were refused as not held: ${refusedText}`)
+  // How the holder turned the asks away varies with timing (refused before the header, or the
+  // piece already dropped and withdrawn before it was asked for: 0, 1 and 2 refusals were all
+  // seen): what must hold is checked below, the receiver never hashes a bad byte.
   await waitFor('the other pieces arrived', () => (d.transfer.transfer(id)?.havePieces ?? 0) === 2, 90_000)
   // The seed comes back: both nodes complete from it.
   await cluster.start(nodeConfig({ dataDir: seedDir }))
