@@ -66,3 +66,9 @@ export const NATIVE_DIR_ENV = 'ASTRAD_NATIVE_DIR'
 export const CACHE_SUBDIR = 'astrad'
 /** Hex digits of the content hash in the extracted directory's name: 64 bits, no collisions. */
 export const NATIVE_HASH_CHARS = 16
+
+/**
+ * How long a pool that lists webgpu waits for the node's one webgpu session (see pool.ts,
+ * webgpuHolder) to be freed by a replica being released before it skips webgpu.
+ */
+export const WEBGPU_WAIT_MS = 10_000

@@ -6,7 +6,7 @@ import {
 import { ConfigError } from '../util/errors.ts'
 import type { Logger } from '../util/logger.ts'
 import { copyForTransfer, transferable } from './codec.ts'
-import { CLOSE_TIMEOUT_MS, DEFAULT_INTRA_OP_THREADS, MAX_RESTART_FAILURES, MAX_TIMER_MS, RESTART_BACKOFF_MS } from './constants.ts'
+import { CLOSE_TIMEOUT_MS, WEBGPU_WAIT_MS, DEFAULT_INTRA_OP_THREADS, MAX_RESTART_FAILURES, MAX_TIMER_MS, RESTART_BACKOFF_MS } from './constants.ts'
 import { ModelLoadError } from './errors.ts'
 import { validateInputs } from './validate.ts'
 import { WorkerHandle, type RunReply } from './worker-handle.ts'
@@ -153,16 +153,56 @@ function abortReason (signal: AbortSignal): unknown {
  * this rejects ModelLoadError (NativeRuntimeError if, in the single executable, onnxruntime's
  * native files cannot be written out).
  */
+/**
+ * onnxruntime-node 1.30's WebGPU provider crashes the whole process (SIGSEGV, seen on Mesa's
+ * llvmpipe) when sessions run in more than one thread at once: a process holds one webgpu
+ * session. The pool holding it; a later pool (or a second worker) that lists webgpu skips it,
+ * saying why, and starts on the next provider in its list or fails with the reason.
+ */
+let webgpuHolder: object | undefined
+const WEBGPU_ONE_SESSION = 'this node already runs a webgpu session, and onnxruntime\'s WebGPU provider crashes with sessions in several threads: one webgpu worker per node (docs/gpus.md)'
+
 export async function createPool (components: PoolComponents, init: PoolInit, signal?: AbortSignal): Promise<InferencePool> {
-  const config = checkInit(init)
+  let config = checkInit(init)
   signal?.throwIfAborted()
+  const preSkipped: ProviderFailure[] = []
+  const token = {}
+  if (config.executionProviders.includes('webgpu')) {
+    // A replica being released (a roll, an app removed) frees the session within moments.
+    const until = Date.now() + WEBGPU_WAIT_MS
+    while (webgpuHolder !== undefined && config.workers === 1 && Date.now() < until) {
+      signal?.throwIfAborted()
+      await new Promise(resolve => setTimeout(resolve, 100))
+    }
+    if (webgpuHolder !== undefined || config.workers > 1) {
+      preSkipped.push({ provider: 'webgpu', reason: webgpuHolder !== undefined ? WEBGPU_ONE_SESSION : `a webgpu pool runs one worker (${config.workers} asked): onnxruntime's WebGPU provider crashes with sessions in several threads (docs/gpus.md)` })
+      const rest = config.executionProviders.filter(p => p !== 'webgpu')
+      if (rest.length === 0) throw new ModelLoadError(`no execution provider could start: webgpu: ${preSkipped[0]!.reason}`)
+      config = { ...config, executionProviders: rest }
+    } else {
+      webgpuHolder = token
+    }
+  }
+  const releaseWebgpu = (): void => { if (webgpuHolder === token) webgpuHolder = undefined }
+  try {
+    const pool = await startPool(components, config, preSkipped, init.executionProviders ?? ['cpu'], signal)
+    if (pool.provider.provider !== 'webgpu') releaseWebgpu()
+    else pool.onClosed(releaseWebgpu)
+    return pool
+  } catch (err) {
+    releaseWebgpu()
+    throw err
+  }
+}
+
+async function startPool (components: PoolComponents, config: Required<PoolInit>, preSkipped: ProviderFailure[], listed: string[], signal?: AbortSignal): Promise<WorkerPool> {
   const file = await stat(config.modelPath).catch((err: unknown) => {
     throw new ModelLoadError(`cannot load model ${config.modelPath}: ${(err as Error).message}`, { cause: err })
   })
   if (!file.isFile()) throw new ModelLoadError(`cannot load model ${config.modelPath}: not a file`)
   const source = await workerSource()
   signal?.throwIfAborted()
-  const pool = new WorkerPool(components.logger.child({ app: config.name }), config, source)
+  const pool = new WorkerPool(components.logger.child({ app: config.name }), config, source, preSkipped, listed)
   await pool.start(signal)
   return pool
 }
@@ -183,10 +223,19 @@ export class WorkerPool implements InferencePool {
   /** Run time of the finished runs (ms, summed over workers). */
   private busyDone = 0
 
-  constructor (log: Logger, init: Required<PoolInit>, source: WorkerSource) {
+  /** Providers of the list skipped before any worker started (see webgpuHolder). */
+  private readonly preSkipped: ProviderFailure[]
+  private readonly closedHooks: Array<() => void> = []
+
+  /** The provider list as asked for, before any was skipped here. */
+  private readonly listed: string[]
+
+  constructor (log: Logger, init: Required<PoolInit>, source: WorkerSource, preSkipped: ProviderFailure[] = [], listed: string[] = init.executionProviders) {
     this.log = log
     this.init = init
     this.source = source
+    this.preSkipped = preSkipped
+    this.listed = listed
     this.slots = Array.from({ length: init.workers }, (_, index) => ({ index, state: 'starting', runId: 0, failures: 0, ranSinceStart: false }))
   }
 
@@ -217,11 +266,13 @@ export class WorkerPool implements InferencePool {
     try {
       const infos = await Promise.race([Promise.all(handles.map(h => h.ready)), aborted.promise])
       this.sig = infos[0]!.signature
-      this.providerValue = { provider: infos[0]!.provider, skipped: infos[0]!.skipped }
+      // In the list's order, whether skipped here (webgpuHolder) or in the worker.
+      const order = (f: ProviderFailure): number => this.listed.indexOf(f.provider)
+      this.providerValue = { provider: infos[0]!.provider, skipped: [...this.preSkipped, ...infos[0]!.skipped].sort((a, b) => order(a) - order(b)) }
       const others = [...new Set(infos.map(i => i.provider))]
       if (others.length > 1) this.log.warn({ providers: others }, 'workers of one pool run on different execution providers')
-      if (infos[0]!.skipped.length > 0) {
-        this.log.warn({ provider: infos[0]!.provider, skipped: infos[0]!.skipped }, 'execution providers earlier in the list did not start; running on a later one')
+      if (this.providerValue.skipped.length > 0) {
+        this.log.warn({ provider: infos[0]!.provider, skipped: this.providerValue.skipped }, 'execution providers earlier in the list did not start; running on a later one')
       }
       for (const slot of this.slots) slot.state = 'idle'
       this.log.info({
@@ -311,8 +362,13 @@ export class WorkerPool implements InferencePool {
   }
 
   async close (): Promise<void> {
-    this.closing ??= this.shutdown()
+    this.closing ??= this.shutdown().finally(() => { for (const f of this.closedHooks.splice(0)) f() })
     return this.closing
+  }
+
+  /** Called once the pool has closed (its workers ended). */
+  onClosed (f: () => void): void {
+    this.closedHooks.push(f)
   }
 
   /**
