@@ -2,7 +2,7 @@ import {
   DeadlineError, InvalidInferRequestError, QueueFullError, UnavailableError,
   type InferRequest, type ModelSignature, type Tensor
 } from '../serving/types.ts'
-import { inferenceConstants, validateInputs, type InferencePool, type InferOutcome, type PoolStats } from '../inference/index.ts'
+import { abortReason, inferenceConstants, validateInputs, type InferencePool, type InferOutcome, type PoolStats } from '../inference/index.ts'
 import { AstradError } from '../util/errors.ts'
 import type { Logger } from '../util/logger.ts'
 import { MAX_BATCH_SCAN } from './constants.ts'
@@ -70,10 +70,6 @@ interface Member {
   timer?: NodeJS.Timeout
   signal?: AbortSignal
   onAbort?: () => void
-}
-
-function abortReason (signal: AbortSignal): unknown {
-  return signal.reason ?? new DOMException('This operation was aborted', 'AbortError')
 }
 
 /**

@@ -5,7 +5,7 @@
  * this module costs nothing at start-up. See docs/inference.md.
  */
 export {
-  createPool,
+  createPool, abortReason,
   type InferencePool, type InferOutcome, type PoolComponents, type PoolInit, type PoolStats, type PoolProvider
 } from './pool.ts'
 export { validateInputs } from './validate.ts'

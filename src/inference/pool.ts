@@ -143,7 +143,8 @@ function splitCompute (dispatchedAt: number, computeMs: number, run: { startedAt
   return { inputMs, inferMs, outputMs: computeMs - inferMs - inputMs }
 }
 
-function abortReason (signal: AbortSignal): unknown {
+/** Why a signal aborted: its reason, or a DOMException AbortError when it gave none. */
+export function abortReason (signal: AbortSignal): unknown {
   return signal.reason ?? new DOMException('This operation was aborted', 'AbortError')
 }
 

@@ -1,5 +1,5 @@
 import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
-import { request } from '../p2p/index.ts'
+import { errorEnvelope, openEnvelope, request } from '../p2p/index.ts'
 import { AstradError, RequestError, errorMessage } from '../util/errors.ts'
 import {
   MAILBOX_MAX_STREAMS_PER_PEER, MAILBOX_PROTOCOL, MAILBOX_STREAM_IDLE_MS, MAILBOX_STREAM_MAX_PIPELINED, MAILBOX_STREAM_PROTOCOL,
@@ -23,7 +23,6 @@ import {
  */
 
 const STATUS_OK = 0
-const STATUS_ERROR = 1
 
 /** Unsigned varint of `n` (the length prefix, as lpStream writes it). */
 function varintLength (n: number): number {
@@ -55,19 +54,9 @@ export function requestFrame (payload: Uint8Array): Uint8Array {
   return out
 }
 
+/** An error answer as a frame: the same envelope as one-shot requests (src/p2p/request.ts). */
 function errorFrame (err: unknown): Uint8Array {
-  const code = err instanceof AstradError ? err.code : 'ERR_INTERNAL'
-  return frame(STATUS_ERROR, new TextEncoder().encode(JSON.stringify({ code, message: errorMessage(err) })))
-}
-
-/** The body of an OK envelope, or the remote error as a RequestError (its code kept). */
-function openEnvelope (envelope: Uint8Array, peer: PeerId): Uint8Array {
-  if (envelope.length === 0) throw new RequestError(`${MAILBOX_STREAM_PROTOCOL}: empty answer`, 'ERR_BAD_RESPONSE')
-  const body = envelope.subarray(1)
-  if (envelope[0] === STATUS_OK) return body
-  let remote: { code?: string, message?: string } = {}
-  try { remote = JSON.parse(new TextDecoder().decode(body)) } catch {}
-  throw new RequestError(`${MAILBOX_STREAM_PROTOCOL} refused by ${peer.toString()}: ${remote.message ?? 'unknown error'}`, remote.code ?? 'ERR_REMOTE')
+  return requestFrame(errorEnvelope(err))
 }
 
 /**
@@ -442,7 +431,7 @@ export class PullStreams {
         return await request(this.libp2p, peer, MAILBOX_PROTOCOL, payload, { signal: options.signal, timeoutMs: Math.max(1, Math.ceil(left())), maxResponseBytes: MAX_PULL_RESPONSE_BYTES })
       }
       try {
-        return openEnvelope(await conn.send(payload, left(), options.signal), peer)
+        return openEnvelope(MAILBOX_STREAM_PROTOCOL, await conn.send(payload, left(), options.signal), peer)
       } catch (err) {
         if (err instanceof StreamGone && attempt === 0 && !stopped()) continue
         if (err instanceof RequestError) throw err

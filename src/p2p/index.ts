@@ -2,7 +2,7 @@ export { createHost, type Host, type HostInit, type HostServices, type RelayInit
 export { isRelayedConnection, circuitAddress, type NatStatus } from './nat.ts'
 export { loadOrCreateIdentity } from './identity.ts'
 export { Bootstrapper } from './bootstrap.ts'
-export { request, handleRequests, type RequestHandler, type HandlerOptions, type RequestOptions } from './request.ts'
+export { request, handleRequests, okEnvelope, errorEnvelope, openEnvelope, type RequestHandler, type HandlerOptions, type RequestOptions } from './request.ts'
 export { ProtocolPeers } from './protocol-peers.ts'
 export { PeerLookup, servePeerLookup } from './peer-lookup.ts'
 export * as p2pConstants from './constants.ts'

@@ -14,6 +14,34 @@ import {
 const STATUS_OK = 0
 const STATUS_ERROR = 1
 
+/** An envelope: status byte OK + the body. */
+export function okEnvelope (body: Uint8Array): Uint8Array {
+  const envelope = new Uint8Array(body.length + 1)
+  envelope[0] = STATUS_OK
+  envelope.set(body, 1)
+  return envelope
+}
+
+/** An envelope: status byte ERROR + `{code, message}` as JSON (code from an AstradError, else ERR_INTERNAL). */
+export function errorEnvelope (err: unknown): Uint8Array {
+  const code = err instanceof AstradError ? err.code : 'ERR_INTERNAL'
+  const json = new TextEncoder().encode(JSON.stringify({ code, message: errorMessage(err) }))
+  const envelope = new Uint8Array(json.length + 1)
+  envelope[0] = STATUS_ERROR
+  envelope.set(json, 1)
+  return envelope
+}
+
+/** The body of an OK envelope, or the remote error as a RequestError (its code kept). */
+export function openEnvelope (protocol: string, envelope: Uint8Array, peer: PeerId): Uint8Array {
+  if (envelope.length === 0) throw new RequestError(`${protocol}: empty response`, 'ERR_BAD_RESPONSE')
+  const body = envelope.subarray(1)
+  if (envelope[0] === STATUS_OK) return body
+  let remote: { code?: string, message?: string } = {}
+  try { remote = JSON.parse(new TextDecoder().decode(body)) } catch {}
+  throw new RequestError(`${protocol} refused by ${peer.toString()}: ${remote.message ?? 'unknown error'}`, remote.code ?? 'ERR_REMOTE')
+}
+
 export interface RequestOptions {
   signal?: AbortSignal
   timeoutMs?: number
@@ -36,12 +64,7 @@ export async function request (libp2p: Libp2p, peer: PeerId, protocol: string, p
     await lp.write(payload, { signal })
     const envelope = (await lp.read({ signal })).subarray()
     await stream.close({ signal }).catch(() => {})
-    if (envelope.length === 0) throw new RequestError(`${protocol}: empty response`, 'ERR_BAD_RESPONSE')
-    const body = envelope.subarray(1)
-    if (envelope[0] === STATUS_OK) return body
-    let remote: { code?: string, message?: string } = {}
-    try { remote = JSON.parse(new TextDecoder().decode(body)) } catch {}
-    throw new RequestError(`${protocol} refused by ${peer.toString()}: ${remote.message ?? 'unknown error'}`, remote.code ?? 'ERR_REMOTE')
+    return openEnvelope(protocol, envelope, peer)
   } catch (err) {
     stream.abort(err instanceof Error ? err : new Error(String(err)))
     if (err instanceof RequestError) throw err
@@ -80,16 +103,10 @@ export async function handleRequests (libp2p: Libp2p, protocol: string, handler:
         authorized = true
         const body = await handler(req, connection.remotePeer)
         if (body.length > maxResponse) throw new AstradError(`response of ${body.length} bytes exceeds ${maxResponse}`, 'ERR_TOO_LARGE')
-        envelope = new Uint8Array(body.length + 1)
-        envelope[0] = STATUS_OK
-        envelope.set(body, 1)
+        envelope = okEnvelope(body)
       } catch (err) {
         if (authorized) options.onError?.(err, connection.remotePeer)
-        const code = err instanceof AstradError ? err.code : 'ERR_INTERNAL'
-        const json = new TextEncoder().encode(JSON.stringify({ code, message: errorMessage(err) }))
-        envelope = new Uint8Array(json.length + 1)
-        envelope[0] = STATUS_ERROR
-        envelope.set(json, 1)
+        envelope = errorEnvelope(err)
       }
       await lp.write(envelope, { signal })
       await stream.close({ signal })
