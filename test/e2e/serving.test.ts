@@ -179,7 +179,10 @@ test('drain a node under load: zero failed requests; kill -9 another: none lost;
   // Only one node is left: the app stays at what fits (1 core each), with the status saying so.
   await waitFor('one ready replica on the last node', async () => (await appStatus(res))?.status?.ready === 1)
   const metrics = await (await fetch(`http://${res.rpc}/metrics`)).text()
-  assert.match(metrics, /astrad_placement_reservations_total\{result="accepted"\} [3-9]/)
+  // Two first placements and one after the drain at least; conflicts and retried placements
+  // under load may add more (CI once saw a count outside 3–9), so only the floor is asserted.
+  const accepted = Number(/astrad_placement_reservations_total\{result="accepted"\} (\d+)/.exec(metrics)?.[1] ?? NaN)
+  assert.ok(accepted >= 3, `accepted reservations after a drain and a kill: ${accepted} (want ≥ 3); reservation lines: ${metrics.split('\n').filter(l => l.startsWith('astrad_placement_reservations_total')).join(' | ')}`)
   // The kill did cut requests off (they were retried, not failed): the test exercised the retry.
   assert.match(metrics, /astrad_routing_retries_total\{app="vad",reason="(lost|unsent)"\} [1-9]/)
 
