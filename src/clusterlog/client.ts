@@ -1,10 +1,11 @@
 import { type Host, ProtocolPeers, request } from '../p2p/index.ts'
+import { REQUEST_TIMEOUT_MS } from '../p2p/constants.ts'
 import type { Logger } from '../util/logger.ts'
 import { DecodeError, LifecycleError, RequestError, errorMessage } from '../util/errors.ts'
 import { checkKey, checkKindName, encodeValue, typed, type Entry, type Kind, type WriteOptions, type Written } from './kind.ts'
 import { decodeEntryResponse, decodeListResponse, decodeWriteResponse, encodeJson } from './wire.ts'
 import type { ClusterLog } from './cluster-log.ts'
-import { ACCESS_PROTOCOL, LIST_PAGE_ENTRIES, MAX_ACCESS_RESPONSE_BYTES, MAX_LIST_PAGES, RESOURCE_WAIT_MS, UNREACHABLE_ROUNDS, UNREACHABLE_RETRY_MS } from './constants.ts'
+import { ACCESS_PROTOCOL, LIST_PAGE_ENTRIES, MAX_ACCESS_RESPONSE_BYTES, MAX_LIST_PAGES, READ_TIMEOUT_ROUNDS, RESOURCE_WAIT_MS, UNREACHABLE_ROUNDS, UNREACHABLE_RETRY_MS } from './constants.ts'
 
 /**
  * The cluster log as daemons without the resource role see it: the same put/delete/get/list,
@@ -175,13 +176,16 @@ class RemoteClusterLog implements ClusterLogClient {
     }
     let peers = resources.shuffled(this.preferred)
     let last: unknown
+    const read = req.op === 'get' || req.op === 'list'
+    let timeoutMs = this.timeoutMs ?? REQUEST_TIMEOUT_MS
+    let timeoutRounds = 0
     for (let round = 0; ; round++) {
       const failed: unknown[] = []
       for (const peer of peers) {
         signal?.throwIfAborted()
         try {
           const bytes = await request(this.components.libp2p, peer, ACCESS_PROTOCOL, payload, {
-            signal, timeoutMs: this.timeoutMs, maxResponseBytes: MAX_ACCESS_RESPONSE_BYTES
+            signal, timeoutMs, maxResponseBytes: MAX_ACCESS_RESPONSE_BYTES
           })
           let result: R
           try {
@@ -201,9 +205,16 @@ class RemoteClusterLog implements ClusterLogClient {
           this.components.logger.debug({ peer: peer.toString(), op: req.op, err: errorMessage(err) }, 'cluster-log resource failed, trying another')
         }
       }
-      // Another round only when no resource could even be reached (UNREACHABLE_ROUNDS).
-      const unreachable = failed.length > 0 && failed.every(err => (err as { code?: string }).code === 'ERR_UNREACHABLE')
-      if (!unreachable || round + 1 >= UNREACHABLE_ROUNDS) break
+      // Another round when no resource could even be reached (UNREACHABLE_ROUNDS), or, for a
+      // read, when every one was reached but too slow to answer (READ_TIMEOUT_ROUNDS, each with
+      // twice the time: a starved resource answers late, and a late answer beats an error).
+      const codes = failed.map(err => (err as { code?: string }).code)
+      const unreachable = codes.length > 0 && codes.every(code => code === 'ERR_UNREACHABLE')
+      const slow = read && codes.length > 0 && codes.every(code => code === 'ERR_UNREACHABLE' || code === 'ERR_TIMEOUT') && !unreachable
+      if (slow && timeoutRounds + 1 < READ_TIMEOUT_ROUNDS) {
+        timeoutRounds++
+        timeoutMs *= 2
+      } else if (!unreachable || round + 1 >= UNREACHABLE_ROUNDS) break
       await new Promise(resolve => setTimeout(resolve, UNREACHABLE_RETRY_MS))
       signal?.throwIfAborted()
       peers = resources.shuffled(this.preferred)

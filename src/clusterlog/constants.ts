@@ -113,3 +113,10 @@ export const RESOURCE_WAIT_MS = 3_000
  */
 export const UNREACHABLE_ROUNDS = 3
 export const UNREACHABLE_RETRY_MS = 250
+/**
+ * Rounds of a read (get, list) when every resource timed out: reads change nothing, so one more
+ * round with twice the per-attempt deadline costs the caller only time (5 s + 10 s at most
+ * with the default deadline), where an error would fail an admin command on a starved host.
+ * Writes are not retried on a timeout here: their callers decide.
+ */
+export const READ_TIMEOUT_ROUNDS = 2

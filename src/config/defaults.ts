@@ -58,6 +58,8 @@ export interface DaemonConfig {
   cacheSize?: number
   /** Bytes/s the background scrub re-hashes held model pieces at; 0 = off. @default 4 MB/s (transfer's SCRUB_RATE_BPS) */
   scrubRate?: number
+  /** Ms a held piece's last hash may age before the scrub re-hashes it; 0 = continuously. @default 1 day (transfer's SCRUB_INTERVAL_MS) */
+  scrubInterval?: number
   /** Addresses to announce instead of the listen addresses (a public IP in front of a pod). @default [] */
   announce: string[]
 }

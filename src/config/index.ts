@@ -4,7 +4,7 @@ import { ConfigError, errorMessage } from '../util/errors.ts'
 import { defaultConfig, type DaemonConfig } from './defaults.ts'
 import {
   parseRoles, parseName, parsePositiveInt, parseNonNegativeInt, parseMultiaddr, parseList,
-  parseHostPort, parseBootstrap, parseGpuPerf, parseLogLevel, parseLogFormat, parseToken, isLoopbackHost, parseRateSetting, parseBytes, parseRate
+  parseHostPort, parseBootstrap, parseGpuPerf, parseLogLevel, parseLogFormat, parseToken, isLoopbackHost, parseRateSetting, parseBytes, parseRate, parseDuration
 } from './parse.ts'
 
 export { defaultConfig, ROLES, LOG_LEVELS, LOG_FORMATS, DEFAULT_RPC_PORT, DEFAULT_P2P_PORT } from './defaults.ts'
@@ -43,6 +43,7 @@ const SETTINGS: Setting[] = [
   { key: 'downloadLimit', flag: 'downloadLimit', env: 'ASTRAD_DOWNLOAD_LIMIT', parse: parseRateSetting },
   { key: 'cacheSize', flag: 'cacheSize', env: 'ASTRAD_CACHE_SIZE', parse: parseBytes },
   { key: 'scrubRate', flag: 'scrubRate', env: 'ASTRAD_SCRUB_RATE', parse: parseScrubRate },
+  { key: 'scrubInterval', flag: 'scrubInterval', env: 'ASTRAD_SCRUB_INTERVAL', parse: parseDuration },
   { key: 'announce', flag: 'announce', env: 'ASTRAD_ANNOUNCE', parse: v => parseList(v).map(parseMultiaddr) }
 ]
 

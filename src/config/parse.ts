@@ -5,7 +5,7 @@ import { parseHostPort } from './host-port.ts'
 import { MAX_GPU_PERF } from '../devices/constants.ts'
 
 export { parseHostPort, isLoopbackHost } from './host-port.ts'
-export { parseBytes, parseRate, parseRateSetting, formatBytes, formatRate } from './units.ts'
+export { parseBytes, parseRate, parseRateSetting, parseDuration, formatBytes, formatRate } from './units.ts'
 
 /**
  * Value parsers shared by flags, env vars and the config file. Each throws a plain Error whose

@@ -64,6 +64,19 @@ export function parseRateSetting (v: unknown): RateSetting {
   }
 }
 
+const DURATION_UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3600_000, d: 86_400_000 }
+
+/** A duration in ms: `500ms`, `90s`, `30m`, `12h`, `7d`, or `0`; at most 10 years. */
+export function parseDuration (v: unknown): number {
+  const s = String(v).trim().toLowerCase()
+  if (s === '0') return 0
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$/.exec(s)
+  if (m == null) throw new Error(`expected a duration such as 90s, 30m, 12h or 7d, got '${String(v)}'`)
+  const ms = Math.round(Number(m[1]) * (DURATION_UNIT_MS[m[2] ?? ""] ?? NaN))
+  if (ms > 3650 * 86_400_000) throw new Error(`duration '${String(v)}' is too long (max 3650d)`)
+  return ms
+}
+
 const UNITS = ['B', 'kB', 'MB', 'GB', 'TB']
 
 /** 1234567 → "1.23 MB" (decimal units, as disks and links are sold). */

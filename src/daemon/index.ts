@@ -248,7 +248,8 @@ export class Daemon {
         uploadLimit: config.uploadLimit,
         downloadLimit: config.downloadLimit,
         cacheSize: config.cacheSize,
-        scrubRate: config.scrubRate
+        scrubRate: config.scrubRate,
+        scrubIntervalMs: config.scrubInterval
       })
 
       const selfId = libp2p.peerId.toString()

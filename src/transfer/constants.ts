@@ -171,5 +171,14 @@ export const PROBE_GIVE_UP_MS = 5 * 60_000
  * notice, and blame this node. `--scrub-rate` changes it (`off` stops the scrub).
  */
 export const SCRUB_RATE_BPS = 4_000_000
-/** The scrub rests this long after a pass (and looks again this often while nothing is held). */
+/**
+ * A held piece is re-hashed once its last hash (when it was written, re-checked before serving,
+ * or scrubbed) is this old: daily, so rot is found within a day of happening, and a node whose
+ * pieces were just downloaded does no scrub work at all. At the default rate one day covers
+ * 345 GB; a larger cache is simply scrubbed continuously. `--scrub-interval` changes it.
+ */
+export const SCRUB_INTERVAL_MS = 24 * 3600_000
+/** The scrub rests at least this long between passes (a continuous scrub, interval 0, included). */
 export const SCRUB_PASS_PAUSE_MS = 1_000
+/** …and looks for due pieces at least this often (new pieces, a wall-clock step). */
+export const SCRUB_LOOK_MAX_MS = 60_000

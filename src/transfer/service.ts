@@ -55,6 +55,8 @@ export interface TransferInit {
   cacheSize?: number
   /** Bytes/s the background scrub re-hashes held pieces at; 0 = no scrub. @default SCRUB_RATE_BPS */
   scrubRate?: number
+  /** How old a piece's last hash may grow before the scrub re-hashes it (0: continuously). @default SCRUB_INTERVAL_MS */
+  scrubIntervalMs?: number
 }
 
 export interface TransferComponents {
@@ -153,7 +155,7 @@ export class TransferService {
         }
       })
       const scrubRate = init.scrubRate ?? SCRUB_RATE_BPS
-      if (scrubRate > 0) this.scrubber = new Scrubber({ store, logger: componentLogger(components.logger, 'scrub'), registry }, { rateBps: scrubRate })
+      if (scrubRate > 0) this.scrubber = new Scrubber({ store, logger: componentLogger(components.logger, 'scrub'), registry }, { rateBps: scrubRate, intervalMs: init.scrubIntervalMs })
     }
 
     gaugeFn(registry, 'astrad_transfer_active', 'Model downloads in progress', () => this.activeTransfers())

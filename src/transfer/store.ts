@@ -196,11 +196,15 @@ interface Entry {
   stamps: Map<number, Stamp>
 }
 
-/** What identifies a piece file's content without reading it: a write moves the mtime, a replacement changes the inode. */
-interface Stamp { ino: number, size: number, mtimeMs: number }
+/**
+ * What identifies a piece file's content without reading it (a write moves the mtime, a
+ * replacement changes the inode), and when its bytes were last hashed (wall-clock ms): the
+ * scrub re-hashes a piece once its hash is older than its interval.
+ */
+interface Stamp { ino: number, size: number, mtimeMs: number, hashedAt: number }
 
-function stampOf (st: Stats): Stamp {
-  return { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs }
+function stampOf (st: Stats, hashedAt = Date.now()): Stamp {
+  return { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, hashedAt }
 }
 
 /** Same file, same size, mtime within 1 ms (tools that copy or restore files keep it to the ms). */
@@ -608,6 +612,12 @@ export class PieceStore {
 
   // ---------------------------------------------------------------- integrity
 
+  /** When held piece `index` of model `id` was last hashed (wall-clock ms); undefined when not held. */
+  hashedAt (id: string, index: number): number | undefined {
+    const entry = this.entries.get(id)
+    return entry?.have.has(index) === true ? entry.stamps.get(index)?.hashedAt : undefined
+  }
+
   /**
    * Re-hashes held piece `index` of model `id` (the background scrub). A piece whose bytes no
    * longer match the manifest, or whose file is gone, is dropped: the model turns incomplete
@@ -974,8 +984,9 @@ export class PieceStore {
       }
       have.set(index)
       haveBytes += expected
-      // Trusted as verified when written (it has a piece's name); the scrub re-hashes it.
-      stamps.set(index, stampOf(st))
+      // Trusted as verified when written (it has a piece's name, given only after its hash
+      // matched), so its mtime is when it was last hashed; the scrub re-hashes it when due.
+      stamps.set(index, stampOf(st, st.mtimeMs))
     }
     if (temps > 0) this.logger.debug({ model: id, temps }, 'removed unfinished piece files')
     return { id, manifest, dir, piecesDir, have, haveBytes, lastUsed: mtime, persisted: mtime, removed: false, writers: new Set(), stamps }

@@ -72,6 +72,9 @@ test('cordon: no new replicas on the node, its replica keeps serving; uncordon p
   assert.equal(notScheduler.headers.get('retry-after'), null, 'retrying a node cannot help')
   assert.match(((await notScheduler.json()) as { error: string }).error, /no scheduler role/)
 
+  // Both nodes in the scheduler's view first: deployed before n2 is seen, both replicas land on
+  // n1 and only the rebalance (one move per 30 s, a model transfer and a load) spreads them.
+  await until(res, 'n1 and n2 alive in the scheduler\'s view', v => v.nodes.get('n1')?.state === 'alive' && v.nodes.get('n2')?.state === 'alive')
   const dep = await cli(['app', 'deploy', deploy(2, modelId), '--rpc', res.rpc])
   assert.equal(dep.code, 0, `deploy: ${dep.stderr}`)
   await until(res, 'two ready replicas, one per node', v => v.app?.ready === 2 && v.nodes.get('n1')?.replicas === 1 && v.nodes.get('n2')?.replicas === 1)

@@ -8,7 +8,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { createHost, handleRequests, request } from '../../src/p2p/index.ts'
 import { silentLogger } from '../../src/util/logger.ts'
 import { clusterLog, clusterLogClient, defineKind, type ClusterLog, type Entry } from '../../src/clusterlog/index.ts'
-import { SYNC_PROTOCOL } from '../../src/clusterlog/constants.ts'
+import { ACCESS_PROTOCOL, SYNC_PROTOCOL } from '../../src/clusterlog/constants.ts'
 import { waitFor } from '../helpers/wait.ts'
 import { clusterLogTestbed, connect, counter, type Resource } from '../helpers/clusterlog.ts'
 
@@ -188,6 +188,41 @@ test('a node-role daemon writes and reads through a resource, fails over, and sa
     await stopResource(b)
     await waitFor('the connection to b to close', () => nodeHost.getConnections().length === 0)
     await assert.rejects(client.list(app), { name: 'RequestError', code: 'ERR_NO_RESOURCE' })
+    await client.stop()
+  } finally {
+    await stopAll()
+  }
+})
+
+test('a read that every resource was too slow for is tried once more with twice the time; a write is not', async () => {
+  try {
+    // A resource that answers each request with an empty entry, after `delayMs` when set.
+    const slow = await newHost()
+    const ops: string[] = []
+    let delayMs = 0
+    await handleRequests(slow, ACCESS_PROTOCOL, async (req) => {
+      ops.push(String(JSON.parse(new TextDecoder().decode(req)).op))
+      const wait = delayMs
+      delayMs = 0
+      if (wait > 0) await sleep(wait)
+      return new TextEncoder().encode('{"entry":null}')
+    })
+    const nodeHost = await newHost()
+    const client = clusterLogClient({ timeoutMs: 1_000 })({ libp2p: nodeHost, logger: silentLogger() })
+    await client.start()
+    await connect(nodeHost, slow)
+    await waitFor('the client to see the resource', async () => {
+      try { await client.get(app, 'x'); return true } catch { return false }
+    })
+    ops.length = 0
+    // The first answer comes after 1.5 s: past the 1 s deadline, inside the second round's 2 s.
+    delayMs = 1_500
+    assert.equal(await client.get(app, 'x'), undefined, 'the read got its answer in the second round')
+    assert.deepEqual(ops, ['get', 'get'], 'step: one slow attempt, one more with twice the time')
+    ops.length = 0
+    delayMs = 1_500
+    await assert.rejects(client.put(app, 'w', { replicas: 1, by: 'node' }), (err: Error & { code?: string }) => err.code === 'ERR_NO_RESOURCE' && /timeout/i.test(err.message))
+    assert.deepEqual(ops, ['put'], 'a write is tried once per resource')
     await client.stop()
   } finally {
     await stopAll()

@@ -149,7 +149,7 @@ test('the scrub finds a piece rotted on disk, drops it, fetches it again from a 
   const seed = await cluster.start(nodeConfig())
   const data = randomBytes(16 * MiB)
   const id = await add(seed, data, 'scrubbed')
-  const d = await cluster.start(nodeConfig({ scrubRate: 64 * MiB }))
+  const d = await cluster.start(nodeConfig({ scrubRate: 64 * MiB, scrubInterval: 0 }))
   await waitFor('tracker knows the seed', async () => (await d.transfer.models()).find(m => m.id === id)?.nodesComplete === 1)
   await d.transfer.pull(id)
   await complete(d, id)

@@ -141,7 +141,7 @@ test('a piece whose file changed since it was verified is re-hashed before servi
 test('the scrub walks every held piece at its rate, finds rot, and keeps going; stop ends it', async () => {
   const registry = new Registry()
   const { store, id, pieceFile, events } = await openStore(registry)
-  const scrub = new Scrubber({ store, logger: silentLogger(), registry }, { rateBps: 64 * MiB })
+  const scrub = new Scrubber({ store, logger: silentLogger(), registry }, { rateBps: 64 * MiB, intervalMs: 0 })
   try {
     rot(pieceFile(2))
     scrub.start()
@@ -158,6 +158,58 @@ test('the scrub walks every held piece at its rate, finds rot, and keeps going; 
     await store.close()
   }
   assert.throws(() => new Scrubber({ store, logger: silentLogger() }, { rateBps: 0 }), RangeError)
+})
+
+test('the scrub re-hashes only pieces whose last hash is older than its interval: fresh ones wait, old ones (by mtime at open) are due', async () => {
+  const first = await openStore()
+  const dir = path.dirname(path.dirname(first.pieceFile(0)))
+  const storeDir = path.dirname(dir)
+  const fresh = new Scrubber({ store: first.store, logger: silentLogger() }, { rateBps: 64 * MiB, intervalMs: 3600_000 })
+  try {
+    rot(first.pieceFile(1))
+    fresh.start()
+    // Just imported (hashed while written): nothing is due for an hour, however many passes run.
+    for (let i = 0; i < 600 && fresh.stats.passes < 1; i++) await new Promise(resolve => setTimeout(resolve, 20))
+    assert.ok(fresh.stats.passes >= 1, `step: a first pass; seen ${JSON.stringify(fresh.stats)}`)
+    assert.deepEqual({ ok: fresh.stats.ok, rotten: fresh.stats.rotten }, { ok: 0, rotten: 0 }, 'fresh pieces are not re-hashed')
+    assert.deepEqual(first.events, [])
+  } finally {
+    await fresh.stop()
+    await first.store.close()
+  }
+  // Pieces written two hours ago (their mtime, as a restarted node finds them) are due.
+  const twoHoursAgo = (Date.now() - 2 * 3600_000) / 1000
+  for (const name of fs.readdirSync(path.dirname(first.pieceFile(0)))) fs.utimesSync(path.join(path.dirname(first.pieceFile(0)), name), twoHoursAgo, twoHoursAgo)
+  const store = new PieceStore({ logger: silentLogger() }, { dir: storeDir })
+  await store.open()
+  const events: StoreEvent[] = []
+  store.onChange(e => events.push(e))
+  const scrub = new Scrubber({ store, logger: silentLogger() }, { rateBps: 64 * MiB, intervalMs: 3600_000 })
+  try {
+    scrub.start()
+    const started = Date.now()
+    for (let i = 0; i < 600 && scrub.stats.passes < 1; i++) await new Promise(resolve => setTimeout(resolve, 50))
+    assert.ok(scrub.stats.passes >= 1, `step: a pass after reopening; seen ${JSON.stringify(scrub.stats)}`)
+    // Every piece once: 2 good + 1 rotten; the good ones are fresh again (the next pass is an hour off).
+    assert.deepEqual({ ok: scrub.stats.ok, rotten: scrub.stats.rotten }, { ok: 2, rotten: 1 }, `old pieces re-hashed once each; events ${JSON.stringify(events)}`)
+    assert.ok((store.hashedAt(first.id, 0) ?? 0) >= started, `piece 0's hash time moved to now: ${store.hashedAt(first.id, 0)}`)
+    assert.equal(store.hashedAt(first.id, 1), undefined, 'the rotten piece is no longer held')
+    assert.deepEqual(events.map(e => e.type === 'rotten' ? e.index : -1), [1])
+  } finally {
+    await scrub.stop()
+    await store.close()
+  }
+  assert.throws(() => new Scrubber({ store, logger: silentLogger() }, { rateBps: 1, intervalMs: -1 }), RangeError)
+})
+
+test('--scrub-interval: a duration or 0; anything else is refused naming the flag', () => {
+  assert.equal(resolveConfig({ flags: { scrubInterval: '12h' }, env: {} }).scrubInterval, 12 * 3600_000)
+  assert.equal(resolveConfig({ flags: {}, env: { ASTRAD_SCRUB_INTERVAL: '0' } }).scrubInterval, 0)
+  assert.equal(resolveConfig({ flags: { scrubInterval: '90s' }, env: {} }).scrubInterval, 90_000)
+  assert.equal(resolveConfig({ flags: {}, env: {} }).scrubInterval, undefined, 'unset: the transfer default applies')
+  for (const bad of ['soon', '12', '-1h', '99999d']) {
+    assert.throws(() => resolveConfig({ flags: { scrubInterval: bad }, env: {} }), (err: unknown) => err instanceof ConfigError && err.key.includes('scrub-interval'), bad)
+  }
 })
 
 test('--scrub-rate: a rate, or off; anything else is refused naming the flag', () => {

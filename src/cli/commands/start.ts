@@ -28,6 +28,7 @@ export function startCommand (io: CliIo): Command {
     .option('--download-limit <rate>', 'P2P download limit, as --upload-limit (default: auto)')
     .option('--cache-size <bytes>', 'model cache size before least-recently-used models are evicted, e.g. 200GB (default: disk watermarks only)')
     .option('--scrub-rate <rate>', 'rate at which held model pieces are re-hashed in the background to find rot, or off (default: 4MB/s)')
+    .option('--scrub-interval <duration>', 'how old a piece\'s last hash may grow before the scrub re-hashes it: 12h, 7d, 30m, or 0 for a continuous scrub (default: 1d)')
     .option('--announce <multiaddr>', 'address to announce instead of the listen addresses (public IP of a NAT or pod), repeatable', collect)
     .option('--demo', 'add the built-in demo model and deploy it as app "demo" (default when start has no arguments)')
     .addOption(new Option('--log-level <level>', 'log level (default: info)').choices(LOG_LEVELS))
