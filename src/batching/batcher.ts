@@ -2,7 +2,7 @@ import {
   DeadlineError, InvalidInferRequestError, QueueFullError, UnavailableError,
   type InferRequest, type ModelSignature, type Tensor
 } from '../serving/types.ts'
-import { abortReason, inferenceConstants, validateInputs, type InferencePool, type InferOutcome, type PoolStats } from '../inference/index.ts'
+import { armPending, settlePending, validateInputs, type Pending, type InferencePool, type InferOutcome, type PoolStats } from '../inference/index.ts'
 import { AstradError } from '../util/errors.ts'
 import type { Logger } from '../util/logger.ts'
 import { MAX_BATCH_SCAN } from './constants.ts'
@@ -54,22 +54,17 @@ export function unbatchableReason (signature: ModelSignature): string | undefine
   return undefined
 }
 
-interface Member {
+interface Member extends Pending {
   readonly req: InferRequest
   /** Rows (axis 0) this request brings. */
   readonly rows: number
   /** Requests with the same key can share a run; undefined: this one always runs alone. */
   readonly key: string | undefined
-  readonly enqueuedAt: number
   /** Run alone (its shape does not batch, or it is being isolated after a batch failed). */
   alone: boolean
   dispatched: boolean
-  settled: boolean
   resolve: (outcome: InferOutcome) => void
   reject: (err: unknown) => void
-  timer?: NodeJS.Timeout
-  signal?: AbortSignal
-  onAbort?: () => void
 }
 
 /**
@@ -137,21 +132,10 @@ export class Batcher implements InferencePool {
       req, rows, key, enqueuedAt: performance.now(), alone: key === undefined || rows > this.init.batching.maxBatchSize,
       dispatched: false, settled: false, resolve, reject
     }
-    const delay = req.deadline - Date.now()
-    if (delay <= inferenceConstants.MAX_TIMER_MS) {
-      member.timer = setTimeout(() => {
-        this.queue.delete(member)
-        this.fail(member, new DeadlineError(`deadline passed after ${Math.round(performance.now() - member.enqueuedAt)} ms ${member.dispatched ? 'while running' : 'in the batch queue'}`))
-      }, Math.max(0, delay))
-    }
-    if (signal !== undefined) {
-      member.signal = signal
-      member.onAbort = () => {
-        this.queue.delete(member)
-        this.fail(member, abortReason(signal))
-      }
-      signal.addEventListener('abort', member.onAbort, { once: true })
-    }
+    armPending(member, req.deadline, signal, () => member.dispatched ? 'while running' : 'in the batch queue', err => {
+      this.queue.delete(member)
+      this.fail(member, err)
+    })
     this.queue.add(member)
     this.pump()
     return promise
@@ -351,10 +335,6 @@ export class Batcher implements InferencePool {
   }
 
   private finish (m: Member): boolean {
-    if (m.settled) return false
-    m.settled = true
-    clearTimeout(m.timer)
-    if (m.onAbort !== undefined) m.signal?.removeEventListener('abort', m.onAbort)
-    return true
+    return settlePending(m)
   }
 }

@@ -5,10 +5,11 @@
  * this module costs nothing at start-up. See docs/inference.md.
  */
 export {
-  createPool, abortReason,
+  createPool,
   type InferencePool, type InferOutcome, type PoolComponents, type PoolInit, type PoolStats, type PoolProvider
 } from './pool.ts'
 export { validateInputs } from './validate.ts'
+export { abortReason, armPending, settlePending, type Pending } from './pending.ts'
 export type { ProviderFailure } from './messages.ts'
 export { ModelLoadError, NativeRuntimeError } from './errors.ts'
 export { datatypeFromOrt, ortTypeOf } from './datatypes.ts'

@@ -6,7 +6,8 @@ import {
 import { ConfigError } from '../util/errors.ts'
 import type { Logger } from '../util/logger.ts'
 import { copyForTransfer, transferable } from './codec.ts'
-import { CLOSE_TIMEOUT_MS, WEBGPU_WAIT_MS, DEFAULT_INTRA_OP_THREADS, MAX_RESTART_FAILURES, MAX_TIMER_MS, RESTART_BACKOFF_MS } from './constants.ts'
+import { CLOSE_TIMEOUT_MS, WEBGPU_WAIT_MS, DEFAULT_INTRA_OP_THREADS, MAX_RESTART_FAILURES, RESTART_BACKOFF_MS } from './constants.ts'
+import { abortReason, armPending, settlePending, type Pending } from './pending.ts'
 import { ModelLoadError } from './errors.ts'
 import { validateInputs } from './validate.ts'
 import { WorkerHandle, type RunReply } from './worker-handle.ts'
@@ -90,15 +91,10 @@ export interface InferencePool {
   close: () => Promise<void>
 }
 
-interface Job {
+interface Job extends Pending {
   readonly req: InferRequest
   readonly settle: Settle
-  readonly enqueuedAt: number
   dispatchedAt: number
-  settled: boolean
-  timer?: NodeJS.Timeout
-  signal?: AbortSignal
-  onAbort?: () => void
 }
 
 type Settle = { resolve: (outcome: InferOutcome) => void, reject: (err: unknown) => void }
@@ -141,11 +137,6 @@ function splitCompute (dispatchedAt: number, computeMs: number, run: { startedAt
   const inferMs = Math.min(computeMs, Math.max(0, run.endedAt - run.startedAt))
   const inputMs = Math.min(computeMs - inferMs, Math.max(0, run.startedAt - (performance.timeOrigin + dispatchedAt)))
   return { inputMs, inferMs, outputMs: computeMs - inferMs - inputMs }
-}
-
-/** Why a signal aborted: its reason, or a DOMException AbortError when it gave none. */
-export function abortReason (signal: AbortSignal): unknown {
-  return signal.reason ?? new DOMException('This operation was aborted', 'AbortError')
 }
 
 /**
@@ -332,21 +323,10 @@ export class WorkerPool implements InferencePool {
 
     const { promise, resolve, reject } = Promise.withResolvers<InferOutcome>()
     const job: Job = { req, settle: { resolve, reject }, enqueuedAt: performance.now(), dispatchedAt: 0, settled: false }
-    const delay = req.deadline - Date.now()
-    if (delay <= MAX_TIMER_MS) {
-      job.timer = setTimeout(() => {
-        this.queue.delete(job)
-        this.fail(job, new DeadlineError(`deadline passed after ${Math.round(performance.now() - job.enqueuedAt)} ms ${job.dispatchedAt === 0 ? 'in the queue' : 'while running'}`))
-      }, Math.max(0, delay))
-    }
-    if (signal !== undefined) {
-      job.signal = signal
-      job.onAbort = () => {
-        this.queue.delete(job)
-        this.fail(job, abortReason(signal))
-      }
-      signal.addEventListener('abort', job.onAbort, { once: true })
-    }
+    armPending(job, req.deadline, signal, () => job.dispatchedAt === 0 ? 'in the queue' : 'while running', err => {
+      this.queue.delete(job)
+      this.fail(job, err)
+    })
     if (idle !== undefined) this.dispatch(idle, job)
     else this.queue.add(job)
     return promise
@@ -545,12 +525,7 @@ export class WorkerPool implements InferencePool {
     if (this.finish(job)) job.settle.reject(err)
   }
 
-  /** Marks the job settled (false if it already was) and drops its timer and abort listener. */
   private finish (job: Job): boolean {
-    if (job.settled) return false
-    job.settled = true
-    clearTimeout(job.timer)
-    if (job.onAbort !== undefined) job.signal?.removeEventListener('abort', job.onAbort)
-    return true
+    return settlePending(job)
   }
 }
