@@ -15,7 +15,7 @@ import { isGpuProvider, type ProviderProbe } from './providers.ts'
  */
 
 export { EXECUTION_PROVIDERS, GPU_PROVIDERS, MAX_GPU_PERF, DEFAULT_GPU_PERF } from './constants.ts'
-export { isExecutionProvider, isGpuProvider, wantsGpu, usableOn, type ExecutionProvider, type ProviderProbe } from './providers.ts'
+export { isExecutionProvider, isGpuProvider, wantsGpu, usableOn, probesWithWebgpuHeld, type ExecutionProvider, type ProviderProbe } from './providers.ts'
 export { detectDevices, nvidiaModel, type DetectedDevice, type DetectPaths } from './detect.ts'
 export { probeProvider, writeProbeModel, explain, PROBE_TOLERANCE, type CreatePool } from './probe.ts'
 export { BusySampler } from './utilization.ts'

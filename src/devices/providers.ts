@@ -42,3 +42,20 @@ export function usableOn (providers: readonly string[], probes: Readonly<Record<
   if (providers.includes('cpu')) return { use: 'fallback', why: reasons.join('; ') }
   return { use: probing ? 'unknown' : 'no', why: reasons.join('; ') }
 }
+
+/**
+ * A node's probes as a new replica would find them: onnxruntime-node's WebGPU provider allows
+ * one webgpu session per process (src/inference/pool.ts), so while a replica on the node runs
+ * on webgpu, or is loading with webgpu in its list, webgpu counts as failed there, saying who
+ * holds it. Placement then goes elsewhere, or falls back where the app's list allows cpu,
+ * instead of sending a replica that would only wait and fail on the node.
+ */
+export function probesWithWebgpuHeld (
+  probes: Readonly<Record<string, ProviderProbe>> | undefined,
+  replicas: ReadonlyArray<{ app: string, state: string, provider?: string, executionProviders?: readonly string[] }>
+): Readonly<Record<string, ProviderProbe>> | undefined {
+  if (probes?.webgpu?.state !== 'ok') return probes
+  const holder = replicas.find(r => r.state !== 'failed' && (r.provider === 'webgpu' || (r.state === 'loading' && r.provider == null && r.executionProviders?.includes('webgpu') === true)))
+  if (holder == null) return probes
+  return { ...probes, webgpu: { state: 'failed', reason: `held by a replica of ${holder.app}: this node already runs a webgpu session (one per node, docs/gpus.md)` } }
+}

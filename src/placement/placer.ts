@@ -6,7 +6,7 @@ import { AstradError, errorMessage } from '../util/errors.ts'
 import type { MembershipView, NodeRecord } from '../membership/index.ts'
 import type { ClusterLogAccess } from '../clusterlog/index.ts'
 import { appKind, providersOf, type AppRecord } from './app.ts'
-import { usableOn, wantsGpu } from '../devices/index.ts'
+import { probesWithWebgpuHeld, usableOn, wantsGpu } from '../devices/index.ts'
 import { pipelineKind, stageApps, type PipelineRecord } from '../pipeline/spec.ts'
 import type { ModelSignature } from '../serving/types.ts'
 import type { Autoscaler } from '../autoscale/autoscaler.ts'
@@ -560,7 +560,7 @@ export class Placer {
         if (freeCpu + 1e-9 < spec.resources.cpu || freeGpu < spec.resources.gpu) continue
         let onGpu = false
         if (gpuApp) {
-          const usable = usableOn(providers, ledger.devices?.providers)
+          const usable = usableOn(providers, probesWithWebgpuHeld(ledger.devices?.providers, ledger.replicas))
           if (usable.use === 'no' || usable.use === 'unknown') {
             unusable.push(`${rec.hb.name}: ${usable.why}`)
             continue

@@ -4,7 +4,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { parseAppSpec, providersOf, needsRoll } from '../../src/placement/index.ts'
-import { BusySampler, Devices, NOT_OFFERED, detectDevices, explain, nvidiaModel, usableOn, wantsGpu } from '../../src/devices/index.ts'
+import { BusySampler, Devices, NOT_OFFERED, detectDevices, explain, nvidiaModel, probesWithWebgpuHeld, usableOn, wantsGpu } from '../../src/devices/index.ts'
 import { resolveConfig } from '../../src/config/index.ts'
 import { ConfigError } from '../../src/util/errors.ts'
 import { renderDevices } from '../../src/cli/commands/status.ts'
@@ -60,6 +60,24 @@ test('usableOn: a working GPU provider, a cpu fallback, still probing, or no wit
   assert.equal(usableOn(['webgpu'], undefined).use, 'no', 'a node that reports no devices (older astrad) gets no GPU replica')
   assert.equal(wantsGpu(['cpu']), false)
   assert.equal(wantsGpu(['tensorrt', 'cpu']), true)
+})
+
+test('placement sees a node\'s webgpu as held while a replica there runs on it or loads with it (one session per node)', () => {
+  const probes = { webgpu: { state: 'ok' as const }, cpu: { state: 'ok' as const } }
+  assert.equal(probesWithWebgpuHeld(probes, []), probes, 'no replica: as probed')
+  assert.equal(probesWithWebgpuHeld(probes, [{ app: 'c', state: 'ready' }]), probes, 'a cpu replica holds nothing')
+  assert.equal(probesWithWebgpuHeld(probes, [{ app: 'f', state: 'failed', executionProviders: ['webgpu'] }]), probes, 'a failed replica holds nothing')
+  assert.equal(probesWithWebgpuHeld(probes, [{ app: 'fb', state: 'ready', provider: 'cpu', executionProviders: ['webgpu', 'cpu'] }]), probes, 'one that fell back to cpu holds nothing')
+  for (const holder of [{ app: 'gw', state: 'ready', provider: 'webgpu' }, { app: 'gw', state: 'loading', executionProviders: ['cuda', 'webgpu'] }]) {
+    const seen = probesWithWebgpuHeld(probes, [holder])
+    assert.equal(seen?.webgpu?.state, 'failed')
+    assert.match(seen?.webgpu?.reason ?? '', /held by a replica of gw: this node already runs a webgpu session/)
+    assert.equal(usableOn(['webgpu'], seen).use, 'no', 'a webgpu-only app goes elsewhere')
+    assert.equal(usableOn(['webgpu', 'cpu'], seen).use, 'fallback', 'one that allows cpu may still come, on cpu')
+  }
+  assert.deepEqual(probes.webgpu, { state: 'ok' }, 'the node\'s own probes are not changed')
+  const failed = { webgpu: { state: 'failed' as const, reason: 'no Vulkan device' } }
+  assert.equal(probesWithWebgpuHeld(failed, [{ app: 'gw', state: 'ready', provider: 'webgpu' }]), failed, 'a webgpu that never worked keeps its own reason')
 })
 
 test('detectDevices: NVIDIA cards from /proc with their model, else /dev/nvidiaN; other GPUs by DRM vendor', async () => {
