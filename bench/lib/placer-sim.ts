@@ -57,6 +57,8 @@ export interface PlacerSimStats {
   owned: number
   cpuMs: number
   wallMs: number
+  /** CPU of this process while connected and idle (between warm and go), ms per s: libp2p's own upkeep. */
+  idleCpuMsPerSec: number
   rssBytes: number
 }
 
@@ -73,7 +75,10 @@ let apps: AppRecord[] = []
 let halted = false
 let goAt = 0
 let cpuAtGo = process.cpuUsage()
-const s: Omit<PlacerSimStats, 'cpuMs' | 'wallMs' | 'rssBytes' | 'done' | 'owned'> = {
+let warmAt = 0
+let cpuAtWarm = process.cpuUsage()
+let idleCpuMsPerSec = 0
+const s: Omit<PlacerSimStats, 'cpuMs' | 'wallMs' | 'rssBytes' | 'done' | 'owned' | 'idleCpuMsPerSec'> = {
   index: config.index, placed: 0, accepted: 0, rejected: 0, failed: 0, retried: 0, latencyMs: [], rttMs: [], lastPlacedMs: 0
 }
 
@@ -158,7 +163,9 @@ async function setup (nodes: SimNode[], schedulers: string[]): Promise<void> {
       s.lastPlacedMs = performance.now() - goAt
     }
   }, { self: host.peerId.toString() })
-  send({ type: 'warm', ms: performance.now() - t0 })
+  warmAt = performance.now()
+  cpuAtWarm = process.cpuUsage()
+  send({ type: 'warm', ms: warmAt - t0 })
 }
 
 function go (spec: AppsSpec): void {
@@ -171,6 +178,8 @@ function go (spec: AppsSpec): void {
   }))
   cpuAtGo = process.cpuUsage()
   goAt = performance.now()
+  const idle = process.cpuUsage(cpuAtWarm)
+  idleCpuMsPerSec = (idle.user + idle.system) / 1000 / Math.max(0.001, (goAt - warmAt) / 1000)
   placer!.start()
 }
 
@@ -184,7 +193,7 @@ async function halt (): Promise<PlacerSimStats> {
   const byApp = placer?.replicasByApp() ?? new Map()
   const mine = placer?.status().filter(a => a.owner === host?.peerId.toString()) ?? []
   const done = mine.every(a => (byApp.get(a.name)?.length ?? 0) >= a.desired)
-  return { ...s, done, owned: mine.length, cpuMs: (cpu.user + cpu.system) / 1000, wallMs, rssBytes: process.memoryUsage().rss }
+  return { ...s, done, owned: mine.length, cpuMs: (cpu.user + cpu.system) / 1000, wallMs, idleCpuMsPerSec, rssBytes: process.memoryUsage().rss }
 }
 
 process.on('message', (msg: { cmd: string, nodes?: SimNode[], schedulers?: string[], apps?: AppsSpec }) => {

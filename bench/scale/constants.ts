@@ -14,6 +14,8 @@ export const PLACEMENT = {
   demand: 0.75,
   /** Replicas per app (the placer spreads an app's replicas over nodes: that pick is measured too). */
   replicasPerApp: 50,
+  /** Seconds connected and idle before each window: the CPU libp2p's upkeep costs, apart from placing. */
+  idleS: 2,
   /** 1,000 simulated nodes, each a libp2p host, in 4 processes (250 each). */
   full: { nodes: 1_000, nodeProcesses: 4, windowS: 10 },
   /**

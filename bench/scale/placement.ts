@@ -23,7 +23,10 @@ interface Child<T> { m: Managed, next: (type: string, timeoutMs: number) => Prom
 
 /** A forked simulator and its next IPC message of a given type (an 'error' message or an exit fails it). */
 function child<T = any> (name: string, module: string, config: unknown): Child<T> {
-  const m = forkTs(name, module, [JSON.stringify(config)])
+  // ASTRAD_BENCH_PROF=DIR: the first node process and the first scheduler write V8 CPU profiles there.
+  const prof = process.env.ASTRAD_BENCH_PROF
+  const execArgv = prof != null && prof !== '' && /-0$/.test(name) ? ['--cpu-prof', '--cpu-prof-dir', prof] : []
+  const m = forkTs(name, module, [JSON.stringify(config)], execArgv)
   const queue: Array<{ type: string } & Record<string, unknown>> = []
   let wake: (() => void) | undefined
   m.child.on('message', (msg: { type: string }) => { queue.push(msg as never); wake?.() })
@@ -44,6 +47,17 @@ function child<T = any> (name: string, module: string, config: unknown): Child<T
     }
   }
   return { m, next }
+}
+
+/** Asks simulators to stop and waits for them to exit on their own (profiles are written then), SIGTERM after 10 s. */
+async function stopAll (sims: Array<Child<unknown>>): Promise<void> {
+  for (const s of sims) tell(s, { cmd: 'stop' })
+  await Promise.all(sims.map(async s => {
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([s.m.exited, new Promise(resolve => { timer = setTimeout(resolve, 10_000) })])
+    clearTimeout(timer)
+    await stop(s.m, 'SIGTERM', 10_000)
+  }))
 }
 
 /** Sends to a simulator unless it is gone (its exit is reported by next()). */
@@ -75,6 +89,11 @@ export interface PhaseResult {
   rttShareOfLatency: number
   schedulerCpuUsPerPlacement: number
   nodeCpuUsPerReservation: number
+  /** CPU of all node (scheduler) processes connected and idle, % of one core; and the CPU per placement (reservation) above that. */
+  nodeIdleCpuPct: number
+  schedulerIdleCpuPct: number
+  schedulerCpuUsPerPlacementNet: number
+  nodeCpuUsPerReservationNet: number
   allPlaced: boolean
   warmS: number
   maxOvercommit: number
@@ -97,6 +116,12 @@ async function phase (k: number, nodes: SimNode[], ledgerSims: Array<Child<any>>
     await Promise.all(scheds.map(async s => await s.next('warm', 600_000)))
     const warmS = (now() - t0) / 1000
     log(`${k} scheduler${k === 1 ? '' : 's'}: connected to ${nodes.length} nodes and read their ledgers in ${warmS.toFixed(1)} s; placing for ${o.windowS} s`)
+    // Connected and idle: what libp2p's upkeep costs the processes with nothing placed.
+    for (const s of ledgerSims) tell(s, { cmd: 'mark' })
+    await Promise.all(ledgerSims.map(async s => await s.next('mark', 30_000)))
+    await sleep(PLACEMENT.idleS * 1000)
+    const idle = await allStats(ledgerSims)
+    const nodeIdleCpuMsPerSec = idle.reduce((a, s) => a + s.cpuMs / (s.wallMs / 1000), 0)
     for (const s of ledgerSims) tell(s, { cmd: 'mark' })
     await Promise.all(ledgerSims.map(async s => await s.next('mark', 30_000)))
     for (const s of scheds) tell(s, { cmd: 'go', apps: o.apps })
@@ -111,6 +136,8 @@ async function phase (k: number, nodes: SimNode[], ledgerSims: Array<Child<any>>
     const rtt = stats.flatMap(s => s.rttMs)
     const conflicts = stats.reduce((a, s) => a + s.rejected, 0)
     const nodeCpu = nodeStats.reduce((a, s) => a + s.cpuMs, 0)
+    const nodeWallS = Math.max(...nodeStats.map(s => s.wallMs)) / 1000
+    const schedIdleMs = stats.reduce((a, s) => a + s.idleCpuMsPerSec * s.wallMs / 1000, 0)
     const nodeReq = nodeStats.reduce((a, s) => a + s.accepted + s.rejected, 0)
     const rttSum = rtt.reduce((a, b) => a + b, 0)
     const latSum = latency.reduce((a, b) => a + b, 0)
@@ -130,19 +157,22 @@ async function phase (k: number, nodes: SimNode[], ledgerSims: Array<Child<any>>
       rttShareOfLatency: latSum > 0 ? rttSum / latSum : NaN,
       schedulerCpuUsPerPlacement: placed > 0 ? stats.reduce((a, s) => a + s.cpuMs, 0) * 1000 / placed : NaN,
       nodeCpuUsPerReservation: nodeReq > 0 ? nodeCpu * 1000 / nodeReq : NaN,
+      nodeIdleCpuPct: nodeIdleCpuMsPerSec / 10,
+      schedulerIdleCpuPct: stats.reduce((a, s) => a + s.idleCpuMsPerSec, 0) / 10,
+      schedulerCpuUsPerPlacementNet: placed > 0 ? Math.max(0, stats.reduce((a, s) => a + s.cpuMs, 0) - schedIdleMs) * 1000 / placed : NaN,
+      nodeCpuUsPerReservationNet: nodeReq > 0 ? Math.max(0, nodeCpu - nodeIdleCpuMsPerSec * nodeWallS) * 1000 / nodeReq : NaN,
       allPlaced,
       warmS,
       maxOvercommit: Math.max(...nodeStats.map(s => s.maxOvercommit)),
       nodeBadRequests: nodeStats.reduce((a, s) => a + s.badRequests, 0)
     }
   } finally {
-    for (const s of scheds) tell(s, { cmd: 'stop' })
-    await Promise.all(scheds.map(async s => { await stop(s.m, 'SIGTERM', 10_000) }))
+    await stopAll(scheds)
   }
 }
 
 function line (r: PhaseResult): string {
-  return `| ${r.schedulers} | ${r.nodes} | ${r.placed} | ${r.perSec.toFixed(0)} | ${r.conflicts} (${r.conflictsPerPlacement.toFixed(2)}/placement) | ${r.retried} | ${r.failed} | ${r.latencyMs.p50.toFixed(1)} / ${r.latencyMs.p99.toFixed(1)} | ${r.rttMs.p50.toFixed(1)} / ${r.rttMs.p99.toFixed(1)} | ${(r.rttShareOfLatency * 100).toFixed(0)} % | ${r.schedulerCpuUsPerPlacement.toFixed(0)} | ${r.nodeCpuUsPerReservation.toFixed(0)} |`
+  return `| ${r.schedulers} | ${r.nodes} | ${r.placed} | ${r.perSec.toFixed(0)} | ${r.conflicts} (${r.conflictsPerPlacement.toFixed(2)}/placement) | ${r.retried} | ${r.failed} | ${r.latencyMs.p50.toFixed(1)} / ${r.latencyMs.p99.toFixed(1)} | ${r.rttMs.p50.toFixed(1)} / ${r.rttMs.p99.toFixed(1)} | ${(r.rttShareOfLatency * 100).toFixed(0)} % | ${r.schedulerCpuUsPerPlacement.toFixed(0)} (${r.schedulerCpuUsPerPlacementNet.toFixed(0)}) | ${r.nodeCpuUsPerReservation.toFixed(0)} (${r.nodeCpuUsPerReservationNet.toFixed(0)}) | ${r.schedulerIdleCpuPct.toFixed(0)} % / ${r.nodeIdleCpuPct.toFixed(0)} % |`
 }
 
 export async function run (opts: ScalePartOptions): Promise<ScaleRow[]> {
@@ -178,8 +208,8 @@ export async function run (opts: ScalePartOptions): Promise<ScaleRow[]> {
     const [one, many] = results as [PhaseResult, PhaseResult]
     log('')
     log(`Placement: apps of ${PLACEMENT.replicasPerApp} replicas × 1 core, ${Math.round(PLACEMENT.demand * 100)} % of the cluster's cores deployed at once, ${p.windowS} s window`)
-    log('| schedulers | nodes | placed | placements/s | conflicts | retried placements | failed reservations | latency p50 / p99 ms | reserve RTT p50 / p99 ms | RTT share of latency | scheduler CPU µs/placement | node CPU µs/reservation |')
-    log('|---|---|---|---|---|---|---|---|---|---|---|---|')
+    log('| schedulers | nodes | placed | placements/s | conflicts | retried placements | failed reservations | latency p50 / p99 ms | reserve RTT p50 / p99 ms | RTT share of latency | scheduler CPU µs/placement (above idle) | node CPU µs/reservation (above idle) | idle CPU, schedulers / nodes (% of a core) |')
+    log('|---|---|---|---|---|---|---|---|---|---|---|---|---|')
     log(line(one))
     log(line(many))
     const scale = many.perSec / one.perSec
@@ -193,7 +223,6 @@ export async function run (opts: ScalePartOptions): Promise<ScaleRow[]> {
       detail: { quick: opts.quick, nodes: many.nodes, cores: PLACEMENT.cores, replicasPerApp: PLACEMENT.replicasPerApp, demand: PLACEMENT.demand, baseline: one, schedulers: many, scale }
     }]
   } finally {
-    for (const s of ledgerSims) tell(s, { cmd: 'stop' })
-    await Promise.all(ledgerSims.map(async s => { await stop(s.m, 'SIGTERM', 10_000) }))
+    await stopAll(ledgerSims)
   }
 }
