@@ -433,6 +433,7 @@ export class Placer {
     // flight (inFlight) and the replicas placed so far (current grows as they land).
     const todo = missing.slice(0, budget)
     const noRoom: Array<string | undefined> = []
+    const noteBefore = notes.lastError
     let next = 0
     const worker = async (): Promise<void> => {
       while (next < todo.length) {
@@ -449,6 +450,8 @@ export class Placer {
       if (await this.placeOne(record, cell, current) != null) notes.placedAt.push(now)
       else noRoom.push(cell)
     }
+    // Every replica found room in the end: a "no room" note from the first pass is not news.
+    if (noRoom.length === 0) notes.lastError = noteBefore
     unplaced += noRoom.length
     // Scale down: drop loading replicas before ready ones, and never below the desired ready count.
     let ready = readyCurrent
