@@ -127,8 +127,9 @@ async function phase (k: number, nodes: SimNode[], ledgerSims: Array<Child<any>>
     for (const s of scheds) tell(s, { cmd: 'go', apps: o.apps })
     await sleep(o.windowS * 1000)
     for (const s of scheds) tell(s, { cmd: 'halt' })
-    const stats = await Promise.all(scheds.map(async s => (await s.next('stats', 120_000)).stats as PlacerSimStats))
+    // The nodes' counters at the window's end (a scheduler's halt lets its round run out first).
     const nodeStats = await allStats(ledgerSims)
+    const stats = await Promise.all(scheds.map(async s => (await s.next('stats', 300_000)).stats as PlacerSimStats))
     const placed = stats.reduce((a, s) => a + s.placed, 0)
     const allPlaced = stats.every(s => s.done)
     const activeMs = allPlaced ? Math.max(...stats.map(s => s.lastPlacedMs)) : o.windowS * 1000
