@@ -290,7 +290,7 @@ function worst (trials: DeliveryResult[], f: (d: DeliveryResult) => number | nul
   return v.length === 0 || v.some(x => x == null) ? null : Math.max(...(v as number[]))
 }
 
-interface ThroughputRow {
+export interface ThroughputRow {
   protocol: PullProtocol
   inflight: number
   pulls: number
@@ -521,6 +521,61 @@ async function exitChild (m: Managed): Promise<void> {
 
 // ---- main ----------------------------------------------------------------------------------
 
+/** The resource and the simulated nodes, every node caught up with the mailbox (its first snapshot pull done). */
+async function startCluster (o: Options, root: string, r: Results, log: (m: string) => void): Promise<{ res: Managed, sims: Sim[] }> {
+  const sims: Sim[] = []
+  const res = forkTs('mailbox-resource', RESOURCE_MODULE, [])
+  r.resource = await call<ResourceInfo>(res, 'init', { dataDir: path.join(root, 'resource') }, 60_000)
+  log(`resource ${r.resource.peerId} on ${r.resource.addr}, log origin ${r.resource.origin}`)
+  const t0 = now()
+  const per = Math.floor(o.nodes / o.sims)
+  const hostsPer = Math.floor(o.hosts / o.sims)
+  await Promise.all(Array.from({ length: o.sims }, async (_, i) => {
+    const n = i === o.sims - 1 ? o.nodes - per * (o.sims - 1) : per
+    const h = i === o.sims - 1 ? o.hosts - hostsPer * (o.sims - 1) : hostsPer
+    // ~1,000 MailboxStates and their pulls: room to spare.
+    const proc = forkTs(`mailbox-sim${i}`, SIM_MODULE, [], ['--max-old-space-size=2048'])
+    const cfg: SimConfig = {
+      sim: i, nodes: n, hosts: h, perHostInflight: o.perHostInflight, streamsPerHost: o.streamsPerHost, cells: 4,
+      resourceAddr: (r.resource as ResourceInfo).addr, resourcePeer: (r.resource as ResourceInfo).peerId
+    }
+    const ids = await call<{ peerIds: string[], cells: string[] }>(proc, 'init', cfg, 120_000)
+    sims[i] = { proc, nodes: n, peerIds: ids.peerIds, cells: ids.cells }
+  }))
+  log(`${o.nodes} simulated nodes on ${o.hosts} client hosts in ${o.sims} process${o.sims > 1 ? 'es' : ''} (${((now() - t0) / 1000).toFixed(1)} s)`)
+  const caught = await waitCaughtUp(res, sims, o.nodes, 'first snapshot pull of every node', 60_000)
+  r.rampMs = caught.ms
+  return { res, sims }
+}
+
+/**
+ * Pull throughput only (bench/scale/mailbox.ts, issue 14 goal 4): the resource and simulated
+ * nodes of this bench, then each in-flight setting with the long-lived pull stream and the
+ * one-shot pull side by side. `argv`: this bench's flags (e.g. --quick).
+ */
+export async function pullThroughput (argv: string[], log: (m: string) => void): Promise<{ rows: ThroughputRow[], bestStream: ThroughputRow | null, bestOneShot: ThroughputRow | null, streamVsOneShot: ReturnType<typeof streamRatios>, notes: string[], errors: string[] }> {
+  const o = parseOptions(argv)
+  const root = makeTempRoot('astrad-bench-mailbox-')
+  const errors: string[] = []
+  const phase = phaseRunner(errors, log)
+  const r: Results = { busyBeforePct: 0, pubTrials: [], fanTrials: [], throughput: [] }
+  const cluster = await phase('setup', async () => await startCluster(o, root, r, log))
+  try {
+    if (cluster != null) {
+      for (const k of o.inflight) {
+        for (const protocol of o.protocols) {
+          const t = await phase(`pull throughput, ${PROTOCOL_NAME[protocol]}, ${k} in flight`, async () => await throughput(k, protocol, cluster.res, cluster.sims, o, log))
+          if (t != null) r.throughput.push(t)
+        }
+      }
+    }
+  } finally {
+    if (cluster != null) await Promise.all([cluster.res, ...cluster.sims.map(s => s.proc)].map(async m => { await exitChild(m) }))
+  }
+  const summary = summaryOf(r)
+  return { rows: r.throughput, bestStream: summary.bestStream, bestOneShot: summary.bestOneShot, streamVsOneShot: summary.streamVsOneShot, notes: simulationNotes(o), errors }
+}
+
 async function main (): Promise<void> {
   const o = parseOptions(process.argv.slice(2))
   installCleanupHooks()
@@ -542,30 +597,11 @@ async function main (): Promise<void> {
   const sims: Sim[] = []
 
   const setup = await phase('setup', async () => {
-    res = forkTs('mailbox-resource', RESOURCE_MODULE, [])
-    r.resource = await call<ResourceInfo>(res, 'init', { dataDir: path.join(root, 'resource') }, 60_000)
-    log(`resource ${r.resource.peerId} on ${r.resource.addr}, log origin ${r.resource.origin}`)
-    const t0 = now()
-    const per = Math.floor(o.nodes / o.sims)
-    const hostsPer = Math.floor(o.hosts / o.sims)
-    await Promise.all(Array.from({ length: o.sims }, async (_, i) => {
-      const n = i === o.sims - 1 ? o.nodes - per * (o.sims - 1) : per
-      const h = i === o.sims - 1 ? o.hosts - hostsPer * (o.sims - 1) : hostsPer
-      // ~1,000 MailboxStates and their pulls: room to spare.
-      const proc = forkTs(`mailbox-sim${i}`, SIM_MODULE, [], ['--max-old-space-size=2048'])
-      const cfg: SimConfig = {
-        sim: i, nodes: n, hosts: h, perHostInflight: o.perHostInflight, streamsPerHost: o.streamsPerHost, cells: 4,
-        resourceAddr: (r.resource as ResourceInfo).addr, resourcePeer: (r.resource as ResourceInfo).peerId
-      }
-      const ids = await call<{ peerIds: string[], cells: string[] }>(proc, 'init', cfg, 120_000)
-      sims[i] = { proc, nodes: n, peerIds: ids.peerIds, cells: ids.cells }
-    }))
-    log(`${o.nodes} simulated nodes on ${o.hosts} client hosts in ${o.sims} process${o.sims > 1 ? 'es' : ''} (${((now() - t0) / 1000).toFixed(1)} s)`)
-    const caught = await waitCaughtUp(res, sims, o.nodes, 'first snapshot pull of every node', 60_000)
-    r.rampMs = caught.ms
+    const cluster = await startCluster(o, root, r, log)
+    res = cluster.res
+    sims.push(...cluster.sims)
     return true
   })
-
   if (setup === true && res != null) {
     const resource = res
     // Alternating, so slow moments of the machine fall on both.
@@ -648,4 +684,5 @@ async function main (): Promise<void> {
   if (errors.length > 0) process.exitCode = 1
 }
 
-runBench('bench:mailbox', main, err => err instanceof UsageError)
+// Run as a program (not when bench/scale/mailbox.ts imports pullThroughput).
+if (import.meta.main) runBench('bench:mailbox', main, err => err instanceof UsageError)

@@ -2,6 +2,16 @@
 
 /** Reservations, releases and ledger reads between schedulers and nodes (ARCHITECTURE §2). */
 export const RESERVE_PROTOCOL = '/astra/reserve/1.0.0'
+/**
+ * The same requests on a stream a scheduler keeps open to each node (src/p2p/request-stream.ts):
+ * a stream per request cost both ends more CPU than the reservation itself (issue 14 goal 5,
+ * docs/bench-scale.md). A node that answers only 1.0.0 is asked one stream per request.
+ */
+export const RESERVE_STREAM_PROTOCOL = '/astra/reserve/1.1.0'
+/** Reserve streams one scheduler may keep open to a node (it opens one; the rest is slack for a reconnect). */
+export const MAX_RESERVE_STREAMS_PER_PEER = 4
+/** A reserve stream idle this long is closed by the node (the scheduler reopens it on its next request). */
+export const RESERVE_STREAM_IDLE_MS = 60_000
 /** A reserve/release request is a small JSON object. */
 export const MAX_RESERVE_REQUEST_BYTES = 16 * 1024
 /** A ledger answer lists a node's replicas (each < 1 KiB with its signature): 256 KiB is ~250 replicas. */
@@ -23,6 +33,13 @@ export const RECONCILE_INTERVAL_MS = 1_000
 export const RECONCILE_DEBOUNCE_MS = 50
 /** Reserve attempts per replica per reconcile before giving up until the next tick. */
 export const MAX_RESERVE_ATTEMPTS = 4
+/**
+ * Replicas of one app the owner places at once (issue 14, goal 5): one at a time, a scheduler
+ * places one replica per reserve round trip; 8 at a time hide the round trip (each pick counts
+ * the reservations in flight as used). Below MAX_RESERVE_STREAMS, the streams a node accepts
+ * from one scheduler at once.
+ */
+export const PLACE_CONCURRENCY = 8
 /** Ledger pulls in flight at once from one scheduler. */
 export const LEDGER_PULL_CONCURRENCY = 8
 /** Schedulers re-read the app list from the cluster log this often (apps change rarely). */

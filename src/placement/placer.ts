@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { Counter, type Registry } from 'prom-client'
+import { Counter, Histogram, type Registry } from 'prom-client'
 import type { Logger } from '../util/logger.ts'
 import type { Clock } from '../util/time.ts'
 import { AstradError, errorMessage } from '../util/errors.ts'
@@ -16,7 +16,8 @@ import type { LedgerView } from './ledger-view.ts'
 import type { ReserveApi } from './protocol.ts'
 import { rendezvousOwner } from './rendezvous.ts'
 import {
-  APPS_REFRESH_MS, FAILED_NODE_BACKOFF_MS, MAX_REPLICA_ERROR_CHARS, MAX_RESERVE_ATTEMPTS, REBALANCE_INTERVAL_MS, RECONCILE_DEBOUNCE_MS, RECONCILE_INTERVAL_MS
+  APPS_REFRESH_MS, FAILED_NODE_BACKOFF_MS, MAX_REPLICA_ERROR_CHARS, MAX_RESERVE_ATTEMPTS, PLACE_CONCURRENCY, REBALANCE_INTERVAL_MS, RECONCILE_DEBOUNCE_MS,
+  RECONCILE_INTERVAL_MS
 } from './constants.ts'
 
 /** One replica as the scheduler sees it: where it is and in what state. */
@@ -74,6 +75,11 @@ export interface PlacerComponents {
     /** Requests this scheduler holds for an app scaled to zero. */
     held: (app: string) => number
   }
+  /**
+   * Called for each replica placed: how long its placement took (the pick and every
+   * reservation until one was accepted, ms) and how many reservations it sent.
+   */
+  onPlaced?: (ms: number, attempts: number) => void
 }
 
 export interface PlacerInit {
@@ -109,6 +115,14 @@ interface AppNotes {
   placedAt: number[]
 }
 
+/** Reservations this scheduler has sent to one node and not yet had answered. */
+interface InFlight {
+  cpu: number
+  gpu: number
+  /** app → replicas of it in flight to the node. */
+  apps: Map<string, number>
+}
+
 function deploymentOf (record: AppRecord): string {
   return `${record.generation}/${record.deployedAt}`
 }
@@ -132,8 +146,15 @@ export class Placer {
   private debounce?: NodeJS.Timeout
   private unsubscribe: Array<() => void> = []
   private readonly notes = new Map<string, AppNotes>()
+  /**
+   * Per node, the reservations in flight from this scheduler (an app's replicas are placed
+   * PLACE_CONCURRENCY at a time): the picks made meanwhile count them as used, so they neither
+   * pile an app's replicas on one node nor send a node more than its view says it can take.
+   */
+  private readonly inFlight = new Map<string, InFlight>()
   private readonly reservations?: Counter<'result'>
   private readonly releases?: Counter<'reason'>
+  private readonly placeSeconds?: Histogram
 
   constructor (components: PlacerComponents, init: PlacerInit) {
     this.components = components
@@ -142,6 +163,7 @@ export class Placer {
       const registers = [components.registry]
       this.reservations = new Counter({ name: 'astrad_placement_reservations_total', help: 'Reservations sent by this scheduler, by result (accepted, rejected = conflict or full, error = unreachable)', labelNames: ['result'], registers })
       this.releases = new Counter({ name: 'astrad_placement_releases_total', help: 'Replicas released by this scheduler, by reason (scale, roll, failed, removed, rebalance)', labelNames: ['reason'], registers })
+      this.placeSeconds = new Histogram({ name: 'astrad_placement_seconds', help: 'Time to place one replica: the pick and every reservation until one was accepted', buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers })
     }
   }
 
@@ -407,13 +429,30 @@ export class Placer {
     const now = this.components.clock.now()
     notes.placedAt = notes.placedAt.filter(t => now - t < 1_000)
     const budget = spec.autoscaling != null ? Math.max(0, spec.autoscaling.maxReplicasPerSecond - notes.placedAt.length) : Infinity
-    for (const cell of missing.slice(0, budget)) {
-      const placed = await this.placeOne(record, cell, [...current])
-      if (placed != null) {
-        current.push(placed)
-        notes.placedAt.push(now)
-      } else unplaced++
+    // Up to PLACE_CONCURRENCY placements at once: each pick sees the others' reservations in
+    // flight (inFlight) and the replicas placed so far (current grows as they land).
+    const todo = missing.slice(0, budget)
+    const noRoom: Array<string | undefined> = []
+    const noteBefore = notes.lastError
+    let next = 0
+    const worker = async (): Promise<void> => {
+      while (next < todo.length) {
+        const cell = todo[next++]
+        if (await this.placeOne(record, cell, current) != null) notes.placedAt.push(now)
+        else noRoom.push(cell)
+      }
     }
+    await Promise.all(Array.from({ length: Math.min(PLACE_CONCURRENCY, todo.length) }, worker))
+    // A pick made while other reservations were in flight may have counted one twice (a ledger
+    // copy can hold a reservation before its answer is in): what found no room is tried once
+    // more, one at a time, with nothing in flight.
+    for (const cell of todo.length > 1 ? noRoom.splice(0) : []) {
+      if (await this.placeOne(record, cell, current) != null) notes.placedAt.push(now)
+      else noRoom.push(cell)
+    }
+    // Every replica found room in the end: a "no room" note from the first pass is not news.
+    if (noRoom.length === 0) notes.lastError = noteBefore
+    unplaced += noRoom.length
     // Scale down: drop loading replicas before ready ones, and never below the desired ready count.
     let ready = readyCurrent
     for (const p of excess.sort((a, b) => stateOrder(a) - stateOrder(b))) {
@@ -528,8 +567,9 @@ export class Placer {
   }
 
   /**
-   * Picks nodes by score and reserves until one accepts. `empty`: only nodes holding none of
-   * `current` (a rebalancing move), and no note when there is none.
+   * Picks nodes by score and reserves until one accepts; the replica placed joins `current`.
+   * `empty`: only nodes holding none of `current` (a rebalancing move), and no note when there
+   * is none.
    */
   private async placeOne (record: AppRecord, cell: string | undefined, current: PlacedReplica[], options: { empty?: boolean } = {}): Promise<PlacedReplica | undefined> {
     const { spec, generation } = record
@@ -543,20 +583,24 @@ export class Placer {
     const providers = providersOf(spec)
     const gpuApp = wantsGpu(providers)
     const unusable: string[] = []
+    const started = performance.now()
     for (let attempt = 0; attempt < MAX_RESERVE_ATTEMPTS; attempt++) {
       unusable.length = 0
       let best: { rec: NodeRecord, ledger: LedgerSnapshot, score: number } | undefined
+      const onNode = new Map<string, number>()
+      for (const p of current) onNode.set(p.node.hb.peerId, (onNode.get(p.node.hb.peerId) ?? 0) + 1)
       for (const rec of this.components.view.list.all()) {
         const id = rec.hb.peerId
         if (!placeable(rec) || tried.has(id)) continue
         if (cell != null && rec.hb.cell !== cell) continue
         if ((backoff.get(id) ?? 0) > now) { backedOff++; continue }
-        const same = current.filter(p => p.node.hb.peerId === id).length
+        const flying = this.inFlight.get(id)
+        const same = (onNode.get(id) ?? 0) + (flying?.apps.get(spec.name) ?? 0)
         if (options.empty === true && same > 0) continue
         const ledger = this.components.ledgers.get(id)
         if (ledger == null || !ledger.accepting) continue
-        const freeCpu = ledger.capacity.cpu - ledger.used.cpu
-        const freeGpu = ledger.capacity.gpu - ledger.used.gpu
+        const freeCpu = ledger.capacity.cpu - ledger.used.cpu - (flying?.cpu ?? 0)
+        const freeGpu = ledger.capacity.gpu - ledger.used.gpu - (flying?.gpu ?? 0)
         if (freeCpu + 1e-9 < spec.resources.cpu || freeGpu < spec.resources.gpu) continue
         let onGpu = false
         if (gpuApp) {
@@ -596,30 +640,65 @@ export class Placer {
         owner: this.init.self,
         ...(gpuApp ? { executionProviders: providers } : {})
       }
+      const landed = this.fly(best.rec.hb.peerId, spec.name, spec.resources)
       try {
-        const ledger = await this.reserveOn(best.rec, reservation)
+        const ledger = await this.reserveOn(best.rec, reservation, landed)
         this.reservations?.inc({ result: 'accepted' })
+        const ms = performance.now() - started
+        this.placeSeconds?.observe(ms / 1000)
+        this.components.onPlaced?.(ms, attempt + 1)
         const replica = ledger.replicas.find(r => r.replica === reservation.replica)
         this.components.logger.info({ app: spec.name, replica: reservation.replica, node: best.rec.hb.name }, 'replica placed')
-        if (replica != null) return { node: best.rec, replica }
-        return undefined
+        if (replica == null) return undefined
+        const placed = { node: best.rec, replica }
+        current.push(placed)
+        return placed
       } catch (err) {
         const code = err instanceof AstradError ? err.code : 'ERR_UNKNOWN'
         const conflict = code === 'ERR_NO_CAPACITY' || code === 'ERR_DRAINING' || code === 'ERR_CORDONED' || code === 'ERR_TOO_MANY' || code === 'ERR_DUPLICATE'
         this.reservations?.inc({ result: conflict ? 'rejected' : 'error' })
         this.components.logger.debug({ app: spec.name, node: best.rec.hb.name, code, err: errorMessage(err) }, 'reservation rejected; trying another node')
+      } finally {
+        landed()
       }
     }
     return undefined
   }
 
-  private async reserveOn (rec: NodeRecord, reservation: Reservation): Promise<LedgerSnapshot> {
+  /**
+   * Counts a reservation in flight to `node` until the returned function is called (once its
+   * answer is in this scheduler's ledger copy, so no pick counts it twice; later calls do nothing).
+   */
+  private fly (node: string, app: string, resources: { cpu: number, gpu: number }): () => void {
+    let f = this.inFlight.get(node)
+    if (f == null) this.inFlight.set(node, f = { cpu: 0, gpu: 0, apps: new Map() })
+    f.cpu += resources.cpu
+    f.gpu += resources.gpu
+    f.apps.set(app, (f.apps.get(app) ?? 0) + 1)
+    const flying = f
+    let done = false
+    return () => {
+      if (done) return
+      done = true
+      flying.cpu -= resources.cpu
+      flying.gpu -= resources.gpu
+      const n = (flying.apps.get(app) ?? 1) - 1
+      if (n > 0) flying.apps.set(app, n)
+      else flying.apps.delete(app)
+      if (flying.apps.size === 0) this.inFlight.delete(node)
+    }
+  }
+
+  /** Reserves on the node; `landed` is called as the answer enters this scheduler's ledger copy. */
+  private async reserveOn (rec: NodeRecord, reservation: Reservation, landed: () => void): Promise<LedgerSnapshot> {
     const local = this.components.local
     if (local != null && local.peerId === rec.hb.peerId) {
       local.ledger.reserve(reservation)
+      landed()
       return local.ledger.snapshot()
     }
     const ledger = await this.components.client.reserve(rec.hb.peerId, reservation)
+    landed()
     this.components.ledgers.update(rec.hb.peerId, rec.hb.incarnation, ledger)
     return ledger
   }

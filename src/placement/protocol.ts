@@ -2,14 +2,16 @@ import { z } from 'zod'
 import type { PeerId } from '@libp2p/interface'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Host } from '../p2p/index.ts'
-import { handleRequests, request } from '../p2p/index.ts'
+import { handleRequests } from '../p2p/index.ts'
+import { RequestStreams, handleRequestStreams, type StreamSpec } from '../p2p/request-stream.ts'
 import { DecodeError, errorMessage } from '../util/errors.ts'
 import { Trust } from '../trust/index.ts'
 import { batchingSchema } from '../batching/spec.ts'
 import { EXECUTION_PROVIDERS, MAX_GPU_PERF, devicesConstants } from '../devices/index.ts'
 import type { Ledger, LedgerSnapshot, Reservation } from './ledger.ts'
 import {
-  MAX_CPU, MAX_GPU, MAX_LEDGER_RESPONSE_BYTES, MAX_RESERVE_REQUEST_BYTES, MAX_RESERVE_STREAMS, RESERVE_PROTOCOL, RESERVE_TIMEOUT_MS
+  MAX_CPU, MAX_GPU, MAX_LEDGER_RESPONSE_BYTES, MAX_RESERVE_REQUEST_BYTES, MAX_RESERVE_STREAMS, MAX_RESERVE_STREAMS_PER_PEER, RESERVE_PROTOCOL,
+  RESERVE_STREAM_IDLE_MS, RESERVE_STREAM_PROTOCOL, RESERVE_TIMEOUT_MS
 } from './constants.ts'
 
 /**
@@ -19,7 +21,23 @@ import {
  *   {op:'release', replica}     → the ledger after the release
  *   {op:'ledger'}               → the ledger
  * Every answer carries the whole ledger, so a rejected scheduler refreshes its view for free.
+ *
+ * `/astra/reserve/1.1.0`: the same requests and answers on a stream the scheduler keeps open to
+ * the node, in order (src/p2p/request-stream.ts); who may ask is checked for every request.
  */
+
+/** Reservations on long-lived streams. Writes: a request whose stream ended under it is not repeated. */
+export const RESERVE_STREAM: StreamSpec = {
+  protocol: RESERVE_STREAM_PROTOCOL,
+  oneShot: RESERVE_PROTOCOL,
+  maxRequestBytes: MAX_RESERVE_REQUEST_BYTES,
+  maxResponseBytes: MAX_LEDGER_RESPONSE_BYTES,
+  timeoutMs: RESERVE_TIMEOUT_MS,
+  maxStreamsPerPeer: MAX_RESERVE_STREAMS_PER_PEER,
+  idleMs: RESERVE_STREAM_IDLE_MS,
+  maxPipelined: MAX_RESERVE_STREAMS,
+  retryGone: false
+}
 
 const { MAX_DETECTED_DEVICES, MAX_PROBE_REASON_CHARS } = devicesConstants
 
@@ -99,7 +117,7 @@ export interface ReserveServerOptions {
 
 /** Node side: answers reservations from the ledger, to schedulers only (reserve, release and ledger reads). */
 export async function serveReservations (libp2p: Host, ledger: Ledger, options: ReserveServerOptions = {}): Promise<void> {
-  await handleRequests(libp2p, RESERVE_PROTOCOL, (bytes) => {
+  const serve = (bytes: Uint8Array): Uint8Array => {
     const parsed = requestSchema.safeParse(decodeJson(bytes, 'reserve request'))
     if (!parsed.success) throw new DecodeError(`bad reserve request: ${parsed.error.issues[0]?.message ?? 'invalid'}`)
     const req: ReserveRequest = parsed.data
@@ -115,14 +133,17 @@ export async function serveReservations (libp2p: Host, ledger: Ledger, options: 
       ledger.release(req.replica)
     }
     return encode(ledger.snapshot())
-  }, {
+  }
+  const onError = (err: unknown, peer: PeerId): void => { if (err instanceof DecodeError) options.onBadRequest?.(err, peer) }
+  await handleRequests(libp2p, RESERVE_PROTOCOL, serve, {
     maxRequestBytes: MAX_RESERVE_REQUEST_BYTES,
     maxResponseBytes: MAX_LEDGER_RESPONSE_BYTES,
     timeoutMs: RESERVE_TIMEOUT_MS,
     maxInboundStreams: MAX_RESERVE_STREAMS,
     authorize: Trust.guard(libp2p, 'scheduler', RESERVE_PROTOCOL),
-    onError: (err, peer) => { if (err instanceof DecodeError) options.onBadRequest?.(err, peer) }
+    onError
   })
+  await handleRequestStreams(libp2p, RESERVE_STREAM, serve, { authorize: Trust.guard(libp2p, 'scheduler', RESERVE_STREAM_PROTOCOL), onError })
 }
 
 /** What placement needs from the protocol (the Placer's tests stand in for it). */
@@ -132,12 +153,20 @@ export interface ReserveApi {
   ledger: (peer: PeerId | string, signal?: AbortSignal) => Promise<LedgerSnapshot>
 }
 
-/** Scheduler side. Rejections throw RequestError with the node's code (ERR_NO_CAPACITY …). */
+/**
+ * Scheduler side, on a stream kept open to each node (1.0.0, one stream per request, with nodes
+ * that lack 1.1.0). Rejections throw RequestError with the node's code (ERR_NO_CAPACITY …).
+ */
 export class ReserveClient implements ReserveApi {
-  private readonly libp2p: Host
+  private readonly streams: RequestStreams
 
   constructor (libp2p: Host) {
-    this.libp2p = libp2p
+    this.streams = new RequestStreams(libp2p, RESERVE_STREAM)
+  }
+
+  /** Closes the streams kept open (the daemon stops). */
+  async close (): Promise<void> {
+    await this.streams.close()
   }
 
   async reserve (peer: PeerId | string, reservation: Reservation, signal?: AbortSignal): Promise<LedgerSnapshot> {
@@ -154,9 +183,7 @@ export class ReserveClient implements ReserveApi {
 
   private async call (to: PeerId | string, req: ReserveRequest, signal?: AbortSignal): Promise<LedgerSnapshot> {
     const peer = typeof to === 'string' ? peerIdFromString(to) : to
-    const bytes = await request(this.libp2p, peer, RESERVE_PROTOCOL, encode(req), {
-      signal, timeoutMs: RESERVE_TIMEOUT_MS, maxResponseBytes: MAX_LEDGER_RESPONSE_BYTES
-    })
+    const bytes = await this.streams.request(peer, encode(req), { signal, timeoutMs: RESERVE_TIMEOUT_MS })
     const parsed = ledgerSchema.safeParse(decodeJson(bytes, 'ledger'))
     if (!parsed.success) throw new DecodeError(`bad ledger from ${peer.toString()}: ${parsed.error.issues[0]?.message ?? 'invalid'}`)
     return parsed.data as LedgerSnapshot

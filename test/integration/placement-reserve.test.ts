@@ -4,7 +4,7 @@ import { lpStream } from '@libp2p/utils'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { createHost, type Host } from '../../src/p2p/index.ts'
 import { Ledger, ReserveClient, serveReservations, type Reservation } from '../../src/placement/index.ts'
-import { RESERVE_PROTOCOL } from '../../src/placement/constants.ts'
+import { RESERVE_PROTOCOL, RESERVE_STREAM_PROTOCOL } from '../../src/placement/constants.ts'
 
 /**
  * `/astra/reserve/1.0.0` between real libp2p hosts on 127.0.0.1: eight schedulers race for one
@@ -91,4 +91,54 @@ test('malformed reserve requests are refused with a code and counted; the node k
   assert.equal(ledger.all().length, 0)
   const ok = await new ReserveClient(peer).ledger(node.peerId)
   assert.equal(ok.capacity.cpu, 2)
+})
+
+test('reserve streams: many requests on one kept stream, bad input answered on it; a node with only 1.0.0 is still served', async () => {
+  const node = await host()
+  const ledger = new Ledger({ cpu: 4, gpu: 0 })
+  let bad = 0
+  await serveReservations(node, ledger, { onBadRequest: () => { bad++ } })
+  const scheduler = await host()
+  await scheduler.dial(node.getMultiaddrs()[0]!)
+  const client = new ReserveClient(scheduler)
+  const r = (i: number): Reservation => ({ replica: `s/1/${i}`, app: 's', generation: 1, model: 'd'.repeat(64), resources: { cpu: 1, gpu: 0 }, threads: 1, maxQueue: 4, owner: scheduler.peerId.toString() })
+  // Six at once on the kept stream: four fit, two are refused with the node's code, answers in order.
+  const results = await Promise.allSettled(Array.from({ length: 6 }, async (_, i) => await client.reserve(node.peerId, r(i))))
+  assert.equal(results.filter(x => x.status === 'fulfilled').length, 4, results.map(x => x.status).join(','))
+  for (const x of results) if (x.status === 'rejected') assert.equal((x.reason as { code?: string }).code, 'ERR_NO_CAPACITY')
+  const streams = scheduler.getConnections(node.peerId).flatMap(c => c.streams).filter(s => s.protocol === RESERVE_STREAM_PROTOCOL)
+  assert.equal(streams.length, 1, `reserve streams open: ${streams.length}`)
+  // A malformed request on a reserve stream is answered with ERR_DECODE and counted; the same stream then serves a good one.
+  const { requestFrame, FrameDecoder } = await import('../../src/p2p/request-stream.ts')
+  const raw = await scheduler.dialProtocol(node.peerId, RESERVE_STREAM_PROTOCOL)
+  const decoder = new FrameDecoder(1 << 20)
+  const answers: Uint8Array[] = []
+  raw.addEventListener('message', (evt: { data: Uint8Array | { subarray: () => Uint8Array } }) => { answers.push(...decoder.decode(evt.data)) })
+  raw.send(requestFrame(new TextEncoder().encode('{"op":"format-disk"}')))
+  raw.send(requestFrame(new TextEncoder().encode('{"op":"ledger"}')))
+  const deadline = Date.now() + 10_000
+  while (answers.length < 2 && Date.now() < deadline) await new Promise(resolve => setTimeout(resolve, 20))
+  assert.equal(answers.length, 2, `answers on the raw stream: ${answers.length}`)
+  assert.equal(answers[0]![0], 1, 'error status for the malformed request')
+  assert.equal(JSON.parse(new TextDecoder().decode(answers[0]!.subarray(1))).code, 'ERR_DECODE')
+  assert.equal(answers[1]![0], 0, 'the next request on the stream is served')
+  assert.equal(JSON.parse(new TextDecoder().decode(answers[1]!.subarray(1))).replicas.length, 4)
+  raw.abort(new Error('done'))
+  assert.equal(bad, 1)
+  await client.close()
+
+  // An older node: serves only /astra/reserve/1.0.0.
+  const old = await host()
+  const oldLedger = new Ledger({ cpu: 2, gpu: 0 })
+  const { handleRequests } = await import('../../src/p2p/index.ts')
+  await handleRequests(old, RESERVE_PROTOCOL, (bytes) => {
+    const req = JSON.parse(new TextDecoder().decode(bytes)) as { op: string, reservation?: Reservation }
+    if (req.op === 'reserve') oldLedger.reserve(req.reservation!)
+    return new TextEncoder().encode(JSON.stringify(oldLedger.snapshot()))
+  })
+  await scheduler.dial(old.getMultiaddrs()[0]!)
+  const client2 = new ReserveClient(scheduler)
+  const snap = await client2.reserve(old.peerId, r(10))
+  assert.equal(snap.replicas.length, 1, 'reserved on the 1.0.0 node')
+  await client2.close()
 })

@@ -479,3 +479,37 @@ test('a node still probing gets no GPU-only replica; a working GPU provider is p
   assert.equal(plain?.executionProviders, undefined, 'older nodes keep accepting cpu apps')
   assert.equal(v.placer.status().find(a => a.name === 'plain')?.replicas, undefined)
 })
+
+test('replicas of one app are placed several at once: spread, no node asked for more than its view shows free, all placed in one round', async () => {
+  const w = new World()
+  for (let i = 1; i <= 10; i++) w.addNode(i, 'default', 2)
+  // Reservations that take a while to answer, as over the network; how many are in flight at once is recorded.
+  let inFlight = 0
+  let most = 0
+  const slow: ReserveApi = {
+    reserve: async (peer, r) => {
+      inFlight++
+      most = Math.max(most, inFlight)
+      try {
+        await new Promise(resolve => setTimeout(resolve, 5))
+        const l = w.ledger(String(peer))
+        l.reserve(r)
+        return l.snapshot()
+      } finally {
+        inFlight--
+      }
+    },
+    release: async (peer, id) => { const l = w.ledger(String(peer)); l.release(id); return l.snapshot() },
+    ledger: async (peer) => w.ledger(String(peer)).snapshot()
+  }
+  ;(w.placer as unknown as { components: { client: ReserveApi } }).components.client = slow
+  w.deploy({ name: 'vad', replicas: 16 })
+  await w.reconcile()
+  assert.equal(w.replicas().length, 16, `placed: ${JSON.stringify(w.perNode())}`)
+  assert.equal(Object.keys(w.perNode()).length, 10, `spread over every node: ${JSON.stringify(w.perNode())}`)
+  assert.ok(Object.values(w.perNode()).every(n => n <= 2), `per node: ${JSON.stringify(w.perNode())}`)
+  assert.ok(most > 1, `reservations in flight at once: ${most}`)
+  const rejected = (await w.registry.getSingleMetric('astrad_placement_reservations_total')!.get()).values.find(v => v.labels.result === 'rejected')?.value ?? 0
+  assert.equal(rejected, 0, 'no node was asked for more than it had')
+  assert.equal(w.placer.status()[0]!.lastError, undefined)
+})
