@@ -76,6 +76,8 @@ interface PeerState {
   idle: boolean
   /** Recent time from a request to its first byte (ms, moving average; undefined until one arrived). */
   firstByteMs?: number
+  /** Recent time from a piece's first byte to its last (ms, moving average). */
+  pieceMs?: number
 }
 
 /**
@@ -294,7 +296,7 @@ export class Download {
       const key = h.peer.toString()
       let p = this.peers.get(key)
       if (p == null) {
-        p = { id: h.peer, key, have: h.have, serving: new Set(), lanes: 0, strikes: 0, restUntil: 0, banned: false, idle: false, firstByteMs: undefined }
+        p = { id: h.peer, key, have: h.have, serving: new Set(), lanes: 0, strikes: 0, restUntil: 0, banned: false, idle: false, firstByteMs: undefined, pieceMs: undefined }
         this.peers.set(key, p)
       }
       if (p.banned || p.idle || p.restUntil > now || p.lanes > 0) continue
@@ -376,6 +378,10 @@ export class Download {
     const asked = performance.now()
     let firstAt = 0
     let writer: ReturnType<DownloadStore['beginPiece']> | undefined
+    // A peer whose first byte takes longer than a whole piece (a busy or distant peer, a
+    // loaded machine) gets the next request at once: waiting for this one's first byte would
+    // cap the lane at one piece per wait.
+    if (peer.firstByteMs !== undefined && peer.pieceMs !== undefined && peer.pieceMs <= REQUEST_AHEAD_FIRST_BYTES * peer.firstByteMs) ahead()
     try {
       writer = store.beginPiece(this.id, piece)
       const w = writer
@@ -400,6 +406,10 @@ export class Download {
       })
       ahead()
       received()
+      if (firstAt > 0) {
+        const ms = performance.now() - firstAt
+        peer.pieceMs = peer.pieceMs === undefined ? ms : 0.7 * peer.pieceMs + 0.3 * ms
+      }
       let stored: boolean
       this.committing++
       try {

@@ -9,6 +9,7 @@ import { AstradError, ConfigError, DecodeError, LifecycleError, errorMessage } f
 import type { Logger } from '../util/logger.ts'
 import { systemClock, type Clock } from '../util/time.ts'
 import { Bitfield } from './bitfield.ts'
+import { Durable, fsyncDir } from './durable.ts'
 import { PIECE_CHUNK_BYTES } from './constants.ts'
 import { buildManifest, canonicalManifest, manifestId, parseManifest, pieceLength, pieceSizeFor, type Manifest } from './manifest.ts'
 
@@ -38,6 +39,11 @@ const WRITE_BATCH_BYTES = 1024 * 1024
  * (a quarter of the thread-pool round trips), one block ahead of the sender.
  */
 const SERVE_READ_BYTES = 1024 * 1024
+/**
+ * Received pieces' fsyncs running at once (durable.ts): the other thread-pool threads stay free
+ * for the opens, reads and writes of the pieces still arriving.
+ */
+const MAX_CONCURRENT_FSYNCS = 2
 /** Read size of a re-hash (scrub, changed file): big reads, few syscalls; never sent anywhere. */
 const REHASH_CHUNK_BYTES = 1024 * 1024
 /** A manifest of MAX_PIECES hashes is < 600 KiB; anything larger on disk is not ours. */
@@ -1058,6 +1064,7 @@ export class PieceStore {
 
   /** What writers reach inside the store. */
   private readonly writerHost: WriterHost = {
+    durable: new Durable(MAX_CONCURRENT_FSYNCS),
     reserve: async (bytes, id) => { await this.reserve(bytes, id) },
     release: (bytes, written) => { this.release(bytes, written) },
     wrote: n => { this.reservedWritten += n },
@@ -1072,6 +1079,7 @@ export class PieceStore {
 }
 
 interface WriterHost {
+  durable: Durable
   reserve: (bytes: number, exclude: string) => Promise<void>
   release: (bytes: number, written: number) => void
   wrote: (n: number) => void
@@ -1227,7 +1235,7 @@ class Writer implements PieceWriter {
       }
       await this.flush()
       const fh = this.fh!
-      await fh.sync()
+      await this.host.durable.syncFile(fh)
       // The rename below keeps inode, size and mtime: this is the verified file's stamp.
       const stamp = stampOf(await fh.stat())
       this.fh = undefined
@@ -1238,7 +1246,8 @@ class Writer implements PieceWriter {
         return false
       }
       await rename(this.tmp, path.join(entry.piecesDir, String(index)))
-      await fsyncDir(entry.piecesDir)
+      // Only now is the piece held (landed below): its name survives a crash.
+      await this.host.durable.syncDir(entry.piecesDir)
       if (entry.removed) throw removed()
       this.releaseReservation()
       this.host.forget(this)
@@ -1307,14 +1316,6 @@ function errnoCode (err: unknown): string | undefined {
   return typeof code === 'string' ? code : undefined
 }
 
-async function fsyncDir (dir: string): Promise<void> {
-  const fh = await open(dir, 'r')
-  try {
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-}
 
 /** Creates `file` with `data`, fsynced; sets its mtime to `mtime` (ms) when given. */
 async function writeWhole (file: string, data: Uint8Array, mtime?: number): Promise<void> {
