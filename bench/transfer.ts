@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url'
 import { ensureBuilt, clockTicks } from './lib/build.ts'
 import { UsageError, parseFlags, intFlag } from './lib/args.ts'
 import { runBench, writeResult, logGoals, phaseRunner, installCleanupHooks, makeTempRoot, cleanup, setKeepTemp, now, sleep } from './lib/procs.ts'
-import { round, ratio } from './lib/stats.ts'
+import { round, ratio, summarize } from './lib/stats.ts'
 import { parseBytes, parseRate } from '../src/config/units.ts'
 import { writeRandomFile, machineCpu } from './lib/transfer-common.ts'
 import { SCRUB_RATE_BPS } from '../src/transfer/constants.ts'
@@ -49,6 +49,8 @@ interface Options {
   windowSec: number
   limiterWindows: number
   rawStreams: number[]
+  /** Goal 1: raw (1 stream) and pair runs, alternated, this many times each. */
+  pairTrials: number
   quick: boolean
   verify: boolean
   skip: Set<Phase>
@@ -77,6 +79,8 @@ const USAGE = `usage: node bench/transfer.ts [options]
   --window SEC          limiter window (default 10; --quick: 5)
   --limiter-windows N   windows measured per limiter direction (default 6; --quick: 2)
   --raw-streams LIST    raw libp2p runs, streams per run (default 1,2; --quick: 1)
+  --pair-trials N       goal 1: raw (1 stream) and pair alternated N times each; the ratio is
+                        the median of each pair ÷ the raw run just before it (default 3; --quick: 2)
   --quick               32 MiB swarm, 128 MiB pair, 2 limiter windows of 5 s (< 3 min)
   --skip PHASE[,PHASE]  leave out phases: ${PHASES.join(', ')}
   --no-verify           do not read back and hash every downloaded copy
@@ -96,6 +100,7 @@ function parseOptions (argv: string[]): Options {
     windowSec: 10,
     limiterWindows: 0,
     rawStreams: [1, 2],
+    pairTrials: 3,
     quick: false,
     verify: true,
     skip: new Set(),
@@ -112,6 +117,7 @@ function parseOptions (argv: string[]): Options {
     window: { type: 'string' },
     'limiter-windows': { type: 'string' },
     'raw-streams': { type: 'string' },
+    'pair-trials': { type: 'string' },
     quick: { type: 'boolean' },
     skip: { type: 'string' },
     'no-verify': { type: 'boolean' },
@@ -144,6 +150,8 @@ function parseOptions (argv: string[]): Options {
   if (v['limiter-windows'] !== undefined) windows = intFlag('--limiter-windows', v['limiter-windows'], 1, 100)
   if (v['raw-streams'] !== undefined) o.rawStreams = v['raw-streams'].split(',').map(x => intFlag('--raw-streams', x.trim(), 1, 64))
   else if (v.quick === true) o.rawStreams = [1]
+  if (v['pair-trials'] !== undefined) o.pairTrials = intFlag('--pair-trials', v['pair-trials'], 1, 20)
+  else if (v.quick === true) o.pairTrials = 2
   o.quick = v.quick === true
   for (const p of (v.skip ?? '').split(',').map(x => x.trim()).filter(x => x !== '')) {
     if (!PHASES.includes(p as Phase)) throw new UsageError(`--skip: unknown phase '${p}' (phases: ${PHASES.join(', ')})`)
@@ -195,9 +203,20 @@ function fx (x: number | null | undefined, d = 2): string {
   return x == null || !Number.isFinite(x) ? '-' : x.toFixed(d)
 }
 
+/** One goal-1 trial: a raw 1-stream run, then a pair run right after it. */
+interface PairTrial {
+  rawBytesPerSec: number
+  pairBytesPerSec: number
+  ratio: number
+  rawCpuSec: { sender: number, receiver: number }
+  pairCpuSec: { seeder: number, downloader: number }
+}
+
 interface Results {
   raw: RawResult[]
+  /** The last trial's pair run (details: RSS, CPU, verify). */
   pair?: PairResult
+  trials: PairTrial[]
   limiter: LimiterResult[]
   swarm?: SwarmResult
   nginx?: NginxResult
@@ -206,11 +225,16 @@ interface Results {
 function summaryOf (o: Options, r: Results) {
   const floorSec = o.size / o.limit
   const raw1 = r.raw.find(x => x.streams === 1)
+  // Goal 1 from the alternated trials: the machine's load swings raw libp2p 2–3× between runs
+  // minutes apart, so each pair run is compared with the raw run just before it.
+  const trialRatio = summarize(r.trials.map(t => t.ratio))?.median
+  const trialRaw = summarize(r.trials.map(t => t.rawBytesPerSec))?.median
+  const trialPair = summarize(r.trials.map(t => t.pairBytesPerSec))?.median
   const rawBest = r.raw.length > 0 ? Math.max(...r.raw.map(x => x.bytesPerSec)) : undefined
   const swarmRatio = r.swarm != null ? r.swarm.lastMs / 1000 / floorSec : null
   const nginxRatio = r.nginx != null ? r.nginx.lastMs / 1000 / floorSec : null
   const duplicates = r.swarm != null ? r.swarm.uploadOverhead - 1 : null
-  const pairOverRaw1 = ratio(r.pair?.bytesPerSec, raw1?.bytesPerSec)
+  const pairOverRaw1 = trialRatio ?? ratio(r.pair?.bytesPerSec, raw1?.bytesPerSec)
   // The seeder's scrub re-hashes at most --scrub-rate (the default here): measured ÷ bound.
   const scrubOverRate = r.swarm?.seederScrubBytes != null && r.swarm.scrubSpanMs > 0 ? r.swarm.seederScrubBytes / (r.swarm.scrubSpanMs / 1000) / SCRUB_RATE_BPS : null
   return {
@@ -222,9 +246,10 @@ function summaryOf (o: Options, r: Results) {
     scrubOverRate,
     seederUploadOverSize: r.swarm != null ? r.swarm.seederUploadedBytes / o.size : null,
     swarmCpuBound: r.swarm != null ? r.swarm.machineBusyFraction >= 0.9 : null,
-    pairBytesPerSec: r.pair?.bytesPerSec ?? null,
+    pairBytesPerSec: trialPair ?? r.pair?.bytesPerSec ?? null,
     pairSpanBytesPerSec: r.pair?.spanBytesPerSec ?? null,
-    raw1BytesPerSec: raw1?.bytesPerSec ?? null,
+    raw1BytesPerSec: trialRaw ?? raw1?.bytesPerSec ?? null,
+    pairTrialRatios: r.trials.map(t => round(t.ratio, 3)),
     rawBestBytesPerSec: rawBest ?? null,
     pairOverRaw1,
     pairOverRawBest: ratio(r.pair?.bytesPerSec, rawBest),
@@ -281,12 +306,17 @@ function printTable (o: Options, r: Results, s: ReturnType<typeof summaryOf>, er
     out(`Throughput on loopback, ${(o.pairSize / 2 ** 20).toFixed(0)} MiB, no limits`)
     out(row(['', 'MB/s', '÷ raw(1)', 'CPU s (s/r)']))
     out(`  (${(o.pairSize / 2 ** 20).toFixed(0)} MiB model)`)
-    for (const x of r.raw) out(row([`raw libp2p, ${x.streams} stream${x.streams > 1 ? 's' : ''} (memory → counter)`, mb(x.bytesPerSec), fx(ratio(x.bytesPerSec, s.raw1BytesPerSec ?? undefined)), `${x.senderCpuSec.toFixed(1)}/${x.receiverCpuSec.toFixed(1)}`]))
+    r.trials.forEach((t, i) => {
+      out(row([`trial ${i + 1}: raw libp2p 1 stream, then pair`, `${mb(t.rawBytesPerSec)} / ${mb(t.pairBytesPerSec)}`, fx(t.ratio), `${t.rawCpuSec.receiver.toFixed(1)} / ${t.pairCpuSec.downloader.toFixed(1)} recv`]))
+    })
+    if (r.trials.length > 0) out(row([`median of ${r.trials.length} trials (goal 1 row)`, `${mb(s.raw1BytesPerSec)} / ${mb(s.pairBytesPerSec)}`, fx(s.pairOverRaw1), '']))
+    for (const x of r.raw.filter(x => x.streams !== 1 || r.trials.length === 0)) out(row([`raw libp2p, ${x.streams} stream${x.streams > 1 ? 's' : ''} (memory → counter)`, mb(x.bytesPerSec), fx(ratio(x.bytesPerSec, s.raw1BytesPerSec ?? undefined)), `${x.senderCpuSec.toFixed(1)}/${x.receiverCpuSec.toFixed(1)}`]))
     if (r.pair != null) {
       const p = r.pair
-      out(row(['astrad daemon → daemon (pull → complete)', mb(p.bytesPerSec), fx(s.pairOverRaw1), `${p.seederCpuSec.toFixed(1)}/${p.downloaderCpuSec.toFixed(1)}`]))
+      const lastRaw = r.trials.at(-1)?.rawBytesPerSec ?? s.raw1BytesPerSec ?? undefined
+      out(row([`astrad daemon → daemon${r.trials.length > 0 ? ', last trial' : ''} (pull → complete)`, mb(p.bytesPerSec), fx(ratio(p.bytesPerSec, lastRaw)), `${p.seederCpuSec.toFixed(1)}/${p.downloaderCpuSec.toFixed(1)}`]))
       // Below ~2 s the 50 ms poll that detects the first byte is too coarse for a rate.
-      if (p.ms >= 2_000) out(row(['  first byte → complete', mb(p.spanBytesPerSec), fx(ratio(p.spanBytesPerSec, s.raw1BytesPerSec ?? undefined)), '']))
+      if (p.ms >= 2_000) out(row(['  first byte → complete', mb(p.spanBytesPerSec), fx(ratio(p.spanBytesPerSec, lastRaw)), '']))
       out(`  machine ${(p.machineBusyFraction * 100).toFixed(0)} % busy (other processes ${p.otherCpuSec.toFixed(1)} CPU s); slowest RPC answer ${p.rpcMaxMs.toFixed(0)} ms; peak RSS seeder ${p.seederPeakRssMiB.toFixed(0)} MiB, downloader ${p.downloaderPeakRssMiB.toFixed(0)} MiB; copy verified: ${p.verify == null ? 'skipped' : p.verify.every(v => v.ok) ? 'yes' : 'NO'}`)
     }
   }
@@ -373,7 +403,7 @@ async function main (): Promise<void> {
   const idleBusy = (after.busy - before.busy) / Math.max(1, after.total - before.total)
   if (idleBusy > 0.25) log(`WARNING: the machine is ${(idleBusy * 100).toFixed(0)} % busy with other work before the run; the numbers will be skewed`)
 
-  const results: Results = { raw: [], limiter: [] }
+  const results: Results = { raw: [], trials: [], limiter: [] }
   const phase = phaseRunner(errors, log)
 
   const ctx: AstradContext = { bin: o.bin, root, file, size: o.size, sha256, clockTicks: ticks, verify: o.verify, log }
@@ -386,8 +416,30 @@ async function main (): Promise<void> {
     log(`writing a ${(o.pairSize / 2 ** 20).toFixed(0)} MiB random model file for raw, pair and limiter`)
     pairCtx = { ...ctx, root: pairRoot, file: pairFile, size: o.pairSize, sha256: writeRandomFile(pairFile, o.pairSize) }
   }
+  if (want('raw') && want('pair')) {
+    // Goal 1: raw and pair alternated, each pair compared with the raw run just before it.
+    for (let i = 1; i <= o.pairTrials; i++) {
+      const raw = await phase(`goal 1 trial ${i}/${o.pairTrials}: raw libp2p, 1 stream`, async () => await runRaw(o.pairSize, 1, 600_000))
+      if (raw == null) continue
+      results.raw.push(raw)
+      const pair = await phase(`goal 1 trial ${i}/${o.pairTrials}: astrad pair (unthrottled)`, async () => await runPair(pairCtx))
+      if (pair == null) continue
+      results.pair = pair
+      const t: PairTrial = {
+        rawBytesPerSec: raw.bytesPerSec,
+        pairBytesPerSec: pair.bytesPerSec,
+        ratio: pair.bytesPerSec / raw.bytesPerSec,
+        rawCpuSec: { sender: raw.senderCpuSec, receiver: raw.receiverCpuSec },
+        pairCpuSec: { seeder: pair.seederCpuSec, downloader: pair.downloaderCpuSec }
+      }
+      results.trials.push(t)
+      log(`goal 1 trial ${i}: raw ${mb(t.rawBytesPerSec)} MB/s, pair ${mb(t.pairBytesPerSec)} MB/s, pair ÷ raw ${t.ratio.toFixed(2)}`)
+    }
+  }
   if (want('raw')) {
     for (const streams of o.rawStreams) {
+      // The 1-stream baseline already ran in the goal-1 trials.
+      if (streams === 1 && results.trials.length > 0) continue
       const r = await phase(`raw libp2p, ${streams} stream(s)`, async () => await runRaw(o.pairSize, streams, 600_000))
       if (r != null) {
         results.raw.push(r)
@@ -395,7 +447,7 @@ async function main (): Promise<void> {
       }
     }
   }
-  if (want('pair')) {
+  if (want('pair') && !want('raw')) {
     results.pair = await phase('astrad pair (unthrottled)', async () => await runPair(pairCtx))
     if (results.pair != null) log(`astrad pair: ${mb(results.pair.bytesPerSec)} MB/s (first byte → complete ${mb(results.pair.spanBytesPerSec)} MB/s)`)
   }
@@ -438,6 +490,7 @@ async function main (): Promise<void> {
       windowSec: o.windowSec,
       limiterWindows: o.limiterWindows,
       rawStreams: o.rawStreams,
+      pairTrials: o.pairTrials,
       quick: o.quick,
       verify: o.verify,
       skipped: [...o.skip]
@@ -459,6 +512,7 @@ async function main (): Promise<void> {
     summary,
     raw: results.raw,
     pair: results.pair ?? null,
+    pairTrials: results.trials,
     limiter: results.limiter,
     swarm: results.swarm ?? null,
     nginx: results.nginx ?? null,

@@ -35,6 +35,20 @@ export const ENDGAME_MAX_COPIES = 2
 export const MAX_PEERS_PER_DOWNLOAD = 8
 /** Piece requests in flight per peer (the bounded pipeline). */
 export const PIPELINE_PER_PEER = 2
+/**
+ * A lane asks for its next piece when what is left of the current one, at the rate it
+ * arrives, takes less than this many times the peer's recent wait for a first byte: the next
+ * piece's first byte then lands before the current one's last, with room for the wait to
+ * double. Under load that wait was 100–370 ms on loopback (as long as a 4 MiB piece takes),
+ * so a fixed share of the piece left the connection idle (docs/bench-transfer.md).
+ */
+export const REQUEST_AHEAD_FIRST_BYTES = 2
+/**
+ * Received pieces waiting for their hash check, fsync and rename, per download. The lanes go
+ * on fetching while a commit runs (an fsync took up to 400 ms on a loaded disk); past this
+ * they wait, so temp files and open descriptors stay bounded.
+ */
+export const MAX_PENDING_COMMITS = 8
 /** Holders the tracker returns per query (a random subset, weighted towards rare pieces). */
 export const TRACKER_HOLDERS = 20
 /** Tracker re-queried this often while a download runs (new holders, availability). */

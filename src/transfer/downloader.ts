@@ -11,7 +11,7 @@ import { RateMeter } from './limiter.ts'
 import type { Holders } from './tracker.ts'
 import {
   MAX_PEERS_PER_DOWNLOAD, PIPELINE_PER_PEER, TRACKER_REFRESH_MS, PEER_MAX_STRIKES, PEER_REST_MS, NO_SOURCE_TIMEOUT_MS,
-  SWARM_HAVE_COALESCE_MS, REQUESTER_MEMORY_MS
+  SWARM_HAVE_COALESCE_MS, REQUESTER_MEMORY_MS, REQUEST_AHEAD_FIRST_BYTES, MAX_PENDING_COMMITS
 } from './constants.ts'
 
 /** The part of the piece store a download uses. */
@@ -74,6 +74,10 @@ interface PeerState {
   banned: boolean
   /** Had nothing we need at its last pick; not restarted until the picture changes. */
   idle: boolean
+  /** Recent time from a request to its first byte (ms, moving average; undefined until one arrived). */
+  firstByteMs?: number
+  /** Recent time from a piece's first byte to its last (ms, moving average). */
+  pieceMs?: number
 }
 
 /**
@@ -108,6 +112,9 @@ export class Download {
   private announceTimer?: NodeJS.Timeout
   /** Every missing piece has been requested once (idle peers were woken for duplicates). */
   private endgame = false
+  /** Pieces received and being verified, fsynced and renamed (commit), of every lane. */
+  private committing = 0
+  private commitDone?: PromiseWithResolvers<void>
   /** Bitfields peers sent us directly (newer than the tracker's), with when. */
   private readonly direct = new Map<string, { peer: PeerId, have: Bitfield, at: number }>()
 
@@ -289,7 +296,7 @@ export class Download {
       const key = h.peer.toString()
       let p = this.peers.get(key)
       if (p == null) {
-        p = { id: h.peer, key, have: h.have, serving: new Set(), lanes: 0, strikes: 0, restUntil: 0, banned: false, idle: false }
+        p = { id: h.peer, key, have: h.have, serving: new Set(), lanes: 0, strikes: 0, restUntil: 0, banned: false, idle: false, firstByteMs: undefined, pieceMs: undefined }
         this.peers.set(key, p)
       }
       if (p.banned || p.idle || p.restUntil > now || p.lanes > 0) continue
@@ -303,85 +310,162 @@ export class Download {
     }
   }
 
+  /**
+   * One request pipeline to a peer. The next piece is asked for before the current one ends:
+   * when what is left of it, at the rate it arrives, takes less than REQUEST_AHEAD_FIRST_BYTES
+   * times this peer's recent wait for a first byte (half-way before any was measured). The
+   * peer then has it queued, its file open and first chunk read, when the current one ends,
+   * and the current piece's hash check, fsync and rename run while the next one streams: the
+   * connection does not idle for a round trip and a commit between pieces (docs/bench-transfer.md,
+   * issue 17 goal 1). At most two pieces per lane are on the wire (the tail of one and the
+   * head of the next); received pieces waiting for their commit are bounded per download
+   * (MAX_PENDING_COMMITS).
+   */
   private async lane (peer: PeerState): Promise<void> {
+    const picker = this.picker!
+    const signal = this.controller.signal
+    const mine = new Set<Promise<void>>()
+    /** The previous piece's bytes are all in (or it ended). */
+    let previous: Promise<void> | undefined
+    try {
+      while (!signal.aborted && !this.have.complete && !peer.banned && peer.restUntil <= Date.now()) {
+        const piece = picker.next(peer.have, peer.serving)
+        if (piece === undefined) {
+          // Without this the loop would restart its lanes at once, again and again, and spin
+          // the event loop until the next tracker refresh (found by bench:transfer).
+          if (peer.serving.size === 0) peer.idle = true
+          return
+        }
+        picker.started(piece)
+        // The last missing piece is now requested: idle peers may take endgame duplicates.
+        if (!this.endgame && picker.unrequested() === 0) {
+          this.endgame = true
+          for (const p of this.peers.values()) p.idle = false
+          this.notify()
+        }
+        peer.serving.add(piece)
+        const ahead = Promise.withResolvers<void>()
+        const received = Promise.withResolvers<void>()
+        const job = this.fetchOne(peer, piece, ahead.resolve, received.resolve)
+        mine.add(job)
+        void job.finally(() => { mine.delete(job) })
+        await Promise.race([ahead.promise, job])
+        await previous
+        previous = Promise.race([received.promise, job])
+        while (this.committing >= MAX_PENDING_COMMITS) await (this.commitDone ??= Promise.withResolvers<void>()).promise
+      }
+    } finally {
+      // The lane counts as busy until its last piece is stored or given up.
+      await Promise.all(mine)
+    }
+  }
+
+  /**
+   * Fetches, verifies and stores one piece from `peer`; calls `ahead` when the next request
+   * should go out (see lane()) and `received` when the bytes are in. Never rejects: a failure
+   * is counted, the peer rested or dropped as it deserves, and the piece goes back to the picker.
+   */
+  private async fetchOne (peer: PeerState, piece: number, ahead: () => void, received: () => void): Promise<void> {
     const { libp2p, store, download, onPieceFailure, logger } = this.components
     const picker = this.picker!
     const signal = this.controller.signal
-    while (!signal.aborted && !this.have.complete && !peer.banned && peer.restUntil <= Date.now()) {
-      const piece = picker.next(peer.have, peer.serving)
-      if (piece === undefined) {
-        // Without this the loop would restart its lanes at once, again and again, and spin
-        // the event loop until the next tracker refresh (found by bench:transfer).
-        if (peer.serving.size === 0) peer.idle = true
-        return
+    const cancel = new AbortController()
+    let set = this.inflight.get(piece)
+    if (set == null) this.inflight.set(piece, set = new Set())
+    set.add(cancel)
+    const length = pieceLength(this.manifest, piece)
+    let got = 0
+    const asked = performance.now()
+    let firstAt = 0
+    let writer: ReturnType<DownloadStore['beginPiece']> | undefined
+    // A peer whose first byte takes longer than a whole piece (a busy or distant peer, a
+    // loaded machine) gets the next request at once: waiting for this one's first byte would
+    // cap the lane at one piece per wait.
+    if (peer.firstByteMs !== undefined && peer.pieceMs !== undefined && peer.pieceMs <= REQUEST_AHEAD_FIRST_BYTES * peer.firstByteMs) ahead()
+    try {
+      writer = store.beginPiece(this.id, piece)
+      const w = writer
+      await fetchPiece(libp2p, peer.id, { id: this.id, index: piece, offset: 0, length }, async chunk => { await w.write(chunk) }, {
+        signal: AbortSignal.any([signal, cancel.signal]),
+        download,
+        onBytes: n => {
+          this.rate.add(n)
+          this.lastProgress = Date.now()
+          const t = performance.now()
+          if (got === 0) {
+            firstAt = t
+            const wait = t - asked
+            peer.firstByteMs = peer.firstByteMs === undefined ? wait : 0.7 * peer.firstByteMs + 0.3 * wait
+          }
+          got += n
+          const left = length - got
+          // Time left at this piece's rate so far (its first chunk alone gives no rate).
+          const leftMs = t > firstAt ? left * (t - firstAt) / (got - n) : Infinity
+          if (peer.firstByteMs === undefined ? 2 * got >= length : leftMs <= REQUEST_AHEAD_FIRST_BYTES * peer.firstByteMs) ahead()
+        }
+      })
+      ahead()
+      received()
+      if (firstAt > 0) {
+        const ms = performance.now() - firstAt
+        peer.pieceMs = peer.pieceMs === undefined ? ms : 0.7 * peer.pieceMs + 0.3 * ms
       }
-      picker.started(piece)
-      // The last missing piece is now requested: idle peers may take endgame duplicates.
-      if (!this.endgame && picker.unrequested() === 0) {
-        this.endgame = true
-        for (const p of this.peers.values()) p.idle = false
+      let stored: boolean
+      this.committing++
+      try {
+        stored = await w.commit()
+      } finally {
+        this.committing--
+        const done = this.commitDone
+        this.commitDone = undefined
+        done?.resolve()
+      }
+      if (stored) {
+        this.have.set(piece)
+        this.announce()
+        // Endgame: the other copies of this piece are now wasted work.
+        for (const c of this.inflight.get(piece) ?? []) if (c !== cancel) c.abort()
         this.notify()
       }
-      peer.serving.add(piece)
-      const cancel = new AbortController()
-      let set = this.inflight.get(piece)
-      if (set == null) this.inflight.set(piece, set = new Set())
-      set.add(cancel)
-      const length = pieceLength(this.manifest, piece)
-      let writer: ReturnType<DownloadStore['beginPiece']> | undefined
-      try {
-        writer = store.beginPiece(this.id, piece)
-        const w = writer
-        await fetchPiece(libp2p, peer.id, { id: this.id, index: piece, offset: 0, length }, async chunk => { await w.write(chunk) }, {
-          signal: AbortSignal.any([signal, cancel.signal]),
-          download,
-          onBytes: n => { this.rate.add(n); this.lastProgress = Date.now() }
-        })
-        if (await w.commit()) {
-          this.have.set(piece)
-          this.announce()
-          // Endgame: the other copies of this piece are now wasted work.
-          for (const c of this.inflight.get(piece) ?? []) if (c !== cancel) c.abort()
-          this.notify()
-        }
-        peer.strikes = 0
-      } catch (err) {
-        await writer?.abort().catch(() => {})
-        if (signal.aborted || cancel.signal.aborted) return
-        const code = (err as { code?: string }).code ?? 'ERR_UNKNOWN'
-        this.failures++
-        // The piece is back in the pool: idle peers that hold it can take it.
-        for (const p of this.peers.values()) p.idle = false
-        this.lastError = `${peer.key.slice(-8)}: ${errorMessage(err)}`
-        if (code === 'ERR_PIECE_HASH') {
-          // A peer that serves bytes not matching the manifest is not asked again.
-          peer.banned = true
-          onPieceFailure?.('hash')
-          logger.warn({ model: this.id, piece, peer: peer.key }, 'piece failed verification; peer dropped for this download')
-          return
-        }
-        if (code === 'ERR_NO_SPACE' || code === 'ERR_READ_ONLY' || code === 'ERR_NOT_FOUND' || code === 'ERR_LIFECYCLE') {
-          // The store cannot take this model (disk full or read-only, model removed, store
-          // closed): stop at the first such write, not at the no-progress timeout (issue 16).
-          this.controller.abort(err)
-          this.notify()
-          return
-        }
-        onPieceFailure?.(code === 'ERR_TIMEOUT' ? 'timeout' : code === 'ERR_UNREACHABLE' ? 'unreachable' : code === 'ERR_STREAM' ? 'stream' : 'refused')
-        if (code === 'ERR_NO_PIECE') {
-          // The tracker's view was stale (evicted, removed): stop asking this peer for it.
-          if (peer.have === 'complete') peer.have = Bitfield.full(this.manifest.pieces.length)
-          peer.have.clear(piece)
-        }
-        if (code !== 'ERR_NO_PIECE' && ++peer.strikes >= PEER_MAX_STRIKES) peer.restUntil = Date.now() + PEER_REST_MS
-        if (code === 'ERR_BUSY' || code === 'ERR_UNREACHABLE') peer.restUntil = Date.now() + (code === 'ERR_BUSY' ? 1_000 : PEER_REST_MS)
-        logger.debug({ model: this.id, piece, peer: peer.key, code, err: errorMessage(err) }, 'piece fetch failed; will fetch elsewhere')
-      } finally {
-        picker.finished(piece)
-        peer.serving.delete(piece)
-        set.delete(cancel)
-        if (set.size === 0) this.inflight.delete(piece)
+      peer.strikes = 0
+    } catch (err) {
+      ahead()
+      received()
+      await writer?.abort().catch(() => {})
+      if (signal.aborted || cancel.signal.aborted) return
+      const code = (err as { code?: string }).code ?? 'ERR_UNKNOWN'
+      this.failures++
+      // The piece is back in the pool: idle peers that hold it can take it.
+      for (const p of this.peers.values()) p.idle = false
+      this.lastError = `${peer.key.slice(-8)}: ${errorMessage(err)}`
+      if (code === 'ERR_PIECE_HASH') {
+        // A peer that serves bytes not matching the manifest is not asked again.
+        peer.banned = true
+        onPieceFailure?.('hash')
+        logger.warn({ model: this.id, piece, peer: peer.key }, 'piece failed verification; peer dropped for this download')
+        return
       }
+      if (code === 'ERR_NO_SPACE' || code === 'ERR_READ_ONLY' || code === 'ERR_NOT_FOUND' || code === 'ERR_LIFECYCLE') {
+        // The store cannot take this model (disk full or read-only, model removed, store
+        // closed): stop at the first such write, not at the no-progress timeout (issue 16).
+        this.controller.abort(err)
+        this.notify()
+        return
+      }
+      onPieceFailure?.(code === 'ERR_TIMEOUT' ? 'timeout' : code === 'ERR_UNREACHABLE' ? 'unreachable' : code === 'ERR_STREAM' ? 'stream' : 'refused')
+      if (code === 'ERR_NO_PIECE') {
+        // The tracker's view was stale (evicted, removed): stop asking this peer for it.
+        if (peer.have === 'complete') peer.have = Bitfield.full(this.manifest.pieces.length)
+        peer.have.clear(piece)
+      }
+      if (code !== 'ERR_NO_PIECE' && ++peer.strikes >= PEER_MAX_STRIKES) peer.restUntil = Date.now() + PEER_REST_MS
+      if (code === 'ERR_BUSY' || code === 'ERR_UNREACHABLE') peer.restUntil = Date.now() + (code === 'ERR_BUSY' ? 1_000 : PEER_REST_MS)
+      logger.debug({ model: this.id, piece, peer: peer.key, code, err: errorMessage(err) }, 'piece fetch failed; will fetch elsewhere')
+    } finally {
+      picker.finished(piece)
+      peer.serving.delete(piece)
+      set.delete(cancel)
+      if (set.size === 0) this.inflight.delete(piece)
     }
   }
 }

@@ -9,6 +9,7 @@ import { AstradError, ConfigError, DecodeError, LifecycleError, errorMessage } f
 import type { Logger } from '../util/logger.ts'
 import { systemClock, type Clock } from '../util/time.ts'
 import { Bitfield } from './bitfield.ts'
+import { Durable, fsyncDir } from './durable.ts'
 import { PIECE_CHUNK_BYTES } from './constants.ts'
 import { buildManifest, canonicalManifest, manifestId, parseManifest, pieceLength, pieceSizeFor, type Manifest } from './manifest.ts'
 
@@ -33,6 +34,16 @@ const TOUCH_PERSIST_MS = 60_000
 const STATFS_CACHE_MS = 1_000
 /** Received piece bytes are written in batches of this size (fewer syscalls than one per stream message). */
 const WRITE_BATCH_BYTES = 1024 * 1024
+/**
+ * Read size when serving a piece: sent as PIECE_CHUNK_BYTES messages, read in blocks this big
+ * (a quarter of the thread-pool round trips), one block ahead of the sender.
+ */
+const SERVE_READ_BYTES = 1024 * 1024
+/**
+ * Received pieces' fsyncs running at once (durable.ts): the other thread-pool threads stay free
+ * for the opens, reads and writes of the pieces still arriving.
+ */
+const MAX_CONCURRENT_FSYNCS = 2
 /** Read size of a re-hash (scrub, changed file): big reads, few syscalls; never sent anywhere. */
 const REHASH_CHUNK_BYTES = 1024 * 1024
 /** A manifest of MAX_PIECES hashes is < 600 KiB; anything larger on disk is not ours. */
@@ -571,6 +582,21 @@ export class PieceStore {
 
   private async * readRange (entry: Entry, index: number, offset: number, length: number): AsyncGenerator<Buffer> {
     const fh = await this.openPiece(entry, index)
+    const end = offset + length
+    // One block read ahead while the previous one is sent: the sender never waits for the
+    // disk (a thread-pool round trip, tens of ms on a loaded machine) between messages.
+    const readAt = async (at: number): Promise<{ buf: Buffer, bytesRead: number }> => {
+      const buf = Buffer.allocUnsafe(Math.min(SERVE_READ_BYTES, end - at))
+      const { bytesRead } = await fh.read(buf, 0, buf.length, at)
+      return { buf, bytesRead }
+    }
+    let ahead: Promise<{ buf: Buffer, bytesRead: number }> | undefined
+    const readAhead = (at: number): Promise<{ buf: Buffer, bytesRead: number }> => {
+      const p = readAt(at)
+      // Handled now: it may fail while the generator waits at a yield (awaited below).
+      p.catch(() => {})
+      return p
+    }
     try {
       if (!sameStamp(entry.stamps.get(index), stampOf(await fh.stat()))) {
         // Changed since it was verified (written in place, replaced, truncated): re-hash it
@@ -578,25 +604,29 @@ export class PieceStore {
         if (await this.rehash(entry, index, fh, 'serve') !== 'ok') throw new PieceMissingError(`piece ${index} of model ${entry.id} changed on disk and failed its hash`)
       }
       let pos = offset
-      const end = offset + length
-      while (pos < end) {
-        const buf = Buffer.allocUnsafe(Math.min(PIECE_CHUNK_BYTES, end - pos))
-        const { bytesRead } = await fh.read(buf, 0, buf.length, pos)
+      ahead = readAhead(pos)
+      while (ahead != null) {
+        const { buf, bytesRead } = await ahead
+        ahead = undefined
         if (bytesRead === 0) {
           this.errors?.inc({ reason: 'corrupt' })
           this.logger.error({ model: entry.id, piece: index }, 'piece file shorter than its piece: changed outside astrad')
           throw new PieceMissingError(`piece ${index} of model ${entry.id} is damaged on disk`)
         }
         pos += bytesRead
-        // Before the last bytes go out: a write while we read would make the receiver's hash
-        // fail; stop the piece instead (one fstat per piece served).
-        if (pos >= end && !sameStamp(entry.stamps.get(index), stampOf(await fh.stat()))) {
+        if (pos < end) {
+          ahead = readAhead(pos)
+        } else if (!sameStamp(entry.stamps.get(index), stampOf(await fh.stat()))) {
+          // Before the last bytes go out: a write while we read would make the receiver's hash
+          // fail; stop the piece instead (one fstat per piece served).
           this.logger.error({ model: entry.id, piece: index }, 'piece file changed while it was served')
           throw new PieceMissingError(`piece ${index} of model ${entry.id} changed on disk while it was read`)
         }
-        yield bytesRead === buf.length ? buf : buf.subarray(0, bytesRead)
+        for (let at = 0; at < bytesRead; at += PIECE_CHUNK_BYTES) yield buf.subarray(at, Math.min(at + PIECE_CHUNK_BYTES, bytesRead))
       }
     } finally {
+      // Stopped early (an error, a stall): the read in flight ends before the file closes.
+      await ahead?.catch(() => {})
       await fh.close()
     }
   }
@@ -1045,6 +1075,7 @@ export class PieceStore {
 
   /** What writers reach inside the store. */
   private readonly writerHost: WriterHost = {
+    durable: new Durable(MAX_CONCURRENT_FSYNCS),
     reserve: async (bytes, id) => { await this.reserve(bytes, id) },
     release: (bytes, written) => { this.release(bytes, written) },
     wrote: n => { this.reservedWritten += n },
@@ -1059,6 +1090,7 @@ export class PieceStore {
 }
 
 interface WriterHost {
+  durable: Durable
   reserve: (bytes: number, exclude: string) => Promise<void>
   release: (bytes: number, written: number) => void
   wrote: (n: number) => void
@@ -1078,9 +1110,18 @@ class Writer implements PieceWriter {
   private readonly hash: Hash = createHash('sha256')
   /** Bytes accepted (hashed, and written or batched). */
   private written = 0
+  /** Bytes in the temp file (counted by host.wrote; given back with the reservation). */
+  private flushed = 0
   /** Received bytes not yet written: one write per WRITE_BATCH_BYTES, not one per stream message. */
   private batch?: Buffer
   private batched = 0
+  /**
+   * The last full batch being written while the next one fills, so receiving never waits for
+   * the disk unless two batches are ready. Never rejects: a failure is kept in `error`.
+   */
+  private writing?: Promise<void>
+  /** The buffer of the last finished write, reused for the next batch. */
+  private spare?: Buffer
   private fh?: FileHandle
   private reserved = false
   private queue: Promise<void> = Promise.resolve()
@@ -1107,7 +1148,7 @@ class Writer implements PieceWriter {
   }
 
   private async append (chunk: Uint8Array): Promise<void> {
-    if (this.error != null) throw this.error
+    if (this.error != null) return await this.fail(this.error)
     if (this.committing != null || this.cleaning != null) throw new LifecycleError(`${this.what}: write after commit or abort`)
     if (this.entry.removed) return await this.fail(new ModelNotFoundError(`model ${this.entry.id} was removed`))
     if (this.written + chunk.length > this.length) {
@@ -1125,28 +1166,53 @@ class Writer implements PieceWriter {
       this.written += chunk.length
       let off = 0
       while (off < chunk.length) {
-        const batch = this.batch ??= Buffer.allocUnsafe(Math.min(WRITE_BATCH_BYTES, this.length))
+        if (this.batch == null) {
+          this.batch = this.spare ?? Buffer.allocUnsafe(Math.min(WRITE_BATCH_BYTES, this.length))
+          this.spare = undefined
+        }
+        const batch = this.batch
         const n = Math.min(chunk.length - off, batch.length - this.batched)
         batch.set(chunk.subarray(off, off + n), this.batched)
         this.batched += n
         off += n
-        if (this.batched === batch.length) await this.flush()
+        if (this.batched === batch.length) await this.writeBatch()
       }
     } catch (err) {
       await this.fail(this.error ?? (this.entry.removed ? new ModelNotFoundError(`model ${this.entry.id} was removed`) : this.host.fsError(err, `writing ${this.what}`)))
     }
   }
 
-  /** Writes the batched bytes to the temp file. */
-  private async flush (): Promise<void> {
-    const batch = this.batch
-    let off = 0
-    while (batch != null && off < this.batched) {
-      const { bytesWritten } = await this.fh!.write(batch, off, this.batched - off)
-      off += bytesWritten
-      this.host.wrote(bytesWritten)
-    }
+  /** Starts writing the batch; waits only for the write before it. */
+  private async writeBatch (): Promise<void> {
+    await this.writing
+    if (this.error != null) throw this.error
+    const buf = this.batch
+    const n = this.batched
+    this.batch = undefined
     this.batched = 0
+    if (buf != null && n > 0) this.writing = this.writeOut(buf, n)
+  }
+
+  private async writeOut (buf: Buffer, n: number): Promise<void> {
+    try {
+      let off = 0
+      while (off < n) {
+        const { bytesWritten } = await this.fh!.write(buf, off, n - off)
+        off += bytesWritten
+        this.flushed += bytesWritten
+        this.host.wrote(bytesWritten)
+      }
+      this.spare = buf
+    } catch (err) {
+      this.error ??= this.entry.removed ? new ModelNotFoundError(`model ${this.entry.id} was removed`) : this.host.fsError(err, `writing ${this.what}`)
+    }
+  }
+
+  /** Writes what is batched and waits for every write to end. */
+  private async flush (): Promise<void> {
+    await this.writeBatch()
+    await this.writing
+    if (this.error != null) throw this.error
   }
 
   private async fail (err: unknown): Promise<never> {
@@ -1180,7 +1246,7 @@ class Writer implements PieceWriter {
       }
       await this.flush()
       const fh = this.fh!
-      await fh.sync()
+      await this.host.durable.syncFile(fh)
       // The rename below keeps inode, size and mtime: this is the verified file's stamp.
       const stamp = stampOf(await fh.stat())
       this.fh = undefined
@@ -1191,7 +1257,8 @@ class Writer implements PieceWriter {
         return false
       }
       await rename(this.tmp, path.join(entry.piecesDir, String(index)))
-      await fsyncDir(entry.piecesDir)
+      // Only now is the piece held (landed below): its name survives a crash.
+      await this.host.durable.syncDir(entry.piecesDir)
       if (entry.removed) throw removed()
       this.releaseReservation()
       this.host.forget(this)
@@ -1229,11 +1296,12 @@ class Writer implements PieceWriter {
   private releaseReservation (): void {
     if (!this.reserved) return
     this.reserved = false
-    this.host.release(this.length, this.written)
+    this.host.release(this.length, this.flushed)
   }
 
   private async cleanup (): Promise<void> {
     this.cleaning ??= (async () => {
+      await this.writing
       const fh = this.fh
       this.fh = undefined
       await fh?.close().catch(() => {})
@@ -1259,14 +1327,6 @@ function errnoCode (err: unknown): string | undefined {
   return typeof code === 'string' ? code : undefined
 }
 
-async function fsyncDir (dir: string): Promise<void> {
-  const fh = await open(dir, 'r')
-  try {
-    await fh.sync()
-  } finally {
-    await fh.close()
-  }
-}
 
 /** Creates `file` with `data`, fsynced; sets its mtime to `mtime` (ms) when given. */
 async function writeWhole (file: string, data: Uint8Array, mtime?: number): Promise<void> {

@@ -60,11 +60,11 @@ export class StreamReader {
   constructor (stream: Stream, highWater: number) {
     this.stream = stream
     this.highWater = highWater
-    const onMessage = (evt: { data: Uint8Array | { subarray: () => Uint8Array } }): void => {
-      const data = evt.data instanceof Uint8Array ? evt.data : evt.data.subarray()
-      if (data.length === 0) return
-      this.chunks.push(data)
-      this.queued += data.length
+    const onMessage = (evt: { data: Uint8Array | Iterable<Uint8Array> }): void => {
+      // A Uint8ArrayList (what a resumed stream delivers: everything that waited) is taken
+      // buffer by buffer; its subarray() would copy it all into one new buffer.
+      if (evt.data instanceof Uint8Array) this.push(evt.data)
+      else for (const data of evt.data) this.push(data)
       if (this.queued > this.highWater && !this.paused && this.stream.readStatus === 'readable') {
         this.paused = true
         this.stream.pause()
@@ -94,6 +94,12 @@ export class StreamReader {
       stream.removeEventListener('close', onClose as never)
       stream.removeEventListener('remoteCloseWrite', onRemoteCloseWrite)
     }
+  }
+
+  private push (data: Uint8Array): void {
+    if (data.length === 0) return
+    this.chunks.push(data)
+    this.queued += data.length
   }
 
   /** The next chunk (at most `max` bytes), or null at the end of the stream. */

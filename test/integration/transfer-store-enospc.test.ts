@@ -93,6 +93,11 @@ test('a full disk gives StoreFullError: the temp file is gone, nothing is marked
     // Piece 0 of b starts while there is room; then another process fills the disk.
     const w = store.beginPiece(b, 0)
     await w.write(bBytes.subarray(0, MiB))
+    // A full batch is written while the next one fills (write() does not wait for the disk):
+    // wait until that first MiB is in the temp file, so the disk fills after it.
+    const tmpSize = (): number => files(path.join(dir, b, 'pieces')).reduce((n, f) => n + fs.statSync(path.join(dir, b, 'pieces', f)).size, 0)
+    await waitFor('the first MiB of piece 0 on disk', () => tmpSize() === MiB, 10_000)
+      .catch((err: Error) => { throw new Error(`${err.message}: temp file has ${tmpSize()} bytes`) })
     const filled = fill(filler)
     assert.ok(filled > 0 && filled < 12 * MiB, `filler wrote ${filled} bytes`)
     let failure: unknown
