@@ -73,6 +73,13 @@ async function cli (l: NatLab, ns: string, args: string[], timeoutMs = 30_000): 
   return await l.exec(ns, [BINARY, ...args, '--rpc', RPC], { env: { HOME: dir, ASTRAD_CREDENTIAL: secrets?.credential ?? '' }, timeoutMs })
 }
 
+/** One sample of a Prometheus metric from the daemon in `ns` (its RPC port is on that namespace's loopback), or NaN. */
+async function metric (l: NatLab, ns: string, sample: string): Promise<number> {
+  const r = await l.exec(ns, [NODE, '-e', `fetch('http://${RPC}/metrics').then(r => r.text()).then(t => process.stdout.write(t))`], { timeoutMs: 10_000 })
+  const line = r.stdout.split('\n').find(x => x.startsWith(`${sample} `))
+  return line != null ? Number(line.slice(sample.length + 1)) : NaN
+}
+
 async function status (l: NatLab, ns: string): Promise<any> {
   const r = await cli(l, ns, ['status', '--json'], 10_000)
   if (r.code !== 0) throw new Error(`status: ${r.stderr}`)
@@ -273,6 +280,10 @@ test('nodes behind two NATs reach each other only through the resource\'s relay;
     const aPeerB = await waitFor('a decided its hole punch with b', async () => (await status(l, l.ns.a)).peers?.find((x: any) => x.peerId === bId && x.holePunch != null))
       .catch((err: Error) => { throw new Error(`${err.message}\n${logsOf('a')}`) })
     assert.equal(aPeerB.holePunch.result, 'no_addresses', JSON.stringify(aPeerB))
+    const relayedMetric = await metric(l, l.ns.pub, 'astrad_relay_bytes_total{direction="to_source"}')
+    assert.ok(relayedMetric >= data.length, `astrad_relay_bytes_total{direction="to_source"} on the resource: ${relayedMetric}`)
+    const punchMetric = await metric(l, l.ns.a, 'astrad_holepunch_total{result="no_addresses"}')
+    assert.ok(punchMetric >= 1, `astrad_holepunch_total{result="no_addresses"} on a: ${punchMetric}`)
     st.diagnostic(`pulled ${data.length} bytes across the NATs in ${pullMs} ms; resource relayed ${JSON.stringify(rs.relay.traffic.bytes)}; a↔b: ${aPeerB.path as string}, hole punch ${aPeerB.holePunch.result as string}`)
 
     // c has a public address: when it dials a through the relay, a's hole punch dials c
@@ -288,5 +299,6 @@ test('nodes behind two NATs reach each other only through the resource\'s relay;
     st.diagnostic(`a↔c: ${aPeerC.path as string}, hole punch ${aPeerC.holePunch.result as string}; a's hole punches ${JSON.stringify(as.holePunch)}`)
     assert.equal(aPeerC.holePunch.result, 'upgraded', JSON.stringify(aPeerC))
     assert.equal(aPeerC.path, 'direct', JSON.stringify(aPeerC))
+    assert.ok(await metric(l, l.ns.a, 'astrad_holepunch_total{result="upgraded"}') >= 1, 'a counted the upgrade')
   })
 })
