@@ -54,6 +54,13 @@ export interface DaemonConfig {
   uploadLimit: RateSetting
   /** P2P download limit in bytes/s, as uploadLimit. @default 'auto' */
   downloadLimit: RateSetting
+  /**
+   * What a resource may relay for peers behind NAT, in bytes/s (docs/nat.md): a rate,
+   * 'unlimited', or 'auto' (half the default-route NIC's link speed on a resource without the
+   * node role; unlimited where the speed is unknown). Relayed bytes also draw from the upload
+   * limit, like any upload. @default 'auto'
+   */
+  relayLimit: RateSetting
   /** Bytes the model cache may hold before least-recently-used models are evicted. @default unlimited (disk watermarks only) */
   cacheSize?: number
   /** Bytes/s the background scrub re-hashes held model pieces at; 0 = off. @default 4 MB/s (transfer's SCRUB_RATE_BPS) */
@@ -86,6 +93,7 @@ export function defaultConfig (): DaemonConfig {
     logLevel: 'info',
     uploadLimit: 'auto',
     downloadLimit: 'auto',
+    relayLimit: 'auto',
     announce: []
   }
 }

@@ -41,6 +41,7 @@ const SETTINGS: Setting[] = [
   { key: 'logFormat', flag: 'logFormat', env: 'ASTRAD_LOG_FORMAT', parse: parseLogFormat },
   { key: 'uploadLimit', flag: 'uploadLimit', env: 'ASTRAD_UPLOAD_LIMIT', parse: parseRateSetting },
   { key: 'downloadLimit', flag: 'downloadLimit', env: 'ASTRAD_DOWNLOAD_LIMIT', parse: parseRateSetting },
+  { key: 'relayLimit', flag: 'relayLimit', env: 'ASTRAD_RELAY_LIMIT', parse: parseRateSetting },
   { key: 'cacheSize', flag: 'cacheSize', env: 'ASTRAD_CACHE_SIZE', parse: parseBytes },
   { key: 'scrubRate', flag: 'scrubRate', env: 'ASTRAD_SCRUB_RATE', parse: parseScrubRate },
   { key: 'scrubInterval', flag: 'scrubInterval', env: 'ASTRAD_SCRUB_INTERVAL', parse: parseDuration },

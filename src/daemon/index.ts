@@ -5,7 +5,7 @@ import { LifecycleError, errorMessage } from '../util/errors.ts'
 import type { DaemonConfig } from '../config/index.ts'
 import { Counter } from 'prom-client'
 import { createMetrics, gaugeFn, labelledGaugeFn, type Metrics } from '../metrics/index.ts'
-import { createHost, loadOrCreateIdentity, Bootstrapper, ProtocolPeers, PeerLookup, servePeerLookup, p2pConstants, type Host } from '../p2p/index.ts'
+import { createHost, loadOrCreateIdentity, Bootstrapper, ProtocolPeers, PeerLookup, servePeerLookup, p2pConstants, RelayTraffic, HOLEPUNCH_RESULTS, type Host } from '../p2p/index.ts'
 import { Trust, loadSecurity, type Security } from '../trust/index.ts'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import {
@@ -14,7 +14,7 @@ import {
 } from '../membership/index.ts'
 import { RpcServer } from '../rpc/index.ts'
 import { clusterLog, clusterLogClient, localAccess, type ClusterLog, type ClusterLogAccess, type ClusterLogClient } from '../clusterlog/index.ts'
-import { TransferService, registerTransferRoutes } from '../transfer/index.ts'
+import { TransferService, registerTransferRoutes, RelayLimit } from '../transfer/index.ts'
 import { Ledger, LedgerView, Placer, ReserveClient, serveReservations, registerAppRoutes } from '../placement/index.ts'
 import { ReplicaHost, Router, serveInference, UnavailableError } from '../serving/index.ts'
 import { registerKServeRoutes } from '../serving/kserve/index.ts'
@@ -75,6 +75,9 @@ export class Daemon {
   private log?: ClusterLog
   private logClient?: ClusterLogClient
   private transferService?: TransferService
+  /** What this resource relays for peers behind NAT, and its budget (resource role). */
+  private relayTrafficValue?: RelayTraffic
+  private relayLimitValue?: RelayLimit
   private ledgerValue?: Ledger
   private devicesValue?: Devices
   private replicaHost?: ReplicaHost
@@ -133,6 +136,12 @@ export class Daemon {
   }
 
   /** Model distribution (store, downloads, tracker, limits). */
+  /** What this resource relayed and its limit; undefined without the resource role. */
+  relayStatus (): { traffic: ReturnType<RelayTraffic['stats']>, limit: ReturnType<RelayLimit['info']>, reservations: number } | undefined {
+    if (this.relayTrafficValue == null || this.relayLimitValue == null) return undefined
+    return { traffic: this.relayTrafficValue.stats(), limit: this.relayLimitValue.info(), reservations: this.libp2p?.services.relay?.reservations.size ?? 0 }
+  }
+
   get transfer (): TransferService {
     if (this.transferService == null) throw new LifecycleError('daemon not started')
     return this.transferService
@@ -198,6 +207,8 @@ export class Daemon {
         clusterPublic: security.clusterPublic, selfCert: security.cert, logger: componentLogger(this.logger, 'trust'), registry: metrics.registry
       })
       const peerLookup = new PeerLookup()
+      // Counted from the first relayed byte; limited once the transfer service's upload bucket exists (below).
+      const relayTraffic = config.roles.includes('resource') ? this.relayTrafficValue = new RelayTraffic() : undefined
       const libp2p = this.libp2p = await createHost({
         privateKey,
         peerLookup,
@@ -206,8 +217,10 @@ export class Daemon {
         swarmKey: security.psk,
         onHandshakeFailure: (direction, reason) => { trust.handshakeFailed(direction, reason) },
         relay: {
-          // Resources relay for members behind NAT, without data or time limits (docs/nat.md).
+          // Resources relay for members behind NAT, without data or time limits but within a
+          // byte-rate budget shared with their uploads (docs/nat.md).
           server: config.roles.includes('resource'),
+          traffic: relayTraffic,
           // Members: peers with a valid certificate whose heartbeats this resource holds and
           // who have not left or died.
           isMember: peer => {
@@ -251,6 +264,20 @@ export class Daemon {
         scrubRate: config.scrubRate,
         scrubIntervalMs: config.scrubInterval
       })
+
+      if (relayTraffic != null) {
+        const relayLimit = this.relayLimitValue = new RelayLimit({ setting: config.relayLimit, node: roles.has('node') }, transfer.limits)
+        relayTraffic.setBudget(relayLimit)
+        const relayed = new Counter({ name: 'astrad_relay_bytes_total', help: 'Bytes this resource relayed for peers behind NAT, by direction (to_destination: from the dialling peer to the one holding the slot)', labelNames: ['direction'], registers: [metrics.registry] })
+        relayTraffic.onBytes((direction, n) => { relayed.inc({ direction }, n); relayLimit.record(n) })
+        gaugeFn(metrics.registry, 'astrad_relay_connections', 'Relayed connections open through this resource', () => relayTraffic.stats().connections)
+        gaugeFn(metrics.registry, 'astrad_relay_connections_opened', 'Relayed connections opened through this resource since start', () => relayTraffic.stats().connectionsTotal)
+        gaugeFn(metrics.registry, 'astrad_relay_reservations', 'Relay slots this resource holds for peers behind NAT', () => libp2p.services.relay?.reservations.size ?? 0)
+        gaugeFn(metrics.registry, 'astrad_relay_limit_bytes_per_second', 'The relay\'s own byte-rate cap (0 = none; relayed bytes also draw from the upload limit)', () => relayLimit.info().limit ?? 0)
+      }
+      const holePunches = new Counter({ name: 'astrad_holepunch_total', help: 'DCUtR hole punches this daemon started on relayed connections, by outcome', labelNames: ['result'], registers: [metrics.registry] })
+      for (const result of HOLEPUNCH_RESULTS) holePunches.inc({ result }, 0)
+      libp2p.services.holePunch.onOutcome(outcome => { holePunches.inc({ result: outcome.result }) })
 
       const selfId = libp2p.peerId.toString()
       const servingLogger = componentLogger(this.logger, 'serving')

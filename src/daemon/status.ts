@@ -2,8 +2,8 @@ import { VERSION } from '../version.ts'
 import type { Role } from '../config/index.ts'
 import type { NodeState, WireRecord } from '../membership/index.ts'
 import type { Daemon } from './index.ts'
-import type { NatStatus } from '../p2p/index.ts'
-import type { ModelInfo, LimitsInfo, TransferInfo } from '../transfer/index.ts'
+import { peerPaths, type NatStatus, type PeerPath, type HolePunchStatus, type RelayTrafficStats } from '../p2p/index.ts'
+import type { ModelInfo, LimitsInfo, TransferInfo, RelayLimitInfo } from '../transfer/index.ts'
 import type { AppStatus } from '../placement/index.ts'
 import type { PipelineStatus } from '../pipeline/index.ts'
 import { memberOf, type Member } from '../mailbox/admin.ts'
@@ -93,6 +93,22 @@ export interface StatusDocument {
   notices: NoticeSummary[]
   /** `message` notices in force on this daemon (node role), newest first. */
   messages: ActiveMessage[]
+  /**
+   * How this daemon reaches each connected peer: `direct` or `relayed` (through a resource), with
+   * the latest hole punch it started with that peer (docs/nat.md). Its name where the view has it.
+   */
+  peers?: Array<PeerPath & { name?: string }>
+  /** Hole punches this daemon started (on relayed connections it received) and their outcomes. */
+  holePunch?: HolePunchStatus
+  /** Resources: what they relay for peers behind NAT, counted and limited like uploads. */
+  relay?: RelayStatus
+}
+
+export interface RelayStatus {
+  /** Relay slots held for peers behind NAT. */
+  reservations: number
+  traffic: RelayTrafficStats
+  limit: RelayLimitInfo
 }
 
 /** One notice as `astrad status --json` lists it (the issue's contract). */
@@ -173,7 +189,12 @@ export async function buildStatus (daemon: Daemon): Promise<StatusDocument> {
   } catch (err) {
     view.error ??= `notices: ${err instanceof Error ? err.message : String(err)}`
   }
-  return { self, view, nodes, apps, pipelines: daemon.pipelines?.status() ?? [], models, transfers: daemon.transfer.transfers(), limits: daemon.transfer.limitsInfo(), notices, messages: daemon.messages }
+  const peers = peerPaths(host, host.services.holePunch).map(p => ({ ...p, ...(names.has(p.peerId) ? { name: names.get(p.peerId) } : {}) }))
+  const relay = daemon.relayStatus()
+  return {
+    self, view, nodes, apps, pipelines: daemon.pipelines?.status() ?? [], models, transfers: daemon.transfer.transfers(), limits: daemon.transfer.limitsInfo(), notices, messages: daemon.messages,
+    peers, holePunch: host.services.holePunch.status(), ...(relay != null ? { relay } : {})
+  }
 }
 
 /** A node of the status document from its online-list record and this scheduler's weight for it. */

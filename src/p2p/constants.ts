@@ -84,3 +84,30 @@ export const PEER_LOOKUP_PROTOCOL = '/astra/peer/1.0.0'
 export const MAX_LOOKUP_ADDRS = 16
 /** One lookup's deadline per resource asked. */
 export const PEER_LOOKUP_TIMEOUT_MS = 2_000
+
+/*
+ * Relayed traffic (relay-traffic.ts, docs/nat.md): what a resource relays is counted and drawn
+ * from a byte-rate budget, like any upload.
+ */
+
+/** circuit relay v2's protocol ids (the spec's; `@libp2p/circuit-relay-v2` does not export them). */
+export const RELAY_HOP_PROTOCOL = '/libp2p/circuit/relay/0.2.0/hop'
+export const RELAY_STOP_PROTOCOL = '/libp2p/circuit/relay/0.2.0/stop'
+/**
+ * Read buffer of a relayed stream while its budget holds it paused. A paused yamux stream stops
+ * granting window, but the sender may still have up to its whole window (yamux's maximum is
+ * 16 MiB) in flight; libp2p's default buffer (4 MiB) would reset the stream instead of holding it.
+ */
+export const RELAY_PAUSED_READ_BUFFER_BYTES = 20 * 1024 * 1024
+
+/*
+ * Hole punching (holepunch.ts): DCUtR's outcome per relayed connection, counted and shown.
+ */
+
+/** `@libp2p/dcutr`'s defaults: tries per relayed connection and each one's deadline. */
+export const DCUTR_RETRIES = 3
+export const DCUTR_TIMEOUT_MS = 5_000
+/** An attempt with no outcome after every try's deadline (plus slack) is counted `timeout`. */
+export const HOLEPUNCH_OUTCOME_MS = DCUTR_RETRIES * DCUTR_TIMEOUT_MS + 2_000
+/** Outcomes remembered per peer for status (the latest per peer; oldest peers dropped). */
+export const HOLEPUNCH_MAX_PEERS = 1_024

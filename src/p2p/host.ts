@@ -6,8 +6,7 @@ import { identify, identifyPush, type Identify, type IdentifyPush } from '@libp2
 import { ping, type Ping } from '@libp2p/ping'
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import { preSharedKey } from '@libp2p/pnet'
-import { dcutr } from '@libp2p/dcutr'
-import { circuitRelayServer, circuitRelayTransport, type CircuitRelayService } from '@libp2p/circuit-relay-v2'
+import { circuitRelayTransport, type CircuitRelayService } from '@libp2p/circuit-relay-v2'
 import type { ConnectionGater, PeerId, PrivateKey } from '@libp2p/interface'
 import { upgradeErrorMetrics } from './upgrade-errors.ts'
 import type { PeerLookup } from './peer-lookup.ts'
@@ -18,6 +17,8 @@ import {
 } from './constants.ts'
 import { nat, dialOrder, autoNATFreshDials, type Nat, type ReserveMode } from './nat.ts'
 import { fixXsalsa20 } from './xsalsa20-fix.ts'
+import { RelayTraffic, countedRelayServer } from './relay-traffic.ts'
+import { HolePunches, countedDcutr } from './holepunch.ts'
 
 export interface HostServices {
   identify: Identify
@@ -28,6 +29,10 @@ export interface HostServices {
   nat: Nat
   /** Present when this host relays for others (resource role). */
   relay?: CircuitRelayService
+  /** What the relay server forwarded, and its budget (with `relay`). */
+  relayTraffic?: RelayTraffic
+  /** DCUtR with its attempts and outcomes recorded (holepunch.ts). */
+  holePunch: HolePunches
   [key: string]: unknown
 }
 
@@ -65,6 +70,11 @@ export interface RelayInit {
   isMember?: (peer: PeerId) => boolean
   /** When to hold a relay slot; default `never` for a relay server or with `announce`, else `auto`. */
   reserve?: ReserveMode
+  /**
+   * Counts (and, with a budget, limits) what the relay server forwards (relay-traffic.ts);
+   * default: counted, not limited.
+   */
+  traffic?: RelayTraffic
 }
 
 /**
@@ -79,6 +89,8 @@ export async function createHost (init: HostInit): Promise<Host> {
   const relayServer = init.relay?.server === true
   const reserve = init.relay?.reserve ?? (relayServer || announce.length > 0 ? 'never' : 'auto')
   const isMember = init.relay?.isMember
+  const traffic = init.relay?.traffic ?? new RelayTraffic()
+  const holePunches = new HolePunches()
   const gater: ConnectionGater = {}
   if (relayServer && isMember != null) {
     gater.denyOutboundRelayedConnection = (source, destination) => !isMember(source) || !isMember(destination)
@@ -136,18 +148,23 @@ export async function createHost (init: HostInit): Promise<Host> {
       }),
       // Asks connected peers to dial our public addresses back; only confirmed ones are advertised.
       autoNAT: autoNATFreshDials(),
-      // Hole punching over a relayed connection; best effort (rarely works for TCP in Node).
-      dcutr: dcutr(),
+      // Hole punching over a relayed connection; best effort (docs/nat.md says why it rarely
+      // works for TCP in Node); every attempt's outcome is counted.
+      dcutr: countedDcutr(holePunches),
+      holePunch: () => holePunches,
       nat: nat({ reserve }),
       ...(relayServer
         ? {
-            relay: circuitRelayServer({
+            // libp2p's relay server, with what it forwards counted and limited by `traffic`.
+            relay: countedRelayServer({
               hopTimeout: RELAY_HOP_TIMEOUT_MS,
               maxInboundHopStreams: RELAY_MAX_HOP_STREAMS,
               maxOutboundStopStreams: RELAY_MAX_STOP_STREAMS,
-              // No data or duration limit: the default 128 KiB / 2 min cannot carry one piece.
+              // No data or duration limit: the default 128 KiB / 2 min cannot carry one piece, and
+              // a cut connection costs the piece in flight. `traffic` limits the rate instead.
               reservations: { maxReservations: RELAY_MAX_RESERVATIONS, applyDefaultLimit: false }
-            })
+            }, traffic),
+            relayTraffic: () => traffic
           }
         : {})
     }

@@ -6,3 +6,5 @@ export { request, handleRequests, okEnvelope, errorEnvelope, openEnvelope, type 
 export { ProtocolPeers } from './protocol-peers.ts'
 export { PeerLookup, servePeerLookup } from './peer-lookup.ts'
 export * as p2pConstants from './constants.ts'
+export { RelayTraffic, type RelayBudget, type RelayDirection, type RelayTrafficStats } from './relay-traffic.ts'
+export { HolePunches, HOLEPUNCH_RESULTS, peerPaths, type PeerPath, type HolePunchResult, type HolePunchOutcome, type HolePunchStatus } from './holepunch.ts'

@@ -4,6 +4,7 @@ import type { Address, ComponentLogger, Connection, Libp2pEvents, Logger, PeerId
 import type { TypedEventTarget } from 'main-event'
 import type { AddressManager, ConnectionManager, TransportManager } from '@libp2p/interface-internal'
 import { autoNAT, type AutoNATComponents, type AutoNATServiceInit } from '@libp2p/autonat'
+import { withOverrides } from './components.ts'
 
 /**
  * NAT traversal (docs/nat.md): when this host holds a circuit relay reservation, and how peers'
@@ -67,20 +68,13 @@ export function dialOrder (a: Address, b: Address): -1 | 0 | 1 {
 export function autoNATFreshDials (init: AutoNATServiceInit = {}): (components: AutoNATComponents) => unknown {
   const factory = autoNAT(init)
   return components => {
-    const cm = components.connectionManager
-    const fresh = new Proxy(cm, {
-      get (target, prop) {
-        if (prop === 'openConnection') {
-          const open: ConnectionManager['openConnection'] = async (peer, options = {}) => await target.openConnection(peer, { ...options, force: true })
-          return open
-        }
-        const value: unknown = Reflect.get(target, prop)
-        return typeof value === 'function' ? value.bind(target) : value
+    const fresh = withOverrides(components.connectionManager, {
+      openConnection: (cm: ConnectionManager) => {
+        const open: ConnectionManager['openConnection'] = async (peer, options = {}) => await cm.openConnection(peer, { ...options, force: true })
+        return open
       }
     })
-    return factory(new Proxy(components, {
-      get: (target, prop) => prop === 'connectionManager' ? fresh : Reflect.get(target, prop)
-    }))
+    return factory(withOverrides(components, { connectionManager: () => fresh }))
   }
 }
 

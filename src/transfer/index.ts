@@ -1,5 +1,6 @@
 export { TransferService, TransferError, type ModelInfo, type LimitsInfo, type TransferInit, type TransferComponents } from './service.ts'
 export { registerTransferRoutes } from './routes.ts'
+export { RelayLimit, type RelayLimitInfo } from './relay-budget.ts'
 export type { TransferInfo, TransferState } from './downloader.ts'
 export { modelKind, type ModelRecord } from './kinds.ts'
 export { manifestId, pieceSizeFor, buildManifest, type Manifest } from './manifest.ts'

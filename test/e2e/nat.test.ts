@@ -73,6 +73,13 @@ async function cli (l: NatLab, ns: string, args: string[], timeoutMs = 30_000): 
   return await l.exec(ns, [BINARY, ...args, '--rpc', RPC], { env: { HOME: dir, ASTRAD_CREDENTIAL: secrets?.credential ?? '' }, timeoutMs })
 }
 
+/** One sample of a Prometheus metric from the daemon in `ns` (its RPC port is on that namespace's loopback), or NaN. */
+async function metric (l: NatLab, ns: string, sample: string): Promise<number> {
+  const r = await l.exec(ns, [NODE, '-e', `fetch('http://${RPC}/metrics').then(r => r.text()).then(t => process.stdout.write(t))`], { timeoutMs: 10_000 })
+  const line = r.stdout.split('\n').find(x => x.startsWith(`${sample} `))
+  return line != null ? Number(line.slice(sample.length + 1)) : NaN
+}
+
 async function status (l: NatLab, ns: string): Promise<any> {
   const r = await cli(l, ns, ['status', '--json'], 10_000)
   if (r.code !== 0) throw new Error(`status: ${r.stderr}`)
@@ -260,6 +267,38 @@ test('nodes behind two NATs reach each other only through the resource\'s relay;
     const pull = await cli(l, l.ns.b, ['model', 'pull', id, '--output', out], 60_000)
     assert.equal(pull.code, 0, `model pull: ${pull.stdout}${pull.stderr}\n${logsOf('b', 'a', 'res')}`)
     assert.ok(fs.readFileSync(out).equals(data), 'pulled bytes equal the added ones')
-    st.diagnostic(`pulled ${data.length} bytes across the NATs in ${Date.now() - t0} ms`)
+    const pullMs = Date.now() - t0
+
+    // The resource counted what it relayed: the pieces went from a (holding the slot) back to b (who dialled).
+    const rs = await status(l, l.ns.pub)
+    assert.ok(rs.relay != null, 'a resource\'s status has a relay line')
+    assert.ok(rs.relay.traffic.bytes.to_source >= data.length, `relayed to the dialler: ${JSON.stringify(rs.relay)}`)
+    assert.ok(rs.relay.traffic.connectionsTotal >= 1 && rs.relay.reservations >= 2, JSON.stringify(rs.relay))
+    // a received b's relayed connection and started a hole punch; neither NAT'd node has a
+    // public address to offer, so it ends without one (docs/nat.md says why).
+    const bId = (await status(l, l.ns.b)).self.peerId as string
+    const aPeerB = await waitFor('a decided its hole punch with b', async () => (await status(l, l.ns.a)).peers?.find((x: any) => x.peerId === bId && x.holePunch != null))
+      .catch((err: Error) => { throw new Error(`${err.message}\n${logsOf('a')}`) })
+    assert.equal(aPeerB.holePunch.result, 'no_addresses', JSON.stringify(aPeerB))
+    const relayedMetric = await metric(l, l.ns.pub, 'astrad_relay_bytes_total{direction="to_source"}')
+    assert.ok(relayedMetric >= data.length, `astrad_relay_bytes_total{direction="to_source"} on the resource: ${relayedMetric}`)
+    const punchMetric = await metric(l, l.ns.a, 'astrad_holepunch_total{result="no_addresses"}')
+    assert.ok(punchMetric >= 1, `astrad_holepunch_total{result="no_addresses"} on a: ${punchMetric}`)
+    st.diagnostic(`pulled ${data.length} bytes across the NATs in ${pullMs} ms; resource relayed ${JSON.stringify(rs.relay.traffic.bytes)}; a↔b: ${aPeerB.path as string}, hole punch ${aPeerB.holePunch.result as string}`)
+
+    // c has a public address: when it dials a through the relay, a's hole punch dials c
+    // directly (DCUtR's unilateral upgrade) and the relayed connection is replaced.
+    const outC = path.join(dir, 'pulled-c.bin')
+    const pullC = await cli(l, l.ns.c, ['model', 'pull', id, '--output', outC], 60_000)
+    assert.equal(pullC.code, 0, `model pull on c: ${pullC.stdout}${pullC.stderr}\n${logsOf('c', 'a', 'res')}`)
+    assert.ok(fs.readFileSync(outC).equals(data), 'c pulled the same bytes')
+    const cId = (await status(l, l.ns.c)).self.peerId as string
+    const aPeerC = await waitFor('a decided its hole punch with c', async () => (await status(l, l.ns.a)).peers?.find((x: any) => x.peerId === cId && x.holePunch != null))
+      .catch((err: Error) => { throw new Error(`${err.message}\n${logsOf('a', 'c')}`) })
+    const as = await status(l, l.ns.a)
+    st.diagnostic(`a↔c: ${aPeerC.path as string}, hole punch ${aPeerC.holePunch.result as string}; a's hole punches ${JSON.stringify(as.holePunch)}`)
+    assert.equal(aPeerC.holePunch.result, 'upgraded', JSON.stringify(aPeerC))
+    assert.equal(aPeerC.path, 'direct', JSON.stringify(aPeerC))
+    assert.ok(await metric(l, l.ns.a, 'astrad_holepunch_total{result="upgraded"}') >= 1, 'a counted the upgrade')
   })
 })

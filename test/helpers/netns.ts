@@ -25,6 +25,18 @@ export interface NatLabOptions {
   publicNet?: string
   /** Routers send everything they cannot route to the public net, which drops private destinations silently. */
   blackhole?: boolean
+  /**
+   * Routers pick a random public port for every connection (`MASQUERADE --random-fully`): the
+   * mapping depends on the destination, as behind a symmetric NAT. Default: Linux keeps the
+   * source port where it is free (endpoint-independent for a port reused towards several peers).
+   */
+  randomFully?: boolean
+  /**
+   * Routers drop unsolicited TCP to their own WAN address instead of answering RST (most
+   * home and cloud NATs); a hole punch's first SYN then waits for its retransmission rather
+   * than failing at once.
+   */
+  dropUnsolicited?: boolean
 }
 
 export interface RunResult { code: number | null, stdout: string, stderr: string }
@@ -124,7 +136,7 @@ export class NatLab {
   private readonly children = new Set<ChildProcess>()
 
   private constructor (options: NatLabOptions) {
-    this.options = { publicNet: '10.77.0', blackhole: false, ...options }
+    this.options = { publicNet: '10.77.0', blackhole: false, randomFully: false, dropUnsolicited: false, ...options }
     this.id = `${LAB_PREFIX}${process.pid}`
     const id = this.id
     this.ns = { pub: `${id}pub`, r1: `${id}r1`, r2: `${id}r2`, a: `${id}a`, b: `${id}b`, c: `${id}c` }
@@ -190,16 +202,19 @@ export class NatLab {
     await must('ip', ['netns', 'exec', router, 'sysctl', '-qw', 'net.ipv4.ip_forward=1'])
     if (onPath('iptables') != null) {
       const ipt = async (...args: string[]): Promise<void> => { await must('ip', ['netns', 'exec', router, 'iptables', ...args]) }
-      await ipt('-t', 'nat', '-A', 'POSTROUTING', '-s', `${lan}.0/24`, '-o', 'wan', '-j', 'MASQUERADE')
+      await ipt('-t', 'nat', '-A', 'POSTROUTING', '-s', `${lan}.0/24`, '-o', 'wan', '-j', 'MASQUERADE', ...(this.options.randomFully ? ['--random-fully'] : []))
       await ipt('-A', 'FORWARD', '-i', 'wan', '-o', 'lan', '-m', 'conntrack', '--ctstate', 'ESTABLISHED,RELATED', '-j', 'ACCEPT')
       await ipt('-A', 'FORWARD', '-i', 'wan', '-o', 'lan', '-j', 'DROP')
+      if (this.options.dropUnsolicited) await ipt('-A', 'INPUT', '-i', 'wan', '-p', 'tcp', '-m', 'conntrack', '--ctstate', 'NEW', '-j', 'DROP')
     } else {
       await must('ip', ['netns', 'exec', router, 'nft', '-f', '-'], [
         'table ip nat { chain post { type nat hook postrouting priority 100; policy accept;',
-        `  ip saddr ${lan}.0/24 oifname "wan" masquerade } }`,
+        `  ip saddr ${lan}.0/24 oifname "wan" masquerade${this.options.randomFully ? ' random,fully-random' : ''} } }`,
         'table ip filter { chain fwd { type filter hook forward priority 0; policy accept;',
         '  iifname "wan" oifname "lan" ct state established,related accept',
-        '  iifname "wan" oifname "lan" drop } }'
+        '  iifname "wan" oifname "lan" drop }',
+        ...(this.options.dropUnsolicited ? ['  chain in { type filter hook input priority 0; policy accept; iifname "wan" tcp flags syn ct state new drop }'] : []),
+        '}'
       ].join('\n'))
     }
   }

@@ -1,7 +1,6 @@
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { createHash, randomBytes } from 'node:crypto'
-import { generateKeyPair } from '@libp2p/crypto/keys'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
@@ -10,26 +9,21 @@ import { identify } from '@libp2p/identify'
 import { circuitRelayServer } from '@libp2p/circuit-relay-v2'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
-import { createHost, type Host, type HostInit } from '../../src/p2p/host.ts'
+import type { Host } from '../../src/p2p/host.ts'
 import { newPsk, pskBytes } from '../../src/trust/keys.ts'
 import { dialOrder, isPublicAddress, isRelayed, circuitAddress } from '../../src/p2p/nat.ts'
 import { fixXsalsa20 } from '../../src/p2p/xsalsa20-fix.ts'
 import xsalsa20 from 'xsalsa20'
 import { waitFor } from '../helpers/cluster.ts'
+import { sendAll, hostPool } from '../helpers/streams.ts'
 
 const BULK = '/astrad-test/bulk/1.0.0'
 const SIZE = 8 * 1024 * 1024
 const CHUNK = 64 * 1024
 
-const hosts: Array<Libp2p<any>> = []
-after(async () => { await Promise.allSettled(hosts.map(async h => { await h.stop() })) })
-
-async function host (init: Partial<HostInit> = {}): Promise<Host> {
-  const h = await createHost({ privateKey: await generateKeyPair('Ed25519'), listen: [], ...init })
-  hosts.push(h)
-  await h.start()
-  return h
-}
+const pool = hostPool()
+const host = pool.host
+after(async () => { await pool.stopAll() })
 
 /** Reads everything, answers `<bytes> <sha256>`: as a piece handler would, with no limited-connection flag. */
 async function serveBulk (h: Host, options: { runOnLimitedConnection?: boolean } = {}): Promise<void> {
@@ -48,14 +42,7 @@ async function serveBulk (h: Host, options: { runOnLimitedConnection?: boolean }
 
 /** Sends `data` over a new BULK stream and returns the receiver's answer. */
 async function sendBulk (stream: Stream, data: Uint8Array): Promise<string> {
-  for (let off = 0; off < data.byteLength; off += CHUNK) {
-    if (!stream.send(data.subarray(off, off + CHUNK))) {
-      await new Promise<void>((resolve, reject) => {
-        stream.addEventListener('drain', () => { resolve() }, { once: true })
-        stream.addEventListener('close', () => { reject(new Error(`stream closed after ${off} bytes`)) }, { once: true })
-      })
-    }
-  }
+  await sendAll(stream, data, CHUNK)
   await stream.close()
   let reply = ''
   for await (const chunk of stream) reply += new TextDecoder().decode(chunk.subarray())
@@ -133,7 +120,7 @@ test('a relay with libp2p\'s default limits marks connections limited and cuts t
     streamMuxers: [yamux()],
     services: { identify: identify(), relay: circuitRelayServer() }
   })
-  hosts.push(plain)
+  pool.extra(plain)
   const a = await host()
   const b = await host({ relay: { reserve: 'never' } })
   await a.dial(plain.getMultiaddrs()[0]!)

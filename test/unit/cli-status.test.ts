@@ -128,3 +128,26 @@ test('pipelines: a row per pipeline and per stage; an autoscaled app shows its l
   assert.match(text, /^ {2}read +2 +1 +1 +0 +not ready +replica failed to load on n2: bad model$/m)
   assert.match(text, /^vad .* load 5\.2 \/ target 2 → 3: up after 1000 ms$/m)
 })
+
+test('NAT: a resource\'s relay line and how this daemon reaches each peer (direct, relayed, last hole punch)', () => {
+  const d = doc([node('alpha', 'alive')]) as unknown as Record<string, unknown>
+  d.relay = {
+    reservations: 2,
+    traffic: { bytes: { to_source: 64_000_000, to_destination: 1_500_000 }, connections: 1, connectionsTotal: 3, paused: 40 },
+    limit: { limit: 12_500_000, source: 'auto', rateBps: 11_900_000 }
+  }
+  d.peers = [
+    { peerId: '12D3KooWAAAAAAAAresource', name: 'res', path: 'direct' },
+    { peerId: '12D3KooWBBBBBBBBnatnode1', name: 'b', path: 'relayed', holePunch: { result: 'no_addresses', at: NOW } },
+    { peerId: '12D3KooWCCCCCCCCpublic01', path: 'direct', holePunch: { result: 'upgraded', at: NOW } }
+  ]
+  d.holePunch = { attempts: 2, results: { no_addresses: 1, upgraded: 1 } }
+  const text = renderStatus(d as unknown as StatusDocument, { now: NOW })
+  assert.match(text, /^relay: 2 slots, 1 relayed connections open \(3 since start\), 64\.0 MB to dialers, 1\.50 MB to slot holders, 11\.9 MB\/s now, limit 12\.5 MB\/s \(auto\) and the upload limit$/m, text)
+  assert.match(text, /^res\s+direct\s+-$/m, text)
+  assert.match(text, /^b\s+relayed\s+no_addresses$/m, text)
+  assert.match(text, /^…public01\s+direct\s+upgraded$/m, text)
+  assert.match(text, /^hole punches: 2 started; 1 no_addresses, 1 upgraded$/m, text)
+  // An older daemon sends none of it: nothing is shown.
+  assert.doesNotMatch(renderStatus(doc([node('alpha', 'alive')]), { now: NOW }), /relay:|peers:|hole punches/)
+})

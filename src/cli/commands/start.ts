@@ -26,6 +26,7 @@ export function startCommand (io: CliIo): Command {
     .option('--insecure', 'run WITHOUT a cluster secret: anyone who reaches the P2P port can join, drain and rewrite the cluster')
     .option('--upload-limit <rate>', 'P2P upload limit: a rate (25MB/s, 200Mbit/s), auto (measured at join) or unlimited (default: auto)')
     .option('--download-limit <rate>', 'P2P download limit, as --upload-limit (default: auto)')
+    .option('--relay-limit <rate>', 'what a resource relays for peers behind NAT: a rate, auto (half the link speed) or unlimited; relayed bytes also count against --upload-limit (default: auto)')
     .option('--cache-size <bytes>', 'model cache size before least-recently-used models are evicted, e.g. 200GB (default: disk watermarks only)')
     .option('--scrub-rate <rate>', 'rate at which held model pieces are re-hashed in the background to find rot, or off (default: 4MB/s)')
     .option('--scrub-interval <duration>', 'how old a piece\'s last hash may grow before the scrub re-hashes it: 12h, 7d, 30m, or 0 for a continuous scrub (default: 1d)')

@@ -2,7 +2,7 @@ import { Command } from 'commander'
 import type { CliIo } from '../index.ts'
 import { withRpcOptions, rpcClient } from '../rpc-options.ts'
 import { table, ago, formatNodeLimit, renderLimits, renderModels, renderTransfers } from '../format.ts'
-import { formatRate } from '../../config/units.ts'
+import { formatBytes, formatRate } from '../../config/units.ts'
 import type { SecurityStatus, StatusDocument } from '../../daemon/status.ts'
 import type { LimitsInfo, ModelInfo, TransferInfo } from '../../transfer/index.ts'
 import { renderMessages, renderNotices } from './notice.ts'
@@ -97,8 +97,34 @@ export function renderStatus (s: StatusDocument, options: RenderStatusOptions = 
   if (pipelines.length > 0) out += '\npipelines:\n' + renderPipelineStatus(pipelines)
   if (notices.length > 0) out += `\nnotices:\n${renderNotices(notices)}`
   if (t.limits != null) out += `\nP2P limits of ${self.name}:\n${renderLimits(t.limits)}`
+  out += renderRelay(s)
   if (t.transfers != null && t.transfers.length > 0) out += `\ntransfers on ${self.name}:\n${renderTransfers(t.transfers)}`
   if (t.models != null && t.models.length > 0) out += `\nmodels:\n${renderModels(t.models)}`
+  return out
+}
+
+/**
+ * NAT traversal (docs/nat.md): a resource's relay line (slots, relayed connections, bytes, rate
+ * against its limit), then how this daemon reaches each peer (direct or relayed, and the last
+ * hole punch with it). Absent from daemons older than issue 17.
+ */
+export function renderRelay (s: StatusDocument): string {
+  let out = ''
+  const r = s.relay
+  if (r != null) {
+    const limit = r.limit.limit != null ? `${formatRate(r.limit.limit)} (${r.limit.source})` : `none of its own (${r.limit.source})`
+    out += `\nrelay: ${r.reservations} slots, ${r.traffic.connections} relayed connections open (${r.traffic.connectionsTotal} since start), ` +
+      `${formatBytes(r.traffic.bytes.to_source)} to dialers, ${formatBytes(r.traffic.bytes.to_destination)} to slot holders, ` +
+      `${formatRate(r.limit.rateBps)} now, limit ${limit} and the upload limit\n`
+  }
+  const peers = s.peers ?? []
+  if (peers.length > 0) {
+    out += '\npeers:\n' + table(['PEER', 'PATH', 'HOLE PUNCH'], peers.map(p => [
+      p.name ?? `…${p.peerId.slice(-8)}`, p.path, p.holePunch != null ? p.holePunch.result : '-'
+    ]))
+    const hp = s.holePunch
+    if (hp != null && hp.attempts > 0) out += `hole punches: ${hp.attempts} started; ${Object.entries(hp.results).map(([k, v]) => `${v} ${k}`).join(', ') || 'none decided'}\n`
+  }
   return out
 }
 
