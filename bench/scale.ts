@@ -11,6 +11,7 @@ import type { ScalePart, ScaleRow } from './scale/row.ts'
 
 /** The parts, in the order their rows print; each module is loaded only when it runs. */
 const PARTS: Record<string, () => Promise<ScalePart>> = {
+  model: async () => (await import('./scale/model.ts')).run,
   placement: async () => (await import('./scale/placement.ts')).run,
   mailbox: async () => (await import('./scale/mailbox.ts')).run
 }
