@@ -158,9 +158,10 @@ export async function run (opts: ScalePartOptions): Promise<ScaleRow[]> {
       target: `bytes and staleness ±${TOLERANCE.bytes * 100} %, CPU ±${TOLERANCE.cpu * 100} %${step.nodes >= 100_000 ? ' at ≥ 100,000 nodes' : ''}`,
       today: base == null
         ? `not run in --quick (R = 1 at ${step.nodes.toLocaleString('en')})`
-        : `one resource hears all: ${fmt(base.resourceCpuUsPerS.total)} µs/s astrad code vs ${fmt(perRes)} sharded (${round(base.resourceCpuUsPerS.total / perRes, 2)}×)`,
+        : `one resource hears all: ${fmt(base.resourceCpuUsPerS.total)} µs/s astrad code vs ${fmt(perRes)} sharded (${round(base.resourceCpuUsPerS.total / perRes, 2)}×)` +
+          (base.snapshotsOverCap > 0 ? `; its whole-list pulls (${fmt(base.largestSnapshotBytes)}B) refused over the 8 MiB cap, ${base.snapshotsOverCap} times` : ''),
       met: ok,
-      detail: { checks, sim: { ...sim, staleness: { crashDead: summarize(sim.staleness.crashDead), drainDraining: summarize(sim.staleness.drainDraining), rejoinAlive: summarize(sim.staleness.rejoinAlive) } }, baseline: base == null ? null : { resourceCpuUsPerS: base.resourceCpuUsPerS, heartbeatsPerResource: base.heartbeatsPerResource } }
+      detail: { checks, sim: { ...sim, staleness: { crashDead: summarize(sim.staleness.crashDead), drainDraining: summarize(sim.staleness.drainDraining), rejoinAlive: summarize(sim.staleness.rejoinAlive) } }, baseline: base == null ? null : { resourceCpuUsPerS: base.resourceCpuUsPerS, heartbeatsPerResource: base.heartbeatsPerResource, largestSnapshotBytes: base.largestSnapshotBytes, snapshotsOverCap: base.snapshotsOverCap } }
     })
   }
 
