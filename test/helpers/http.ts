@@ -5,8 +5,20 @@ import http from 'node:http'
  * load generators and KServe tests send it: the status and the answer (parsed JSON, else the
  * text). `body` may be a value or JSON text already made (a load reuses one body).
  */
-export function postJson (agent: http.Agent, rpc: string, urlPath: string, body: unknown, signal: AbortSignal = AbortSignal.timeout(30_000)): Promise<{ status: number, json: any }> {
+export async function postJson (agent: http.Agent, rpc: string, urlPath: string, body: unknown, signal: AbortSignal = AbortSignal.timeout(30_000)): Promise<{ status: number, json: any }> {
   const payload = Buffer.from(typeof body === 'string' ? body : JSON.stringify(body))
+  try {
+    return await postOnce(agent, rpc, urlPath, payload, signal)
+  } catch (err) {
+    // A kept-alive socket the server closed as idle (its keep-alive timeout) just as this request
+    // reused it: the request never reached the server. Node's documented remedy is to send it
+    // again on a new socket, as HTTP clients do for a reset on a reused connection.
+    if ((err as { reusedSocket?: boolean }).reusedSocket !== true || (err as { code?: string }).code !== 'ECONNRESET') throw err
+    return await postOnce(agent, rpc, urlPath, payload, signal)
+  }
+}
+
+function postOnce (agent: http.Agent, rpc: string, urlPath: string, payload: Buffer, signal: AbortSignal): Promise<{ status: number, json: any }> {
   const [host, port] = rpc.split(':')
   return new Promise((resolve, reject) => {
     const req = http.request({ host, port: Number(port), path: urlPath, method: 'POST', agent, signal, headers: { 'content-type': 'application/json', 'content-length': payload.length } }, res => {
@@ -20,7 +32,7 @@ export function postJson (agent: http.Agent, rpc: string, urlPath: string, body:
       })
       res.on('error', reject)
     })
-    req.on('error', reject)
+    req.on('error', err => { reject(Object.assign(err, { reusedSocket: req.reusedSocket })) })
     req.end(payload)
   })
 }
